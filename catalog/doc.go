@@ -1,0 +1,9 @@
+// Package catalog is the source of truth for which shard owns which tenant range: the data
+// model (Config, Shard, Range, Stats, Migration, Event), its validation, and the etcd store.
+// It is the only package that imports the etcd client.
+//
+// Ranges are half-open [lo, hi) over int64 and tile the whole key line with no gap and no
+// overlap. Every write that depends on something read compares the mod revisions it read in
+// one etcd Txn: a lost race is ErrConflict, never a silent overwrite. An ownership flip and a
+// split are each one transaction, so a reader never sees a gap or two owners.
+package catalog

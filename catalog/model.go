@@ -1,0 +1,233 @@
+package catalog
+
+import (
+	"time"
+)
+
+// Config is the keyspace of a cluster: the sharding column, the sharded tables and the
+// date-partition specs. Stored at /reshard/<cluster>/config.
+type Config struct {
+	Cluster    string          `json:"cluster"`
+	Key        string          `json:"key"`
+	Tables     []string        `json:"tables"`
+	Partitions []PartitionSpec `json:"partitions,omitempty"`
+}
+
+// PartitionSpec keeps a date-partitioned table's partitions made ahead of time.
+type PartitionSpec struct {
+	Table           string `json:"table"`
+	Column          string `json:"column"`
+	Interval        string `json:"interval"`                   // day, week or month
+	Premake         int    `json:"premake,omitempty"`          // partitions ahead of now; default 4
+	Retention       string `json:"retention,omitempty"`        // e.g. "30d", "12w", "6m"; empty keeps all
+	RetentionAction string `json:"retention_action,omitempty"` // detach (default) or drop
+	TimeZone        string `json:"time_zone,omitempty"`        // default UTC
+}
+
+// Shard states.
+const (
+	ShardActive   = "active"
+	ShardDraining = "draining"
+)
+
+// Shard is one PostgreSQL database holding part of the key line. DSN never carries a
+// password: the password comes from DSNEnv's variable or from libpq's .pgpass.
+type Shard struct {
+	Name   string    `json:"name"`
+	DSN    string    `json:"dsn,omitempty"`
+	DSNEnv string    `json:"dsn_env,omitempty"`
+	State  string    `json:"state"`
+	Added  time.Time `json:"added"`
+}
+
+// Range states.
+const (
+	RangeServing = "serving"
+	RangeFrozen  = "frozen"
+)
+
+// Range is the ownership of one key range by one shard. Epoch grows by one at every
+// ownership change, so a router can tell a stale entry.
+type Range struct {
+	Range     KeyRange `json:"range"`
+	Shard     string   `json:"shard"`
+	State     string   `json:"state"`
+	Epoch     int64    `json:"epoch"`
+	Migration string   `json:"migration,omitempty"` // the migration that froze it
+}
+
+// TableStats is the size of one table on one shard.
+type TableStats struct {
+	Bytes int64 `json:"bytes"`
+	Rows  int64 `json:"rows"`
+}
+
+// ShardStats is measured per shard by `reshard stats collect`.
+type ShardStats struct {
+	Shard       string                `json:"shard"`
+	Bytes       int64                 `json:"bytes"`
+	Rows        int64                 `json:"rows"`
+	Tables      map[string]TableStats `json:"tables,omitempty"`
+	CollectedAt time.Time             `json:"collected_at"`
+}
+
+// RangeStats is measured per range.
+type RangeStats struct {
+	Range        KeyRange  `json:"range"`
+	Shard        string    `json:"shard"`
+	Bytes        int64     `json:"bytes"`
+	Rows         int64     `json:"rows"`
+	WritesPerSec float64   `json:"writes_per_sec"`
+	Keys         int64     `json:"keys,omitempty"` // distinct tenants seen
+	CollectedAt  time.Time `json:"collected_at"`
+}
+
+// HotKey is one tenant among the top-K by bytes or by writes/s. Custom holds an
+// application's own numbers (`reshard stats put`), e.g. read QPS.
+type HotKey struct {
+	Key          int64              `json:"key"`
+	Shard        string             `json:"shard"`
+	Bytes        int64              `json:"bytes"`
+	Rows         int64              `json:"rows"`
+	WritesPerSec float64            `json:"writes_per_sec"`
+	Custom       map[string]float64 `json:"custom,omitempty"`
+	CollectedAt  time.Time          `json:"collected_at"`
+}
+
+// Stats is everything known about load, read at one catalog revision.
+type Stats struct {
+	Shards  map[string]ShardStats `json:"shards"`
+	Ranges  []RangeStats          `json:"ranges"`
+	HotKeys []HotKey              `json:"hot_keys"`
+}
+
+// Migration kinds.
+const (
+	KindMove  = "move"
+	KindSplit = "split"
+)
+
+// Migration phases, in order. A migration only moves forward, except to PhaseRolledBack.
+const (
+	PhasePlanned    = "planned"
+	PhasePreflight  = "preflight"
+	PhaseCopying    = "copying"
+	PhaseCatchingUp = "catching_up"
+	PhaseFrozen     = "frozen" // catalog frozen, fence being installed / drained
+	PhaseVerifying  = "verifying"
+	PhaseFlipped    = "flipped" // commit point passed: target owns the range
+	PhaseCleaningUp = "cleaning_up"
+	PhaseDone       = "done"
+	PhaseRolledBack = "rolled_back"
+	PhaseCancelled  = "cancelled"
+)
+
+// TableProgress is the copy progress of one table.
+type TableProgress struct {
+	Rows        int64 `json:"rows"`
+	Bytes       int64 `json:"bytes"`
+	ChunksDone  int   `json:"chunks_done"`
+	ChunksTotal int   `json:"chunks_total"`
+}
+
+// Timings are phase durations in seconds.
+type Timings struct {
+	Copy          float64 `json:"copy"`
+	Catchup       float64 `json:"catchup"`
+	CutoverWindow float64 `json:"cutover_window"`
+	Cleanup       float64 `json:"cleanup"`
+}
+
+// Migration is the journal of one move of one range: its record in etcd makes a crash at
+// any point resumable.
+type Migration struct {
+	ID            string                   `json:"id"`
+	Kind          string                   `json:"kind"`
+	Range         KeyRange                 `json:"range"`
+	Source        string                   `json:"source"`
+	Target        string                   `json:"target"`
+	Phase         string                   `json:"phase"`
+	Slot          string                   `json:"slot,omitempty"`
+	Publication   string                   `json:"publication,omitempty"`
+	Snapshot      string                   `json:"snapshot,omitempty"`
+	ConsistentLSN string                   `json:"consistent_lsn,omitempty"`
+	AppliedLSN    string                   `json:"applied_lsn,omitempty"`
+	FenceLSN      string                   `json:"fence_lsn,omitempty"`
+	LagBytes      int64                    `json:"lag_bytes"`
+	LagSeconds    float64                  `json:"lag_seconds"`
+	Tables        map[string]TableProgress `json:"tables,omitempty"`
+	RowsCopied    int64                    `json:"rows_copied"`
+	BytesCopied   int64                    `json:"bytes_copied"`
+	RowsVerified  int64                    `json:"rows_verified,omitempty"`
+	Timings       Timings                  `json:"timings"`
+	Plan          string                   `json:"plan,omitempty"` // id of the plan it belongs to
+	Owner         string                   `json:"owner,omitempty"`
+	Created       time.Time                `json:"created"`
+	Updated       time.Time                `json:"updated"`
+	LastError     string                   `json:"last_error,omitempty"`
+}
+
+// Terminal reports whether the migration will not change any more.
+func (m *Migration) Terminal() bool {
+	switch m.Phase {
+	case PhaseDone, PhaseRolledBack, PhaseCancelled:
+		return true
+	}
+	return false
+}
+
+// Event kinds of the history.
+const (
+	EventInit       = "init"
+	EventShardAdded = "shard_added"
+	EventShardState = "shard_state"
+	EventRangeState = "range_state"
+	EventFlip       = "flip"
+	EventSplit      = "split"
+	EventPhase      = "phase"
+	EventImport     = "import"
+	EventPartitions = "partitions"
+	EventConfig     = "config"
+)
+
+// Event is one entry of the append-only history.
+type Event struct {
+	Seq       int64     `json:"seq"`
+	Time      time.Time `json:"time"`
+	Kind      string    `json:"kind"`
+	Range     *KeyRange `json:"range,omitempty"`
+	Shard     string    `json:"shard,omitempty"`
+	From      string    `json:"from,omitempty"`
+	To        string    `json:"to,omitempty"`
+	Epoch     int64     `json:"epoch,omitempty"`
+	Migration string    `json:"migration,omitempty"`
+	Detail    string    `json:"detail,omitempty"`
+}
+
+// State is a consistent snapshot of a cluster's catalog at one etcd revision. ModRev holds
+// the mod revision of every key read, so a later write can compare it.
+type State struct {
+	Revision int64            `json:"revision"`
+	Config   Config           `json:"config"`
+	Shards   map[string]Shard `json:"shards"`
+	Ranges   []Range          `json:"ranges"` // sorted by Lo
+	ModRev   map[string]int64 `json:"-"`
+}
+
+// Owner returns the range holding key k (the state must be valid).
+func (s *State) Owner(k int64) (Range, bool) {
+	lo, hi := 0, len(s.Ranges)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if s.Ranges[m].Range.Lo <= k {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo == 0 {
+		return Range{}, false
+	}
+	r := s.Ranges[lo-1]
+	return r, r.Range.Contains(k)
+}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// globalFlags are the flags every command shares (see the Command line section of DESIGN.md).
+type globalFlags struct {
+	etcd     string
+	cluster  string
+	output   string
+	etcdCA   string
+	etcdCert string
+	etcdKey  string
+	etcdUser string
+}
+
+var globals globalFlags
+
+// subcommands is filled by each command file's init, so every command lives in its own file
+// and no file lists them all.
+var subcommands []func() *cobra.Command
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "reshard",
+		Short:         "Rebalance and re-partition multi-tenant PostgreSQL shards online",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&globals.etcd, "etcd", envOr("RESHARD_ETCD", "127.0.0.1:2379"), "etcd endpoints, comma-separated (env RESHARD_ETCD)")
+	pf.StringVar(&globals.cluster, "cluster", envOr("RESHARD_CLUSTER", "default"), "cluster name in the catalog (env RESHARD_CLUSTER)")
+	pf.StringVarP(&globals.output, "output", "o", "text", "output format: text or json")
+	pf.StringVar(&globals.etcdCA, "etcd-cacert", os.Getenv("RESHARD_ETCD_CACERT"), "CA bundle to verify etcd's TLS certificate")
+	pf.StringVar(&globals.etcdCert, "etcd-cert", os.Getenv("RESHARD_ETCD_CERT"), "client certificate for etcd TLS")
+	pf.StringVar(&globals.etcdKey, "etcd-key", os.Getenv("RESHARD_ETCD_KEY"), "client key for etcd TLS")
+	pf.StringVar(&globals.etcdUser, "etcd-user", os.Getenv("RESHARD_ETCD_USER"), "etcd user[:password]; the password may instead come from RESHARD_ETCD_PASSWORD")
+	for _, f := range subcommands {
+		root.AddCommand(f())
+	}
+	return root
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

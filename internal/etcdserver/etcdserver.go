@@ -1,0 +1,98 @@
+package etcdserver
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Options tune the embedded server.
+type Options struct {
+	// ClientPort and PeerPort; 0 picks free ones.
+	ClientPort, PeerPort int
+	// Logger; nil keeps etcd quiet (errors only).
+	Logger *zap.Logger
+}
+
+// Server is a running embedded etcd.
+type Server struct {
+	e        *embed.Etcd
+	endpoint string
+}
+
+// Start starts an etcd member with its data in dir and waits until it serves.
+func Start(ctx context.Context, dir string, opts Options) (*Server, error) {
+	cport, pport := opts.ClientPort, opts.PeerPort
+	var err error
+	if cport == 0 {
+		if cport, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	if pport == 0 {
+		if pport, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range []int{cport, pport} {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return nil, fmt.Errorf("etcd: port 127.0.0.1:%d is in use (pick another or stop what listens there): %w", p, err)
+		}
+		l.Close()
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "reshard"
+	cfg.Dir = dir
+	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", cport))
+	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", pport))
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.LogLevel = "error"
+	logger := opts.Logger
+	if logger == nil {
+		// etcd logs "server closed" at error level on every clean shutdown; keep it quiet.
+		logger = zap.NewNop()
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logger)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: start in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("etcd: not ready after 30s in %s", dir)
+	}
+	return &Server{e: e, endpoint: cu.Host}, nil
+}
+
+// Endpoint is host:port of the client URL.
+func (s *Server) Endpoint() string { return s.endpoint }
+
+// Done is closed when the server stops by itself (fatal error).
+func (s *Server) Done() <-chan error { return s.e.Err() }
+
+// Close stops the server.
+func (s *Server) Close() { s.e.Close() }
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("etcd: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
