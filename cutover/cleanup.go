@@ -1,0 +1,79 @@
+package cutover
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// DeleteOptions throttle the deletion of a moved range from its old shard.
+type DeleteOptions struct {
+	BatchRows int           // rows per DELETE; default 5000
+	Pause     time.Duration // sleep between batches, to leave room for the live load
+	Progress  func(table string, deleted int64)
+}
+
+// Conn is a connection that can run a transaction.
+type Conn interface {
+	Querier
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// DeleteRange deletes r's rows of every table from db in small batches, children first
+// (tables in reverse order), each batch its own short transaction through the fence
+// bypass: the fence stays as a tombstone while its rows go. It is idempotent and returns
+// the rows deleted per table.
+func DeleteRange(ctx context.Context, db Conn, key string, tables []string, r catalog.KeyRange, opts DeleteOptions) (map[string]int64, error) {
+	if opts.BatchRows <= 0 {
+		opts.BatchRows = 5000
+	}
+	out := map[string]int64{}
+	k := pgx.Identifier{key}.Sanitize()
+	for i := len(tables) - 1; i >= 0; i-- {
+		t := tables[i]
+		qt := pgx.Identifier{t}.Sanitize()
+		// ctid batches avoid sorting and let each batch be a short transaction.
+		sql := fmt.Sprintf(`DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s WHERE %s LIMIT %d))`, qt, qt, r.SQL(k), opts.BatchRows)
+		for {
+			n, err := deleteBatch(ctx, db, sql)
+			if err != nil {
+				return out, fmt.Errorf("cutover: delete %s rows of %s: %w", r, t, err)
+			}
+			out[t] += n
+			if opts.Progress != nil {
+				opts.Progress(t, out[t])
+			}
+			if n < int64(opts.BatchRows) {
+				break
+			}
+			if opts.Pause > 0 {
+				select {
+				case <-ctx.Done():
+					return out, ctx.Err()
+				case <-time.After(opts.Pause):
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func deleteBatch(ctx context.Context, db Conn, sql string) (int64, error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
+	if _, err := tx.Exec(ctx, "SELECT set_config($1, 'on', true)", BypassSetting); err != nil {
+		return 0, err
+	}
+	tag, err := tx.Exec(ctx, sql)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), tx.Commit(ctx)
+}

@@ -1,0 +1,189 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// FenceSQLState is the SQLSTATE a fenced write fails with. Class "RS" is not used by
+// PostgreSQL, so an application can match it exactly and retry after re-resolving the
+// tenant's shard.
+const FenceSQLState = "RS001"
+
+// BypassSetting is the custom setting that lets a session through the fence. Only
+// reshard's own connections set it (the source cleanup deletes fenced rows).
+const BypassSetting = "reshard.bypass"
+
+// IsFenceError reports whether err is a write rejected by a reshard fence.
+func IsFenceError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == FenceSQLState
+}
+
+// Execer is the part of a pgx connection the fence needs.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Querier runs queries that return rows.
+type Querier interface {
+	Execer
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// schemaSQL creates the reshard schema and the fence table. A fence row with lo NULL is
+// unbounded below, hi NULL unbounded above.
+const schemaSQL = `
+CREATE SCHEMA IF NOT EXISTS reshard;
+CREATE TABLE IF NOT EXISTS reshard.fence (
+	migration  text PRIMARY KEY,
+	lo         bigint,
+	hi         bigint,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	tombstone  boolean NOT NULL DEFAULT false
+);`
+
+// guardSQL is the trigger function. The key column is the same in every sharded table of
+// the keyspace, so it is written into the function rather than looked up per row: a
+// dynamic lookup (to_jsonb(NEW)->>col) would cost far more on every write. The empty-fence
+// case, which is all writes outside a cutover, is one index-only probe of an empty table.
+func guardSQL(key string) string {
+	k := pgx.Identifier{key}.Sanitize()
+	return fmt.Sprintf(`
+CREATE OR REPLACE FUNCTION reshard.fence_guard() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+	k bigint;
+BEGIN
+	IF current_setting('%[2]s', true) = 'on' THEN
+		RETURN COALESCE(NEW, OLD);
+	END IF;
+	FOR i IN 1..2 LOOP
+		IF i = 1 AND TG_OP IN ('INSERT', 'UPDATE') THEN
+			k := NEW.%[1]s;
+		ELSIF i = 2 AND TG_OP IN ('UPDATE', 'DELETE') THEN
+			k := OLD.%[1]s;
+		ELSE
+			CONTINUE;
+		END IF;
+		IF EXISTS (SELECT 1 FROM reshard.fence f
+		           WHERE (f.lo IS NULL OR k >= f.lo) AND (f.hi IS NULL OR k < f.hi)) THEN
+			RAISE EXCEPTION 'reshard: writes to %[1]s %% are fenced: the range is moving or has moved to another shard; re-resolve the shard and retry', k
+				USING ERRCODE = '%[3]s',
+				      HINT = 'Ask the catalog (reshard resolver) which shard owns this key now.';
+		END IF;
+	END LOOP;
+	RETURN COALESCE(NEW, OLD);
+END
+$fn$;`, k, BypassSetting, FenceSQLState)
+}
+
+// InstallGuard creates the fence table, the guard function and the trigger on every
+// table. It is idempotent and is run at migration start, so the cutover itself takes no
+// DDL lock: CREATE TRIGGER needs a SHARE ROW EXCLUSIVE lock, which would queue behind long
+// transactions at exactly the wrong moment.
+func InstallGuard(ctx context.Context, db Execer, key string, tables []string) error {
+	if _, err := db.Exec(ctx, schemaSQL); err != nil {
+		return fmt.Errorf("cutover: create reshard.fence: %w", err)
+	}
+	if _, err := db.Exec(ctx, guardSQL(key)); err != nil {
+		return fmt.Errorf("cutover: create reshard.fence_guard(): %w", err)
+	}
+	for _, t := range tables {
+		sql := fmt.Sprintf(`CREATE OR REPLACE TRIGGER reshard_fence BEFORE INSERT OR UPDATE OR DELETE ON %s
+			FOR EACH ROW EXECUTE FUNCTION reshard.fence_guard()`, pgx.Identifier{t}.Sanitize())
+		if _, err := db.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("cutover: install fence trigger on %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// RemoveGuard drops the triggers and the function once no fence row is left on the shard.
+// It reports whether it removed them.
+func RemoveGuard(ctx context.Context, db Querier, tables []string) (bool, error) {
+	var n int
+	err := db.QueryRow(ctx, `SELECT count(*) FROM reshard.fence`).Scan(&n)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table: nothing installed
+			return false, nil
+		}
+		return false, fmt.Errorf("cutover: count fences: %w", err)
+	}
+	if n > 0 {
+		return false, nil
+	}
+	for _, t := range tables {
+		if _, err := db.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS reshard_fence ON %s`, pgx.Identifier{t}.Sanitize())); err != nil {
+			return false, fmt.Errorf("cutover: drop fence trigger on %s: %w", t, err)
+		}
+	}
+	if _, err := db.Exec(ctx, `DROP FUNCTION IF EXISTS reshard.fence_guard()`); err != nil {
+		return false, fmt.Errorf("cutover: drop reshard.fence_guard(): %w", err)
+	}
+	return true, nil
+}
+
+func bounds(r catalog.KeyRange) (lo, hi *int64) {
+	if !r.LoUnbounded() {
+		v := r.Lo
+		lo = &v
+	}
+	if !r.HiInf {
+		v := r.Hi
+		hi = &v
+	}
+	return lo, hi
+}
+
+// SetFence inserts the fence row for a migration (idempotent) and commits it, so that
+// every statement that starts after it returns sees it.
+func SetFence(ctx context.Context, db Execer, migration string, r catalog.KeyRange) error {
+	lo, hi := bounds(r)
+	_, err := db.Exec(ctx, `INSERT INTO reshard.fence (migration, lo, hi) VALUES ($1, $2, $3)
+		ON CONFLICT (migration) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi, tombstone = false`, migration, lo, hi)
+	if err != nil {
+		return fmt.Errorf("cutover: set fence %s on %s: %w", migration, r, err)
+	}
+	return nil
+}
+
+// MarkTombstone keeps the fence after the flip, so a stale client's write fails loudly
+// instead of landing on the old shard.
+func MarkTombstone(ctx context.Context, db Execer, migration string) error {
+	if _, err := db.Exec(ctx, `UPDATE reshard.fence SET tombstone = true WHERE migration = $1`, migration); err != nil {
+		return fmt.Errorf("cutover: mark fence %s as tombstone: %w", migration, err)
+	}
+	return nil
+}
+
+// DropFence removes a migration's fence row (rollback, or `cleanup --drop-fence`).
+func DropFence(ctx context.Context, db Execer, migration string) error {
+	_, err := db.Exec(ctx, `DELETE FROM reshard.fence WHERE migration = $1`, migration)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cutover: drop fence %s: %w", migration, err)
+	}
+	return nil
+}
+
+// quoteList quotes identifiers for messages.
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = pgx.Identifier{n}.Sanitize()
+	}
+	return strings.Join(q, ", ")
+}

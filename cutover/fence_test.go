@@ -1,0 +1,240 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+const schema = `
+CREATE TABLE tenants (tenant_id bigint PRIMARY KEY, name text);
+CREATE TABLE orders (tenant_id bigint, id bigserial, total numeric, note jsonb, PRIMARY KEY (tenant_id, id));
+`
+
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func TestFenceGuard(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, schema)
+	db := connect(t, pg.DSNApp())
+	tables := []string{"tenants", "orders"}
+	if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+		t.Fatal(err)
+	}
+	if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+		t.Fatalf("second install must be a no-op: %v", err)
+	}
+	pg.Exec(ctx, `INSERT INTO tenants VALUES (5, 'a'), (15, 'b'), (25, 'c')`)
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20)); err != nil {
+		t.Fatal(err)
+	}
+	app := connect(t, pg.DSNApp())
+	tests := []struct {
+		sql    string
+		fenced bool
+	}{
+		{`INSERT INTO tenants VALUES (12, 'x')`, true},
+		{`INSERT INTO tenants VALUES (20, 'x')`, false},
+		{`INSERT INTO tenants VALUES (9, 'x')`, false},
+		{`UPDATE tenants SET name = 'y' WHERE tenant_id = 15`, true},
+		{`UPDATE tenants SET tenant_id = 16 WHERE tenant_id = 25`, true}, // moves a row into the range
+		{`UPDATE tenants SET tenant_id = 26 WHERE tenant_id = 15`, true}, // moves a row out of it
+		{`DELETE FROM tenants WHERE tenant_id = 15`, true},
+		{`DELETE FROM tenants WHERE tenant_id = 5`, false},
+		{`INSERT INTO orders (tenant_id, total) VALUES (11, 1)`, true},
+	}
+	for _, tt := range tests {
+		_, err := app.Exec(ctx, tt.sql)
+		if tt.fenced != IsFenceError(err) {
+			t.Errorf("%s: err = %v, fenced want %v", tt.sql, err, tt.fenced)
+		}
+		if tt.fenced && err != nil && !strings.Contains(err.Error(), "fenced") {
+			t.Errorf("%s: message %q does not say fenced", tt.sql, err)
+		}
+		if !tt.fenced && err != nil {
+			t.Errorf("%s: unexpected error %v", tt.sql, err)
+		}
+	}
+	// reshard's own sessions pass.
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT set_config('reshard.bypass', 'on', true)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM tenants WHERE tenant_id = 15`); err != nil {
+		t.Fatalf("bypass: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := RemoveGuard(ctx, db, tables); err != nil || removed {
+		t.Fatalf("RemoveGuard with a fence left = %v, %v; want false", removed, err)
+	}
+	if err := DropFence(ctx, db, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Exec(ctx, `INSERT INTO tenants VALUES (13, 'x')`); err != nil {
+		t.Fatalf("after DropFence: %v", err)
+	}
+	if removed, err := RemoveGuard(ctx, db, tables); err != nil || !removed {
+		t.Fatalf("RemoveGuard = %v, %v; want true", removed, err)
+	}
+}
+
+// TestWaitStragglers: a REPEATABLE READ transaction whose snapshot predates the fence
+// does not see it, so the drain must wait for it (or kill it).
+func TestWaitStragglers(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, schema)
+	db := connect(t, pg.DSNApp())
+	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
+		t.Fatal(err)
+	}
+	old := connect(t, pg.DSNApp())
+	tx, err := old.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil { // takes the snapshot
+		t.Fatal(err)
+	}
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20)); err != nil {
+		t.Fatal(err)
+	}
+	at, err := fenceTime(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The old snapshot does not see the fence: its write passes the trigger.
+	if _, err := tx.Exec(ctx, `INSERT INTO tenants VALUES (11, 'late')`); err != nil {
+		t.Fatalf("old snapshot write: %v", err)
+	}
+	if _, err := WaitStragglers(ctx, db, at, 100*time.Millisecond, false); !errors.Is(err, ErrStragglers) {
+		t.Fatalf("WaitStragglers = %v, want ErrStragglers", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := WaitStragglers(ctx, db, at, 10*time.Second, false)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("WaitStragglers after commit: %v", err)
+	}
+	lsn, err := FenceLSN(ctx, db, "m1")
+	if err != nil || lsn == 0 {
+		t.Fatalf("FenceLSN = %v, %v", lsn, err)
+	}
+	// Kill mode terminates an idle-in-transaction straggler.
+	tx2, err := old.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx2.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	at2, _ := fenceTime(ctx, db)
+	killed, err := WaitStragglers(ctx, db, at2, 50*time.Millisecond, true)
+	if err != nil || len(killed) != 1 {
+		t.Fatalf("kill: killed %v, err %v", killed, err)
+	}
+}
+
+func TestVerifySequencesDelete(t *testing.T) {
+	ctx := context.Background()
+	pgs := testenv.Postgres(t, 2)
+	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
+	for _, p := range pgs {
+		p.Exec(ctx, schema)
+	}
+	fill := `INSERT INTO orders (tenant_id, total, note) SELECT g % 30, g, jsonb_build_object('g', g) FROM generate_series(1, 3000) g`
+	pgs[0].Exec(ctx, fill)
+	r := catalog.NewRange(10, 20)
+	// Copy the range by hand, in a different physical order.
+	rows, err := src.Query(ctx, `SELECT tenant_id, id, total, note FROM orders WHERE tenant_id >= 10 AND tenant_id < 20 ORDER BY id DESC`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := dst.CopyFrom(ctx, pgx.Identifier{"orders"}, []string{"tenant_id", "id", "total", "note"}, pgx.CopyFromRows(mustRows(t, rows)))
+	if err != nil || n != 1000 {
+		t.Fatalf("copy: %d %v", n, err)
+	}
+	tables := []string{"tenants", "orders"}
+	v, err := Verify(ctx, src, dst, "tenant_id", tables, r)
+	if err != nil || v.Rows != 1000 {
+		t.Fatalf("Verify equal = %+v, %v", v, err)
+	}
+	for _, bad := range []string{
+		`UPDATE orders SET total = total + 1 WHERE id = (SELECT min(id) FROM orders WHERE tenant_id = 12)`,
+		`INSERT INTO orders SELECT tenant_id, id + 100000, total, note FROM orders WHERE tenant_id = 12 LIMIT 1`,
+	} {
+		pgs[1].Exec(ctx, `BEGIN; `+bad+`; COMMIT`)
+		if _, err := Verify(ctx, src, dst, "tenant_id", tables, r); !errors.Is(err, ErrMismatch) {
+			t.Errorf("after %q: Verify = %v, want ErrMismatch", bad, err)
+		}
+	}
+	// Sequences: the target's must reach the source's.
+	seqs, err := SyncSequences(ctx, src, dst, tables)
+	if err != nil || len(seqs) != 1 || seqs[0].Value < 3000 {
+		t.Fatalf("SyncSequences = %+v, %v", seqs, err)
+	}
+	var next int64
+	if err := dst.QueryRow(ctx, `SELECT nextval('orders_id_seq')`).Scan(&next); err != nil || next <= 3000 {
+		t.Fatalf("target nextval = %d, %v", next, err)
+	}
+	// Delete in small batches through the fence.
+	if err := InstallGuard(ctx, src, "tenant_id", tables); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetFence(ctx, src, "m1", r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DeleteRange(ctx, src, "tenant_id", tables, r, DeleteOptions{BatchRows: 128})
+	if err != nil || got["orders"] != 1000 {
+		t.Fatalf("DeleteRange = %v, %v", got, err)
+	}
+	var left, others int
+	_ = src.QueryRow(ctx, `SELECT count(*) FILTER (WHERE tenant_id >= 10 AND tenant_id < 20), count(*) FILTER (WHERE tenant_id < 10 OR tenant_id >= 20) FROM orders`).Scan(&left, &others)
+	if left != 0 || others != 2000 {
+		t.Fatalf("after delete: %d in range, %d others; want 0, 2000", left, others)
+	}
+}
+
+func mustRows(t *testing.T, rows pgx.Rows) [][]any {
+	t.Helper()
+	var out [][]any
+	for rows.Next() {
+		v, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
