@@ -1,0 +1,353 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// Mover is what the executor needs of a mover for one migration (mover.Mover implements it).
+type Mover interface {
+	Replicator
+	Start(ctx context.Context) error
+	Lag(ctx context.Context) (bytes int64, seconds float64, err error)
+	Err() error
+}
+
+// MoverFactory builds the mover of migration m between two shards' connection strings,
+// checkpointing into j.
+type MoverFactory func(m *catalog.Migration, sourceDSN, targetDSN string, j *Journal) (Mover, error)
+
+// Executor runs migrations end to end: mover, cutover, cleanup, each step journaled in
+// the catalog so that a re-run after a crash at any point finishes or rolls back.
+type Executor struct {
+	Catalog  Catalog
+	NewMover MoverFactory
+	// Lock takes the migration's lease lock; nil means the caller holds it.
+	Lock func(ctx context.Context, id string) (unlock func(), err error)
+	// DSN resolves a shard's connection string (dsn or dsn_env).
+	DSN     func(catalog.Shard) (string, error)
+	Options ExecOptions
+	Log     *slog.Logger
+}
+
+// ExecOptions tune a move.
+type ExecOptions struct {
+	Cutover Options
+	// MaxCutoverLag is the lag (bytes) under which the cutover may start; default 1 MiB.
+	MaxCutoverLag int64
+	// CleanupLater leaves the source rows (fenced) for `reshard cleanup`.
+	CleanupLater bool
+	Delete       DeleteOptions
+	// Retries of a cutover rolled back for a transient reason (stragglers, catch-up timeout).
+	CutoverRetries int
+}
+
+// MoveRequest asks for one range to move to a shard.
+type MoveRequest struct {
+	ID     string
+	Range  catalog.KeyRange
+	Target string
+	Plan   string
+}
+
+// ErrNothingToDo is returned for a move of a range to the shard that already owns it.
+var ErrNothingToDo = errors.New("the range is already on that shard")
+
+func (e *Executor) log() *slog.Logger {
+	if e.Log != nil {
+		return e.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Move creates (or resumes, for an existing id) the migration of req.Range to req.Target
+// and runs it to the end. The range must be exactly one catalog range; see SplitFor.
+func (e *Executor) Move(ctx context.Context, req MoveRequest) (*catalog.Migration, error) {
+	m, err := e.Catalog.GetMigration(ctx, req.ID)
+	switch {
+	case errors.Is(err, catalog.ErrNotFound):
+		st, err := e.Catalog.Load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		i := rangeOf(st, req.Range.Lo)
+		if i < 0 || !st.Ranges[i].Range.Equal(req.Range) {
+			return nil, fmt.Errorf("move %s: no catalog range is exactly %s (split it first: reshard split)", req.ID, req.Range)
+		}
+		r := st.Ranges[i]
+		if r.Shard == req.Target {
+			return nil, fmt.Errorf("move %s: range %s is on %s: %w", req.ID, r.Range, r.Shard, ErrNothingToDo)
+		}
+		if _, ok := st.Shards[req.Target]; !ok {
+			return nil, fmt.Errorf("move %s: unknown target shard %q (see reshard shard list)", req.ID, req.Target)
+		}
+		m = &catalog.Migration{ID: req.ID, Kind: catalog.KindMove, Range: r.Range, Source: r.Shard, Target: req.Target,
+			Phase: catalog.PhasePlanned, Plan: req.Plan}
+		if err := e.Catalog.PutMigration(ctx, m); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
+	}
+	return e.Resume(ctx, m.ID)
+}
+
+// Resume drives migration id from wherever its journal says it is.
+func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, error) {
+	if e.Lock != nil {
+		unlock, err := e.Lock(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
+	m, err := e.Catalog.GetMigration(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if m.Terminal() {
+		return m, nil
+	}
+	src, dst, srcDSN, dstDSN, err := e.connect(ctx, m)
+	if err != nil {
+		return m, err
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	defer dst.Close(context.WithoutCancel(ctx))
+	env := Env{Catalog: e.Catalog, Source: src, Target: dst}
+	if env.Key, env.Tables, err = e.keyspace(ctx); err != nil {
+		return m, err
+	}
+	switch m.Phase {
+	case catalog.PhaseFlipped, catalog.PhaseCleaningUp:
+		return m, e.finish(ctx, env, m, srcDSN, dstDSN)
+	case catalog.PhaseFrozen, catalog.PhaseVerifying:
+		// A driver died mid-cutover, before the flip: undo the cutover (not the copy)
+		// and go again. The journal's revision compare in Flip made sure it did not flip.
+		if err := Undo(ctx, env, m); err != nil {
+			return m, err
+		}
+	}
+	// The fence guard goes in before anything is copied, so the cutover takes no DDL lock.
+	if err := InstallGuard(ctx, src, env.Key, env.Tables); err != nil {
+		return m, err
+	}
+	attempts := e.Options.CutoverRetries + 1
+	for attempt := 1; ; attempt++ {
+		j := NewJournal(e.Catalog, m)
+		mv, err := e.NewMover(m, srcDSN, dstDSN, j)
+		if err != nil {
+			return m, err
+		}
+		env.Mover = mv
+		copyStart := time.Now()
+		if err := mv.Start(ctx); err != nil {
+			return j.Seal(), fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", m.ID, err, m.ID)
+		}
+		if err := e.waitLag(ctx, mv); err != nil {
+			_ = mv.Stop(context.WithoutCancel(ctx))
+			return j.Seal(), fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", m.ID, err, m.ID)
+		}
+		m = j.Seal()
+		if m.Timings.Catchup == 0 {
+			m.Timings.Catchup = time.Since(copyStart).Seconds() - m.Timings.Copy
+		}
+		e.log().Info("cutover", "migration", m.ID, "range", m.Range.String(), "attempt", attempt)
+		_, err = Run(ctx, env, m, e.Options.Cutover)
+		if err == nil {
+			break
+		}
+		if attempt < attempts && retryable(err) && ctx.Err() == nil {
+			// The cutover was undone but the copy kept: catch up again and retry.
+			e.log().Warn("cutover undone, retrying", "migration", m.ID, "attempt", attempt, "err", err)
+			continue
+		}
+		rctx := context.WithoutCancel(ctx)
+		if rerr := Rollback(rctx, env, m, err); rerr != nil {
+			return m, fmt.Errorf("%w; rolling back failed too (re-run or reshard cancel %s): %v", err, m.ID, rerr)
+		}
+		return m, fmt.Errorf("%w (rolled back: the range serves from %s)", err, m.Source)
+	}
+	return m, e.finish(ctx, env, m, srcDSN, dstDSN)
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, ErrStragglers) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func (e *Executor) waitLag(ctx context.Context, mv Mover) error {
+	limit := e.Options.MaxCutoverLag
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	for {
+		if err := mv.Err(); err != nil {
+			return fmt.Errorf("catch-up stopped: %w", err)
+		}
+		b, _, err := mv.Lag(ctx)
+		if err == nil && b <= limit {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// finish is step 8: tombstone the fence, drop slot and publication, delete the range's
+// rows from the source (unless CleanupLater), and mark the migration done.
+func (e *Executor) finish(ctx context.Context, env Env, m *catalog.Migration, srcDSN, dstDSN string) error {
+	start := time.Now()
+	if err := MarkTombstone(ctx, env.Source, m.ID); err != nil {
+		return err
+	}
+	if env.Mover == nil {
+		mv, err := e.NewMover(m, srcDSN, dstDSN, NewJournal(e.Catalog, m))
+		if err != nil {
+			return err
+		}
+		env.Mover = mv
+	}
+	if err := env.Mover.DropReplication(ctx); err != nil {
+		return fmt.Errorf("cleanup %s: drop slot and publication: %w", m.ID, err)
+	}
+	if m.Phase != catalog.PhaseCleaningUp {
+		m.Phase = catalog.PhaseCleaningUp
+		if err := e.Catalog.PutMigration(ctx, m); err != nil {
+			return err
+		}
+	}
+	if !e.Options.CleanupLater {
+		if _, err := DeleteRange(ctx, env.Source, env.Key, env.Tables, m.Range, e.Options.Delete); err != nil {
+			return fmt.Errorf("cleanup %s: %w (re-run `reshard cleanup %s`)", m.ID, err, m.ID)
+		}
+		m.Timings.Cleanup = time.Since(start).Seconds()
+		m.Phase = catalog.PhaseDone
+		return e.Catalog.PutMigration(ctx, m)
+	}
+	return nil
+}
+
+// Cleanup deletes a flipped migration's rows from its old shard and marks it done;
+// dropFence also removes the tombstone fence (and the guard trigger once no fence is
+// left), for when no stale client can still write to the old shard.
+func (e *Executor) Cleanup(ctx context.Context, id string, dropFence bool) (*catalog.Migration, error) {
+	m, err := e.Catalog.GetMigration(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	switch m.Phase {
+	case catalog.PhaseFlipped, catalog.PhaseCleaningUp, catalog.PhaseDone:
+	default:
+		return m, fmt.Errorf("migration %s is %s: only a flipped migration can be cleaned up (use reshard cancel for one that has not flipped)", id, m.Phase)
+	}
+	src, dst, srcDSN, dstDSN, err := e.connect(ctx, m)
+	if err != nil {
+		return m, err
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	defer dst.Close(context.WithoutCancel(ctx))
+	env := Env{Catalog: e.Catalog, Source: src, Target: dst}
+	if env.Key, env.Tables, err = e.keyspace(ctx); err != nil {
+		return m, err
+	}
+	if m.Phase != catalog.PhaseDone {
+		saved := e.Options.CleanupLater
+		e.Options.CleanupLater = false
+		err := e.finish(ctx, env, m, srcDSN, dstDSN)
+		e.Options.CleanupLater = saved
+		if err != nil {
+			return m, err
+		}
+	}
+	if dropFence {
+		if err := DropFence(ctx, src, m.ID); err != nil {
+			return m, err
+		}
+		if _, err := RemoveGuard(ctx, src, env.Tables); err != nil {
+			return m, err
+		}
+	}
+	return m, nil
+}
+
+// Cancel rolls back a migration that has not flipped: slot, publication, fence and the
+// target's copy are removed and the range serves from its source.
+func (e *Executor) Cancel(ctx context.Context, id string) (*catalog.Migration, error) {
+	if e.Lock != nil {
+		unlock, err := e.Lock(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
+	m, err := e.Catalog.GetMigration(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if m.Terminal() {
+		return m, nil
+	}
+	src, dst, srcDSN, dstDSN, err := e.connect(ctx, m)
+	if err != nil {
+		return m, err
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	defer dst.Close(context.WithoutCancel(ctx))
+	mv, err := e.NewMover(m, srcDSN, dstDSN, NewJournal(e.Catalog, m))
+	if err != nil {
+		return m, err
+	}
+	env := Env{Catalog: e.Catalog, Mover: mv, Source: src, Target: dst}
+	if err := Rollback(ctx, env, m, errors.New("cancelled by the operator")); err != nil {
+		return m, err
+	}
+	m.Phase = catalog.PhaseCancelled
+	return m, e.Catalog.PutMigration(ctx, m)
+}
+
+func (e *Executor) keyspace(ctx context.Context) (string, []string, error) {
+	st, err := e.Catalog.Load(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	return st.Config.Key, st.Config.Tables, nil
+}
+
+func (e *Executor) connect(ctx context.Context, m *catalog.Migration) (src, dst *pgx.Conn, srcDSN, dstDSN string, err error) {
+	st, err := e.Catalog.Load(ctx)
+	if err != nil {
+		return nil, nil, "", "", err
+	}
+	ss, ok := st.Shards[m.Source]
+	if !ok {
+		return nil, nil, "", "", fmt.Errorf("migration %s: source shard %q is not in the catalog", m.ID, m.Source)
+	}
+	ts, ok := st.Shards[m.Target]
+	if !ok {
+		return nil, nil, "", "", fmt.Errorf("migration %s: target shard %q is not in the catalog", m.ID, m.Target)
+	}
+	if srcDSN, err = e.DSN(ss); err != nil {
+		return nil, nil, "", "", err
+	}
+	if dstDSN, err = e.DSN(ts); err != nil {
+		return nil, nil, "", "", err
+	}
+	if src, err = pgx.Connect(ctx, srcDSN); err != nil {
+		return nil, nil, "", "", fmt.Errorf("connect to source %s (%s): %w", ss.Name, catalog.MaskDSN(srcDSN), err)
+	}
+	if dst, err = pgx.Connect(ctx, dstDSN); err != nil {
+		src.Close(ctx)
+		return nil, nil, "", "", fmt.Errorf("connect to target %s (%s): %w", ts.Name, catalog.MaskDSN(dstDSN), err)
+	}
+	return src, dst, srcDSN, dstDSN, nil
+}

@@ -1,0 +1,76 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// Journal lets the mover checkpoint into the migration's etcd record while the executor
+// drives the same record. Until the cutover starts the mover is the only writer; Seal
+// hands the record to the executor and turns further mover checkpoints into no-ops, so
+// a late checkpoint can never move the phase back or race the flip's revision compare.
+type Journal struct {
+	cat    Catalog
+	mu     sync.Mutex
+	cur    *catalog.Migration
+	sealed bool
+}
+
+// NewJournal starts a journal from the stored record m.
+func NewJournal(cat Catalog, m *catalog.Migration) *Journal {
+	c := *m
+	return &Journal{cat: cat, cur: &c}
+}
+
+// Load returns a copy of the current record (the mover.Journal contract: nil if none).
+func (j *Journal) Load(ctx context.Context, id string) (*catalog.Migration, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.cur == nil || j.cur.ID != id {
+		m, err := j.cat.GetMigration(ctx, id)
+		if errors.Is(err, catalog.ErrNotFound) {
+			return nil, nil
+		}
+		return m, err
+	}
+	c := *j.cur
+	return &c, nil
+}
+
+// Save writes the mover's view of the record, unless the executor has sealed it.
+func (j *Journal) Save(ctx context.Context, m *catalog.Migration) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.sealed {
+		return nil
+	}
+	c := *m
+	c.ModRev = j.cur.ModRev
+	// The executor's fields are not the mover's to change.
+	c.Plan, c.Owner, c.Kind = j.cur.Plan, j.cur.Owner, j.cur.Kind
+	if err := j.cat.PutMigration(ctx, &c); err != nil {
+		return err
+	}
+	j.cur = &c
+	return nil
+}
+
+// Seal stops mover checkpoints and returns the latest record for the executor.
+func (j *Journal) Seal() *catalog.Migration {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.sealed = true
+	c := *j.cur
+	return &c
+}
+
+// Unseal gives the record back to the mover (after a cutover was undone for a retry).
+func (j *Journal) Unseal(m *catalog.Migration) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	c := *m
+	j.cur, j.sealed = &c, false
+}
