@@ -96,9 +96,10 @@ type HotKey struct {
 
 // Stats is everything known about load, read at one catalog revision.
 type Stats struct {
-	Shards  map[string]ShardStats `json:"shards"`
-	Ranges  []RangeStats          `json:"ranges"`
-	HotKeys []HotKey              `json:"hot_keys"`
+	Revision int64                 `json:"revision,omitempty"` // etcd revision it was read at
+	Shards   map[string]ShardStats `json:"shards"`
+	Ranges   []RangeStats          `json:"ranges"`
+	HotKeys  []HotKey              `json:"hot_keys"`
 }
 
 // Migration kinds.
@@ -165,6 +166,12 @@ type Migration struct {
 	Created       time.Time                `json:"created"`
 	Updated       time.Time                `json:"updated"`
 	LastError     string                   `json:"last_error,omitempty"`
+
+	// ModRev is the etcd mod revision this record was read at (0: not stored yet). Store
+	// compares it on every write, so two drivers cannot both advance one journal.
+	ModRev int64 `json:"-"`
+	// readPhase is the phase as read, so a write knows whether to log a phase change.
+	readPhase string
 }
 
 // Terminal reports whether the migration will not change any more.
@@ -211,7 +218,11 @@ type State struct {
 	Config   Config           `json:"config"`
 	Shards   map[string]Shard `json:"shards"`
 	Ranges   []Range          `json:"ranges"` // sorted by Lo
-	ModRev   map[string]int64 `json:"-"`
+	// Migrations are the journals, read at the same revision (ModRev set on each).
+	Migrations map[string]Migration `json:"migrations,omitempty"`
+	// ModRev maps a key relative to /reshard/<cluster>/ ("config", "shards/s1",
+	// "ranges/<lo16>", "migrations/<id>") to the mod revision it was read at.
+	ModRev map[string]int64 `json:"-"`
 }
 
 // Owner returns the range holding key k (the state must be valid).

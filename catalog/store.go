@@ -1,0 +1,348 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Sentinel errors of the store. Each is wrapped with what was attempted and what to do next.
+var (
+	// ErrConflict: something compared in the transaction changed since it was read (another
+	// writer won the race). Load again, re-check and retry, or give up.
+	ErrConflict = errors.New("catalog changed since it was read (another writer won the race): load it again and retry")
+	// ErrNotFound: the key (catalog, range, migration) does not exist.
+	ErrNotFound = errors.New("not found in the catalog")
+	// ErrExists: a create found the key already there (init over an existing catalog, a
+	// shard or migration that exists).
+	ErrExists = errors.New("already exists in the catalog")
+)
+
+// Key names relative to /reshard/<cluster>/.
+const (
+	keyConfig     = "config"
+	keySeq        = "seq" // last history sequence number, compared by every history append
+	pfxShards     = "shards/"
+	pfxRanges     = "ranges/"
+	pfxStats      = "stats/"
+	pfxShardStats = "stats/shards/"
+	pfxRangeStats = "stats/ranges/"
+	pfxHotKeys    = "stats/hotkeys/"
+	pfxMigrations = "migrations/"
+	pfxHistory    = "history/"
+	pfxLocks      = "locks/"
+)
+
+// RangeKey is the key of the range starting at lo, relative to the cluster prefix.
+func RangeKey(lo int64) string { return pfxRanges + KeyHex(lo) }
+
+// ShardKey is the key of a shard, relative to the cluster prefix.
+func ShardKey(name string) string { return pfxShards + name }
+
+// MigrationKey is the key of a migration journal, relative to the cluster prefix.
+func MigrationKey(id string) string { return pfxMigrations + id }
+
+func historyKey(seq int64) string { return fmt.Sprintf("%s%020d", pfxHistory, seq) }
+
+func hotKeyKey(k int64) string { return pfxHotKeys + strconv.FormatInt(k, 10) }
+
+// Store reads and writes one cluster's catalog in etcd under /reshard/<cluster>/.
+// It is safe for concurrent use; every write is one etcd transaction.
+type Store struct {
+	cli       *clientv3.Client
+	cluster   string
+	prefix    string
+	maxTxnOps int
+	now       func() time.Time
+	holder    string
+	closeFn   func() error
+}
+
+// Option tunes a Store.
+type Option func(*Store)
+
+// WithMaxTxnOps sets the most operations one transaction may hold; it must not exceed the
+// etcd server's --max-txn-ops (default 128).
+func WithMaxTxnOps(n int) Option { return func(s *Store) { s.maxTxnOps = n } }
+
+// WithClock sets the clock used for timestamps (tests).
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// WithHolder names this process in locks and elections (default: host and pid).
+func WithHolder(h string) Option { return func(s *Store) { s.holder = h } }
+
+// NewStore returns a store for cluster over an etcd client the caller keeps open.
+func NewStore(cli *clientv3.Client, cluster string, opts ...Option) (*Store, error) {
+	if !ValidName(cluster) {
+		return nil, fmt.Errorf("cluster name %q: use lower-case letters, digits and _ (at most 48), starting with a letter", cluster)
+	}
+	s := &Store{cli: cli, cluster: cluster, prefix: "/reshard/" + cluster + "/", maxTxnOps: 128, now: time.Now, holder: defaultHolder()}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.maxTxnOps < 8 {
+		return nil, fmt.Errorf("max txn ops %d: use at least 8 (etcd's default is 128)", s.maxTxnOps)
+	}
+	return s, nil
+}
+
+// Cluster is the cluster name the store works on.
+func (s *Store) Cluster() string { return s.cluster }
+
+// Prefix is the etcd key prefix of the cluster, "/reshard/<cluster>/".
+func (s *Store) Prefix() string { return s.prefix }
+
+// Endpoints are the etcd endpoints of the client, for messages.
+func (s *Store) Endpoints() []string { return s.cli.Endpoints() }
+
+// Close closes the etcd client if the store opened it (Open); otherwise it does nothing.
+func (s *Store) Close() error {
+	if s.closeFn != nil {
+		return s.closeFn()
+	}
+	return nil
+}
+
+func (s *Store) key(rel string) string { return s.prefix + rel }
+
+func (s *Store) rel(key []byte) string { return strings.TrimPrefix(string(key), s.prefix) }
+
+func (s *Store) notFoundCatalog() error {
+	return fmt.Errorf("no catalog for cluster %q in etcd at %s (run `reshard init -f cluster.yaml`, or pass --cluster): %w",
+		s.cluster, strings.Join(s.Endpoints(), ","), ErrNotFound)
+}
+
+func badValue(key string, err error) error {
+	return fmt.Errorf("catalog key %s holds a value that is not valid JSON for it (%v): fix it with etcdctl or restore an export", key, err)
+}
+
+// Load reads the whole cluster state (config, shards, ranges, migrations) at one etcd
+// revision, in a single read-only transaction. It returns ErrNotFound when there is no
+// catalog.
+func (s *Store) Load(ctx context.Context) (*State, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.key(keyConfig)),
+		clientv3.OpGet(s.key(pfxShards), clientv3.WithPrefix()),
+		clientv3.OpGet(s.key(pfxRanges), clientv3.WithPrefix()),
+		clientv3.OpGet(s.key(pfxMigrations), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read catalog: %w", s.wrapEtcd(err))
+	}
+	cfg := resp.Responses[0].GetResponseRange().Kvs
+	if len(cfg) == 0 {
+		return nil, s.notFoundCatalog()
+	}
+	st := &State{
+		Revision:   resp.Header.Revision,
+		Shards:     map[string]Shard{},
+		Migrations: map[string]Migration{},
+		ModRev:     map[string]int64{},
+	}
+	if err := json.Unmarshal(cfg[0].Value, &st.Config); err != nil {
+		return nil, badValue(string(cfg[0].Key), err)
+	}
+	st.ModRev[keyConfig] = cfg[0].ModRevision
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		var sh Shard
+		if err := json.Unmarshal(kv.Value, &sh); err != nil {
+			return nil, badValue(string(kv.Key), err)
+		}
+		st.Shards[sh.Name] = sh
+		st.ModRev[s.rel(kv.Key)] = kv.ModRevision
+	}
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		var r Range
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return nil, badValue(string(kv.Key), err)
+		}
+		if s.rel(kv.Key) != RangeKey(r.Range.Lo) {
+			return nil, badValue(string(kv.Key), fmt.Errorf("key does not match the range's lower bound %s", r.Range))
+		}
+		st.Ranges = append(st.Ranges, r)
+		st.ModRev[s.rel(kv.Key)] = kv.ModRevision
+	}
+	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
+		m, err := decodeMigration(kv.Value, kv.ModRevision)
+		if err != nil {
+			return nil, badValue(string(kv.Key), err)
+		}
+		st.Migrations[m.ID] = *m
+		st.ModRev[s.rel(kv.Key)] = kv.ModRevision
+	}
+	// etcd returns keys sorted, and range keys sort by lo; sort anyway so a hand-edited
+	// key cannot reorder them.
+	sort.Slice(st.Ranges, func(i, j int) bool { return st.Ranges[i].Range.Lo < st.Ranges[j].Range.Lo })
+	return st, nil
+}
+
+func decodeMigration(b []byte, modRev int64) (*Migration, error) {
+	var m Migration
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	m.ModRev = modRev
+	m.readPhase = m.Phase
+	return &m, nil
+}
+
+// Clone returns a deep copy of the state, so that concurrent writers can each hold their own.
+func (st *State) Clone() *State {
+	c := *st
+	c.Shards = make(map[string]Shard, len(st.Shards))
+	for k, v := range st.Shards {
+		c.Shards[k] = v
+	}
+	c.Ranges = append([]Range(nil), st.Ranges...)
+	c.Migrations = make(map[string]Migration, len(st.Migrations))
+	for k, v := range st.Migrations {
+		c.Migrations[k] = v
+	}
+	c.ModRev = make(map[string]int64, len(st.ModRev))
+	for k, v := range st.ModRev {
+		c.ModRev[k] = v
+	}
+	c.Config.Tables = append([]string(nil), st.Config.Tables...)
+	c.Config.Partitions = append([]PartitionSpec(nil), st.Config.Partitions...)
+	return &c
+}
+
+// rangeIndex finds the range starting exactly at lo.
+func (st *State) rangeIndex(lo int64) (int, error) {
+	i := sort.Search(len(st.Ranges), func(i int) bool { return st.Ranges[i].Range.Lo >= lo })
+	if i == len(st.Ranges) || st.Ranges[i].Range.Lo != lo {
+		return 0, fmt.Errorf("no range starts at %d (see `reshard catalog show`): %w", lo, ErrNotFound)
+	}
+	return i, nil
+}
+
+// write is one transaction: compares of what was read, operations, and the history events
+// that record it (appended in the same transaction).
+type write struct {
+	cmps   []clientv3.Cmp
+	ops    []clientv3.Op
+	events []Event
+}
+
+func (w *write) put(s *Store, rel string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", rel, err)
+	}
+	w.ops = append(w.ops, clientv3.OpPut(s.key(rel), string(b)))
+	return nil
+}
+
+// cmpRev requires key rel to still be at the mod revision it was read at (0: absent).
+func (w *write) cmpRev(s *Store, rel string, rev int64) {
+	w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(s.key(rel)), "=", rev))
+}
+
+// commit runs the write and returns the revision it committed at.
+//
+// History sequence numbers come from the counter key "seq": the outer transaction compares
+// what the caller read, and its Then holds a nested transaction that compares the counter
+// and does everything (puts, history events, counter). When only the counter moved (another
+// writer appended history in between) the nested Else returns the fresh counter and commit
+// retries; when the caller's compares fail it is ErrConflict. So unrelated writers never
+// fail each other, and seqs are dense and in commit order.
+func (s *Store) commit(ctx context.Context, w *write) (int64, error) {
+	if len(w.events) == 0 {
+		if n := max(len(w.ops), len(w.cmps)); n > s.maxTxnOps {
+			return 0, s.tooMany(n)
+		}
+		resp, err := s.cli.Txn(ctx).If(w.cmps...).Then(w.ops...).Commit()
+		if err != nil {
+			return 0, s.wrapEtcd(err)
+		}
+		if !resp.Succeeded {
+			return 0, ErrConflict
+		}
+		return resp.Header.Revision, nil
+	}
+	if n := max(len(w.ops)+len(w.events)+1, len(w.cmps)+1); n > s.maxTxnOps {
+		return 0, s.tooMany(n)
+	}
+	seqKey := s.key(keySeq)
+	gr, err := s.cli.Get(ctx, seqKey)
+	if err != nil {
+		return 0, s.wrapEtcd(err)
+	}
+	seq, seqRev, err := parseSeq(gr.Kvs)
+	if err != nil {
+		return 0, err
+	}
+	for attempt := 0; attempt < 100; attempt++ {
+		ops := append([]clientv3.Op(nil), w.ops...)
+		now := s.now().UTC()
+		for i, ev := range w.events {
+			ev.Seq = seq + int64(i) + 1
+			if ev.Time.IsZero() {
+				ev.Time = now
+			}
+			b, err := json.Marshal(ev)
+			if err != nil {
+				return 0, err
+			}
+			ops = append(ops, clientv3.OpPut(s.key(historyKey(ev.Seq)), string(b)))
+		}
+		last := seq + int64(len(w.events))
+		ops = append(ops, clientv3.OpPut(seqKey, strconv.FormatInt(last, 10)))
+		inner := clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(seqKey), "=", seqRev)},
+			ops,
+			[]clientv3.Op{clientv3.OpGet(seqKey)},
+		)
+		resp, err := s.cli.Txn(ctx).If(w.cmps...).Then(inner).Commit()
+		if err != nil {
+			return 0, s.wrapEtcd(err)
+		}
+		if !resp.Succeeded {
+			return 0, ErrConflict
+		}
+		in := resp.Responses[0].GetResponseTxn()
+		if in.Succeeded {
+			return resp.Header.Revision, nil
+		}
+		if seq, seqRev, err = parseSeq(in.Responses[0].GetResponseRange().Kvs); err != nil {
+			return 0, err
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("history counter %s kept changing under heavy write load; retry: %w", seqKey, ErrConflict)
+}
+
+func parseSeq(kvs []*mvccKV) (int64, int64, error) {
+	if len(kvs) == 0 {
+		return 0, 0, nil
+	}
+	n, err := strconv.ParseInt(string(kvs[0].Value), 10, 64)
+	if err != nil || n < 0 {
+		return 0, 0, fmt.Errorf("history counter %s holds %q, not a number: set it to the highest history seq with etcdctl", kvs[0].Key, kvs[0].Value)
+	}
+	return n, kvs[0].ModRevision, nil
+}
+
+func (s *Store) tooMany(n int) error {
+	return fmt.Errorf("this change needs %d operations in one etcd transaction, more than the %d allowed: raise etcd's --max-txn-ops and pass the same limit to reshard, or change fewer ranges at once", n, s.maxTxnOps)
+}
+
+// wrapEtcd turns a transport failure into a message that names the endpoints.
+func (s *Store) wrapEtcd(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) || isUnavailable(err) {
+		return fmt.Errorf("etcd unreachable at %s (check --etcd and that etcd runs): %w", strings.Join(s.Endpoints(), ","), err)
+	}
+	return err
+}
