@@ -313,7 +313,7 @@ func TestFreezeFlipUnfreeze(t *testing.T) {
 func TestHistoryRecordsEveryChange(t *testing.T) {
 	s, _ := testStore(t)
 	ctx := context.Background()
-	st := initDemo(t, s) // init
+	st := initDemo(t, s)                                                         // init
 	if err := s.AddShard(ctx, Shard{Name: "s4", DSNEnv: "S4_DSN"}); err != nil { // shard_added
 		t.Fatal(err)
 	}
@@ -549,19 +549,21 @@ func TestImportRejectsBadFiles(t *testing.T) {
 		return map[string]any{
 			"format": ExportFormat, "cluster": "demo", "revision": 1, "exported": time.Now(),
 			"keys": map[string]any{
-				"config":                         demoConfig(),
-				"shards/s1":                      Shard{Name: "s1", DSN: "host=h", State: ShardActive},
+				"config":                          demoConfig(),
+				"shards/s1":                       Shard{Name: "s1", DSN: "host=h", State: ShardActive},
 				"ranges/" + KeyHex(math.MinInt64): Range{Range: Full, Shard: "s1", State: RangeServing, Epoch: 1},
 			},
 		}
 	}
 	mutate := map[string]func(map[string]any){
-		"format":      func(m map[string]any) { m["format"] = "x" },
-		"cluster":     func(m map[string]any) { m["cluster"] = "other" },
-		"gap":         func(m map[string]any) { delete(m["keys"].(map[string]any), "ranges/"+KeyHex(math.MinInt64)) },
-		"bad key":     func(m map[string]any) { m["keys"].(map[string]any)["bogus"] = 1 },
-		"wrong range": func(m map[string]any) { m["keys"].(map[string]any)["ranges/"+KeyHex(5)] = Range{Range: Full, Shard: "s1"} },
-		"no config":   func(m map[string]any) { delete(m["keys"].(map[string]any), "config") },
+		"format":  func(m map[string]any) { m["format"] = "x" },
+		"cluster": func(m map[string]any) { m["cluster"] = "other" },
+		"gap":     func(m map[string]any) { delete(m["keys"].(map[string]any), "ranges/"+KeyHex(math.MinInt64)) },
+		"bad key": func(m map[string]any) { m["keys"].(map[string]any)["bogus"] = 1 },
+		"wrong range": func(m map[string]any) {
+			m["keys"].(map[string]any)["ranges/"+KeyHex(5)] = Range{Range: Full, Shard: "s1"}
+		},
+		"no config": func(m map[string]any) { delete(m["keys"].(map[string]any), "config") },
 	}
 	for name, f := range mutate {
 		t.Run(name, func(t *testing.T) {
