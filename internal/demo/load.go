@@ -1,0 +1,535 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// Router says where a tenant's rows live now. It is asked before every attempt, so a
+// router that follows the catalog sends the retry after a cutover to the new owner.
+type Router interface {
+	ShardFor(ctx context.Context, tenant int64) (dsn string, err error)
+}
+
+// RouterFunc adapts a function to Router.
+type RouterFunc func(ctx context.Context, tenant int64) (string, error)
+
+// ShardFor calls f.
+func (f RouterFunc) ShardFor(ctx context.Context, tenant int64) (string, error) {
+	return f(ctx, tenant)
+}
+
+// StaticRouter routes by a fixed set of ranges, for `reshard dev load` and tests that do not
+// move anything.
+type StaticRouter struct {
+	st  catalog.State
+	dsn map[string]string
+}
+
+// NewStaticRouter routes keys by ranges to the DSN of their shard.
+func NewStaticRouter(ranges []catalog.Range, dsns map[string]string) (*StaticRouter, error) {
+	rs := append([]catalog.Range(nil), ranges...)
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Range.Lo < rs[j].Range.Lo })
+	if err := catalog.ValidateRanges(rs, nil); err != nil {
+		return nil, fmt.Errorf("demo: static router: %w", err)
+	}
+	for _, r := range rs {
+		if dsns[r.Shard] == "" {
+			return nil, fmt.Errorf("demo: static router: no DSN for shard %q of range %s", r.Shard, r.Range)
+		}
+	}
+	return &StaticRouter{st: catalog.State{Ranges: rs}, dsn: dsns}, nil
+}
+
+// ShardFor returns the DSN of the shard whose range holds tenant.
+func (s *StaticRouter) ShardFor(_ context.Context, tenant int64) (string, error) {
+	r, ok := s.st.Owner(tenant)
+	if !ok {
+		return "", fmt.Errorf("demo: no range holds tenant %d", tenant)
+	}
+	return s.dsn[r.Shard], nil
+}
+
+// SQLStates returns a RetryIf predicate matching PostgreSQL errors with any of the codes
+// (e.g. the cutover's fence SQLSTATE).
+func SQLStates(codes ...string) func(error) bool {
+	return func(err error) bool {
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) {
+			return false
+		}
+		for _, c := range codes {
+			if pe.Code == c {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// transient errors abort a transaction without a trace and are always retried.
+var transient = SQLStates("40001", "40P01") // serialization failure, deadlock
+
+// Transaction kinds of the load.
+const (
+	TxNewOrder = "new_order"
+	TxLedger   = "ledger"
+	TxEvent    = "event"
+	TxStatus   = "status"
+	TxDelete   = "delete"
+)
+
+// DefaultMix is the share of each transaction kind.
+var DefaultMix = map[string]int{TxNewOrder: 35, TxLedger: 25, TxEvent: 20, TxStatus: 15, TxDelete: 5}
+
+// LoadOptions configure a Loader.
+type LoadOptions struct {
+	Tenants []Tenant // picked by Weight; required
+	Router  Router   // required
+	Workers int      // default 4
+	// Duration bounds the run; 0 runs until the context is cancelled.
+	Duration time.Duration
+	// Rate caps transactions per second over all workers; 0 is as fast as possible.
+	Rate float64
+	// RetryIf says whether an error (from the router or from PostgreSQL) means "not here or
+	// not now, ask the router again": the fence error of a cutover, a frozen range. The
+	// transaction is retried from routing on. Nil retries nothing but deadlocks and
+	// serialization failures.
+	RetryIf func(error) bool
+	// RetryFor bounds how long one transaction keeps retrying; default 2 minutes.
+	RetryFor time.Duration
+	// Backoff is the first pause between retries, doubled up to 32 times it; default 5ms.
+	Backoff time.Duration
+	Mix     map[string]int // default DefaultMix
+	Seed    uint64
+	// MaxConns caps connections per shard; default Workers+1.
+	MaxConns int32
+}
+
+// LedgerWrite is one acknowledged ledger row.
+type LedgerWrite struct {
+	Tenant int64
+	ID     int64
+	Amount int64 // cents
+}
+
+// Counters are the load's running totals. A transaction is attempted once per try; it is
+// acknowledged when its COMMIT succeeded. Fenced counts the tries rejected by RetryIf
+// errors (then retried); Failed the transactions given up; Unknown those whose COMMIT
+// outcome is unknown (the connection broke during it), which are never acknowledged.
+type Counters struct {
+	Attempts  int64            `json:"attempts"`
+	Acked     int64            `json:"acknowledged"`
+	Fenced    int64            `json:"fenced_retries"`
+	Transient int64            `json:"transient_retries"`
+	Failed    int64            `json:"failed"`
+	Unknown   int64            `json:"unknown_outcome"`
+	ByKind    map[string]int64 `json:"acknowledged_by_kind"`
+}
+
+// Result is what a finished run did.
+type Result struct {
+	Counters
+	Elapsed time.Duration `json:"-"`
+	Seconds float64       `json:"seconds"`
+	// Ledger holds every acknowledged ledger row, for "present exactly once" checks.
+	Ledger []LedgerWrite `json:"-"`
+	// Errors are a few distinct error messages of failed transactions.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Loader runs the write load.
+type Loader struct {
+	opts  LoadOptions
+	cum   []float64 // cumulative tenant weights
+	kinds []string
+	kcum  []int
+
+	attempts, acked, fenced, trans, failed, unknown atomic.Int64
+	byKind                                          sync.Map // kind -> *atomic.Int64
+
+	mu     sync.Mutex
+	pools  map[string]*pgxpool.Pool
+	errs   map[string]bool
+	ledger [][]LedgerWrite // per worker
+}
+
+// NewLoader checks the options.
+func NewLoader(opts LoadOptions) (*Loader, error) {
+	if len(opts.Tenants) == 0 {
+		return nil, errors.New("demo: load: no tenants to write to (generate them with GenerateTenants)")
+	}
+	if opts.Router == nil {
+		return nil, errors.New("demo: load: a Router is required (NewStaticRouter for fixed ranges)")
+	}
+	if opts.Workers == 0 {
+		opts.Workers = 4
+	}
+	if opts.Workers < 1 || opts.Workers > 1000 {
+		return nil, fmt.Errorf("demo: load: %d workers: use 1 to 1000", opts.Workers)
+	}
+	if opts.Rate < 0 || opts.Duration < 0 {
+		return nil, errors.New("demo: load: rate and duration must not be negative")
+	}
+	if opts.RetryFor == 0 {
+		opts.RetryFor = 2 * time.Minute
+	}
+	if opts.Backoff == 0 {
+		opts.Backoff = 5 * time.Millisecond
+	}
+	if opts.Mix == nil {
+		opts.Mix = DefaultMix
+	}
+	if opts.MaxConns == 0 {
+		opts.MaxConns = int32(opts.Workers + 1)
+	}
+	l := &Loader{opts: opts, pools: map[string]*pgxpool.Pool{}, errs: map[string]bool{}}
+	var sum float64
+	for _, t := range opts.Tenants {
+		if t.Weight < 0 {
+			return nil, fmt.Errorf("demo: load: tenant %d has a negative weight", t.ID)
+		}
+		sum += t.Weight
+		l.cum = append(l.cum, sum)
+	}
+	if sum == 0 {
+		return nil, errors.New("demo: load: every tenant has weight 0")
+	}
+	for _, k := range []string{TxNewOrder, TxLedger, TxEvent, TxStatus, TxDelete} {
+		w := opts.Mix[k]
+		if w < 0 {
+			return nil, fmt.Errorf("demo: load: mix weight of %s is negative", k)
+		}
+		if w == 0 {
+			continue
+		}
+		l.kinds = append(l.kinds, k)
+		l.kcum = append(l.kcum, w+lastOr0(l.kcum))
+	}
+	for k := range opts.Mix {
+		if _, ok := DefaultMix[k]; !ok {
+			return nil, fmt.Errorf("demo: load: unknown transaction kind %q in mix (use %s, %s, %s, %s, %s)", k, TxNewOrder, TxLedger, TxEvent, TxStatus, TxDelete)
+		}
+	}
+	if len(l.kinds) == 0 {
+		return nil, errors.New("demo: load: the mix has no transaction kind with a positive weight")
+	}
+	return l, nil
+}
+
+func lastOr0(s []int) int {
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)-1]
+}
+
+// Load runs a load with opts until the duration ends or ctx is cancelled.
+func Load(ctx context.Context, opts LoadOptions) (*Result, error) {
+	l, err := NewLoader(opts)
+	if err != nil {
+		return nil, err
+	}
+	return l.Run(ctx)
+}
+
+// Counters returns the running totals; safe to call while Run runs.
+func (l *Loader) Counters() Counters {
+	c := Counters{
+		Attempts: l.attempts.Load(), Acked: l.acked.Load(), Fenced: l.fenced.Load(),
+		Transient: l.trans.Load(), Failed: l.failed.Load(), Unknown: l.unknown.Load(),
+		ByKind: map[string]int64{},
+	}
+	l.byKind.Range(func(k, v any) bool {
+		c.ByKind[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return c
+}
+
+// Run writes until the duration ends or ctx is cancelled, and returns what it did. A
+// transaction in flight when the run ends is finished or rolled back, never left open.
+func (l *Loader) Run(ctx context.Context) (*Result, error) {
+	if l.opts.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.opts.Duration)
+		defer cancel()
+	}
+	start := time.Now()
+	l.ledger = make([][]LedgerWrite, l.opts.Workers)
+	var wg sync.WaitGroup
+	for w := range l.opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.worker(ctx, w)
+		}()
+	}
+	wg.Wait()
+	l.mu.Lock()
+	for _, p := range l.pools {
+		p.Close()
+	}
+	l.pools = map[string]*pgxpool.Pool{}
+	res := &Result{Counters: l.Counters(), Elapsed: time.Since(start)}
+	res.Seconds = res.Elapsed.Seconds()
+	for e := range l.errs {
+		res.Errors = append(res.Errors, e)
+	}
+	l.mu.Unlock()
+	sort.Strings(res.Errors)
+	for _, lw := range l.ledger {
+		res.Ledger = append(res.Ledger, lw...)
+	}
+	return res, nil
+}
+
+func (l *Loader) pool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p, ok := l.pools[dsn]; ok {
+		return p, nil
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("demo: load: bad DSN %s: %w", catalog.MaskDSN(dsn), err)
+	}
+	cfg.MaxConns = l.opts.MaxConns
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	l.pools[dsn] = p
+	return p, nil
+}
+
+func (l *Loader) noteError(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.errs) < 10 {
+		l.errs[err.Error()] = true
+	}
+}
+
+func (l *Loader) pickTenant(rng *rand.Rand) int64 {
+	x := rng.Float64() * l.cum[len(l.cum)-1]
+	i := sort.SearchFloat64s(l.cum, x)
+	if i == len(l.cum) {
+		i--
+	}
+	return l.opts.Tenants[i].ID
+}
+
+func (l *Loader) pickKind(rng *rand.Rand) string {
+	x := rng.IntN(l.kcum[len(l.kcum)-1])
+	return l.kinds[sort.SearchInts(l.kcum, x+1)]
+}
+
+func (l *Loader) worker(ctx context.Context, w int) {
+	rng := rand.New(rand.NewPCG(l.opts.Seed, uint64(w)+1))
+	var every time.Duration
+	if l.opts.Rate > 0 {
+		every = time.Duration(float64(time.Second) * float64(l.opts.Workers) / l.opts.Rate)
+	}
+	next := time.Now()
+	for ctx.Err() == nil {
+		if every > 0 {
+			next = next.Add(every)
+			if d := time.Until(next); d > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(d):
+				}
+			} else if d < -time.Second {
+				next = time.Now() // fell behind: don't burst to catch up
+			}
+		}
+		tenant, kind := l.pickTenant(rng), l.pickKind(rng)
+		l.runTx(ctx, w, rng, tenant, kind)
+	}
+}
+
+// runTx runs one logical transaction to acknowledgement or failure, retrying what may be
+// retried.
+func (l *Loader) runTx(ctx context.Context, w int, rng *rand.Rand, tenant int64, kind string) {
+	amount := rng.Int64N(20000) - 5000 // cents; a few debits
+	if amount == 0 {
+		amount = 1
+	}
+	seed := rng.Uint64()
+	deadline := time.Now().Add(l.opts.RetryFor)
+	backoff := l.opts.Backoff
+	for try := 0; ; try++ {
+		if ctx.Err() != nil {
+			return
+		}
+		lw, err := l.try(ctx, tenant, kind, amount, seed)
+		if err == nil {
+			l.acked.Add(1)
+			l.kindCounter(kind).Add(1)
+			if lw != nil {
+				l.ledger[w] = append(l.ledger[w], *lw)
+			}
+			return
+		}
+		var ue unknownOutcome
+		switch {
+		case errors.As(err, &ue):
+			l.unknown.Add(1)
+			l.noteError(err)
+			return
+		case ctx.Err() != nil:
+			// Stopped mid-transaction: it rolled back, it was not acknowledged.
+			return
+		case l.opts.RetryIf != nil && l.opts.RetryIf(err):
+			l.fenced.Add(1)
+		case transient(err):
+			l.trans.Add(1)
+		default:
+			l.failed.Add(1)
+			l.noteError(err)
+			return
+		}
+		if time.Now().After(deadline) {
+			l.failed.Add(1)
+			l.noteError(fmt.Errorf("gave up after retrying for %s: %w", l.opts.RetryFor, err))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 32*l.opts.Backoff)
+	}
+}
+
+func (l *Loader) kindCounter(kind string) *atomic.Int64 {
+	v, _ := l.byKind.LoadOrStore(kind, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
+// unknownOutcome wraps an error of COMMIT that did not come from the server: the
+// transaction may or may not have committed.
+type unknownOutcome struct{ err error }
+
+func (u unknownOutcome) Error() string { return "commit outcome unknown: " + u.err.Error() }
+func (u unknownOutcome) Unwrap() error { return u.err }
+
+// try is one attempt: route, then one database transaction.
+func (l *Loader) try(ctx context.Context, tenant int64, kind string, amount int64, seed uint64) (*LedgerWrite, error) {
+	l.attempts.Add(1)
+	dsn, err := l.opts.Router.ShardFor(ctx, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("route tenant %d: %w", tenant, err)
+	}
+	pool, err := l.pool(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	// Work on the transaction's own context: a cancelled run must not cut a COMMIT in half
+	// and leave its outcome unknown.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	tx, err := pool.Begin(tctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(tctx) //nolint:errcheck // a no-op after Commit
+	rng := rand.New(rand.NewPCG(seed, uint64(tenant)))
+	var lw *LedgerWrite
+	switch kind {
+	case TxNewOrder:
+		err = newOrder(tctx, tx, rng, tenant)
+	case TxLedger:
+		lw, err = ledgerEntry(tctx, tx, tenant, amount)
+	case TxEvent:
+		_, err = tx.Exec(tctx, `INSERT INTO events (tenant_id, created_at, kind, payload) VALUES ($1, now(), $2, $3)`,
+			tenant, "page.view", `{"path": "/p/`+strconv.Itoa(rng.IntN(500))+`", "source": "load"}`)
+	case TxStatus:
+		_, err = tx.Exec(tctx, `UPDATE orders SET status = CASE status WHEN 'new' THEN 'paid' ELSE 'shipped' END
+			WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM orders WHERE tenant_id = $1 AND status IN ('new', 'paid') ORDER BY id DESC LIMIT 1)`, tenant)
+	case TxDelete:
+		err = deleteOldest(tctx, tx, tenant)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(tctx); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			return nil, err // the server refused: rolled back, safe to retry
+		}
+		return nil, unknownOutcome{err}
+	}
+	return lw, nil
+}
+
+func newOrder(ctx context.Context, tx pgx.Tx, rng *rand.Rand, tenant int64) error {
+	var id int64
+	if err := tx.QueryRow(ctx, `INSERT INTO orders (tenant_id, status, total) VALUES ($1, 'new', 0) RETURNING id`, tenant).Scan(&id); err != nil {
+		return err
+	}
+	var total int64
+	for range 1 + rng.IntN(4) {
+		qty, price := 1+rng.Int64N(5), 100+rng.Int64N(19900)
+		total += qty * price
+		if _, err := tx.Exec(ctx, `INSERT INTO order_items (tenant_id, order_id, sku, qty, price) VALUES ($1, $2, $3, $4, $5)`,
+			tenant, id, fmt.Sprintf("SKU-%05d", rng.IntN(20000)), qty, cents(price)); err != nil {
+			return err
+		}
+	}
+	_, err := tx.Exec(ctx, `UPDATE orders SET total = $3 WHERE tenant_id = $1 AND id = $2`, tenant, id, cents(total))
+	return err
+}
+
+// ledgerEntry adds a ledger row and moves the balance by the same amount, keeping the
+// invariant balance = sum(ledger.amount).
+func ledgerEntry(ctx context.Context, tx pgx.Tx, tenant, amount int64) (*LedgerWrite, error) {
+	var id int64
+	if err := tx.QueryRow(ctx, `INSERT INTO ledger (tenant_id, amount, memo) VALUES ($1, $2, 'load') RETURNING id`, tenant, cents(amount)).Scan(&id); err != nil {
+		return nil, err
+	}
+	tag, err := tx.Exec(ctx, `UPDATE tenants SET balance = balance + $2 WHERE tenant_id = $1`, tenant, cents(amount))
+	if err != nil {
+		return nil, err
+	}
+	if tag.RowsAffected() != 1 {
+		// The router sent us to a shard that does not hold the tenant.
+		return nil, fmt.Errorf("%w: tenant %d is not on this shard", ErrWrongShard, tenant)
+	}
+	return &LedgerWrite{Tenant: tenant, ID: id, Amount: amount}, nil
+}
+
+// ErrWrongShard is returned when a transaction finds that its shard does not hold the
+// tenant: the router is stale or wrong.
+var ErrWrongShard = errors.New("wrong shard")
+
+// deleteOldest deletes the tenant's oldest order and its items.
+func deleteOldest(ctx context.Context, tx pgx.Tx, tenant int64) error {
+	var id int64
+	err := tx.QueryRow(ctx, `DELETE FROM orders WHERE (tenant_id, id) IN
+		(SELECT tenant_id, id FROM orders WHERE tenant_id = $1 ORDER BY id LIMIT 1) RETURNING id`, tenant).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM order_items WHERE tenant_id = $1 AND order_id = $2`, tenant, id)
+	return err
+}
