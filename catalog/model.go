@@ -170,8 +170,6 @@ type Migration struct {
 	// ModRev is the etcd mod revision this record was read at (0: not stored yet). Store
 	// compares it on every write, so two drivers cannot both advance one journal.
 	ModRev int64 `json:"-"`
-	// readPhase is the phase as read, so a write knows whether to log a phase change.
-	readPhase string
 }
 
 // Terminal reports whether the migration will not change any more.

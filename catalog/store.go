@@ -189,7 +189,6 @@ func decodeMigration(b []byte, modRev int64) (*Migration, error) {
 		return nil, err
 	}
 	m.ModRev = modRev
-	m.readPhase = m.Phase
 	return &m, nil
 }
 

@@ -277,7 +277,11 @@ func checkMigrationRange(r Range, m *Migration) error {
 // rangeAndMigration writes range i and migration nm in one transaction comparing both
 // revisions; on success it updates st and *m.
 func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Range, nm, m *Migration, ev Event, extra ...clientv3.Cmp) error {
-	if err := checkPhaseChange(m.readPhaseOr(), nm.Phase); err != nil {
+	from, err := s.storedPhase(ctx, m)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", ev.Kind, nr.Range, err)
+	}
+	if err := checkPhaseChange(from, nm.Phase); err != nil {
 		return err
 	}
 	rs := append([]Range(nil), st.Ranges...)
@@ -298,8 +302,8 @@ func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Rang
 		return err
 	}
 	w.events = append(w.events, ev)
-	if nm.Phase != m.readPhaseOr() {
-		w.events = append(w.events, Event{Kind: EventPhase, Range: &nm.Range, Migration: nm.ID, From: m.readPhaseOr(), To: nm.Phase})
+	if nm.Phase != from {
+		w.events = append(w.events, Event{Kind: EventPhase, Range: &nm.Range, Migration: nm.ID, From: from, To: nm.Phase})
 	}
 	rev, err := s.commit(ctx, &w)
 	if err != nil {
@@ -309,7 +313,7 @@ func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Rang
 	st.ModRev[rk] = rev
 	st.ModRev[MigrationKey(nm.ID)] = rev
 	st.Revision = rev
-	nm.ModRev, nm.readPhase = rev, nm.Phase
+	nm.ModRev = rev
 	*m = *nm
 	if st.Migrations != nil {
 		st.Migrations[m.ID] = *m
@@ -317,12 +321,25 @@ func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Rang
 	return nil
 }
 
-// readPhaseOr is the phase as stored (what a history event reports as "from").
-func (m *Migration) readPhaseOr() string {
+// storedPhase is the phase of m as stored at m.ModRev ("" for a new one). Reading it,
+// rather than trusting the caller's copy, keeps the phase rules and the history's "from"
+// right whoever built the struct; a record changed since m.ModRev is ErrConflict at once.
+func (s *Store) storedPhase(ctx context.Context, m *Migration) (string, error) {
 	if m.ModRev == 0 {
-		return ""
+		return "", nil
 	}
-	return m.readPhase
+	resp, err := s.cli.Get(ctx, s.key(MigrationKey(m.ID)))
+	if err != nil {
+		return "", s.wrapEtcd(err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != m.ModRev {
+		return "", fmt.Errorf("migration %s was changed by another driver: %w", m.ID, ErrConflict)
+	}
+	var cur Migration
+	if err := json.Unmarshal(resp.Kvs[0].Value, &cur); err != nil {
+		return "", badValue(string(resp.Kvs[0].Key), err)
+	}
+	return cur.Phase, nil
 }
 
 // Split replaces the range starting at lo by [lo, at) and [at, hi) on the same shard, both
@@ -429,7 +446,10 @@ func (s *Store) PutMigration(ctx context.Context, m *Migration) error {
 	if err := ValidateMigration(m); err != nil {
 		return err
 	}
-	from := m.readPhaseOr()
+	from, err := s.storedPhase(ctx, m)
+	if err != nil {
+		return fmt.Errorf("write migration %s: %w", m.ID, err)
+	}
 	if err := checkPhaseChange(from, m.Phase); err != nil {
 		return fmt.Errorf("migration %s: %w", m.ID, err)
 	}
@@ -462,7 +482,7 @@ func (s *Store) PutMigration(ctx context.Context, m *Migration) error {
 		}
 		return fmt.Errorf("write migration %s: %w", m.ID, err)
 	}
-	nm.ModRev, nm.readPhase = rev, nm.Phase
+	nm.ModRev = rev
 	*m = nm
 	return nil
 }
