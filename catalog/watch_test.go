@@ -1,0 +1,257 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The watched copy follows splits and flips, and no published snapshot is ever invalid.
+func TestCacheFollowsAndStaysValid(t *testing.T) {
+	s, _ := testStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := initDemo(t, s)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	published, lastPublished := 0, st.Revision
+	// Every state the cache publishes, in order: valid, and revisions only go forward.
+	c := s.watchFrom(ctx, st.Clone(), func(p *State) {
+		published++
+		if err := ValidateRanges(p.Ranges, p.Shards); err != nil {
+			t.Errorf("cache published an invalid state at revision %d: %v", p.Revision, err)
+		}
+		if p.Revision < lastPublished {
+			t.Errorf("revision went back from %d to %d", lastPublished, p.Revision)
+		}
+		lastPublished = p.Revision
+	})
+	defer c.Close()
+	// One observer waits for every publication and validates it; another polls.
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			ch := c.Changed()
+			cur := c.State()
+			if err := ValidateRanges(cur.Ranges, cur.Shards); err != nil {
+				t.Errorf("watcher published an invalid state at revision %d: %v", cur.Revision, err)
+			}
+			mu.Lock()
+			seen[cur.Revision] = true
+			mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		res := NewResolver(c)
+		for ctx.Err() == nil {
+			for _, k := range []int64{-5, 0, 1, 499, 500, 999, 1000, 1 << 40} {
+				if _, err := res.Resolve(k); err != nil {
+					t.Errorf("resolve %d: %v", k, err)
+				}
+			}
+		}
+	}()
+
+	var lastRev int64
+	for i := range 20 {
+		r := st.Ranges[1]
+		at := r.Range.Lo + (r.Range.Hi-r.Range.Lo)/2
+		if r.Range.Hi-r.Range.Lo < 2 {
+			break
+		}
+		if err := s.Split(ctx, st, r.Range.Lo, at); err != nil {
+			t.Fatal(err)
+		}
+		left := st.Ranges[1]
+		target := map[string]string{"s1": "s2", "s2": "s3", "s3": "s1"}[left.Shard]
+		m := newMigration(t, s, fmt.Sprintf("m%d", i), left, target)
+		if err := s.Freeze(ctx, st, left.Range.Lo, m); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Flip(ctx, st, left.Range.Lo, m, target); err != nil {
+			t.Fatal(err)
+		}
+		lastRev = st.Revision
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	got, err := c.WaitRevision(wctx, lastRev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := mustJSON(t, got.Ranges), mustJSON(t, loaded.Ranges); a != b {
+		t.Errorf("cache ranges differ from Load:\n%s\n%s", a, b)
+	}
+	if a, b := mustJSON(t, got.Migrations), mustJSON(t, loaded.Migrations); a != b {
+		t.Errorf("cache migrations differ from Load")
+	}
+	for k, v := range loaded.ModRev {
+		if got.ModRev[k] != v {
+			t.Errorf("ModRev[%s] = %d, want %d", k, got.ModRev[k], v)
+		}
+	}
+	// A write can be made from the cached state.
+	mine := got.Clone()
+	if err := s.SetShardState(ctx, mine, "s1", ShardDraining); err != nil {
+		t.Fatalf("write from cached state: %v", err)
+	}
+	cancel()
+	wg.Wait()
+	mu.Lock()
+	t.Logf("cache published %d states, all valid; a concurrent observer sampled %d of them", published, len(seen))
+	mu.Unlock()
+}
+
+// A router holds a write while the range is frozen and gets the new owner after the flip.
+func TestResolverWaitServing(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	st := initDemo(t, s)
+	c, err := s.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res := NewResolver(c)
+	rt, err := res.Resolve(500)
+	if err != nil || rt.Shard != "s2" || rt.State != RangeServing || rt.Epoch != 1 || !rt.Range.Equal(NewRange(0, 1000)) {
+		t.Fatalf("Resolve(500) = %+v, %v", rt, err)
+	}
+	m := newMigration(t, s, "mv1", st.Ranges[1], "s3")
+	if err := s.Freeze(ctx, st, 0, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitRevision(ctx, st.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if rt, _ := res.Resolve(500); rt.State != RangeFrozen {
+		t.Fatalf("after freeze: %+v", rt)
+	}
+	type result struct {
+		rt  Route
+		err error
+		at  time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		rt, err := res.WaitServing(ctx, 500)
+		done <- result{rt, err, time.Now()}
+	}()
+	// Still frozen: the write must be held.
+	tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	if _, err := res.WaitServing(tctx, 999); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitServing on a frozen range = %v, want deadline exceeded", err)
+	}
+	cancel()
+	time.Sleep(200 * time.Millisecond)
+	flipped := time.Now()
+	if err := s.Flip(ctx, st, 0, m, "s3"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || r.rt.Shard != "s3" || r.rt.Epoch != 2 || r.rt.State != RangeServing {
+			t.Fatalf("WaitServing = %+v, %v", r.rt, r.err)
+		}
+		if r.at.Before(flipped) {
+			t.Fatal("WaitServing returned before the flip")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitServing did not return after the flip")
+	}
+	if _, err := res.WaitServing(ctx, 5000); err != nil {
+		t.Errorf("serving range: %v", err)
+	}
+}
+
+// A watch that starts behind a compaction starts again from a fresh Load.
+func TestCacheRestartsAfterCompaction(t *testing.T) {
+	s, cli := testStore(t)
+	ctx := context.Background()
+	stale := initDemo(t, s)
+	st := stale.Clone()
+	if err := s.Split(ctx, st, 1000, 2000); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetShardState(ctx, st, "s3", ShardDraining); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, st.Revision); err != nil {
+		t.Fatal(err)
+	}
+	c := s.watchFrom(ctx, stale, nil)
+	defer c.Close()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	got, err := c.WaitRevision(wctx, st.Revision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Ranges) != 4 || got.Shards["s3"].State != ShardDraining {
+		t.Fatalf("after restart: %d ranges, s3 %s", len(got.Ranges), got.Shards["s3"].State)
+	}
+	if c.reloads.Load() == 0 {
+		t.Error("the cache did not reload")
+	}
+	// And it keeps following afterwards.
+	if err := s.Split(ctx, st, 2000, 3000); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = c.WaitRevision(wctx, st.Revision); err != nil || len(got.Ranges) != 5 {
+		t.Fatalf("after restart and split: %d ranges, %v", len(got.Ranges), err)
+	}
+}
+
+func TestSetRange(t *testing.T) {
+	mk := func(los ...int64) []Range {
+		var rs []Range
+		for _, lo := range los {
+			rs = append(rs, Range{Range: KeyRange{Lo: lo, HiInf: true}})
+		}
+		return rs
+	}
+	los := func(rs []Range) string {
+		b, _ := json.Marshal(rs)
+		var out []int64
+		for _, r := range rs {
+			out = append(out, r.Range.Lo)
+		}
+		_ = b
+		return fmt.Sprint(out)
+	}
+	tests := []struct {
+		in   []Range
+		lo   int64
+		del  bool
+		want string
+	}{
+		{mk(1, 5), 3, false, "[1 3 5]"},
+		{mk(1, 5), 0, false, "[0 1 5]"},
+		{mk(1, 5), 9, false, "[1 5 9]"},
+		{mk(1, 5), 5, false, "[1 5]"},
+		{mk(1, 5), 5, true, "[1]"},
+		{mk(1, 5), 4, true, "[1 5]"},
+	}
+	for _, tt := range tests {
+		got := setRange(tt.in, tt.lo, Range{Range: KeyRange{Lo: tt.lo, HiInf: true}}, tt.del)
+		if los(got) != tt.want {
+			t.Errorf("setRange(%d, del=%v) = %s, want %s", tt.lo, tt.del, los(got), tt.want)
+		}
+	}
+}
