@@ -20,13 +20,13 @@ import (
 // response is applied, so a reader never sees half of a flip or a split. After a
 // compaction or a broken watch it starts again from a fresh Load.
 type Cache struct {
-	s       *Store
-	cur     atomic.Pointer[snapshot]
-	cancel  context.CancelFunc
-	done    chan struct{}
-	mu      sync.Mutex
-	lastErr error
-	reloads atomic.Int64
+	s         *Store
+	cur       atomic.Pointer[snapshot]
+	cancel    context.CancelFunc
+	done      chan struct{}
+	mu        sync.Mutex
+	lastErr   error
+	reloads   atomic.Int64
 	onPublish func(*State) // tests: sees every published state, in order
 }
 

@@ -1,0 +1,181 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/reshard/reshard/internal/etcdserver"
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+// A second process: its own client on the same etcd, closed without unlocking to play a
+// process that died.
+func otherProcess(t *testing.T, srv *etcdserver.Server, holder string) (*Store, *clientv3.Client) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStore(cli, "demo", WithHolder(holder))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, cli
+}
+
+func TestLockMigration(t *testing.T) {
+	srv, cli := testenv.Etcd(t)
+	ctx := context.Background()
+	a, err := NewStore(cli, "demo", WithHolder("driver-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, bcli := otherProcess(t, srv, "driver-b")
+	defer bcli.Close()
+
+	la, err := a.LockMigration(ctx, "mv1", WithTTL(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.TryLockMigration(ctx, "mv1")
+	var le *LockedError
+	if !errors.Is(err, ErrLocked) || !errors.As(err, &le) || le.Holder != "driver-a" {
+		t.Fatalf("TryLock while held = %v, want ErrLocked held by driver-a", err)
+	}
+	if !strings.Contains(err.Error(), "driver-a") {
+		t.Errorf("message does not name the holder: %v", err)
+	}
+	// Another migration's lock is independent.
+	lo, err := b.TryLockMigration(ctx, "mv2")
+	if err != nil {
+		t.Fatalf("lock of another migration: %v", err)
+	}
+	lo.Unlock(ctx)
+	// A guarded write succeeds only while the lock is held.
+	resp, err := cli.Txn(ctx).If(la.IsOwner()).Then(clientv3.OpPut("/x", "1")).Commit()
+	if err != nil || !resp.Succeeded {
+		t.Fatalf("guarded write while holding: %v %v", resp, err)
+	}
+	// Lock waits, and gets it once a releases.
+	got := make(chan error, 1)
+	go func() {
+		lb, err := b.LockMigration(ctx, "mv1")
+		if err == nil {
+			defer lb.Unlock(ctx)
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("Lock returned while held: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := la.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Lock did not get the released lock")
+	}
+	resp, _ = cli.Txn(ctx).If(la.IsOwner()).Then(clientv3.OpPut("/x", "2")).Commit()
+	if resp.Succeeded {
+		t.Error("a guarded write succeeded after unlock")
+	}
+	if _, err := a.LockMigration(ctx, "Bad Id"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad id = %v", err)
+	}
+}
+
+// A lock held by a process that died (client closed, never unlocked) is released when its
+// lease expires, and not before.
+func TestLockOfDeadProcessReleasedAfterTTL(t *testing.T) {
+	srv, cli := testenv.Etcd(t)
+	ctx := context.Background()
+	alive, err := NewStore(cli, "demo", WithHolder("survivor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, dcli := otherProcess(t, srv, "doomed")
+	const ttl = 3
+	if _, err := dead.LockMigration(ctx, "mv1", WithTTL(ttl)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alive.TryLockMigration(ctx, "mv1"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("TryLock = %v, want ErrLocked", err)
+	}
+	died := time.Now()
+	dcli.Close() // the process dies: no unlock, no lease revoke; keep-alives stop
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	l, err := alive.LockMigration(lctx, "mv1", WithTTL(ttl))
+	if err != nil {
+		t.Fatalf("lock after the holder died: %v", err)
+	}
+	defer l.Unlock(ctx)
+	waited := time.Since(died)
+	t.Logf("lock of the dead process released after %v (TTL %ds)", waited.Round(10*time.Millisecond), ttl)
+	if waited < time.Second {
+		t.Errorf("released after %v: before the lease could expire", waited)
+	}
+}
+
+func TestCampaign(t *testing.T) {
+	srv, cli := testenv.Etcd(t)
+	ctx := context.Background()
+	a, _ := NewStore(cli, "demo", WithHolder("sched-a"))
+	b, bcli := otherProcess(t, srv, "sched-b")
+	la, err := a.Campaign(ctx, "scheduler", WithTTL(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := a.LeaderOf(ctx, "scheduler"); err != nil || h != "sched-a" {
+		t.Fatalf("LeaderOf = %q, %v", h, err)
+	}
+	won := make(chan *Leader, 1)
+	go func() {
+		lb, err := b.Campaign(ctx, "scheduler", WithTTL(3))
+		if err != nil {
+			t.Error(err)
+			close(won)
+			return
+		}
+		won <- lb
+	}()
+	select {
+	case <-won:
+		t.Fatal("two leaders at once")
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := la.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var lb *Leader
+	select {
+	case lb = <-won:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second campaigner did not win after resign")
+	}
+	if h, _ := a.LeaderOf(ctx, "scheduler"); h != "sched-b" {
+		t.Errorf("leader after resign = %q", h)
+	}
+	// The leader dies: a new campaigner wins after the TTL.
+	_ = lb
+	bcli.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	la2, err := a.Campaign(cctx, "scheduler", WithTTL(3))
+	if err != nil {
+		t.Fatalf("campaign after the leader died: %v", err)
+	}
+	la2.Resign(ctx)
+}
