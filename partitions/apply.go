@@ -134,6 +134,10 @@ func (a *applier) planOne(ctx context.Context, s spec) TableReport {
 		}
 		tr.Created = append(tr.Created, a.change(ck, c.name, c.from, c.to, c.reason))
 	}
+	if len(tr.Created) != len(p.creates) {
+		// Whether an old partition is the last one depends on what can really be created.
+		p.removes, p.kept = planRetention(s, ti, a.now, len(tr.Created))
+	}
 	for _, f := range p.fixes {
 		tr.Fixed = append(tr.Fixed, Change{Partition: f.c.name, From: ck.show(f.c.from), To: ck.show(f.c.to), Reason: f.reason(ti)})
 	}
@@ -172,13 +176,16 @@ func (a *applier) applyOne(ctx context.Context, s spec) TableReport {
 	tr.Errors = append(tr.Errors, p.errors...)
 	for _, c := range p.creates {
 		var trap string
-		n, err := a.retry(ctx, "check the default partition of "+ti.name, func() error {
+		n, err := a.retry(ctx, func() error {
 			var err error
 			trap, err = a.defaultTrap(ctx, ti, c)
 			return err
 		})
+		if err != nil {
+			err = fmt.Errorf("look for its rows in the default partition first: %w", err)
+		}
 		if err == nil && trap == "" {
-			n, err = a.retry(ctx, "create "+c.name, func() error { return a.create(ctx, ti, c) })
+			n, err = a.retry(ctx, func() error { return a.create(ctx, ti, c) })
 			if isCode(err, "23514") { // rows reached the default partition since the check
 				if t, terr := a.defaultTrap(ctx, ti, c); terr == nil && t != "" {
 					trap, err = t, nil
@@ -197,7 +204,7 @@ func (a *applier) applyOne(ctx context.Context, s spec) TableReport {
 		}
 	}
 	for _, f := range p.fixes {
-		n, err := a.retry(ctx, "fix "+f.c.name, func() error {
+		n, err := a.retry(ctx, func() error {
 			return a.inTx(ctx, func(tx pgx.Tx) error { return a.fix(ctx, tx, ti, f, qualifiedIdent(f.c.schema, f.c.name)) })
 		})
 		if err != nil {
@@ -214,11 +221,11 @@ func (a *applier) applyOne(ctx context.Context, s spec) TableReport {
 			tr.Errors = append(tr.Errors, err.Error())
 			return tr
 		}
-		p2 := planTable(s, ti, a.now)
-		tr.Skipped = append(tr.Skipped, p2.kept...)
+		removes, kept := planRetention(s, ti, a.now, 0) // what was created is in ti now
+		tr.Skipped = append(tr.Skipped, kept...)
 		var done []removeOp
 		var attempts []int
-		for _, r := range p2.removes {
+		for _, r := range removes {
 			n, err := a.remove(ctx, s, ti, r)
 			if err != nil {
 				verb := "detach"
@@ -292,7 +299,7 @@ func isCode(err error, codes ...string) bool {
 
 // retry runs fn until it succeeds, fails for a reason other than a lock wait, or runs out
 // of attempts. It returns how many attempts it made.
-func (a *applier) retry(ctx context.Context, what string, fn func() error) (int, error) {
+func (a *applier) retry(ctx context.Context, fn func() error) (int, error) {
 	wait := a.opts.Backoff
 	for attempt := 1; ; attempt++ {
 		err := fn()
@@ -304,8 +311,8 @@ func (a *applier) retry(ctx context.Context, what string, fn func() error) (int,
 			return attempt, err
 		}
 		if attempt >= a.opts.Attempts {
-			return attempt, fmt.Errorf("%s: lock not granted within lock_timeout %s in %d attempts: a long transaction holds a conflicting lock (see pg_stat_activity and pg_locks); this step changed nothing and the next run tries again: %w",
-				what, a.opts.LockTimeout, attempt, err)
+			return attempt, fmt.Errorf("lock not granted within lock_timeout %s in %d attempts: a long transaction holds a conflicting lock (see pg_stat_activity and pg_locks); this step changed nothing and the next run tries again: %w",
+				a.opts.LockTimeout, attempt, err)
 		}
 		d := wait/2 + rand.N(wait/2+1)
 		select {
@@ -445,26 +452,29 @@ JOIN pg_class ic ON ic.oid = x.indexrelid WHERE i.inhparent = $1 AND x.indrelid 
 }
 
 // remove detaches (or detaches and drops) one partition past retention. A plain detach is
-// done CONCURRENTLY when the table has no DEFAULT partition (PostgreSQL forbids it
-// otherwise), so readers and writers of the parent are not blocked; an interrupted one is
-// finished with FINALIZE. A drop detaches and drops in one transaction, so a failure never
+// done CONCURRENTLY when the table has no DEFAULT partition and no other detach is pending
+// (PostgreSQL forbids it otherwise), so readers and writers of the parent are not blocked;
+// an interrupted one is finished with FINALIZE. A drop detaches and drops in one transaction, so a failure never
 // leaves an orphan table behind.
 func (a *applier) remove(ctx context.Context, s spec, ti *tableInfo, r removeOp) (int, error) {
 	parent, part := qualifiedIdent(ti.schema, ti.name), qualifiedIdent(r.c.schema, r.c.name)
-	pending := func() (bool, error) {
-		var p bool
-		err := a.conn.QueryRow(ctx, "SELECT coalesce((SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = $1), false)", r.c.oid).Scan(&p)
-		return p, err
+	// pending: this partition's detach is pending; other: another partition's is, which
+	// forbids a CONCURRENTLY detach of this one until it is finished.
+	pending := func() (p, other bool, err error) {
+		err = a.conn.QueryRow(ctx, `SELECT coalesce(bool_or(inhdetachpending) FILTER (WHERE inhrelid = $1), false),
+       coalesce(bool_or(inhdetachpending) FILTER (WHERE inhrelid <> $1), false)
+FROM pg_inherits WHERE inhparent = $2`, r.c.oid, ti.oid).Scan(&p, &other)
+		return p, other, err
 	}
 	finalize := func() error {
-		p, err := pending()
+		p, _, err := pending()
 		if err != nil || !p {
 			return err
 		}
 		return a.session(ctx, fmt.Sprintf("ALTER TABLE %s DETACH PARTITION %s FINALIZE", parent, part))
 	}
 	if s.drop {
-		return a.retry(ctx, "drop "+r.c.name, func() error {
+		return a.retry(ctx, func() error {
 			if err := finalize(); err != nil {
 				return err
 			}
@@ -483,15 +493,15 @@ func (a *applier) remove(ctx context.Context, s spec, ti *tableInfo, r removeOp)
 			})
 		})
 	}
-	return a.retry(ctx, "detach "+r.c.name, func() error {
-		p, err := pending()
+	return a.retry(ctx, func() error {
+		p, other, err := pending()
 		if err != nil {
 			return err
 		}
 		switch {
 		case p:
 			return a.session(ctx, fmt.Sprintf("ALTER TABLE %s DETACH PARTITION %s FINALIZE", parent, part))
-		case ti.def == nil:
+		case ti.def == nil && !other:
 			return a.session(ctx, fmt.Sprintf("ALTER TABLE %s DETACH PARTITION %s CONCURRENTLY", parent, part))
 		}
 		return a.inTx(ctx, func(tx pgx.Tx) error {

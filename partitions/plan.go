@@ -199,16 +199,29 @@ func planTable(s spec, ti *tableInfo, now time.Time) tablePlan {
 			}
 		}
 	}
+	p.removes, p.kept = planRetention(s, ti, now, len(p.creates))
+	return p
+}
+
+// planRetention decides which partitions retention removes, given how many partitions
+// are (or, in a plan, will be) created meanwhile: the last partition is never removed.
+func planRetention(s spec, ti *tableInfo, now time.Time, created int) ([]removeOp, []Change) {
+	var (
+		removes []removeOp
+		kept    []Change
+	)
+	ck := ti.clock
+	attached := ti.attached()
 	if s.retN == 0 {
 		for _, c := range ti.children {
 			if c.pending {
-				p.kept = append(p.kept, Change{Partition: c.name, From: ck.show(c.from), To: ck.show(c.to),
+				kept = append(kept, Change{Partition: c.name, From: ck.show(c.from), To: ck.show(c.to),
 					Reason: "a DETACH PARTITION CONCURRENTLY did not finish and no retention is set: finish it with ALTER TABLE " + qualified(ti.schema, ti.name) + " DETACH PARTITION " + qualified(c.schema, c.name) + " FINALIZE"})
 			}
 		}
-		return p
+		return nil, kept
 	}
-	cutoff := retentionCutoff(nowD, s.retN, s.retUnit)
+	cutoff := retentionCutoff(ck.now(now), s.retN, s.retUnit)
 	action := "detach"
 	if s.drop {
 		action = "drop"
@@ -222,28 +235,29 @@ func planTable(s spec, ti *tableInfo, now time.Time) tablePlan {
 		}
 	}
 	// Never leave the table without a partition: rows would all go to DEFAULT (or fail).
-	if len(old) > 0 && len(attached)-len(old)+len(p.creates) == 0 {
+	if len(old) > 0 && len(attached)-len(old)+created == 0 {
 		sort.Slice(old, func(i, j int) bool { return old[i].to.before(old[j].to) })
 		last := old[len(old)-1]
 		old = old[:len(old)-1]
-		p.kept = append(p.kept, Change{Partition: last.name, From: ck.show(last.from), To: ck.show(last.to),
+		kept = append(kept, Change{Partition: last.name, From: ck.show(last.from), To: ck.show(last.to),
 			Reason: "past retention but kept: it is the last partition, and reshard never removes the last one"})
 	}
-	for _, c := range old {
-		p.removes = append(p.removes, removeOp{c: c, reason: why})
-	}
+	// A pending detach first: PostgreSQL allows only one per table, and it blocks the others.
 	for _, c := range ti.children {
 		if !c.pending || c.badBound != "" {
 			continue
 		}
 		if expired(c) {
-			p.removes = append(p.removes, removeOp{c: c, finalize: true, reason: "a DETACH PARTITION CONCURRENTLY did not finish; finishing it: " + why})
+			removes = append(removes, removeOp{c: c, finalize: true, reason: "a DETACH PARTITION CONCURRENTLY did not finish; finishing it: " + why})
 		} else {
-			p.kept = append(p.kept, Change{Partition: c.name, From: ck.show(c.from), To: ck.show(c.to),
+			kept = append(kept, Change{Partition: c.name, From: ck.show(c.from), To: ck.show(c.to),
 				Reason: "a DETACH PARTITION CONCURRENTLY did not finish and the partition is not past retention: finish it with ALTER TABLE " + qualified(ti.schema, ti.name) + " DETACH PARTITION " + qualified(c.schema, c.name) + " FINALIZE"})
 		}
 	}
-	return p
+	for _, c := range old {
+		removes = append(removes, removeOp{c: c, reason: why})
+	}
+	return removes, kept
 }
 
 // needsFix compares a partition with its parent: owner, replica identity and grants.
