@@ -61,7 +61,7 @@ type world struct {
 	writes []float64
 
 	ranges []catalog.Range // catalog ranges, sorted by Lo
-	units  []unit // the catalog ranges first (same index), then parts of splits
+	units  []unit          // the catalog ranges first (same index), then parts of splits
 	splits []splitRec
 	moves  []moveRec
 	count  []int // whole units per shard, once counted
