@@ -17,9 +17,9 @@ import (
 type copiedReplicator struct{ stopped, dropped, cancelled int }
 
 func (r *copiedReplicator) WaitApplied(context.Context, pglogrepl.LSN) error { return nil }
-func (r *copiedReplicator) Stop(context.Context) error                        { r.stopped++; return nil }
-func (r *copiedReplicator) DropReplication(context.Context) error             { r.dropped++; return nil }
-func (r *copiedReplicator) Cancel(context.Context) error                      { r.cancelled++; return nil }
+func (r *copiedReplicator) Stop(context.Context) error                       { r.stopped++; return nil }
+func (r *copiedReplicator) DropReplication(context.Context) error            { r.dropped++; return nil }
+func (r *copiedReplicator) Cancel(context.Context) error                     { r.cancelled++; return nil }
 
 type fixture struct {
 	env   Env
