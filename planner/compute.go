@@ -287,8 +287,9 @@ func (w *world) rangesAfter(nOrig int, keep []bool) []int {
 	return out
 }
 
-// revLookup finds the mod revision the state recorded for a range, whatever key format the
-// store used: the full etcd key /reshard/<cluster>/ranges/<lo16>, or just <lo16>.
+// revLookup finds the mod revision the state recorded for a range: the store records it
+// under catalog.RangeKey (relative to the cluster prefix); a full etcd key or a bare <lo16>
+// is accepted too, so a state built by hand or by another tool still works.
 type revLookup struct {
 	state  *catalog.State
 	suffix map[string]string // lo16 -> full key, built on first need
@@ -299,6 +300,9 @@ func newRevLookup(s *catalog.State) *revLookup { return &revLookup{state: s} }
 func (rl *revLookup) lookup(lo int64) (string, int64) {
 	hex := catalog.KeyHex(lo)
 	m := rl.state.ModRev
+	if k := catalog.RangeKey(lo); m[k] != 0 {
+		return k, m[k]
+	}
 	if c := rl.state.Config.Cluster; c != "" {
 		k := "/reshard/" + c + "/ranges/" + hex
 		if rev, ok := m[k]; ok {
@@ -309,13 +313,15 @@ func (rl *revLookup) lookup(lo int64) (string, int64) {
 		return hex, rev
 	}
 	if rl.suffix == nil {
+		// The lowest full key wins if several clusters' keys are mixed in, so the choice
+		// does not depend on map order.
 		rl.suffix = map[string]string{}
 		for k := range m {
-			i := strings.LastIndex(k, "/ranges/")
-			if i < 0 || strings.HasSuffix(k[:i], "/stats") {
+			i := strings.LastIndex(k, "ranges/")
+			if i < 0 || (i > 0 && k[i-1] != '/') || strings.HasSuffix(k[:i], "stats/") {
 				continue
 			}
-			h := k[i+len("/ranges/"):]
+			h := k[i+len("ranges/"):]
 			if old, ok := rl.suffix[h]; !ok || k < old {
 				rl.suffix[h] = k
 			}
@@ -324,7 +330,7 @@ func (rl *revLookup) lookup(lo int64) (string, int64) {
 	if k, ok := rl.suffix[hex]; ok {
 		return k, m[k]
 	}
-	return hex, 0
+	return catalog.RangeKey(lo), 0
 }
 
 func r4(x float64) float64 { return math.Round(x*1e4) / 1e4 }

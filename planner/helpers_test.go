@@ -47,7 +47,7 @@ func fixture(t testing.TB, shards map[string]string, ranges []rng, hots []hot) (
 		}
 		cr := catalog.Range{Range: kr, Shard: r.shard, State: catalog.RangeServing, Epoch: 1}
 		st.Ranges = append(st.Ranges, cr)
-		st.ModRev["/reshard/demo/ranges/"+catalog.KeyHex(kr.Lo)] = int64(10 + i)
+		st.ModRev[catalog.RangeKey(kr.Lo)] = int64(10 + i)
 		if r.bytes != 0 || r.writes != 0 {
 			stats.Ranges = append(stats.Ranges, catalog.RangeStats{Range: kr, Shard: r.shard, Bytes: r.bytes, WritesPerSec: r.writes})
 		}

@@ -76,8 +76,9 @@ type Step struct {
 }
 
 // RangeRevision is a catalog range and the etcd mod revision it had when the plan was made.
-// Key is the etcd key of the range when the state recorded it, else catalog.KeyHex(lo);
-// ModRevision 0 means the state carried no revision for it.
+// Key is the key the state recorded the revision under (catalog.RangeKey(lo), relative to
+// the cluster prefix, for a state from the store); ModRevision 0 means the state carried no
+// revision for it.
 type RangeRevision struct {
 	Range       catalog.KeyRange `json:"range"`
 	Key         string           `json:"key"`

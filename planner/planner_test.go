@@ -271,7 +271,7 @@ func TestCompute(t *testing.T) {
 					t.Fatalf("revision %d, ranges %+v", p.Revision, p.Ranges)
 				}
 				for _, rr := range p.Ranges {
-					if !strings.HasPrefix(rr.Key, "/reshard/demo/ranges/") || rr.ModRevision < 10 {
+					if rr.Key != catalog.RangeKey(rr.Range.Lo) || rr.ModRevision < 10 {
 						t.Fatalf("range revision %+v", rr)
 					}
 				}
@@ -484,7 +484,7 @@ func randomFleet(r *rand.Rand, n, m, k int, drain bool) (*catalog.State, *catalo
 			cr.State, cr.Migration = catalog.RangeFrozen, "m"
 		}
 		st.Ranges = append(st.Ranges, cr)
-		st.ModRev["/reshard/rnd/ranges/"+catalog.KeyHex(kr.Lo)] = int64(i + 1)
+		st.ModRev[catalog.RangeKey(kr.Lo)] = int64(i + 1)
 		size := int64(math.Pow(r.Float64(), 3) * 10000)
 		stats.Ranges = append(stats.Ranges, catalog.RangeStats{Range: kr, Bytes: size, WritesPerSec: math.Round(r.Float64() * float64(size) / 50)})
 		lo = kr.Hi
@@ -556,5 +556,32 @@ func TestHumanBytes(t *testing.T) {
 		if got := HumanBytes(tt.in); got != tt.want {
 			t.Errorf("HumanBytes(%d) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestRevLookup(t *testing.T) {
+	hex := catalog.KeyHex(1000)
+	tests := []struct {
+		name    string
+		cluster string
+		modRev  map[string]int64
+		wantKey string
+		wantRev int64
+	}{
+		{"store format", "demo", map[string]int64{"ranges/" + hex: 5, "stats/ranges/" + hex: 9}, "ranges/" + hex, 5},
+		{"full etcd key", "demo", map[string]int64{"/reshard/demo/ranges/" + hex: 6}, "/reshard/demo/ranges/" + hex, 6},
+		{"full key, other cluster name", "", map[string]int64{"/reshard/x/ranges/" + hex: 7}, "/reshard/x/ranges/" + hex, 7},
+		{"bare lo16", "demo", map[string]int64{hex: 8}, hex, 8},
+		{"stats keys are not ranges", "demo", map[string]int64{"/reshard/demo/stats/ranges/" + hex: 9}, "ranges/" + hex, 0},
+		{"unknown", "demo", nil, "ranges/" + hex, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &catalog.State{Config: catalog.Config{Cluster: tt.cluster}, ModRev: tt.modRev}
+			k, rev := newRevLookup(st).lookup(1000)
+			if k != tt.wantKey || rev != tt.wantRev {
+				t.Fatalf("lookup = %q %d, want %q %d", k, rev, tt.wantKey, tt.wantRev)
+			}
+		})
 	}
 }
