@@ -134,7 +134,8 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 
 	w.ranges = append([]catalog.Range(nil), state.Ranges...)
 	sort.Slice(w.ranges, func(i, j int) bool { return w.ranges[i].Range.Lo < w.ranges[j].Range.Lo })
-	w.units = make([]unit, len(w.ranges))
+	// Room for the parts of splits, so cutting does not copy every unit again.
+	w.units = make([]unit, len(w.ranges), len(w.ranges)+len(w.ranges)/8+1024)
 	for i, r := range w.ranges {
 		u := &w.units[i]
 		u.r = r.Range
