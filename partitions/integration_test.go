@@ -520,4 +520,26 @@ DELETE FROM ev9 WHERE tenant_id = 5`)
 			e.t.Errorf("ev10: %+v", table(rep, "ev10"))
 		}
 	})
+
+	run("fleet: an unreachable shard is reported, the others are maintained", func(e *env) {
+		pg.Exec(ctx, eventsDDL("ev11", "timestamptz"))
+		shards := map[string]catalog.Shard{
+			"good": {Name: "good", DSN: pg.DSNApp()},
+			"gone": {Name: "gone", DSN: "host=127.0.0.1 port=1 user=postgres dbname=app connect_timeout=2"},
+		}
+		connect := func(ctx context.Context, sh catalog.Shard) (*pgx.Conn, error) { return pgx.Connect(ctx, sh.DSN) }
+		specs := []catalog.PartitionSpec{daily("ev11", 1, "", "")}
+		reps, err := partitions.Fleet(ctx, shards, specs, fakeNow, partitions.FleetOptions{}, connect)
+		if err != nil || len(reps) != 2 {
+			e.t.Fatalf("fleet: %v, %d reports", err, len(reps))
+		}
+		gone, good := reps[0], reps[1]
+		if gone.Shard != "gone" || gone.Error == "" || good.Shard != "good" || len(good.Tables[0].Created) != 2 {
+			e.t.Errorf("reports: gone %+v, good %+v", gone, good)
+		}
+		rec := partitions.Summarize(fakeNow, time.Second, reps)
+		if rec.Outcome != "errors" || rec.Created != 2 || rec.MinRunway != 1 || len(rec.Errors) != 1 {
+			e.t.Errorf("summary %+v", rec)
+		}
+	})
 }

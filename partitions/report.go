@@ -7,6 +7,7 @@ type Report struct {
 	Shard  string        `json:"shard,omitempty"`
 	Now    time.Time     `json:"now"`
 	DryRun bool          `json:"dry_run"`
+	Error  string        `json:"error,omitempty"` // the shard could not be worked on at all
 	Tables []TableReport `json:"tables"`
 }
 
@@ -46,9 +47,12 @@ func (r *Report) Changes() int {
 	return n
 }
 
-// Errors lists every table error, each prefixed by its table.
+// Errors lists the shard's error and every table error, each prefixed by its table.
 func (r *Report) Errors() []string {
 	var out []string
+	if r.Error != "" {
+		out = append(out, r.Error)
+	}
 	for _, t := range r.Tables {
 		for _, e := range t.Errors {
 			out = append(out, t.Table+": "+e)

@@ -1,0 +1,230 @@
+package partitions
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// ElectionName is the etcd election the schedulers of one cluster campaign in.
+const ElectionName = "scheduler"
+
+// Elector is what the scheduler needs from the catalog: the current state, and an
+// election so that only one of several schedulers acts. *catalog.Store is one.
+type Elector interface {
+	Load(ctx context.Context) (*catalog.State, error)
+	Campaign(ctx context.Context, name string, opts ...catalog.LockOption) (*catalog.Leader, error)
+}
+
+// Recorder keeps the outcome of each run (in the catalog, for `reshard status`).
+type Recorder interface {
+	RecordRun(ctx context.Context, r RunRecord) error
+}
+
+// RunRecord is the summary of one maintenance run over the fleet.
+type RunRecord struct {
+	Time      time.Time  `json:"time"`
+	Seconds   float64    `json:"seconds"`
+	Holder    string     `json:"holder,omitempty"` // which scheduler ran it
+	Outcome   string     `json:"outcome"`          // ok, errors (some tables or shards failed), failed (nothing done), idle (no specs)
+	Created   int        `json:"created"`
+	Detached  int        `json:"detached"`
+	Dropped   int        `json:"dropped"`
+	MinRunway int        `json:"min_runway"` // smallest runway over every shard and table; -1 if none
+	Shards    []ShardRun `json:"shards,omitempty"`
+	Errors    []string   `json:"errors,omitempty"` // the first few, "shard: table: message"
+}
+
+// ShardRun is one shard's part of a run.
+type ShardRun struct {
+	Shard  string     `json:"shard"`
+	Error  string     `json:"error,omitempty"`
+	Tables []TableRun `json:"tables,omitempty"`
+}
+
+// TableRun is one table's part of a run on one shard.
+type TableRun struct {
+	Table       string     `json:"table"`
+	Runway      int        `json:"runway"`
+	RunwayUntil *time.Time `json:"runway_until,omitempty"`
+	Created     int        `json:"created,omitempty"`
+	Detached    int        `json:"detached,omitempty"`
+	Dropped     int        `json:"dropped,omitempty"`
+	Errors      int        `json:"errors,omitempty"`
+}
+
+// maxRecordedErrors keeps a run record small enough for one etcd value.
+const maxRecordedErrors = 20
+
+// Summarize turns the per-shard reports of one run into its record.
+func Summarize(start time.Time, took time.Duration, reps []*Report) RunRecord {
+	r := RunRecord{Time: start.UTC(), Seconds: took.Seconds(), Outcome: "ok", MinRunway: -1}
+	nerr := 0
+	for _, rep := range reps {
+		sr := ShardRun{Shard: rep.Shard, Error: rep.Error}
+		for _, t := range rep.Tables {
+			sr.Tables = append(sr.Tables, TableRun{Table: t.Table, Runway: t.Runway, RunwayUntil: t.RunwayUntil,
+				Created: len(t.Created), Detached: len(t.Detached), Dropped: len(t.Dropped), Errors: len(t.Errors)})
+			r.Created += len(t.Created)
+			r.Detached += len(t.Detached)
+			r.Dropped += len(t.Dropped)
+			if r.MinRunway < 0 || t.Runway < r.MinRunway {
+				r.MinRunway = t.Runway
+			}
+		}
+		for _, e := range rep.Errors() {
+			nerr++
+			if len(r.Errors) < maxRecordedErrors {
+				r.Errors = append(r.Errors, rep.Shard+": "+e)
+			}
+		}
+		r.Shards = append(r.Shards, sr)
+	}
+	if nerr > maxRecordedErrors {
+		r.Errors = append(r.Errors, fmt.Sprintf("... and %d more", nerr-maxRecordedErrors))
+	}
+	if nerr > 0 {
+		r.Outcome = "errors"
+	}
+	return r
+}
+
+// Scheduler runs partition maintenance on every shard of the catalog each interval. Many
+// may run: an etcd election makes one act, and another takes over within the lease TTL if
+// it dies (at once if it stops cleanly). Should two ever act at once (a leader cut off
+// from etcd before its lease ran out), Apply's per-shard advisory lock keeps them from
+// working on the same shard together.
+type Scheduler struct {
+	Catalog  Elector
+	Connect  Connector
+	Recorder Recorder // may be nil
+	Every    time.Duration
+	Fleet    FleetOptions
+	Holder   string           // names this scheduler in run records
+	TTL      int              // election lease in seconds; default 10
+	Now      func() time.Time // default time.Now; a fake clock in tests
+	Logf     func(format string, args ...any)
+}
+
+func (s *Scheduler) logf(format string, args ...any) {
+	if s.Logf != nil {
+		s.Logf(format, args...)
+	}
+}
+
+// Run campaigns, and while leader runs maintenance at once and then every interval. It
+// returns nil when ctx ends (SIGTERM), after giving up leadership so another scheduler
+// takes over without waiting for the lease to expire.
+func (s *Scheduler) Run(ctx context.Context) error {
+	if s.Every <= 0 {
+		return fmt.Errorf("schedule interval %v: use a positive duration such as 1h", s.Every)
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	ttl := s.TTL
+	if ttl <= 0 {
+		ttl = 10
+	}
+	for {
+		s.logf("campaigning for leadership (election %s)", ElectionName)
+		leader, err := s.Catalog.Campaign(ctx, ElectionName, catalog.WithTTL(ttl))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.logf("campaign failed, retrying: %v", err)
+			if !sleep(ctx, min(s.Every, 5*time.Second)) {
+				return nil
+			}
+			continue
+		}
+		s.logf("leader: running partition maintenance every %v", s.Every)
+		s.lead(ctx, leader)
+		if ctx.Err() != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := leader.Resign(rctx); err != nil {
+				s.logf("resign: %v", err)
+			}
+			cancel()
+			s.logf("stopped")
+			return nil
+		}
+		s.logf("lost leadership (etcd lease expired); campaigning again")
+	}
+}
+
+func (s *Scheduler) lead(ctx context.Context, leader *catalog.Leader) {
+	// A run stops as soon as leadership is lost: another scheduler may already act.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-leader.Lost():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	t := time.NewTicker(s.Every)
+	defer t.Stop()
+	for {
+		s.once(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Scheduler) once(ctx context.Context) {
+	start := time.Now()
+	now := s.Now()
+	rec := RunRecord{Time: now.UTC(), Outcome: "failed", MinRunway: -1}
+	st, err := s.Catalog.Load(ctx)
+	switch {
+	case err != nil:
+		rec.Errors = []string{"load the catalog: " + err.Error()}
+	case len(st.Config.Partitions) == 0:
+		rec.Outcome = "idle"
+	default:
+		reps, err := Fleet(ctx, st.Shards, st.Config.Partitions, now, s.Fleet, s.Connect)
+		if reps == nil {
+			rec.Errors = []string{err.Error()}
+			break
+		}
+		rec = Summarize(now, time.Since(start), reps)
+		if err != nil {
+			rec.Outcome = "failed"
+			rec.Errors = append(rec.Errors, err.Error())
+		}
+	}
+	rec.Seconds = time.Since(start).Seconds()
+	rec.Holder = s.Holder
+	if ctx.Err() != nil {
+		return // stopped or no longer leader: the next leader records its own run
+	}
+	s.logf("run at %s: %s, created %d, detached %d, dropped %d, min runway %d, %d errors",
+		rec.Time.Format(time.RFC3339), rec.Outcome, rec.Created, rec.Detached, rec.Dropped, rec.MinRunway, len(rec.Errors))
+	for _, e := range rec.Errors {
+		s.logf("  %s", e)
+	}
+	if s.Recorder != nil {
+		if err := s.Recorder.RecordRun(ctx, rec); err != nil {
+			s.logf("record the run in the catalog: %v", err)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
