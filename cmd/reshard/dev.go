@@ -902,8 +902,8 @@ func newDevLoadCmd() *cobra.Command {
 orders with items, ledger entries that move the tenant's balance in the same transaction,
 events, status updates and deletes. Busier tenants get more of the load.
 
-Routing: --route catalog asks the catalog in etcd where each tenant lives (polled every
-100ms), holds writes to a frozen range, and retries a write rejected by a cutover fence
+Routing: --route catalog asks the catalog in etcd where each tenant lives (a watched
+copy), holds writes to a frozen range, and retries a write rejected by a cutover fence
 (SQLSTATE ` + cutover.FenceSQLState + `); --route static uses the ranges the stack was created with; auto
 (the default) uses the catalog once ` + "`reshard init`" + ` has written it.`,
 		Args: cobra.NoArgs,
@@ -1032,17 +1032,17 @@ func durationText(d time.Duration) string {
 	return d.String()
 }
 
-// errRangeFrozen means the tenant's range is being cut over: the write waits and retries.
+// errRangeFrozen means the tenant's range stayed frozen for a cutover longer than the
+// router holds a write: the loader retries it.
 var errRangeFrozen = errors.New("range frozen for a cutover")
 
-// catalogRouter routes by a copy of the catalog that it re-reads every 100ms.
+// catalogRouter routes by the catalog's Resolver (a watched copy of the catalog): a write
+// to a frozen range is held until the range serves again, then sent to its owner then.
 type catalogRouter struct {
-	store  *catalog.Store
-	mu     sync.RWMutex
-	st     *catalog.State
-	err    error
-	cancel context.CancelFunc
-	done   chan struct{}
+	store *catalog.Store
+	cache *catalog.Cache
+	res   *catalog.Resolver
+	hold  time.Duration // longest a write is held for a frozen range
 }
 
 func newCatalogRouter(ctx context.Context, endpoint, cluster string) (*catalogRouter, error) {
@@ -1050,51 +1050,27 @@ func newCatalogRouter(ctx context.Context, endpoint, cluster string) (*catalogRo
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Load(ctx)
+	cache, err := store.Watch(context.WithoutCancel(ctx))
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r := &catalogRouter{store: store, st: st, cancel: cancel, done: make(chan struct{})}
-	go r.refresh(rctx)
-	return r, nil
+	return &catalogRouter{store: store, cache: cache, res: catalog.NewResolver(cache), hold: 10 * time.Second}, nil
 }
 
-func (r *catalogRouter) refresh(ctx context.Context) {
-	defer close(r.done)
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+func (r *catalogRouter) ShardFor(ctx context.Context, tenant int64) (string, error) {
+	wctx, cancel := context.WithTimeout(ctx, r.hold)
+	defer cancel()
+	rt, err := r.res.WaitServing(wctx, tenant)
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return "", fmt.Errorf("tenant %d, range %s: %w", tenant, rt.Range, errRangeFrozen)
 		}
-		st, err := r.store.Load(ctx)
-		r.mu.Lock()
-		if err == nil {
-			r.st = st
-		}
-		r.err = err
-		r.mu.Unlock()
+		return "", err
 	}
-}
-
-func (r *catalogRouter) ShardFor(_ context.Context, tenant int64) (string, error) {
-	r.mu.RLock()
-	st := r.st
-	r.mu.RUnlock()
-	rg, ok := st.Owner(tenant)
+	sh, ok := r.cache.State().Shards[rt.Shard]
 	if !ok {
-		return "", fmt.Errorf("no range of the catalog holds tenant %d", tenant)
-	}
-	if rg.State == catalog.RangeFrozen {
-		return "", fmt.Errorf("tenant %d: %w", tenant, errRangeFrozen)
-	}
-	sh, ok := st.Shards[rg.Shard]
-	if !ok {
-		return "", fmt.Errorf("range %s names unknown shard %q", rg.Range, rg.Shard)
+		return "", fmt.Errorf("range %s names shard %q, which the catalog does not list", rt.Range, rt.Shard)
 	}
 	if sh.DSNEnv != "" {
 		if v := os.Getenv(sh.DSNEnv); v != "" {
@@ -1106,7 +1082,6 @@ func (r *catalogRouter) ShardFor(_ context.Context, tenant int64) (string, error
 }
 
 func (r *catalogRouter) Close() {
-	r.cancel()
-	<-r.done
+	r.cache.Close()
 	r.store.Close()
 }

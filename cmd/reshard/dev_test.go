@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/internal/pgcluster"
 	"github.com/reshard/reshard/internal/testenv"
@@ -223,11 +224,20 @@ func TestDevUpDown(t *testing.T) {
 		}
 	}
 
-	// A short load through the binary keeps every invariant.
-	r = runBin(t, bin, "dev", "load", "--dir", dir, "--duration", "2s", "--workers", "2", "-o", "json")
-	var lr demo.Result
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &lr) != nil || lr.Acked == 0 || lr.Failed != 0 {
-		t.Errorf("dev load: exit %d, %+v", r.code, lr.Counters)
+	// A short load through the binary keeps every invariant, routed by the ranges the
+	// stack was made with, then by the catalog once it is written.
+	for _, route := range []string{"the ranges the stack was created with", "the catalog"} {
+		if route == "the catalog" {
+			initCatalog(t, st)
+		}
+		r = runBin(t, bin, "dev", "load", "--dir", dir, "--duration", "2s", "--workers", "2", "-o", "json")
+		var lr demo.Result
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &lr) != nil || lr.Acked == 0 || lr.Failed != 0 {
+			t.Errorf("dev load: exit %d, %+v", r.code, lr.Counters)
+		}
+		if !strings.Contains(r.stderr, "routed by "+route) {
+			t.Errorf("dev load was not routed by %s", route)
+		}
 	}
 	for _, s := range st.Shards {
 		conn, err := pgx.Connect(ctx, s.DSN)
@@ -409,5 +419,87 @@ func TestDevRefusesForeignFolders(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
 			t.Errorf("%v created its folder", args)
 		}
+	}
+}
+
+// initCatalog writes the catalog cluster.yaml describes, as `reshard init -f` would.
+func initCatalog(t *testing.T, st *devState) {
+	t.Helper()
+	ctx := context.Background()
+	store, err := catalog.Open(ctx, catalog.ConnConfig{Endpoints: []string{st.Etcd.Endpoint}}, st.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var shards []catalog.Shard
+	for _, s := range st.Shards {
+		shards = append(shards, catalog.Shard{Name: s.Name, DSN: s.DSN})
+	}
+	if err := store.Init(ctx, catalog.Config{Cluster: st.Cluster, Key: demo.Key, Tables: demo.Tables}, shards, nil, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCatalogRouter: the router of `dev load --route catalog` holds a write while its range
+// is frozen, gives up after its bound with a retryable error, and sends a held write to the
+// new owner once the range flips.
+func TestCatalogRouter(t *testing.T) {
+	srv, _ := testenv.Etcd(t)
+	ctx := context.Background()
+	store, err := catalog.Open(ctx, catalog.ConnConfig{Endpoints: []string{srv.Endpoint()}}, devCluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	shards := []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}, {Name: "s2", DSN: "host=two dbname=app"}}
+	if err := store.Init(ctx, catalog.Config{Cluster: devCluster, Key: demo.Key, Tables: demo.Tables}, shards, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	r, err := newCatalogRouter(ctx, srv.Endpoint(), devCluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	const low, high = int64(-5), int64(5) // on s1 and s2 under the even split of two shards
+	for tenant, want := range map[int64]string{low: "host=one dbname=app", high: "host=two dbname=app"} {
+		if got, err := r.ShardFor(ctx, tenant); err != nil || got != want {
+			t.Fatalf("tenant %d: %q, %v; want %q", tenant, got, err, want)
+		}
+	}
+
+	st, err := store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := st.Ranges[0].Range.Lo
+	m := &catalog.Migration{ID: "m1", Kind: catalog.KindMove, Range: st.Ranges[0].Range, Source: "s1", Target: "s2", Phase: catalog.PhasePlanned}
+	if err := store.PutMigration(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Freeze(ctx, st, lo, m); err != nil {
+		t.Fatal(err)
+	}
+	r.hold = 300 * time.Millisecond
+	start := time.Now()
+	_, err = r.ShardFor(ctx, low)
+	if !errors.Is(err, errRangeFrozen) || time.Since(start) < r.hold {
+		t.Fatalf("frozen range: %v after %v, want errRangeFrozen after holding %v", err, time.Since(start), r.hold)
+	}
+	if got, err := r.ShardFor(ctx, high); err != nil || got != "host=two dbname=app" {
+		t.Fatalf("a serving range is held too: %q, %v", got, err)
+	}
+
+	r.hold = time.Minute
+	flipped := make(chan error, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		flipped <- store.Flip(ctx, st, lo, m, "s2")
+	}()
+	got, err := r.ShardFor(ctx, low)
+	if ferr := <-flipped; ferr != nil {
+		t.Fatal(ferr)
+	}
+	if err != nil || got != "host=two dbname=app" {
+		t.Fatalf("held write after the flip: %q, %v; want s2's DSN", got, err)
 	}
 }
