@@ -1072,13 +1072,7 @@ func (r *catalogRouter) ShardFor(ctx context.Context, tenant int64) (string, err
 	if !ok {
 		return "", fmt.Errorf("range %s names shard %q, which the catalog does not list", rt.Range, rt.Shard)
 	}
-	if sh.DSNEnv != "" {
-		if v := os.Getenv(sh.DSNEnv); v != "" {
-			return v, nil
-		}
-		return "", fmt.Errorf("shard %s: variable %s (its dsn_env) is not set", sh.Name, sh.DSNEnv)
-	}
-	return sh.DSN, nil
+	return sh.ConnString()
 }
 
 func (r *catalogRouter) Close() {

@@ -479,6 +479,10 @@ func TestCatalogRouter(t *testing.T) {
 	if err := store.Freeze(ctx, st, lo, m); err != nil {
 		t.Fatal(err)
 	}
+	// The router's copy follows etcd a moment later.
+	if _, err := r.cache.WaitRevision(ctx, st.Revision); err != nil {
+		t.Fatal(err)
+	}
 	r.hold = 300 * time.Millisecond
 	start := time.Now()
 	_, err = r.ShardFor(ctx, low)
