@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,7 +43,11 @@ func buildReshard(t *testing.T) string {
 		args = append(args, "-race")
 	}
 	start := time.Now()
-	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	out, err := exec.Command(goBin, append(args, ".")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
