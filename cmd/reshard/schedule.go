@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/reshard/reshard/partitions"
+)
+
+func init() { subcommands = append(subcommands, newScheduleCmd) }
+
+func newScheduleCmd() *cobra.Command {
+	f := &partitionsFlags{}
+	var (
+		every time.Duration
+		ttl   int
+	)
+	cmd := &cobra.Command{
+		Use:   "schedule",
+		Short: "Run partition maintenance on every shard each interval (one of several schedulers acts)",
+		Long: "Runs until SIGTERM or Ctrl-C. Several may run (on several hosts): an etcd election makes\n" +
+			"exactly one act, and another takes over within --ttl seconds if it dies (at once if it stops).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if every <= 0 {
+				return fmt.Errorf("--every %v: use a positive duration such as 1h", every)
+			}
+			if ttl <= 0 {
+				return fmt.Errorf("--ttl %d: use a positive number of seconds", ttl)
+			}
+			fo, err := f.options(false)
+			if err != nil {
+				return err
+			}
+			store, closeStore, err := openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			if _, err := store.Load(ctx); err != nil {
+				return err
+			}
+			host, _ := os.Hostname()
+			logger := log.New(cmd.ErrOrStderr(), "", log.LstdFlags)
+			s := &partitions.Scheduler{
+				Catalog: store,
+				Connect: connectShardPartitions,
+				Every:   every,
+				Fleet:   fo,
+				Holder:  fmt.Sprintf("%s:%d", host, os.Getpid()),
+				TTL:     ttl,
+				Logf:    logger.Printf,
+			}
+			return s.Run(ctx)
+		},
+	}
+	cmd.Flags().DurationVar(&every, "every", time.Hour, "interval between maintenance runs")
+	cmd.Flags().IntVar(&ttl, "ttl", 10, "election lease in seconds: how long a dead leader blocks a takeover")
+	f.register(cmd, false)
+	return cmd
+}
