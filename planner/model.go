@@ -153,6 +153,25 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 		}
 	}
 
+	// A range with an unfinished migration is being copied or cut over: planning another
+	// step for it would race that migration.
+	ids := make([]string, 0, len(state.Migrations))
+	for id := range state.Migrations {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		m := state.Migrations[id]
+		if m.Terminal() {
+			continue
+		}
+		for i := range w.units {
+			if u := &w.units[i]; u.pinned == "" && u.r.Overlaps(m.Range) {
+				u.pinned = fmt.Sprintf("range %s has migration %s in phase %s", u.r, orNone(m.ID), m.Phase)
+			}
+		}
+	}
+
 	if stats == nil {
 		stats = &catalog.Stats{}
 	}

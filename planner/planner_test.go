@@ -585,3 +585,45 @@ func TestRevLookup(t *testing.T) {
 		})
 	}
 }
+
+func TestUnfinishedMigrationPinsItsRange(t *testing.T) {
+	st, stats := fixture(t, map[string]string{"s1": "", "s2": ""},
+		[]rng{{":100", "s1", 500, 0}, {"100:200", "s1", 500, 0}, {"200:", "s2", 100, 0}}, nil)
+	opts := DefaultOptions()
+	opts.Strategy = StrategySize
+	st.Migrations = map[string]catalog.Migration{
+		"done": {ID: "done", Range: catalog.Below(100), Phase: catalog.PhaseDone},
+		"m7":   {ID: "m7", Range: catalog.NewRange(100, 200), Phase: catalog.PhaseCopying},
+	}
+	p, err := Compute(st, stats, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	execute(t, st, p)
+	for _, s := range p.Steps {
+		if s.Range.Overlaps(catalog.NewRange(100, 200)) {
+			t.Fatalf("step %d touches the range migration m7 is copying:\n%s", s.N, describe(p))
+		}
+	}
+	if p.Moves == 0 {
+		t.Fatalf("want the other range of s1 moved:\n%s", describe(p))
+	}
+}
+
+func TestExtremeKeys(t *testing.T) {
+	// Hot tenants at both ends of the key line: the cuts must stay inside the ranges.
+	st, stats := fixture(t, map[string]string{"s1": "", "s2": "", "s3": ""},
+		[]rng{{":0", "s1", 3000, 10}, {"0:", "s2", 3000, 10}}, []hot{{math.MinInt64, 1000, 3}, {math.MaxInt64, 1000, 3}, {math.MaxInt64 - 1, 500, 1}})
+	for _, iso := range []bool{true, false} {
+		opts := DefaultOptions()
+		opts.IsolateHotKeys = iso
+		p, err := Compute(st, stats, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		execute(t, st, p)
+		if p.Empty() || p.MaxMeanAfter >= p.MaxMeanBefore {
+			t.Fatalf("isolate %v: max/mean %.3f -> %.3f:\n%s", iso, p.MaxMeanBefore, p.MaxMeanAfter, describe(p))
+		}
+	}
+}
