@@ -56,6 +56,9 @@ func Compute(state *catalog.State, stats *catalog.Stats, opts Options) (*Plan, e
 		BytesFloor:    int64(math.Round(floor)),
 		Balanced:      balanced,
 	}
+	if stats != nil {
+		p.StatsRevision = stats.Revision
+	}
 	touched := map[int]bool{}
 	for i, sr := range w.splits {
 		if !keep[i] {

@@ -28,8 +28,10 @@ type Plan struct {
 	ID      string `json:"id"` // a hash of what the plan does and what it was made from
 	Cluster string `json:"cluster"`
 	// Revision is the catalog revision the plan was made from.
-	Revision int64   `json:"revision"`
-	Options  Options `json:"options"`
+	Revision int64 `json:"revision"`
+	// StatsRevision is the etcd revision the stats were read at (0 when unknown).
+	StatsRevision int64   `json:"stats_revision,omitempty"`
+	Options       Options `json:"options"`
 	// Steps run in order: every split comes before the moves of its parts.
 	Steps []Step `json:"steps"`
 	// Ranges are the catalog ranges the steps touch, each with the mod revision it had when
