@@ -123,6 +123,8 @@ ALTER TABLE ev1 REPLICA IDENTITY USING INDEX ev1_ri;
 CREATE INDEX ev1_tenant ON ev1 (tenant_id);
 ALTER TABLE ev1 OWNER TO appowner;
 GRANT SELECT ON ev1 TO reader;
+CREATE FUNCTION ev1_guard() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+CREATE TRIGGER ev1_guard BEFORE INSERT OR UPDATE ON ev1 FOR EACH ROW EXECUTE FUNCTION ev1_guard();
 CREATE TABLE ev1_p20260310 PARTITION OF ev1 FOR VALUES FROM ('2026-03-10 00:00+00') TO ('2026-03-11 00:00+00');
 CREATE TABLE ev1_default PARTITION OF ev1 DEFAULT`)
 		specs := []catalog.PartitionSpec{daily("ev1", 4, "", "")}
@@ -170,6 +172,10 @@ WHERE x.indrelid = $1::regclass AND x.indisreplident AND i.inhparent = 'ev1_ri':
 			}
 			if ok := e.scalar(`SELECT has_table_privilege('reader', $1, 'SELECT')`, p); ok != true {
 				e.t.Errorf("%s: reader cannot SELECT", p)
+			}
+			// A row trigger on the parent (like cutover's fence guard) is cloned too.
+			if n := e.scalar(`SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'ev1_guard' AND tgparentid <> 0`, p); n != int64(1) {
+				e.t.Errorf("%s has %v clones of the parent's row trigger, want 1", p, n)
 			}
 		}
 		pg.Exec(ctx, `INSERT INTO ev1 VALUES (7, 1, '2026-03-13 08:00+00', 'x')`)
