@@ -1,0 +1,65 @@
+package mover
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// update loads the migration record, lets f change the mover's fields and saves it. Each
+// write starts from a fresh Load so that fields others own (the cutover's) are kept.
+func (m *Mover) update(ctx context.Context, f func(*catalog.Migration)) error {
+	rec, err := m.j.Load(ctx, m.cfg.ID)
+	if err != nil {
+		return fmt.Errorf("mover: load migration %s: %w", m.cfg.ID, err)
+	}
+	now := time.Now().UTC()
+	if rec == nil {
+		rec = &catalog.Migration{ID: m.cfg.ID, Kind: catalog.KindMove, Range: m.cfg.Range, Phase: catalog.PhasePlanned, Created: now}
+	}
+	f(rec)
+	rec.Updated = now
+	if err := m.j.Save(ctx, rec); err != nil {
+		return fmt.Errorf("mover: save migration %s: %w", m.cfg.ID, err)
+	}
+	return nil
+}
+
+// checkpoint records the catch-up's position and lag (and the copy's counters while it
+// runs). withLag also measures the lag on the source.
+func (m *Mover) checkpoint(ctx context.Context, withLag bool) error {
+	var lagB int64
+	var lagS float64
+	if withLag {
+		var err error
+		if lagB, lagS, err = m.Lag(ctx); err != nil {
+			return err
+		}
+	}
+	applied := m.AppliedLSN()
+	var lastErr string
+	if p := m.lastErr.Load(); p != nil {
+		lastErr = *p
+	}
+	return m.update(ctx, func(r *catalog.Migration) {
+		if applied != 0 {
+			r.AppliedLSN = applied.String()
+		}
+		if withLag {
+			r.LagBytes, r.LagSeconds = lagB, lagS
+		}
+		if lastErr != "" {
+			r.LastError = lastErr
+		}
+		if r.Phase == catalog.PhaseCatchingUp && !m.catchupFrom.IsZero() && withLag && lagB <= caughtUpBytes && r.Timings.Catchup == 0 {
+			// First time caught up: the catch-up timing of DESIGN.md (end of copy to lag zero).
+			r.Timings.Catchup = time.Since(m.catchupFrom).Seconds()
+		}
+	})
+}
+
+// caughtUpBytes is the lag under which the catch-up counts as caught up for its timing
+// (other tenants keep writing on a busy source, so exact zero may never be seen).
+const caughtUpBytes = 64 << 10

@@ -1,0 +1,134 @@
+package mover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// role names a side of the move in messages.
+type role string
+
+const (
+	source role = "source"
+	target role = "target"
+)
+
+func appName(id, what string) string {
+	n := "reshard/" + what + "/" + id
+	if len(n) > 63 {
+		n = n[:63]
+	}
+	return n
+}
+
+// connect opens one ordinary connection.
+func connect(ctx context.Context, r role, dsn, app string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%s: bad connection string %s: %w", r, catalog.MaskDSN(dsn), err)
+	}
+	cfg.RuntimeParams["application_name"] = app
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot connect to %s: %w", r, catalog.MaskDSN(dsn), err)
+	}
+	return conn, nil
+}
+
+// openPool opens a pool of at most size connections (the control connection of a shard).
+func openPool(ctx context.Context, r role, dsn, app string, size int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%s: bad connection string %s: %w", r, catalog.MaskDSN(dsn), err)
+	}
+	cfg.MaxConns = size
+	cfg.MinConns = 0
+	cfg.ConnConfig.RuntimeParams["application_name"] = app
+	if r == target {
+		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+			_, err := setupTargetSession(ctx, c)
+			return err
+		}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot connect to %s: %w", r, catalog.MaskDSN(dsn), err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("%s: cannot connect to %s: %w", r, catalog.MaskDSN(dsn), err)
+	}
+	return pool, nil
+}
+
+// bypassSetting is the setting that lets reshard's own sessions through the cutover's fence
+// trigger (a target may hold a tombstone fence for this range from an earlier move away).
+const bypassSetting = "reshard.bypass"
+
+// setupTargetSession prepares a session that writes moved rows on the target: replica
+// mode (as PostgreSQL's own apply worker runs) so that user triggers, the fence trigger
+// and foreign-key checks do not fire for rows that were already checked on the source.
+// It reports whether replica mode is on; without the privilege to set it the copy falls
+// back to loading tables one after the other in the configured FK-safe order.
+func setupTargetSession(ctx context.Context, c *pgx.Conn) (replica bool, err error) {
+	if _, err := c.Exec(ctx, "SET "+bypassSetting+" = 'on'"); err != nil {
+		return false, fmt.Errorf("target: set %s: %w", bypassSetting, err)
+	}
+	if _, err := c.Exec(ctx, "SET statement_timeout = 0"); err != nil {
+		return false, fmt.Errorf("target: set statement_timeout: %w", err)
+	}
+	_, err = c.Exec(ctx, "SET session_replication_role = replica")
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient_privilege
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("target: set session_replication_role: %w", err)
+	}
+	return true, nil
+}
+
+// connectReplication opens a logical replication connection to the source database.
+func connectReplication(ctx context.Context, dsn, app string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("source: bad connection string %s: %w", catalog.MaskDSN(dsn), err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = app
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "28000" || pgErr.Code == "28P01" || pgErr.Code == "42501") {
+		return nil, fmt.Errorf("source: cannot open a replication connection to %s (the role needs the REPLICATION attribute and pg_hba.conf a replication entry): %w", catalog.MaskDSN(dsn), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("source: cannot open a replication connection to %s: %w", catalog.MaskDSN(dsn), err)
+	}
+	return conn, nil
+}
+
+// closeQuietly closes a connection with a fresh short context (the caller's may be done).
+func closeQuietly(c *pgx.Conn) {
+	if c == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	_ = c.Close(ctx)
+}
+
+func closeReplQuietly(c *pgconn.PgConn) {
+	if c == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	_ = c.Close(ctx)
+}

@@ -1,0 +1,438 @@
+package mover
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// tableStats counts one table's copy.
+type tableStats struct {
+	rows, bytes atomic.Int64
+	chunksDone  atomic.Int64
+	chunksTotal int
+	estBytes    int64
+}
+
+// copyStats is the copy's progress, read by the progress reporter and the checkpoints.
+type copyStats struct {
+	start  time.Time
+	order  []string
+	tables map[string]*tableStats
+}
+
+func (s *copyStats) rows() (n int64) {
+	if s == nil {
+		return 0
+	}
+	for _, t := range s.tables {
+		n += t.rows.Load()
+	}
+	return n
+}
+
+func (s *copyStats) bytes() (n int64) {
+	if s == nil {
+		return 0
+	}
+	for _, t := range s.tables {
+		n += t.bytes.Load()
+	}
+	return n
+}
+
+// record writes the counters into the migration record.
+func (s *copyStats) record(r *catalog.Migration) {
+	if s == nil {
+		return
+	}
+	r.Tables = map[string]catalog.TableProgress{}
+	for name, t := range s.tables {
+		r.Tables[name] = catalog.TableProgress{Rows: t.rows.Load(), Bytes: t.bytes.Load(), ChunksDone: int(t.chunksDone.Load()), ChunksTotal: t.chunksTotal}
+	}
+	r.RowsCopied, r.BytesCopied = s.rows(), s.bytes()
+}
+
+func (s *copyStats) progress(id string) Progress {
+	p := Progress{ID: id, Phase: catalog.PhaseCopying, Tables: map[string]catalog.TableProgress{}}
+	for name, t := range s.tables {
+		tp := catalog.TableProgress{Rows: t.rows.Load(), Bytes: t.bytes.Load(), ChunksDone: int(t.chunksDone.Load()), ChunksTotal: t.chunksTotal}
+		p.Tables[name] = tp
+		p.RowsCopied += tp.Rows
+		p.BytesCopied += tp.Bytes
+		p.ChunksDone += tp.ChunksDone
+		p.ChunksTotal += tp.ChunksTotal
+		p.BytesTotal += t.estBytes
+	}
+	if el := time.Since(s.start).Seconds(); el > 0 {
+		p.Rate = float64(p.BytesCopied) / el
+	}
+	if p.BytesTotal < p.BytesCopied {
+		p.BytesTotal = p.BytesCopied
+	}
+	if p.Rate > 0 && p.BytesTotal > p.BytesCopied {
+		p.ETA = time.Duration(float64(p.BytesTotal-p.BytesCopied) / p.Rate * float64(time.Second))
+	}
+	return p
+}
+
+func (m *Mover) copyStats() *copyStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.copyStat
+}
+
+var errTargetCopyEnded = errors.New("the target's COPY ended")
+
+// worker is one copy worker: a source connection inside the snapshot's transaction and a
+// target connection that loads the chunks.
+type worker struct {
+	src, dst *pgx.Conn
+	replica  bool
+}
+
+// copy creates the publication and the slot and copies the range as of the slot's
+// consistent point. It returns that point, from which the catch-up starts.
+func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
+	cfg := m.cfg
+	src, dst := m.pools()
+	rangePred := cfg.Range.SQL(ident(cfg.Key))
+
+	if err := ensureProgressTable(ctx, dst); err != nil {
+		return 0, err
+	}
+	if cfg.Overwrite {
+		children := make([]*table, 0, len(md.dst))
+		for i := len(md.dst) - 1; i >= 0; i-- {
+			children = append(children, md.dst[i])
+		}
+		if err := deleteRange(ctx, dst, children, rangePred, m.log); err != nil {
+			return 0, err
+		}
+	}
+	if err := deleteProgress(ctx, dst, cfg.ID); err != nil {
+		return 0, err
+	}
+
+	// Plan the chunks before the slot exists: the snapshot then waits for nothing.
+	nw := cfg.copyWorkers()
+	st := &copyStats{start: time.Now(), tables: map[string]*tableStats{}}
+	var perTable [][]chunk
+	total := 0
+	for i, t := range md.src {
+		cs, est, err := planChunks(ctx, src, t, md.dst[i], rangePred, nw)
+		if err != nil {
+			return 0, err
+		}
+		perTable = append(perTable, cs)
+		st.order = append(st.order, t.Name)
+		st.tables[t.Name] = &tableStats{chunksTotal: len(cs), estBytes: est}
+		total += len(cs)
+	}
+	nw = min(nw, total)
+	m.mu.Lock()
+	m.copyStat = st
+	m.mu.Unlock()
+
+	workers, err := m.openWorkers(ctx, nw)
+	defer func() {
+		for _, w := range workers {
+			closeQuietly(w.src)
+			closeQuietly(w.dst)
+		}
+	}()
+	if err != nil {
+		return 0, err
+	}
+
+	if err := createPublication(ctx, src, m.pub, cfg.Key, cfg.Range, md.src); err != nil {
+		return 0, err
+	}
+	repl, err := connectReplication(ctx, cfg.SourceDSN, appName(cfg.ID, "slot"))
+	if err != nil {
+		return 0, err
+	}
+	consistent, snapshot, err := createSlot(ctx, repl, m.slot)
+	if err != nil {
+		closeReplQuietly(repl)
+		return 0, err
+	}
+	// Every worker imports the snapshot before anything else is sent on the replication
+	// connection: the next command there, even a failed one, would end the snapshot.
+	g, gctx := errgroup.WithContext(ctx)
+	for _, w := range workers {
+		g.Go(func() error {
+			_, err := w.src.PgConn().Exec(gctx, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshot)).ReadAll()
+			if err != nil {
+				return fmt.Errorf("source: import snapshot %s: %w", snapshot, err)
+			}
+			return nil
+		})
+	}
+	err = g.Wait()
+	closeReplQuietly(repl)
+	if err != nil {
+		return 0, err
+	}
+	m.log.Info("slot created", "slot", m.slot, "consistent_lsn", consistent, "workers", nw, "chunks", total)
+	if err := m.update(ctx, func(r *catalog.Migration) {
+		r.ConsistentLSN, r.Snapshot = consistent.String(), snapshot
+	}); err != nil {
+		return 0, err
+	}
+
+	replica := true
+	for _, w := range workers {
+		replica = replica && w.replica
+	}
+	if err := m.runChunks(ctx, workers, stages(perTable, replica), rangePred, st); err != nil {
+		return 0, err
+	}
+	for _, w := range workers {
+		// Read-only: the end of the snapshot's transaction.
+		if _, err := w.src.Exec(ctx, "COMMIT"); err != nil {
+			return 0, fmt.Errorf("source: end the copy transaction: %w", err)
+		}
+	}
+	// The copy sessions commit asynchronously; this synchronous commit flushes the
+	// target's WAL past all of them before the journal says the copy is done.
+	if _, err := dst.Exec(ctx, "SET synchronous_commit = on"); err != nil {
+		return 0, fmt.Errorf("target: %w", err)
+	}
+	if err := resetProgress(ctx, dst, cfg.ID, consistent); err != nil {
+		return 0, err
+	}
+	return consistent, nil
+}
+
+// openWorkers opens n source and n target connections and prepares their sessions.
+func (m *Mover) openWorkers(ctx context.Context, n int) ([]*worker, error) {
+	workers := make([]*worker, n)
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range workers {
+		w := &worker{}
+		workers[i] = w
+		g.Go(func() (err error) {
+			if w.src, err = connect(gctx, source, m.cfg.SourceDSN, appName(m.cfg.ID, "copy")); err != nil {
+				return err
+			}
+			// A long copy must not be cut by the role's timeouts.
+			if _, err := w.src.Exec(gctx, "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"); err != nil {
+				return fmt.Errorf("source: %w", err)
+			}
+			if w.dst, err = connect(gctx, target, m.cfg.TargetDSN, appName(m.cfg.ID, "copy")); err != nil {
+				return err
+			}
+			if w.replica, err = setupTargetSession(gctx, w.dst); err != nil {
+				return err
+			}
+			// A crash during the copy restarts it, so its commits need not wait for disk.
+			if _, err := w.dst.Exec(gctx, "SET synchronous_commit = off"); err != nil {
+				return fmt.Errorf("target: %w", err)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	if err == nil && !workers[0].replica {
+		m.log.Warn("the target role may not set session_replication_role; tables are copied one after the other in the given order so that foreign keys hold")
+	}
+	return workers, err
+}
+
+// stages orders the chunks: in replica mode, where foreign keys are not checked, all at
+// once, largest first, tables interleaved; otherwise table by table, parents first.
+func stages(perTable [][]chunk, replica bool) [][]chunk {
+	if !replica {
+		return perTable
+	}
+	var all []chunk
+	for _, cs := range perTable {
+		all = append(all, cs...)
+	}
+	sort.SliceStable(all, func(i, j int) bool {
+		if all[i].index != all[j].index {
+			return all[i].index < all[j].index
+		}
+		return all[i].estBytes > all[j].estBytes
+	})
+	return [][]chunk{all}
+}
+
+// runChunks runs the stages one after the other over the workers.
+func (m *Mover) runChunks(ctx context.Context, workers []*worker, stages [][]chunk, rangePred string, st *copyStats) error {
+	g, gctx := errgroup.WithContext(ctx)
+	jobs := make(chan chunk)
+	done := make(chan struct{}, 64)
+	for _, w := range workers {
+		g.Go(func() error {
+			for c := range jobs {
+				if err := m.copyChunk(gctx, w, c, rangePred, st.tables[c.src.Name]); err != nil {
+					return err
+				}
+				select {
+				case done <- struct{}{}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer close(jobs)
+		for _, stage := range stages {
+			pending := 0
+			for _, c := range stage {
+				for sent := false; !sent; {
+					select {
+					case jobs <- c:
+						sent = true
+						pending++
+					case <-done:
+						pending--
+					case <-gctx.Done():
+						return gctx.Err()
+					}
+				}
+			}
+			for ; pending > 0; pending-- { // the stage's barrier
+				select {
+				case <-done:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+		}
+		return nil
+	})
+	stop := make(chan struct{})
+	watch := make(chan error, 1)
+	go func() { watch <- m.watchCopy(gctx, stop) }()
+	err := g.Wait()
+	close(stop)
+	if werr := <-watch; err == nil && werr != nil {
+		err = werr
+	}
+	return err
+}
+
+// copyChunk streams one chunk from the source's COPY TO into the target's COPY FROM
+// through a pipe: rows are never decoded and memory stays at a few buffers.
+func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred string, ts *tableStats) error {
+	cols := c.src.copyColumns()
+	q := make([]string, len(cols))
+	for i, col := range cols {
+		q[i] = ident(col)
+	}
+	colList := strings.Join(q, ", ")
+	format := "binary"
+	if !c.src.binarySafe() || !c.dst.binarySafe() {
+		format = "text" // binary COPY carries type OIDs of composites and arrays of user types
+	}
+	where := rangePred
+	if p := c.predicate(); p != "" {
+		where += " AND " + p
+	}
+	out := fmt.Sprintf("COPY (SELECT %s FROM %s WHERE %s) TO STDOUT (FORMAT %s)", colList, c.src.Qualified(), where, format)
+	in := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT %s)", c.dst.Qualified(), colList, format)
+
+	pr, pw := io.Pipe()
+	bw := bufio.NewWriterSize(&meteredWriter{ctx: ctx, w: pw, th: m.th, bytes: &ts.bytes}, 64<<10)
+	outErr := make(chan error, 1)
+	go func() {
+		_, err := w.src.PgConn().CopyTo(ctx, bw, out)
+		if err == nil {
+			err = bw.Flush()
+		}
+		pw.CloseWithError(err) // nil: the reader sees EOF
+		outErr <- err
+	}()
+	tag, inErr := w.dst.PgConn().CopyFrom(ctx, pr, in)
+	pr.CloseWithError(errTargetCopyEnded) // unblock the source side if the target stopped first
+	srcErr := <-outErr
+	switch {
+	case srcErr != nil && !errors.Is(srcErr, errTargetCopyEnded):
+		return fmt.Errorf("source: copy %s (chunk %d): %w", c.src.Name, c.index, srcErr)
+	case inErr != nil:
+		return fmt.Errorf("target: copy %s (chunk %d): %w", c.dst.Name, c.index, inErr)
+	case srcErr != nil:
+		return fmt.Errorf("source: copy %s (chunk %d): %w", c.src.Name, c.index, srcErr)
+	}
+	ts.rows.Add(tag.RowsAffected())
+	ts.chunksDone.Add(1)
+	return nil
+}
+
+// watchCopy runs beside the copy: it reports progress, checkpoints the counters, pauses
+// the copy while another slot lags too much, and fails the copy if the source invalidates
+// the mover's slot (the WAL it holds exceeded max_slot_wal_keep_size).
+func (m *Mover) watchCopy(ctx context.Context, stop <-chan struct{}) error {
+	src, _ := m.pools()
+	st := m.copyStats()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var lastCheck, lastSave time.Time
+	for {
+		select {
+		case <-stop:
+			m.th.paused.Store(false)
+			m.report(st.progress(m.cfg.ID))
+			return nil
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		m.report(st.progress(m.cfg.ID))
+		if time.Since(lastSave) >= 2*time.Second {
+			lastSave = time.Now()
+			if err := m.update(ctx, st.record); err != nil {
+				m.log.Warn("checkpoint the copy", "err", err)
+			}
+		}
+		if time.Since(lastCheck) < time.Second {
+			continue
+		}
+		lastCheck = time.Now()
+		s, err := readSlot(ctx, src, m.slot)
+		if err == nil && s.walStatus == "lost" {
+			return fmt.Errorf("source: replication slot %s was invalidated while copying (it held more WAL than max_slot_wal_keep_size): cancel, then retry with a larger max_slot_wal_keep_size or at a quieter time", m.slot)
+		}
+		if m.cfg.MaxSourceLag <= 0 {
+			continue
+		}
+		var lag int64
+		err = src.QueryRow(ctx, `SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 0)::bigint
+			FROM pg_replication_slots WHERE slot_name <> $1 AND restart_lsn IS NOT NULL`, m.slot).Scan(&lag)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			m.log.Warn("measure the source's slot lag", "err", err)
+			continue
+		}
+		paused := lag > m.cfg.MaxSourceLag
+		if paused != m.th.paused.Load() {
+			m.log.Info("copy throttled by source slot lag", "paused", paused, "lag_bytes", lag, "max", m.cfg.MaxSourceLag)
+		}
+		m.th.paused.Store(paused)
+	}
+}
+
+func (m *Mover) report(p Progress) {
+	if m.cfg.Progress != nil {
+		m.cfg.Progress(p)
+	}
+}

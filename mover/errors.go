@@ -1,0 +1,47 @@
+package mover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// fatalError marks an error that retrying cannot fix (a missing slot, a change the target
+// refuses, a stream the mover cannot decode): catch-up stops and reports it through Err.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+func fatalf(format string, args ...any) error {
+	return &fatalError{fmt.Errorf(format, args...)}
+}
+
+// transient reports whether err may go away by reconnecting: the network, a server
+// restarting, a slot still held by a WAL sender that has not noticed its client left.
+func transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var fe *fatalError
+	if errors.As(err, &fe) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exceptions
+			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutdown, crash, starting up
+			pgErr.Code == "55006",                        // object in use: the slot's previous WAL sender is still there
+			pgErr.Code == "53300", pgErr.Code == "53400", // too many connections, configuration limit
+			pgErr.Code == "40001", pgErr.Code == "40P01": // serialization failure, deadlock
+			return true
+		}
+		return false
+	}
+	// Anything else is the network or the connection going away.
+	return true
+}

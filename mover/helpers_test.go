@@ -1,0 +1,428 @@
+package mover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+// memJournal is an in-memory Journal; records are copied in and out through JSON, as the
+// etcd store would.
+type memJournal struct {
+	mu    sync.Mutex
+	recs  map[string][]byte
+	saves int
+}
+
+func newMemJournal() *memJournal { return &memJournal{recs: map[string][]byte{}} }
+
+func (j *memJournal) Load(_ context.Context, id string) (*catalog.Migration, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	b, ok := j.recs[id]
+	if !ok {
+		return nil, nil
+	}
+	var m catalog.Migration
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func (j *memJournal) Save(_ context.Context, m *catalog.Migration) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.recs[m.ID] = b
+	j.saves++
+	return nil
+}
+
+func (j *memJournal) get(t *testing.T, id string) *catalog.Migration {
+	t.Helper()
+	m, err := j.Load(context.Background(), id)
+	if err != nil || m == nil {
+		t.Fatalf("journal: %v, %v", m, err)
+	}
+	return m
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("MOVER_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// schema is created on source and target by the integration tests: a parent table, a child
+// with a foreign key, and a documents table whose rows change tenant (crossing the range
+// boundary) and carry large incompressible text.
+const schema = `
+CREATE TABLE accounts (
+	tenant_id bigint NOT NULL,
+	id        bigint NOT NULL,
+	name      text,
+	balance   numeric(14,2) NOT NULL DEFAULT 0,
+	updated   timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant_id, id)
+);
+CREATE TABLE ledger (
+	tenant_id  bigint NOT NULL,
+	id         bigint NOT NULL,
+	account_id bigint NOT NULL,
+	amount     numeric(14,2) NOT NULL,
+	memo       text,
+	PRIMARY KEY (tenant_id, id),
+	FOREIGN KEY (tenant_id, account_id) REFERENCES accounts (tenant_id, id)
+);
+CREATE TABLE docs (
+	tenant_id bigint NOT NULL,
+	id        bigint NOT NULL,
+	title     text,
+	body      text,
+	meta      jsonb,
+	PRIMARY KEY (tenant_id, id)
+);
+CREATE SEQUENCE ids START 1000000;
+`
+
+var testTables = []string{"accounts", "ledger", "docs"}
+
+// bigText is incompressible text of n bytes (hex of random bytes), stored out of line.
+func bigText(r *rand.Rand, n int) string {
+	const hex = "0123456789abcdef"
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = hex[r.IntN(16)]
+	}
+	return string(b)
+}
+
+// seed loads tenants 1..tenants with accounts, ledger rows and documents.
+func seed(t testing.TB, ctx context.Context, pool *pgxpool.Pool, tenants, accounts, ledger, docs int) {
+	t.Helper()
+	_, err := pool.Exec(ctx, `
+		INSERT INTO accounts (tenant_id, id, name, balance)
+		SELECT t, a, 'acct ' || t || '/' || a, 0 FROM generate_series(1, $1::int) t, generate_series(1, $2::int) a;
+		`, tenants, accounts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = pool.Exec(ctx, `
+		INSERT INTO ledger (tenant_id, id, account_id, amount, memo)
+		SELECT t, l, 1 + l % $2::int, (l % 1000) / 7.0, 'seed ' || l FROM generate_series(1, $1::int) t, generate_series(1, $3::int) l`,
+		tenants, accounts, ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = pool.Exec(ctx, `UPDATE accounts a SET balance = s.sum FROM
+		(SELECT tenant_id, account_id, sum(amount) AS sum FROM ledger GROUP BY 1, 2) s
+		WHERE a.tenant_id = s.tenant_id AND a.id = s.account_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for tn := 1; tn <= tenants; tn++ {
+		for d := 1; d <= docs; d++ {
+			body := "short"
+			if d%3 == 0 {
+				body = bigText(r, 3000+r.IntN(5000))
+			}
+			_, err := pool.Exec(ctx, `INSERT INTO docs (tenant_id, id, title, body, meta) VALUES ($1, nextval('ids'), $2, $3, $4)`,
+				tn, fmt.Sprintf("doc %d/%d", tn, d), body, fmt.Sprintf(`{"n": %d, "tags": ["a", "b"]}`, d))
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// writer runs random transactions on the source in all tenants until stopped.
+type writer struct {
+	pool    *pgxpool.Pool
+	tenants int
+	txs     atomic.Int64
+	moves   atomic.Int64 // documents that changed tenant
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	errs    chan error
+}
+
+func startWriter(ctx context.Context, pool *pgxpool.Pool, tenants, goroutines int) *writer {
+	w := &writer{pool: pool, tenants: tenants, stop: make(chan struct{}), errs: make(chan error, goroutines)}
+	for g := range goroutines {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 99))
+			for {
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				if err := w.one(ctx, r); err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					if isRetryable(err) {
+						continue
+					}
+					if isConnErr(err) { // the source restarting under the test
+						time.Sleep(100 * time.Millisecond)
+						continue
+					}
+					w.errs <- err
+					return
+				}
+				w.txs.Add(1)
+			}
+		}()
+	}
+	return w
+}
+
+func isRetryable(err error) bool {
+	s := err.Error()
+	// Two writers touching the same row, or a concurrent key change.
+	return strings.Contains(s, "deadlock") || strings.Contains(s, "duplicate key") || strings.Contains(s, "could not serialize") ||
+		strings.Contains(s, "violates foreign key")
+}
+
+func isConnErr(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"terminating connection", "connect", "closed", "EOF", "shutting down", "starting up", "broken pipe", "reset by peer"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// halt stops the writer and fails the test if it hit an unexpected error.
+func (w *writer) halt(t testing.TB) {
+	t.Helper()
+	close(w.stop)
+	w.wg.Wait()
+	select {
+	case err := <-w.errs:
+		t.Fatalf("writer: %v", err)
+	default:
+	}
+	t.Logf("writer: %d transactions, %d tenant changes", w.txs.Load(), w.moves.Load())
+}
+
+func (w *writer) one(ctx context.Context, r *rand.Rand) error {
+	tn := 1 + r.IntN(w.tenants)
+	tx, err := w.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	switch op := r.IntN(12); op {
+	case 0, 1, 2: // a ledger entry and its account's balance
+		acct := 1 + r.IntN(5)
+		amt := float64(r.IntN(100000)) / 100
+		if _, err := tx.Exec(ctx, `INSERT INTO ledger (tenant_id, id, account_id, amount, memo) VALUES ($1, nextval('ids'), $2, $3, 'w')`, tn, acct, amt); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE accounts SET balance = balance + $3, updated = now() WHERE tenant_id = $1 AND id = $2`, tn, acct, amt); err != nil {
+			return err
+		}
+	case 3: // delete a ledger entry, fixing the balance
+		if _, err := tx.Exec(ctx, `WITH d AS (DELETE FROM ledger WHERE (tenant_id, id) IN
+			(SELECT tenant_id, id FROM ledger WHERE tenant_id = $1 ORDER BY random() LIMIT 1) RETURNING tenant_id, account_id, amount)
+			UPDATE accounts a SET balance = a.balance - d.amount FROM d WHERE a.tenant_id = d.tenant_id AND a.id = d.account_id`, tn); err != nil {
+			return err
+		}
+	case 4: // rename an account
+		if _, err := tx.Exec(ctx, `UPDATE accounts SET name = $3 WHERE tenant_id = $1 AND id = $2`, tn, 1+r.IntN(5), fmt.Sprintf("renamed %d", r.IntN(1000))); err != nil {
+			return err
+		}
+	case 5: // a new document, sometimes large
+		body := "small body"
+		if r.IntN(3) == 0 {
+			body = bigText(r, 2500+r.IntN(4000))
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO docs (tenant_id, id, title, body, meta) VALUES ($1, nextval('ids'), 'new', $2, '{"w": true}')`, tn, body); err != nil {
+			return err
+		}
+	case 6: // update a document's title only: a TOASTed body stays unchanged
+		n := r.IntN(1000)
+		if _, err := tx.Exec(ctx, `UPDATE docs SET title = $2, meta = jsonb_set(coalesce(meta, '{}'), '{r}', to_jsonb($3::int))
+			WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM docs WHERE tenant_id = $1 ORDER BY random() LIMIT 1)`, tn, fmt.Sprint("retitled ", n), n); err != nil {
+			return err
+		}
+	case 7: // rewrite a document's body
+		if _, err := tx.Exec(ctx, `UPDATE docs SET body = $2 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM docs WHERE tenant_id = $1 ORDER BY random() LIMIT 1)`,
+			tn, bigText(r, 2100+r.IntN(3000))); err != nil {
+			return err
+		}
+	case 8: // move a document to another tenant: across the range boundary, body unchanged
+		to := 1 + r.IntN(w.tenants)
+		tag, err := tx.Exec(ctx, `UPDATE docs SET tenant_id = $2 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM docs WHERE tenant_id = $1 ORDER BY random() LIMIT 1)`, tn, to)
+		if err != nil {
+			return err
+		}
+		w.moves.Add(tag.RowsAffected())
+	case 9: // change a document's key within its tenant
+		if _, err := tx.Exec(ctx, `UPDATE docs SET id = nextval('ids') WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM docs WHERE tenant_id = $1 ORDER BY random() LIMIT 1)`, tn); err != nil {
+			return err
+		}
+	case 10: // delete a document
+		if _, err := tx.Exec(ctx, `DELETE FROM docs WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM docs WHERE tenant_id = $1 ORDER BY random() LIMIT 1)`, tn); err != nil {
+			return err
+		}
+	case 11: // a document moves tenant and is then edited in the same transaction
+		to := 1 + r.IntN(w.tenants)
+		var id int64
+		err := tx.QueryRow(ctx, `UPDATE docs SET tenant_id = $2 WHERE (tenant_id, id) IN
+			(SELECT tenant_id, id FROM docs WHERE tenant_id = $1 ORDER BY random() LIMIT 1) RETURNING id`, tn, to).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return tx.Commit(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE docs SET title = 'moved' WHERE tenant_id = $1 AND id = $2`, to, id); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// rangeRows returns every row of the range in a table, as text, sorted by primary key.
+func rangeRows(t testing.TB, ctx context.Context, pool *pgxpool.Pool, table string, r catalog.KeyRange) []string {
+	t.Helper()
+	rows, err := pool.Query(ctx, fmt.Sprintf("SELECT t::text FROM %s t WHERE %s ORDER BY tenant_id, id", table, r.SQL("tenant_id")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// assertSame compares the range's rows of every table on both sides, row by row, and that
+// the target holds nothing outside the range.
+func assertSame(t testing.TB, ctx context.Context, src, dst *pgxpool.Pool, tables []string, r catalog.KeyRange) {
+	t.Helper()
+	total := 0
+	for _, tbl := range tables {
+		a, b := rangeRows(t, ctx, src, tbl, r), rangeRows(t, ctx, dst, tbl, r)
+		total += len(a)
+		if len(a) != len(b) {
+			t.Errorf("%s: %d rows on the source, %d on the target", tbl, len(a), len(b))
+		}
+		diff := 0
+		ai, bi := map[string]bool{}, map[string]bool{}
+		for _, x := range a {
+			ai[x] = true
+		}
+		for _, x := range b {
+			bi[x] = true
+		}
+		for _, x := range a {
+			if !bi[x] && diff < 5 {
+				diff++
+				t.Errorf("%s: source row missing or different on the target: %.200s", tbl, x)
+			}
+		}
+		for _, x := range b {
+			if !ai[x] && diff < 10 {
+				diff++
+				t.Errorf("%s: target row not on the source: %.200s", tbl, x)
+			}
+		}
+		var outside int
+		if err := dst.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE NOT %s", tbl, r.SQL("tenant_id"))).Scan(&outside); err != nil {
+			t.Fatal(err)
+		}
+		if outside != 0 {
+			t.Errorf("%s: %d rows of other tenants reached the target", tbl, outside)
+		}
+	}
+	t.Logf("compared %d rows of range %s row by row", total, r)
+}
+
+// currentLSN is the source's WAL position now.
+func currentLSN(t testing.TB, ctx context.Context, pool *pgxpool.Pool) pglogrepl.LSN {
+	t.Helper()
+	var s string
+	if err := pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	lsn, err := pglogrepl.ParseLSN(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}
+
+// leftovers lists the reshard_ slots and publications on a database.
+func leftovers(t testing.TB, ctx context.Context, pool *pgxpool.Pool) []string {
+	t.Helper()
+	rows, err := pool.Query(ctx, `SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'reshard\_%'
+		UNION ALL SELECT 'publication ' || pubname FROM pg_publication WHERE pubname LIKE 'reshard\_%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// pair starts a source and a target with the schema.
+func pair(t *testing.T, ctx context.Context, ddl string) (*testenv.PG, *testenv.PG, *pgxpool.Pool, *pgxpool.Pool) {
+	t.Helper()
+	pgs := testenv.Postgres(t, 2)
+	srcPG, dstPG := pgs[0], pgs[1]
+	srcPG.Exec(ctx, ddl)
+	dstPG.Exec(ctx, ddl)
+	return srcPG, dstPG, srcPG.Pool(ctx), dstPG.Pool(ctx)
+}
+
+// waitCaughtUp waits until everything written on the source so far is applied.
+func waitCaughtUp(t testing.TB, ctx context.Context, m *Mover, src *pgxpool.Pool) {
+	t.Helper()
+	lsn := currentLSN(t, ctx, src)
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := m.WaitApplied(wctx, lsn); err != nil {
+		t.Fatalf("WaitApplied(%s): %v (applied %s)", lsn, err, m.AppliedLSN())
+	}
+	t.Logf("applied up to %s in %v", lsn, time.Since(start).Round(time.Millisecond))
+}
