@@ -96,7 +96,7 @@ rest), and <dir>/cluster.yaml describes them for ` + "`reshard init -f`" + `.`,
 	return cmd
 }
 
-func absDir(dir string) (string, error) {
+func devAbsDir(dir string) (string, error) {
 	if strings.TrimSpace(dir) == "" {
 		return "", errors.New("--dir is empty: give the folder of the dev stack, e.g. .reshard-dev")
 	}
@@ -169,7 +169,7 @@ func devPorts(shards, base int) ([]int, error) {
 		for i := range n {
 			p := base + i
 			if !pgcluster.PortFree(p) {
-				return nil, fmt.Errorf("port 127.0.0.1:%d (%s) is in use: pick another --base-port, or stop what listens there", p, portRole(i, shards))
+				return nil, fmt.Errorf("port 127.0.0.1:%d (%s) is in use: pick another --base-port, or stop what listens there", p, devPortRole(i, shards))
 			}
 			ports = append(ports, p)
 		}
@@ -189,7 +189,7 @@ func devPorts(shards, base int) ([]int, error) {
 	return ports, nil
 }
 
-func portRole(i, shards int) string {
+func devPortRole(i, shards int) string {
 	switch {
 	case i < shards:
 		return "shard s" + strconv.Itoa(i+1)
@@ -200,7 +200,7 @@ func portRole(i, shards int) string {
 }
 
 func devUp(ctx context.Context, out, errw io.Writer, f devUpFlags) (err error) {
-	dir, err := absDir(f.dir)
+	dir, err := devAbsDir(f.dir)
 	if err != nil {
 		return err
 	}
@@ -303,7 +303,7 @@ func devUp(ctx context.Context, out, errw io.Writer, f devUpFlags) (err error) {
 
 	done := step(fmt.Sprintf("starting %d PostgreSQL clusters (wal_level=logical)", f.shards))
 	defer pgcluster.RemoveTemplate()
-	if err := forEachShard(st.Shards, func(s devShard) error {
+	if err := devForEachShard(st.Shards, func(s devShard) error {
 		c, err := pgcluster.Create(ctx, s.Dir, pgcluster.Options{Port: s.Port, Durable: true})
 		if err != nil {
 			return err
@@ -311,7 +311,7 @@ func devUp(ctx context.Context, out, errw io.Writer, f devUpFlags) (err error) {
 		if err := c.Start(ctx); err != nil {
 			return err
 		}
-		return createAppDB(ctx, c.DSN("postgres"))
+		return devCreateAppDB(ctx, c.DSN("postgres"))
 	}); err != nil {
 		return err
 	}
@@ -324,7 +324,7 @@ func devUp(ctx context.Context, out, errw io.Writer, f devUpFlags) (err error) {
 	}
 	var mu sync.Mutex
 	counts := map[string]demo.Counts{}
-	if err := forEachShard(st.Shards, func(s devShard) error {
+	if err := devForEachShard(st.Shards, func(s devShard) error {
 		conn, err := pgx.Connect(ctx, s.DSN)
 		if err != nil {
 			return fmt.Errorf("connect to %s: %w", s.Name, err)
@@ -373,7 +373,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // forEachShard runs fn for every shard at once and returns the first error.
-func forEachShard(shards []devShard, fn func(devShard) error) error {
+func devForEachShard(shards []devShard, fn func(devShard) error) error {
 	errs := make([]error, len(shards))
 	var wg sync.WaitGroup
 	for i, s := range shards {
@@ -387,7 +387,7 @@ func forEachShard(shards []devShard, fn func(devShard) error) error {
 	return errors.Join(errs...)
 }
 
-func createAppDB(ctx context.Context, dsn string) error {
+func devCreateAppDB(ctx context.Context, dsn string) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return err
@@ -433,10 +433,10 @@ func waitDevEtcd(ctx context.Context, st *devState, exited <-chan error, bound t
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("etcd exited at start (%v); its log %s says:\n%s", err, st.Etcd.Log, tail(st.Etcd.Log, 10))
+			return fmt.Errorf("etcd exited at start (%v); its log %s says:\n%s", err, st.Etcd.Log, devLogTail(st.Etcd.Log, 10))
 		default:
 		}
-		err := probeEtcd(ctx, st.Etcd.Endpoint, time.Second)
+		err := devProbeEtcd(ctx, st.Etcd.Endpoint, time.Second)
 		if err == nil {
 			return nil
 		}
@@ -451,7 +451,7 @@ func waitDevEtcd(ctx context.Context, st *devState, exited <-chan error, bound t
 	}
 }
 
-func probeEtcd(ctx context.Context, endpoint string, timeout time.Duration) error {
+func devProbeEtcd(ctx context.Context, endpoint string, timeout time.Duration) error {
 	s, err := catalog.Open(ctx, catalog.ConnConfig{Endpoints: []string{endpoint}, DialTimeout: timeout}, devCluster)
 	if err != nil {
 		return err
@@ -459,7 +459,7 @@ func probeEtcd(ctx context.Context, endpoint string, timeout time.Duration) erro
 	return s.Close()
 }
 
-func tail(path string, n int) string {
+func devLogTail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "(" + err.Error() + ")"
@@ -582,7 +582,7 @@ func newDevDownCmd() *cobra.Command {
 }
 
 func devDown(ctx context.Context, out io.Writer, dirFlag string) error {
-	dir, err := absDir(dirFlag)
+	dir, err := devAbsDir(dirFlag)
 	if err != nil {
 		return err
 	}
@@ -638,7 +638,7 @@ func devTeardown(ctx context.Context, dir string, st *devState) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := stopCluster(ctx, d, port); err != nil {
+			if err := devStopCluster(ctx, d, port); err != nil {
 				mu.Lock()
 				problems = append(problems, err.Error())
 				mu.Unlock()
@@ -665,7 +665,7 @@ func devTeardown(ctx context.Context, dir string, st *devState) error {
 		if !isDevEtcd(pid, etcdDir) {
 			continue // gone, or the pid now belongs to another program
 		}
-		if err := stopProcess(ctx, pid, syscall.SIGTERM, 15*time.Second); err != nil {
+		if err := devStopProcess(ctx, pid, syscall.SIGTERM, 15*time.Second); err != nil {
 			problems = append(problems, fmt.Sprintf("etcd (pid %d): %v", pid, err))
 		}
 	}
@@ -677,7 +677,7 @@ func devTeardown(ctx context.Context, dir string, st *devState) error {
 	return nil
 }
 
-func stopCluster(ctx context.Context, dir string, port int) error {
+func devStopCluster(ctx context.Context, dir string, port int) error {
 	pidFile := filepath.Join(dir, "data", "postmaster.pid")
 	b, err := os.ReadFile(pidFile)
 	if errors.Is(err, os.ErrNotExist) {
@@ -695,10 +695,10 @@ func stopCluster(ctx context.Context, dir string, port int) error {
 	if perr != nil || pid <= 0 {
 		return fmt.Errorf("PostgreSQL in %s: cannot read its pid from %s", dir, pidFile)
 	}
-	if !alive(pid) {
+	if !processAlive(pid) {
 		return nil
 	}
-	if err := stopProcess(ctx, pid, syscall.SIGQUIT, 30*time.Second); err != nil {
+	if err := devStopProcess(ctx, pid, syscall.SIGQUIT, 30*time.Second); err != nil {
 		return fmt.Errorf("PostgreSQL in %s (pid %d): %w", dir, pid, err)
 	}
 	return nil
@@ -707,7 +707,7 @@ func stopCluster(ctx context.Context, dir string, port int) error {
 // isDevEtcd reports whether pid runs `reshard dev etcd` for etcdDir, so a recycled pid is
 // never signalled.
 func isDevEtcd(pid int, etcdDir string) bool {
-	if !alive(pid) {
+	if !processAlive(pid) {
 		return false
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -728,7 +728,7 @@ func isDevEtcd(pid int, etcdDir string) bool {
 }
 
 // alive reports whether pid exists and is not a zombie waiting to be reaped.
-func alive(pid int) bool {
+func processAlive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
@@ -745,23 +745,23 @@ func alive(pid int) bool {
 }
 
 // stopProcess sends sig, waits up to grace for the process to end, then kills it.
-func stopProcess(ctx context.Context, pid int, sig syscall.Signal, grace time.Duration) error {
+func devStopProcess(ctx context.Context, pid int, sig syscall.Signal, grace time.Duration) error {
 	if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return err
 	}
-	if waitGone(ctx, pid, grace) {
+	if devWaitGone(ctx, pid, grace) {
 		return nil
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
-	if waitGone(ctx, pid, 5*time.Second) {
+	if devWaitGone(ctx, pid, 5*time.Second) {
 		return nil
 	}
 	return fmt.Errorf("still running after %s and SIGKILL", grace)
 }
 
-func waitGone(ctx context.Context, pid int, bound time.Duration) bool {
+func devWaitGone(ctx context.Context, pid int, bound time.Duration) bool {
 	deadline := time.Now().Add(bound)
-	for alive(pid) {
+	for processAlive(pid) {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
@@ -789,7 +789,7 @@ func newDevStatusCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			dir, err := absDir(dirFlag)
+			dir, err := devAbsDir(dirFlag)
 			if err != nil {
 				return err
 			}
@@ -800,15 +800,15 @@ func newDevStatusCmd() *cobra.Command {
 				return err
 			}
 			shards := make([]devStatusShard, len(st.Shards))
-			_ = forEachShard(st.Shards, func(s devShard) error {
-				i := indexOfShard(st.Shards, s.Name)
-				shards[i] = shardStatus(ctx, s)
+			_ = devForEachShard(st.Shards, func(s devShard) error {
+				i := devShardIndex(st.Shards, s.Name)
+				shards[i] = devShardStatus(ctx, s)
 				return nil
 			})
 			etcdUp := isDevEtcd(st.Etcd.PID, st.Etcd.Dir)
 			etcdErr := ""
 			if etcdUp {
-				if err := probeEtcd(ctx, st.Etcd.Endpoint, 2*time.Second); err != nil {
+				if err := devProbeEtcd(ctx, st.Etcd.Endpoint, 2*time.Second); err != nil {
 					etcdErr = err.Error()
 				}
 			}
@@ -854,7 +854,7 @@ func newDevStatusCmd() *cobra.Command {
 	return cmd
 }
 
-func indexOfShard(ss []devShard, name string) int {
+func devShardIndex(ss []devShard, name string) int {
 	for i, s := range ss {
 		if s.Name == name {
 			return i
@@ -863,7 +863,7 @@ func indexOfShard(ss []devShard, name string) int {
 	return -1
 }
 
-func shardStatus(ctx context.Context, s devShard) devStatusShard {
+func devShardStatus(ctx context.Context, s devShard) devStatusShard {
 	out := devStatusShard{devShard: s}
 	if c, err := pgcluster.Open(s.Dir, s.Port); err == nil {
 		out.Running = c.Running(ctx)
@@ -921,7 +921,7 @@ copy), holds writes to a frozen range, and retries a write rejected by a cutover
 }
 
 func devLoad(ctx context.Context, out, errw io.Writer, dirFlag string, duration time.Duration, workers int, rate float64, route string) error {
-	dir, err := absDir(dirFlag)
+	dir, err := devAbsDir(dirFlag)
 	if err != nil {
 		return err
 	}
@@ -980,7 +980,7 @@ func devLoad(ctx context.Context, out, errw io.Writer, dirFlag string, duration 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(errw, "load: %d workers on %d tenants, routed by %s, for %s\n", workers, len(tenants), route, durationText(duration))
+	fmt.Fprintf(errw, "load: %d workers on %d tenants, routed by %s, for %s\n", workers, len(tenants), route, devDurationText(duration))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && errw == io.Writer(os.Stderr) {
@@ -1025,7 +1025,7 @@ func devLoad(ctx context.Context, out, errw io.Writer, dirFlag string, duration 
 	return nil
 }
 
-func durationText(d time.Duration) string {
+func devDurationText(d time.Duration) string {
 	if d == 0 {
 		return "until Ctrl-C"
 	}

@@ -55,12 +55,12 @@ func buildReshard(t *testing.T) string {
 	return bin
 }
 
-type result struct {
+type binResult struct {
 	stdout, stderr string
 	code           int
 }
 
-func runBin(t *testing.T, bin string, args ...string) result {
+func runReshard(t *testing.T, bin string, args ...string) binResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -69,7 +69,7 @@ func runBin(t *testing.T, bin string, args ...string) result {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.WaitDelay = 10 * time.Second
 	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
+	r := binResult{stdout: out.String(), stderr: errb.String()}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -83,7 +83,7 @@ func runBin(t *testing.T, bin string, args ...string) result {
 }
 
 // downAtCleanup makes sure no process of the stack outlives the test, whatever happened.
-func downAtCleanup(t *testing.T, bin, dir string) {
+func devDownAtCleanup(t *testing.T, bin, dir string) {
 	t.Cleanup(func() {
 		if _, err := os.Stat(dir); err == nil {
 			out, err := exec.Command(bin, "dev", "down", "--dir", dir).CombinedOutput()
@@ -95,7 +95,7 @@ func downAtCleanup(t *testing.T, bin, dir string) {
 }
 
 // stackPIDs returns the pids of the stack's postmasters and of its etcd process.
-func stackPIDs(t *testing.T, st *devState) []int {
+func devStackPIDs(t *testing.T, st *devState) []int {
 	t.Helper()
 	var pids []int
 	for _, s := range st.Shards {
@@ -112,7 +112,7 @@ func stackPIDs(t *testing.T, st *devState) []int {
 	return append(pids, st.Etcd.PID)
 }
 
-func stackPorts(st *devState) []int {
+func devStackPorts(st *devState) []int {
 	ports := []int{st.Etcd.ClientPort, st.Etcd.PeerPort}
 	for _, s := range st.Shards {
 		ports = append(ports, s.Port)
@@ -120,10 +120,10 @@ func stackPorts(st *devState) []int {
 	return ports
 }
 
-func assertGone(t *testing.T, dir string, pids, ports []int) {
+func assertStackGone(t *testing.T, dir string, pids, ports []int) {
 	t.Helper()
 	for _, pid := range pids {
-		if alive(pid) {
+		if processAlive(pid) {
 			t.Errorf("process %d still runs after dev down", pid)
 		}
 	}
@@ -140,10 +140,10 @@ func assertGone(t *testing.T, dir string, pids, ports []int) {
 func TestDevUpDown(t *testing.T) {
 	bin := buildReshard(t)
 	dir := filepath.Join(t.TempDir(), "stack")
-	downAtCleanup(t, bin, dir)
+	devDownAtCleanup(t, bin, dir)
 	ctx := context.Background()
 
-	r := runBin(t, bin, "dev", "up", "--shards", "2", "--tenants", "40", "--scale", "0.1", "--dir", dir)
+	r := runReshard(t, bin, "dev", "up", "--shards", "2", "--tenants", "40", "--scale", "0.1", "--dir", dir)
 	if r.code != 0 || !strings.Contains(r.stdout, "dev stack up") || !strings.Contains(r.stdout, "export RESHARD_ETCD=") {
 		t.Fatalf("dev up: exit %d", r.code)
 	}
@@ -208,14 +208,14 @@ func TestDevUpDown(t *testing.T) {
 	cancel()
 	cli.Close()
 
-	if r := runBin(t, bin, "dev", "status", "--dir", dir); r.code != 0 || !strings.Contains(r.stdout, "running") {
+	if r := runReshard(t, bin, "dev", "status", "--dir", dir); r.code != 0 || !strings.Contains(r.stdout, "running") {
 		t.Errorf("dev status: exit %d", r.code)
 	}
 
 	// Twice: a polite refusal that changes nothing.
 	before, _ := os.ReadFile(filepath.Join(dir, devStateFile))
-	pids := stackPIDs(t, st)
-	r = runBin(t, bin, "dev", "up", "--shards", "2", "--dir", dir)
+	pids := devStackPIDs(t, st)
+	r = runReshard(t, bin, "dev", "up", "--shards", "2", "--dir", dir)
 	if r.code == 0 || !strings.Contains(r.stderr, "already up") || !strings.Contains(r.stderr, "dev down") {
 		t.Errorf("second dev up: exit %d, want a non-zero exit saying already up", r.code)
 	}
@@ -224,7 +224,7 @@ func TestDevUpDown(t *testing.T) {
 		t.Error("second dev up changed the state file")
 	}
 	for _, pid := range pids {
-		if !alive(pid) {
+		if !processAlive(pid) {
 			t.Errorf("process %d died after the second dev up", pid)
 		}
 	}
@@ -233,9 +233,9 @@ func TestDevUpDown(t *testing.T) {
 	// stack was made with, then by the catalog once it is written.
 	for _, route := range []string{"the ranges the stack was created with", "the catalog"} {
 		if route == "the catalog" {
-			initCatalog(t, st)
+			devInitCatalog(t, st)
 		}
-		r = runBin(t, bin, "dev", "load", "--dir", dir, "--duration", "2s", "--workers", "2", "-o", "json")
+		r = runReshard(t, bin, "dev", "load", "--dir", dir, "--duration", "2s", "--workers", "2", "-o", "json")
 		var lr demo.Result
 		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &lr) != nil || lr.Acked == 0 || lr.Failed != 0 {
 			t.Errorf("dev load: exit %d, %+v", r.code, lr.Counters)
@@ -255,22 +255,22 @@ func TestDevUpDown(t *testing.T) {
 		conn.Close(ctx)
 	}
 
-	r = runBin(t, bin, "dev", "down", "--dir", dir)
+	r = runReshard(t, bin, "dev", "down", "--dir", dir)
 	if r.code != 0 {
 		t.Fatalf("dev down: exit %d", r.code)
 	}
-	assertGone(t, dir, pids, stackPorts(st))
-	if r := runBin(t, bin, "dev", "down", "--dir", dir); r.code != 0 {
+	assertStackGone(t, dir, pids, devStackPorts(st))
+	if r := runReshard(t, bin, "dev", "down", "--dir", dir); r.code != 0 {
 		t.Errorf("dev down of nothing: exit %d, want 0", r.code)
 	}
-	if r := runBin(t, bin, "dev", "status", "--dir", dir); r.code == 0 {
+	if r := runReshard(t, bin, "dev", "status", "--dir", dir); r.code == 0 {
 		t.Error("dev status of nothing: exit 0, want an error")
 	}
 }
 
 // freeRun returns the first port of n consecutive free ports whose offset-th port is held
 // by a listener the test closes at cleanup.
-func freeRun(t *testing.T, n, offset int) (base int) {
+func devFreePortRun(t *testing.T, n, offset int) (base int) {
 	t.Helper()
 	for attempt := 0; attempt < 50; attempt++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -308,10 +308,10 @@ func TestDevUpPortInUse(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			base := freeRun(t, 4, tc.offset)
+			base := devFreePortRun(t, 4, tc.offset)
 			dir := filepath.Join(t.TempDir(), "stack")
-			downAtCleanup(t, bin, dir)
-			r := runBin(t, bin, "dev", "up", "--shards", "2", "--base-port", strconv.Itoa(base), "--dir", dir)
+			devDownAtCleanup(t, bin, dir)
+			r := runReshard(t, bin, "dev", "up", "--shards", "2", "--base-port", strconv.Itoa(base), "--dir", dir)
 			taken := fmt.Sprintf("port 127.0.0.1:%d (%s) is in use", base+tc.offset, tc.role)
 			if r.code == 0 || !strings.Contains(r.stderr, taken) {
 				t.Fatalf("exit %d, want an error saying %q", r.code, taken)
@@ -339,7 +339,7 @@ func TestDevDownHalfStarted(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "stack")
-			downAtCleanup(t, bin, dir)
+			devDownAtCleanup(t, bin, dir)
 			cmd := exec.Command(bin, "dev", "up", "--shards", "2", "--scale", "3", "--dir", dir)
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
@@ -375,11 +375,11 @@ func TestDevDownHalfStarted(t *testing.T) {
 			}
 			if sig == syscall.SIGINT {
 				// It stopped and removed what it had started.
-				assertGone(t, dir, pids, stackPorts(st))
+				assertStackGone(t, dir, pids, devStackPorts(st))
 				return
 			}
 			// Killed: the folder and processes remain until dev down, which must handle it.
-			if r := runBin(t, bin, "dev", "up", "--dir", dir); r.code == 0 || !strings.Contains(r.stderr, "already up") {
+			if r := runReshard(t, bin, "dev", "up", "--dir", dir); r.code == 0 || !strings.Contains(r.stderr, "already up") {
 				t.Errorf("dev up over a half-started stack: exit %d, want already up", r.code)
 			}
 			for _, s := range st.Shards {
@@ -389,10 +389,10 @@ func TestDevDownHalfStarted(t *testing.T) {
 					}
 				}
 			}
-			if r := runBin(t, bin, "dev", "down", "--dir", dir); r.code != 0 {
+			if r := runReshard(t, bin, "dev", "down", "--dir", dir); r.code != 0 {
 				t.Fatalf("dev down of a half-started stack: exit %d", r.code)
 			}
-			assertGone(t, dir, pids, stackPorts(st))
+			assertStackGone(t, dir, pids, devStackPorts(st))
 		})
 	}
 }
@@ -404,10 +404,10 @@ func TestDevRefusesForeignFolders(t *testing.T) {
 	if err := os.WriteFile(keep, []byte("not a dev stack"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := runBin(t, bin, "dev", "down", "--dir", dir); r.code == 0 || !strings.Contains(r.stderr, "does not look like a dev stack") {
+	if r := runReshard(t, bin, "dev", "down", "--dir", dir); r.code == 0 || !strings.Contains(r.stderr, "does not look like a dev stack") {
 		t.Errorf("dev down of a foreign folder: exit %d", r.code)
 	}
-	if r := runBin(t, bin, "dev", "up", "--dir", dir); r.code == 0 || !strings.Contains(r.stderr, "not a dev stack") {
+	if r := runReshard(t, bin, "dev", "up", "--dir", dir); r.code == 0 || !strings.Contains(r.stderr, "not a dev stack") {
 		t.Errorf("dev up into a foreign folder: exit %d", r.code)
 	}
 	if _, err := os.Stat(keep); err != nil {
@@ -418,7 +418,7 @@ func TestDevRefusesForeignFolders(t *testing.T) {
 		{"dev", "up", "--scale", "-1", "--dir", filepath.Join(dir, "x")},
 		{"dev", "up", "--base-port", "80", "--dir", filepath.Join(dir, "x")},
 	} {
-		if r := runBin(t, bin, args...); r.code == 0 {
+		if r := runReshard(t, bin, args...); r.code == 0 {
 			t.Errorf("%v: exit 0, want a refusal", args)
 		}
 		if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
@@ -428,7 +428,7 @@ func TestDevRefusesForeignFolders(t *testing.T) {
 }
 
 // initCatalog writes the catalog cluster.yaml describes, as `reshard init -f` would.
-func initCatalog(t *testing.T, st *devState) {
+func devInitCatalog(t *testing.T, st *devState) {
 	t.Helper()
 	ctx := context.Background()
 	store, err := catalog.Open(ctx, catalog.ConnConfig{Endpoints: []string{st.Etcd.Endpoint}}, st.Cluster)
