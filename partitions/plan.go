@@ -293,16 +293,24 @@ func needsFix(ti *tableInfo, c child) (fixOp, bool) {
 func runway(s spec, ti *tableInfo, now time.Time) (int, *time.Time) {
 	ck := ti.clock
 	cur := periodStart(ck.now(now), s.Interval, ck.loc)
-	attached := ti.attached()
-	if _, ok := covering(attached, cur, addPeriods(cur, s.Interval, 1)); !ok {
-		return 0, nil
-	}
-	const most = 100000 // a MAXVALUE partition covers forever; stop counting somewhere
-	n := 0
-	for n < most {
-		if _, ok := covering(attached, addPeriods(cur, s.Interval, n+1), addPeriods(cur, s.Interval, n+2)); !ok {
+	parts := ti.attached()
+	sort.Slice(parts, func(i, j int) bool { return parts[i].from.before(parts[j].from) })
+	// Walk the partitions from the current period's start while they touch or overlap.
+	end := bound{t: cur}
+	for _, c := range parts {
+		if end.before(c.from) {
 			break
 		}
+		if end.before(c.to) {
+			end = c.to
+		}
+	}
+	const most = 10000 // a MAXVALUE partition covers forever; stop counting somewhere
+	if !end.max && end.t.Before(addPeriods(cur, s.Interval, 1)) {
+		return 0, nil
+	}
+	n := 0
+	for n < most && (end.max || !end.t.Before(addPeriods(cur, s.Interval, n+2))) {
 		n++
 	}
 	until := addPeriods(cur, s.Interval, n+1)

@@ -191,11 +191,34 @@ func TestRunway(t *testing.T) {
 		{"current only", table(dayPart(10)), 0, day(11)},
 		{"three ahead then a gap", table(dayPart(9), dayPart(10), dayPart(11), dayPart(12), dayPart(13), dayPart(15)), 3, day(14)},
 		{"coarse partition", table(part("march", 1, 31)), 20, day(31)},
+		{"overlapping cover", table(part("a", 9, 12), part("b", 11, 14), part("c", 20, 21)), 3, day(14)},
+		{"MAXVALUE", table(dayPart(10), child{name: "rest", from: bound{t: day(11)}, to: bound{max: true}}), 10000, day(11).AddDate(0, 0, 10000)},
 	}
 	for _, tc := range tests {
 		n, until := runway(daySpec(4, ""), tc.ti, now)
 		if n != tc.want || (until == nil) != tc.until.IsZero() || until != nil && !until.Equal(tc.until) {
 			t.Errorf("%s: runway = %d until %v, want %d until %v", tc.name, n, until, tc.want, tc.until)
 		}
+	}
+}
+
+// BenchmarkPlanTable plans a table holding three years of daily partitions (the work of one
+// table on one shard, without I/O).
+func BenchmarkPlanTable(b *testing.B) {
+	var parts []child
+	start := day(10).AddDate(-3, 0, 0)
+	for d := start; d.Before(day(15)); d = d.AddDate(0, 0, 1) {
+		parts = append(parts, child{schema: "public", name: partitionName("events", d), from: bound{t: d}, to: bound{t: d.AddDate(0, 0, 1)}, owner: "app", replIdent: "d"})
+	}
+	ti := table(parts...)
+	s := daySpec(7, "365d")
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	b.ReportAllocs()
+	for b.Loop() {
+		p := planTable(s, ti, now)
+		if len(p.removes) == 0 {
+			b.Fatal("nothing past retention")
+		}
+		runway(s, ti, now)
 	}
 }
