@@ -78,7 +78,7 @@ func Open(ctx context.Context, cc ConnConfig, cluster string, opts ...Option) (*
 	where := strings.Join(eps, ",")
 	cli, err := clientv3.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("etcd unreachable at %s: %w", where, err)
+		return nil, connectError(ctx, where, cc.User, err)
 	}
 	s, err := NewStore(cli, cluster, opts...)
 	if err != nil {
@@ -91,17 +91,23 @@ func Open(ctx context.Context, cc ConnConfig, cluster string, opts ...Option) (*
 	defer cancel()
 	if _, err := cli.Get(pctx, s.key(keyConfig), clientv3.WithCountOnly()); err != nil {
 		cli.Close()
-		switch {
-		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
-			return nil, ctx.Err()
-		case errors.Is(err, rpctypes.ErrAuthFailed), errors.Is(err, rpctypes.ErrPermissionDenied),
-			errors.Is(err, rpctypes.ErrUserEmpty), errors.Is(err, rpctypes.ErrInvalidAuthToken):
-			return nil, fmt.Errorf("etcd at %s refused user %q: %w (check --etcd-user and RESHARD_ETCD_PASSWORD)", where, cc.User, err)
-		default:
-			return nil, fmt.Errorf("etcd unreachable at %s: %w (check --etcd / RESHARD_ETCD and that etcd runs)", where, err)
-		}
+		return nil, connectError(ctx, where, cc.User, err)
 	}
 	return s, nil
+}
+
+// connectError says why the first contact with etcd failed: refused credentials, or
+// unreachable (with the endpoints tried).
+func connectError(ctx context.Context, where, user string, err error) error {
+	switch {
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, rpctypes.ErrAuthFailed), errors.Is(err, rpctypes.ErrPermissionDenied),
+		errors.Is(err, rpctypes.ErrUserEmpty), errors.Is(err, rpctypes.ErrInvalidAuthToken),
+		errors.Is(err, rpctypes.ErrAuthNotEnabled):
+		return fmt.Errorf("etcd at %s refused user %q: %w (check --etcd-user and RESHARD_ETCD_PASSWORD)", where, user, err)
+	}
+	return fmt.Errorf("etcd unreachable at %s: %w (check --etcd / RESHARD_ETCD and that etcd runs)", where, err)
 }
 
 func isUnavailable(err error) bool {

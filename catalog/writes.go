@@ -27,7 +27,7 @@ func (s *Store) Init(ctx context.Context, cfg Config, shards []Shard, ranges []R
 	if cfg.Cluster != s.cluster {
 		return fmt.Errorf("%w: the config names cluster %q but the store is for %q: pass --cluster %s or fix the file", ErrInvalid, cfg.Cluster, s.cluster, cfg.Cluster)
 	}
-	st, err := newState(cfg, shards, ranges, s.now().UTC())
+	st, err := newState(cfg, shards, append([]Range(nil), ranges...), s.now().UTC())
 	if err != nil {
 		return err
 	}
@@ -543,4 +543,19 @@ func (s *Store) History(ctx context.Context, limit int) ([]Event, error) {
 		}
 	}
 	return out, nil
+}
+
+// NewState builds and validates a catalog from its parts without writing anything (what
+// Init would write): defaults filled (shards active, ranges serving at epoch 1, nil ranges
+// split evenly). The error lists every problem (see ProblemList).
+func NewState(cfg Config, shards []Shard, ranges []Range) (*State, error) {
+	return newState(cfg, shards, append([]Range(nil), ranges...), time.Now().UTC())
+}
+
+// ProblemList splits a validation error into its problems, one per line.
+func ProblemList(err error) []string {
+	if err == nil {
+		return nil
+	}
+	return problemsOf(err)
 }

@@ -73,7 +73,7 @@ func CheckTable(ctx context.Context, q Querier, key, table string) ([]string, er
 	root := rels[0]
 	switch {
 	case root.keyType == "":
-		return []string{fmt.Sprintf("table %s has no column %s (the sharding key): add it as bigint, or fix key:", table, key)}, nil
+		return []string{fmt.Sprintf("table %s has no column %s (the sharding key): add it as bigint, or name the right key column", table, key)}, nil
 	case root.keyType != "bigint":
 		problems = append(problems, fmt.Sprintf("table %s: column %s is %s, not bigint: ALTER TABLE %s ALTER COLUMN %s TYPE bigint", table, key, root.keyType, table, key))
 	}

@@ -37,7 +37,7 @@ func Connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to %s: %s", catalog.MaskDSN(dsn), scrub(err.Error(), dsn, cfg.Password))
+		return nil, fmt.Errorf("cannot connect to %s: %s", catalog.MaskDSN(dsn), oneLine(scrub(err.Error(), dsn, cfg.Password)))
 	}
 	return conn, nil
 }
@@ -53,6 +53,22 @@ func scrub(msg, dsn, password string) string {
 		msg = strings.ReplaceAll(msg, password, "****")
 	}
 	return msg
+}
+
+// oneLine folds pgx's multi-line connect error (one line per address and attempt, often
+// repeated) into one line without repeats.
+func oneLine(msg string) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, l := range strings.Split(msg, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || seen[l] {
+			continue
+		}
+		seen[l] = true
+		parts = append(parts, l)
+	}
+	return strings.Join(parts, " ")
 }
 
 // WalLevel returns the server's wal_level (minimal, replica or logical).

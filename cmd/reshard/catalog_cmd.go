@@ -1,0 +1,229 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+func init() { subcommands = append(subcommands, newCatalogCmd) }
+
+func newCatalogCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "catalog",
+		Short: "Show, back up and restore the shard catalog",
+	}
+	cmd.AddCommand(newCatalogShowCmd(), newCatalogExportCmd(), newCatalogImportCmd(), newCatalogHistoryCmd())
+	return cmd
+}
+
+func newCatalogShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show [-o json]",
+		Short: "Shards, ranges, states, epochs and migrations of the cluster",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			store, closeStore, err := openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			st, err := store.Load(ctx)
+			if err != nil {
+				return err
+			}
+			if globals.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), st)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s at etcd revision %d\n", st.Config.Cluster, st.Revision)
+			return printCatalog(cmd.OutOrStdout(), st)
+		},
+	}
+}
+
+// printCatalog writes the catalog as text tables.
+func printCatalog(w io.Writer, st *catalog.State) error {
+	fmt.Fprintf(w, "key %s; sharded tables: %s\n", st.Config.Key, strings.Join(st.Config.Tables, ", "))
+	for _, p := range st.Config.Partitions {
+		fmt.Fprintf(w, "partitions of %s by %s: every %s, %d ahead", p.Table, p.Column, p.Interval, p.Premake)
+		if p.Retention != "" {
+			fmt.Fprintf(w, ", retention %s", p.Retention)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+	count := map[string]int{}
+	for _, r := range st.Ranges {
+		count[r.Shard]++
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tSTATE\tRANGES\tCONNECTION")
+	names := make([]string, 0, len(st.Shards))
+	for n := range st.Shards {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sh := st.Shards[n]
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", sh.Name, sh.State, count[n], sh.Display())
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RANGE\tSHARD\tSTATE\tEPOCH\tMIGRATION")
+	for _, r := range st.Ranges {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Range, r.Shard, r.State, r.Epoch, r.Migration)
+	}
+	tw.Flush()
+	if len(st.Migrations) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "MIGRATION\tRANGE\tSOURCE\tTARGET\tPHASE\tUPDATED")
+		ids := make([]string, 0, len(st.Migrations))
+		for id := range st.Migrations {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			m := st.Migrations[id]
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.Range, m.Source, m.Target, m.Phase, m.Updated.Local().Format(time.DateTime))
+		}
+		tw.Flush()
+	}
+	return nil
+}
+
+func newCatalogExportCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "export [--out FILE]",
+		Short: "Write a backup of the whole catalog (JSON) to stdout or a file",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			store, closeStore, err := openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			data, err := store.Export(ctx)
+			if err != nil {
+				return err
+			}
+			data = append(data, '\n')
+			if out == "" || out == "-" {
+				_, err = cmd.OutOrStdout().Write(data)
+				return err
+			}
+			if err := os.WriteFile(out, data, 0o600); err != nil {
+				return fmt.Errorf("write %s: %w", out, err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "catalog of cluster %s written to %s\n", store.Cluster(), out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "file to write (default stdout)")
+	return cmd
+}
+
+func newCatalogImportCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "import FILE [--force]",
+		Short: "Restore a catalog backup made by `catalog export` (- reads stdin)",
+		Long: `Restores a backup made by ` + "`reshard catalog export`" + ` into the cluster it came from. The whole file
+is checked first (ranges tile the key line, shards exist, every key is a catalog key); a bad file
+changes nothing. An existing catalog is refused unless --force, which replaces everything but the
+locks.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var data []byte
+			var err error
+			if args[0] == "-" {
+				data, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				data, err = os.ReadFile(args[0])
+			}
+			if err != nil {
+				return fmt.Errorf("read %s: %w", args[0], err)
+			}
+			store, closeStore, err := openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			if err := store.Import(ctx, data, force); err != nil {
+				if errors.Is(err, catalog.ErrExists) {
+					return fmt.Errorf("%w (nothing was written)", err)
+				}
+				return err
+			}
+			st, err := store.Load(ctx)
+			if err != nil {
+				return err
+			}
+			if globals.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), st)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "catalog of cluster %s restored from %s (revision %d): %d shards, %d ranges, %d migrations\n",
+				store.Cluster(), args[0], st.Revision, len(st.Shards), len(st.Ranges), len(st.Migrations))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "replace an existing catalog")
+	return cmd
+}
+
+func newCatalogHistoryCmd() *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "history [--limit N]",
+		Short: "The append-only log of ownership changes, splits, phase changes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			store, closeStore, err := openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			evs, err := store.History(ctx, limit)
+			if err != nil {
+				return err
+			}
+			if globals.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), evs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tRANGE\tCHANGE\tMIGRATION\tDETAIL")
+			for _, ev := range evs {
+				rng := ""
+				if ev.Range != nil {
+					rng = ev.Range.String()
+				}
+				change := ev.Shard
+				if ev.From != "" || ev.To != "" {
+					change = ev.From + " -> " + ev.To
+				}
+				if ev.Epoch != 0 {
+					change += fmt.Sprintf(" (epoch %d)", ev.Epoch)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Local().Format(time.DateTime), ev.Kind, rng, change, ev.Migration, ev.Detail)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 50, "show the last N events (0: all)")
+	return cmd
+}

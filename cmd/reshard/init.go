@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgmeta"
+)
+
+func init() { subcommands = append(subcommands, newInitCmd) }
+
+// clusterFile is cluster.yaml (see the Command line section of DESIGN.md).
+type clusterFile struct {
+	Cluster    string          `yaml:"cluster"`
+	Key        string          `yaml:"key"`
+	Tables     []string        `yaml:"tables"`
+	Shards     []shardFile     `yaml:"shards"`
+	Ranges     []rangeFile     `yaml:"ranges"`
+	Partitions []partitionFile `yaml:"partitions"`
+}
+
+type shardFile struct {
+	Name   string `yaml:"name"`
+	DSN    string `yaml:"dsn"`
+	DSNEnv string `yaml:"dsn_env"`
+}
+
+type rangeFile struct {
+	Range string `yaml:"range"`
+	Shard string `yaml:"shard"`
+}
+
+type partitionFile struct {
+	Table           string `yaml:"table"`
+	Column          string `yaml:"column"`
+	Interval        string `yaml:"interval"`
+	Premake         int    `yaml:"premake"`
+	Retention       string `yaml:"retention"`
+	RetentionAction string `yaml:"retention_action"`
+	TimeZone        string `yaml:"time_zone"`
+}
+
+// errProblems is a list of problems found before anything was written.
+type errProblems struct {
+	what     string
+	problems []string
+}
+
+func (e *errProblems) Error() string {
+	if len(e.problems) == 1 {
+		return fmt.Sprintf("%s: %s (nothing was written)", e.what, e.problems[0])
+	}
+	return fmt.Sprintf("%s: %d problems, nothing was written:\n  - %s", e.what, len(e.problems), strings.Join(e.problems, "\n  - "))
+}
+
+// readClusterFile parses cluster.yaml strictly: an unknown key is an error (a typo would
+// otherwise be silently ignored).
+func readClusterFile(path string, stdin io.Reader) (*clusterFile, error) {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var cf clusterFile
+	if err := dec.Decode(&cf); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s is empty: see `reshard init --help` for the format", path)
+		}
+		return nil, fmt.Errorf("%s is not a valid cluster file: %s", path, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	if cf.Key == "" {
+		cf.Key = "tenant_id"
+	}
+	return &cf, nil
+}
+
+// catalogParts turns the file into catalog values; problems are returned, not failed on,
+// so they can be listed with the shard checks.
+func (cf *clusterFile) catalogParts(cluster string) (catalog.Config, []catalog.Shard, []catalog.Range, []string) {
+	cfg := catalog.Config{Cluster: cluster, Key: cf.Key, Tables: cf.Tables}
+	for _, p := range cf.Partitions {
+		cfg.Partitions = append(cfg.Partitions, catalog.PartitionSpec(p))
+	}
+	var shards []catalog.Shard
+	for _, s := range cf.Shards {
+		shards = append(shards, catalog.Shard{Name: s.Name, DSN: s.DSN, DSNEnv: s.DSNEnv})
+	}
+	var ranges []catalog.Range
+	var problems []string
+	for _, r := range cf.Ranges {
+		kr, err := catalog.ParseRange(r.Range)
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		ranges = append(ranges, catalog.Range{Range: kr, Shard: r.Shard})
+	}
+	if len(cf.Ranges) == 0 {
+		ranges = nil // split evenly
+	}
+	return cfg, shards, ranges, problems
+}
+
+// checkShards connects to every shard at once and lists every problem, each prefixed with
+// the shard's name. DSNs in messages are masked.
+func checkShards(ctx context.Context, shards []catalog.Shard, key string, tables []string) []string {
+	var mu sync.Mutex
+	var problems []string
+	var wg sync.WaitGroup
+	for _, sh := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ps := checkShard(ctx, sh, key, tables)
+			mu.Lock()
+			for _, p := range ps {
+				problems = append(problems, "shard "+sh.Name+": "+p)
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Strings(problems)
+	return problems
+}
+
+func checkShard(ctx context.Context, sh catalog.Shard, key string, tables []string) []string {
+	dsn, err := sh.ConnString()
+	if err != nil {
+		return []string{strings.TrimPrefix(err.Error(), "shard "+sh.Name+": ")}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := pgmeta.Connect(cctx, dsn)
+	if err != nil {
+		return []string{err.Error() + " (is it running, and is the DSN right?)"}
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	ps, err := pgmeta.CheckShard(cctx, conn, key, tables)
+	if err != nil {
+		return []string{fmt.Sprintf("cannot inspect %s: %v", catalog.MaskDSN(dsn), err)}
+	}
+	return ps
+}
+
+func newInitCmd() *cobra.Command {
+	var file string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "init -f cluster.yaml [--force]",
+		Short: "Validate the shards and tables of cluster.yaml and write the catalog to etcd",
+		Long: `Reads cluster.yaml (cluster, key, tables, shards with dsn or dsn_env, optional ranges,
+optional partitions), checks that every shard is reachable, has wal_level=logical, and that every
+sharded table exists with the bigint key column, a primary key and a replica identity that includes
+the key (on every partition). Every problem is listed at once; nothing is written unless all pass.
+An existing catalog is refused unless --force.
+
+Example cluster.yaml:
+
+  cluster: demo
+  key: tenant_id
+  tables: [tenants, orders]
+  shards:
+    - name: s1
+      dsn: "host=10.0.0.1 user=reshard dbname=app"   # no password here: use .pgpass or dsn_env
+    - name: s2
+      dsn_env: RESHARD_S2_DSN                          # the DSN is read from this variable
+  ranges:                                              # optional; default: the key line split evenly
+    - {range: ":1000", shard: s1}
+    - {range: "1000:", shard: s2}`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if file == "" {
+				return errors.New("give the cluster file with -f cluster.yaml")
+			}
+			cf, err := readClusterFile(file, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			cluster, err := initCluster(cmd, cf)
+			if err != nil {
+				return err
+			}
+			cfg, shards, ranges, problems := cf.catalogParts(cluster)
+			st, verr := catalog.NewState(cfg, shards, ranges)
+			problems = append(problems, catalog.ProblemList(verr)...)
+
+			store, closeStore, err := openStoreFor(ctx, cluster)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			if !force {
+				if _, err := store.Load(ctx); err == nil {
+					return fmt.Errorf("cluster %q already has a catalog in etcd: pass --force to replace it (`reshard catalog export` first to keep a backup)", cluster)
+				} else if !errors.Is(err, catalog.ErrNotFound) {
+					return err
+				}
+			}
+			if cf.Key != "" && catalog.ValidName(cf.Key) {
+				problems = append(problems, checkShards(ctx, validShards(shards), cf.Key, validTables(cf.Tables))...)
+			}
+			if len(problems) > 0 {
+				return &errProblems{what: "init " + file, problems: problems}
+			}
+			if err := store.Init(ctx, cfg, shards, ranges, force); err != nil {
+				if errors.Is(err, catalog.ErrExists) {
+					return fmt.Errorf("%w (pass --force to replace it)", err)
+				}
+				return err
+			}
+			loaded, err := store.Load(ctx)
+			if err != nil {
+				return err
+			}
+			if globals.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), loaded)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "catalog of cluster %s written to etcd at %s (revision %d): %d shards, %d ranges\n",
+				cluster, strings.Join(store.Endpoints(), ","), loaded.Revision, len(st.Shards), len(st.Ranges))
+			return printCatalog(cmd.OutOrStdout(), loaded)
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "cluster file (YAML; - reads stdin)")
+	cmd.Flags().BoolVar(&force, "force", false, "replace an existing catalog (its history is kept)")
+	return cmd
+}
+
+// initCluster picks the cluster name: the file's, unless --cluster (or RESHARD_CLUSTER)
+// names another one, which is an error rather than a guess.
+func initCluster(cmd *cobra.Command, cf *clusterFile) (string, error) {
+	explicit := os.Getenv("RESHARD_CLUSTER") != ""
+	if f := cmd.Flags().Lookup("cluster"); f != nil && f.Changed {
+		explicit = true
+	}
+	switch {
+	case cf.Cluster == "":
+		return globals.cluster, nil
+	case explicit && globals.cluster != cf.Cluster:
+		return "", fmt.Errorf("the file is for cluster %q but --cluster (or RESHARD_CLUSTER) says %q: make them agree", cf.Cluster, globals.cluster)
+	}
+	return cf.Cluster, nil
+}
+
+// validShards keeps the shards worth connecting to (their own problems are already listed).
+func validShards(in []catalog.Shard) []catalog.Shard {
+	var out []catalog.Shard
+	for _, s := range in {
+		if catalog.ValidateShard(s) == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func validTables(in []string) []string {
+	var out []string
+	for _, t := range in {
+		if catalog.ValidName(t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
