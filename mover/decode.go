@@ -34,7 +34,10 @@ func newRelation(msg *pglogrepl.RelationMessage, tables map[string]*table, key s
 	name := msg.Namespace + "." + msg.RelationName
 	dst, ok := tables[name]
 	if !ok {
-		return nil, fatalf("the source sent changes of %s, which is not one of the tables of this move", name)
+		// With publish_via_partition_root, PostgreSQL 15 also describes the leaf partition
+		// a change came from, although the change itself names the root. Only a change
+		// that names an unknown relation is an error (see decodeChange).
+		return &relation{id: msg.RelationID, name: name}, nil
 	}
 	r := &relation{id: msg.RelationID, name: name, dst: dst, full: msg.ReplicaIdentity == 'f', key: -1}
 	pk := map[string]bool{}
@@ -116,6 +119,9 @@ func decodeChange(msg pglogrepl.Message, rels map[uint32]*relation) (change, err
 	rel, ok := rels[relID]
 	if !ok {
 		return c, fatalf("a change arrived for relation %d before its Relation message", relID)
+	}
+	if rel.dst == nil {
+		return c, fatalf("the source sent changes of %s, which is not one of the tables of this move", rel.name)
 	}
 	c.rel = rel
 	for _, t := range []*pglogrepl.TupleData{c.newTup, c.oldTup} {
