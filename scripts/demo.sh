@@ -35,7 +35,11 @@ stop_load() {
 
 cleanup() {
   rc=$?
-  stop_load
+  if [ -n "$LOAD_PID" ]; then
+    stop_load
+    say "the write load's summary"
+    cat "$LOAD_OUT"
+  fi
   rm -f "$LOAD_OUT"
   if [ "${KEEP:-0}" = 1 ]; then
     say "KEEP=1: the stack keeps running in $DIR (stop it with: $BIN dev down --dir $DIR)"
@@ -104,7 +108,7 @@ if has stats collect; then
   if has plan; then
     say "reshard plan: what to move or split, and why"
     set +e
-    run plan -out "$DIR/plan.json" --detailed-exitcode
+    run plan --out "$DIR/plan.json" --detailed-exitcode
     plan_rc=$?
     set -e
     if [ "$plan_rc" = 1 ]; then exit 1; fi

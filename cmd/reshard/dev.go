@@ -980,7 +980,7 @@ func devLoad(ctx context.Context, out, errw io.Writer, dirFlag string, duration 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(errw, "load: %d workers on %d tenants, routed by %s, for %s\n", workers, len(tenants), route, devDurationText(duration))
+	fmt.Fprintf(errw, "load: %d workers on %d tenants, routed by %s, %s\n", workers, len(tenants), route, devDurationText(duration))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && errw == io.Writer(os.Stderr) {
@@ -1027,9 +1027,9 @@ func devLoad(ctx context.Context, out, errw io.Writer, dirFlag string, duration 
 
 func devDurationText(d time.Duration) string {
 	if d == 0 {
-		return "until Ctrl-C"
+		return "until stopped (Ctrl-C)"
 	}
-	return d.String()
+	return "for " + d.String()
 }
 
 // errRangeFrozen means the tenant's range stayed frozen for a cutover longer than the
