@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/mover"
+)
+
+// execFlags are the flags of the commands that run migrations (move, split --to, apply).
+type execFlags struct {
+	workers          int
+	maxConns         int
+	maxRate          int64
+	maxSourceLag     int64
+	maxCutoverLag    int64
+	stragglerTimeout time.Duration
+	killStragglers   bool
+	catchupTimeout   time.Duration
+	noVerify         bool
+	cleanup          string
+	deleteBatch      int
+	deletePause      time.Duration
+	retries          int
+	overwrite        bool
+	lockTTL          int
+}
+
+func (f *execFlags) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.IntVar(&f.workers, "workers", 4, "copy workers per move")
+	fs.IntVar(&f.maxConns, "max-connections", 8, "connections per shard a move may open (copy workers, apply, control)")
+	fs.Int64Var(&f.maxRate, "max-rate", 0, "bytes per second for copy and apply (0: unlimited)")
+	fs.Int64Var(&f.maxSourceLag, "max-source-lag", 1<<30, "pause the copy while the source's replication slots retain more than this many bytes of WAL (0: off)")
+	fs.Int64Var(&f.maxCutoverLag, "max-cutover-lag", 1<<20, "start the cutover once catch-up lag is under this many bytes")
+	fs.DurationVar(&f.stragglerTimeout, "straggler-timeout", 5*time.Second, "how long the cutover waits for transactions older than the fence")
+	fs.BoolVar(&f.killStragglers, "kill-stragglers", false, "terminate transactions older than the fence after --straggler-timeout instead of retrying")
+	fs.DurationVar(&f.catchupTimeout, "catchup-timeout", 30*time.Second, "how long the cutover waits for the fence LSN to be applied")
+	fs.BoolVar(&f.noVerify, "no-verify", false, "skip the row count and hash comparison before the flip")
+	fs.StringVar(&f.cleanup, "cleanup", "now", "delete the moved rows from the source now, or later (reshard cleanup ID)")
+	fs.IntVar(&f.deleteBatch, "delete-batch", 5000, "rows per DELETE when cleaning the source")
+	fs.DurationVar(&f.deletePause, "delete-pause", 10*time.Millisecond, "pause between cleanup batches")
+	fs.IntVar(&f.retries, "cutover-retries", 3, "retries of a cutover undone for a transient reason (stragglers, catch-up timeout)")
+	fs.BoolVar(&f.overwrite, "overwrite", false, "allow (and delete) rows of the range already on the target")
+	fs.IntVar(&f.lockTTL, "lock-ttl", 10, "seconds before a dead driver's migration lock expires")
+}
+
+func (f *execFlags) check() error {
+	if f.cleanup != "now" && f.cleanup != "later" {
+		return fmt.Errorf("--cleanup %q: use now or later", f.cleanup)
+	}
+	return nil
+}
+
+// newExecutor builds the executor behind move, split --to, apply, cancel and cleanup.
+func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress func(mover.Progress), log *slog.Logger) *cutover.Executor {
+	lockTTL := f.lockTTL
+	return &cutover.Executor{
+		Catalog: store,
+		DSN:     catalog.Shard.ConnString,
+		Log:     log,
+		Lock: func(ctx context.Context, id string) (func(), error) {
+			l, err := store.TryLockMigration(ctx, id, catalog.WithTTL(lockTTL))
+			if err != nil {
+				return nil, fmt.Errorf("migration %s: %w", id, err)
+			}
+			return func() { _ = l.Unlock(context.Background()) }, nil
+		},
+		NewMover: func(m *catalog.Migration, src, dst string, j *cutover.Journal) (cutover.Mover, error) {
+			return mover.New(mover.Config{
+				ID: m.ID, SourceDSN: src, TargetDSN: dst,
+				Key: st.Config.Key, Tables: st.Config.Tables, Range: m.Range,
+				Workers: f.workers, MaxConnections: f.maxConns, MaxRate: f.maxRate, MaxSourceLag: f.maxSourceLag,
+				Overwrite: f.overwrite, Progress: progress, Logger: log,
+			}, j)
+		},
+		Options: cutover.ExecOptions{
+			Cutover: cutover.Options{
+				StragglerTimeout: f.stragglerTimeout, KillStragglers: f.killStragglers,
+				CatchupTimeout: f.catchupTimeout, SkipVerify: f.noVerify,
+			},
+			MaxCutoverLag:  f.maxCutoverLag,
+			CleanupLater:   f.cleanup == "later",
+			Delete:         cutover.DeleteOptions{BatchRows: f.deleteBatch, Pause: f.deletePause},
+			CutoverRetries: f.retries,
+		},
+	}
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
+)
+
+func init() { subcommands = append(subcommands, newMoveCmd) }
+
+// moveReport is what `move -o json` and `status -o json` print for a migration (the fields
+// DESIGN.md lists, plus a few more).
+type moveReport struct {
+	ID           string          `json:"id"`
+	Kind         string          `json:"kind"`
+	Range        string          `json:"range"`
+	Source       string          `json:"source"`
+	Target       string          `json:"target"`
+	Phase        string          `json:"phase"`
+	RowsCopied   int64           `json:"rows_copied"`
+	BytesCopied  int64           `json:"bytes_copied"`
+	RowsVerified int64           `json:"rows_verified"`
+	AppliedLSN   string          `json:"applied_lsn,omitempty"`
+	FenceLSN     string          `json:"fence_lsn,omitempty"`
+	LagBytes     int64           `json:"lag_bytes"`
+	LagSeconds   float64         `json:"lag_seconds"`
+	Timings      catalog.Timings `json:"timings"`
+	Plan         string          `json:"plan,omitempty"`
+	Created      time.Time       `json:"created"`
+	Updated      time.Time       `json:"updated"`
+	LastError    string          `json:"last_error,omitempty"`
+}
+
+func reportOf(m *catalog.Migration) moveReport {
+	return moveReport{
+		ID: m.ID, Kind: m.Kind, Range: m.Range.String(), Source: m.Source, Target: m.Target, Phase: m.Phase,
+		RowsCopied: m.RowsCopied, BytesCopied: m.BytesCopied, RowsVerified: m.RowsVerified,
+		AppliedLSN: m.AppliedLSN, FenceLSN: m.FenceLSN, LagBytes: m.LagBytes, LagSeconds: m.LagSeconds,
+		Timings: m.Timings, Plan: m.Plan, Created: m.Created, Updated: m.Updated, LastError: m.LastError,
+	}
+}
+
+func printReport(w io.Writer, m *catalog.Migration) error {
+	if globals.output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(reportOf(m))
+	}
+	fmt.Fprintf(w, "migration %s: %s %s -> %s: %s\n", m.ID, m.Range, m.Source, m.Target, m.Phase)
+	fmt.Fprintf(w, "  copied %d rows (%s), verified %d rows\n", m.RowsCopied, humanBytes(m.BytesCopied), m.RowsVerified)
+	t := m.Timings
+	fmt.Fprintf(w, "  copy %.2fs, catch-up %.2fs, cutover window %.1fms, cleanup %.2fs\n", t.Copy, t.Catchup, t.CutoverWindow*1000, t.Cleanup)
+	if m.LastError != "" {
+		fmt.Fprintf(w, "  last error: %s\n", m.LastError)
+	}
+	return nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// newID makes a migration id: it names the slot and publication, so lower-case only.
+func newID(prefix string) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s%s_%s", prefix, time.Now().UTC().Format("20060102t150405"), hex.EncodeToString(b))
+}
+
+func newLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func newMoveCmd() *cobra.Command {
+	var (
+		rangeStr, to, id string
+		f                execFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "move --range LO:HI --to SHARD",
+		Short: "Move one key range to another shard (copy, catch up, cutover, cleanup)",
+		Long: `Moves the tenants of one key range to another shard while the application keeps writing.
+If the range is part of a catalog range, that range is split first (both parts stay where they
+are), then the part moves. Re-running with the same --id resumes an interrupted move.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if err := f.check(); err != nil {
+				return err
+			}
+			r, err := catalog.ParseRange(rangeStr)
+			if err != nil {
+				return err
+			}
+			if to == "" {
+				return errors.New("--to SHARD is required: the shard the range moves to")
+			}
+			if id == "" {
+				id = newID("m")
+			}
+			store, closeStore, err := openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			st, err := store.Load(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := store.GetMigration(ctx, id); errors.Is(err, catalog.ErrNotFound) {
+				if st, err = cutover.Carve(ctx, store, store, r); err != nil {
+					return err
+				}
+			}
+			ex := newExecutor(store, st, &f, newProgress(cmd.ErrOrStderr(), id), newLogger())
+			m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: r, Target: to})
+			if m != nil {
+				if perr := printReport(cmd.OutOrStdout(), m); perr != nil && err == nil {
+					err = perr
+				}
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&rangeStr, "range", "", "the key range to move, LO:HI (an empty side is unbounded)")
+	cmd.Flags().StringVar(&to, "to", "", "target shard")
+	cmd.Flags().StringVar(&id, "id", "", "migration id (default: generated); an existing id resumes that migration")
+	f.register(cmd)
+	_ = cmd.MarkFlagRequired("range")
+	return cmd
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+func init() { subcommands = append(subcommands, newStatusCmd) }
+
+// statusHook lets other commands' files add sections to `reshard status` (the partition
+// scheduler adds its runs) without this file knowing them.
+var statusHooks []func(ctx context.Context, store *catalog.Store, w io.Writer, asJSON bool, out map[string]any) error
+
+func newStatusCmd() *cobra.Command {
+	var (
+		watch    bool
+		interval time.Duration
+		all      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status [ID]",
+		Short: "Migrations: phase, progress, lag, cutover windows",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			store, closeStore, err := openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			for {
+				if err := printStatus(ctx, store, cmd.OutOrStdout(), args, all, watch && isTerminal(cmd.OutOrStdout())); err != nil {
+					return err
+				}
+				if !watch {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh until interrupted")
+	cmd.Flags().DurationVar(&interval, "interval", time.Second, "refresh interval with --watch")
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "include finished migrations older than a day")
+	return cmd
+}
+
+func printStatus(ctx context.Context, store *catalog.Store, w io.Writer, ids []string, all, clear bool) error {
+	var ms []catalog.Migration
+	if len(ids) == 1 {
+		m, err := store.GetMigration(ctx, ids[0])
+		if err != nil {
+			return err
+		}
+		ms = append(ms, *m)
+	} else {
+		var err error
+		if ms, err = store.ListMigrations(ctx); err != nil {
+			return err
+		}
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Created.Before(ms[j].Created) })
+	shown := ms[:0]
+	for _, m := range ms {
+		if all || len(ids) == 1 || !m.Terminal() || time.Since(m.Updated) < 24*time.Hour {
+			shown = append(shown, m)
+		}
+	}
+	if globals.output == "json" {
+		reports := make([]moveReport, len(shown))
+		for i := range shown {
+			reports[i] = reportOf(&shown[i])
+		}
+		out := map[string]any{"migrations": reports}
+		for _, h := range statusHooks {
+			if err := h(ctx, store, w, true, out); err != nil {
+				return err
+			}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	if clear {
+		fmt.Fprint(w, "\033[H\033[2J")
+	}
+	if len(shown) == 0 {
+		fmt.Fprintln(w, "no migrations")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tRANGE\tFROM\tTO\tPHASE\tCOPIED\tLAG\tWINDOW\tUPDATED")
+		for _, m := range shown {
+			lag := "-"
+			if m.Phase == catalog.PhaseCatchingUp || m.Phase == catalog.PhaseCopying {
+				lag = fmt.Sprintf("%s/%.1fs", humanBytes(m.LagBytes), m.LagSeconds)
+			}
+			win := "-"
+			if m.Timings.CutoverWindow > 0 {
+				win = fmt.Sprintf("%.1fms", m.Timings.CutoverWindow*1000)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d rows, %s\t%s\t%s\t%s\n", m.ID, m.Range, m.Source, m.Target, m.Phase,
+				m.RowsCopied, humanBytes(m.BytesCopied), lag, win, m.Updated.Local().Format("15:04:05"))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, m := range shown {
+			if m.LastError != "" && !m.Terminal() {
+				fmt.Fprintf(w, "%s: last error: %s\n", m.ID, m.LastError)
+			}
+		}
+	}
+	for _, h := range statusHooks {
+		if err := h(ctx, store, w, false, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
