@@ -72,6 +72,15 @@ type Result struct {
 	Rows       int64 // rows verified
 	Stragglers []Straggler
 	Sequences  []Sequence
+	// Steps are the durations of the steps inside the window, in order, to see where
+	// the window goes.
+	Steps []StepTiming
+}
+
+// StepTiming is how long one cutover step took.
+type StepTiming struct {
+	Step     string        `json:"step"`
+	Duration time.Duration `json:"duration"`
 }
 
 // ErrAmbiguous is returned when the flip's outcome is unknown (etcd did not answer). The
@@ -93,9 +102,16 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	}
 	// 1. Freeze. From here until the flip, the range takes no writes.
 	start := opts.Now()
+	last := start
+	mark := func(step string) {
+		now := opts.Now()
+		res.Steps = append(res.Steps, StepTiming{Step: step, Duration: now.Sub(last)})
+		last = now
+	}
 	if err := env.Catalog.Freeze(ctx, st, m.Range.Lo, m); err != nil {
 		return res, fmt.Errorf("cutover %s: freeze: %w", m.ID, err)
 	}
+	mark("freeze")
 	fail := func(step string, cause error) (Result, error) {
 		cause = fmt.Errorf("cutover %s: %s: %w", m.ID, step, cause)
 		if uerr := Undo(context.WithoutCancel(ctx), env, m); uerr != nil {
@@ -107,6 +123,7 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	if err := SetFence(ctx, env.Source, m.ID, m.Range); err != nil {
 		return fail("fence", err)
 	}
+	mark("fence")
 	// 3. Drain transactions that may not see the fence.
 	at, err := fenceTime(ctx, env.Source)
 	if err != nil {
@@ -115,6 +132,7 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	if res.Stragglers, err = WaitStragglers(ctx, env.Source, at, opts.StragglerTimeout, opts.KillStragglers); err != nil {
 		return fail("drain", err)
 	}
+	mark("drain")
 	// 4. Everything the source accepted is before the fence LSN; wait until it is applied.
 	if res.FenceLSN, err = FenceLSN(ctx, env.Source, m.ID); err != nil {
 		return fail("fence LSN", err)
@@ -126,6 +144,7 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	if err != nil {
 		return fail("catch up to the fence LSN "+res.FenceLSN.String(), err)
 	}
+	mark("catch up")
 	if err := env.Mover.Stop(ctx); err != nil {
 		return fail("stop apply", err)
 	}
@@ -133,6 +152,7 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	if err := env.Catalog.PutMigration(ctx, m); err != nil {
 		return fail("journal", err)
 	}
+	mark("stop apply")
 	// 5. Verify: both sides are quiet now (fenced source, unpublished target).
 	if !opts.SkipVerify {
 		v, err := Verify(ctx, env.Source, env.Target, env.Key, env.Tables, m.Range)
@@ -141,11 +161,13 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		}
 		res.Rows = v.Rows
 		m.RowsVerified = v.Rows
+		mark("verify")
 	}
 	// 6. Sequences.
 	if res.Sequences, err = SyncSequences(ctx, env.Source, env.Target, env.Tables); err != nil {
 		return fail("sequences", err)
 	}
+	mark("sequences")
 	// 7. Flip. Load again: the journal writes above moved the migration's revision.
 	st, err = env.Catalog.Load(ctx)
 	if err != nil {
@@ -156,6 +178,7 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	if err := env.Catalog.Flip(ctx, st, m.Range.Lo, m, m.Target); err != nil {
 		return res, flipFailed(ctx, env, m, err)
 	}
+	mark("flip")
 	res.Window = opts.Now().Sub(start)
 	return res, nil
 }

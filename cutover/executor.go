@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -199,8 +200,9 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 			m.Timings.Catchup = time.Since(copyStart).Seconds() - m.Timings.Copy
 		}
 		e.log().Info("cutover", "migration", m.ID, "range", m.Range.String(), "attempt", attempt)
-		_, err = Run(ctx, env, m, e.Options.Cutover)
+		res, err := Run(ctx, env, m, e.Options.Cutover)
 		if err == nil {
+			e.log().Info("flipped", "migration", m.ID, "window", res.Window, "steps", fmtSteps(res.Steps))
 			break
 		}
 		if attempt < attempts && retryable(err) && ctx.Err() == nil {
@@ -389,4 +391,12 @@ func (e *Executor) connect(ctx context.Context, m *catalog.Migration) (src, dst 
 		return nil, nil, "", "", fmt.Errorf("connect to target %s (%s): %w", ts.Name, catalog.MaskDSN(dstDSN), err)
 	}
 	return src, dst, srcDSN, dstDSN, nil
+}
+
+func fmtSteps(steps []StepTiming) string {
+	parts := make([]string, len(steps))
+	for i, s := range steps {
+		parts[i] = fmt.Sprintf("%s=%.1fms", s.Step, float64(s.Duration.Microseconds())/1000)
+	}
+	return strings.Join(parts, " ")
 }

@@ -87,8 +87,12 @@ func newID(prefix string) string {
 	return fmt.Sprintf("%s%s_%s", prefix, time.Now().UTC().Format("20060102t150405"), hex.EncodeToString(b))
 }
 
+// newLogger logs warnings and errors to stderr; RESHARD_LOG=info or debug shows more
+// (info includes each cutover's step timings).
 func newLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	_ = level.UnmarshalText([]byte(os.Getenv("RESHARD_LOG")))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 func newMoveCmd() *cobra.Command {
