@@ -18,6 +18,11 @@ import (
 
 func testStore(t *testing.T, opts ...Option) (*Store, *clientv3.Client) {
 	t.Helper()
+	return testStoreB(t, opts...)
+}
+
+func testStoreB(t testing.TB, opts ...Option) (*Store, *clientv3.Client) {
+	t.Helper()
 	_, cli := testenv.Etcd(t)
 	s, err := NewStore(cli, "demo", opts...)
 	if err != nil {
