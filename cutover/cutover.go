@@ -168,6 +168,11 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		return fail("sequences", err)
 	}
 	mark("sequences")
+	// A range moving back to a shard it once left finds a tombstone there: lift it for
+	// the range's keys, so writes land once the flip sends them here.
+	if err := ClearTombstones(ctx, env.Target, m.Range); err != nil {
+		return fail("tombstones", err)
+	}
 	// 7. Flip. Load again: the journal writes above moved the migration's revision.
 	st, err = env.Catalog.Load(ctx)
 	if err != nil {

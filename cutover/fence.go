@@ -168,7 +168,8 @@ func MarkTombstone(ctx context.Context, db Execer, migration string) error {
 
 // DropFence removes a migration's fence row (rollback, or `cleanup --drop-fence`).
 func DropFence(ctx context.Context, db Execer, migration string) error {
-	_, err := db.Exec(ctx, `DELETE FROM reshard.fence WHERE migration = $1`, migration)
+	// ClearTombstones may have cut the migration's tombstone into parts "<id>.<n>".
+	_, err := db.Exec(ctx, `DELETE FROM reshard.fence WHERE migration = $1 OR migration LIKE $1 || '.%'`, migration)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
 		return nil
@@ -186,4 +187,75 @@ func quoteList(names []string) string {
 		q[i] = pgx.Identifier{n}.Sanitize()
 	}
 	return strings.Join(q, ", ")
+}
+
+// ClearTombstones lifts the tombstone fences on a shard for the keys of r, right before r
+// flips to that shard: a range that moves back to a shard it once left must take writes
+// there again. A tombstone that also covers keys outside r keeps fencing those (it is cut
+// into the parts outside r), since the shard still does not own them.
+func ClearTombstones(ctx context.Context, db Conn, r catalog.KeyRange) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("cutover: clear tombstones: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
+	rows, err := tx.Query(ctx, `SELECT migration, lo, hi FROM reshard.fence WHERE tombstone FOR UPDATE`)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+			return nil // no fence was ever set on this shard
+		}
+		return fmt.Errorf("cutover: read tombstones: %w", err)
+	}
+	type tomb struct {
+		id     string
+		lo, hi *int64
+	}
+	var overlapping []tomb
+	for rows.Next() {
+		var tb tomb
+		if err := rows.Scan(&tb.id, &tb.lo, &tb.hi); err != nil {
+			rows.Close()
+			return err
+		}
+		if fenceRange(tb.lo, tb.hi).Overlaps(r) {
+			overlapping = append(overlapping, tb)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, tb := range overlapping {
+		fr := fenceRange(tb.lo, tb.hi)
+		if _, err := tx.Exec(ctx, `DELETE FROM reshard.fence WHERE migration = $1`, tb.id); err != nil {
+			return fmt.Errorf("cutover: lift tombstone %s: %w", tb.id, err)
+		}
+		var rest []catalog.KeyRange
+		if fr.Lo < r.Lo {
+			rest = append(rest, catalog.KeyRange{Lo: fr.Lo, Hi: r.Lo})
+		}
+		if !r.HiInf && (fr.HiInf || fr.Hi > r.Hi) {
+			rest = append(rest, catalog.KeyRange{Lo: r.Hi, Hi: fr.Hi, HiInf: fr.HiInf})
+		}
+		for i, part := range rest {
+			lo, hi := bounds(part)
+			if _, err := tx.Exec(ctx, `INSERT INTO reshard.fence (migration, lo, hi, tombstone) VALUES ($1, $2, $3, true)
+				ON CONFLICT (migration) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi`, fmt.Sprintf("%s.%d", tb.id, i+1), lo, hi); err != nil {
+				return fmt.Errorf("cutover: keep tombstone %s outside %s: %w", tb.id, r, err)
+			}
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+func fenceRange(lo, hi *int64) catalog.KeyRange {
+	r := catalog.Full
+	if lo != nil {
+		r.Lo = *lo
+	}
+	if hi != nil {
+		r.Hi, r.HiInf = *hi, false
+	}
+	return r
 }

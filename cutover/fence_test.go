@@ -238,3 +238,48 @@ func mustRows(t *testing.T, rows pgx.Rows) [][]any {
 	}
 	return out
 }
+
+func TestClearTombstones(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, schema)
+	db := connect(t, pg.DSNApp())
+	if err := ClearTombstones(ctx, db, catalog.NewRange(0, 10)); err != nil {
+		t.Fatalf("no fence table yet: %v", err)
+	}
+	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetFence(ctx, db, "old", catalog.NewRange(0, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := MarkTombstone(ctx, db, "old"); err != nil {
+		t.Fatal(err)
+	}
+	// An active (non-tombstone) fence of a running cutover is not touched.
+	if err := SetFence(ctx, db, "live", catalog.NewRange(200, 300)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ClearTombstones(ctx, db, catalog.NewRange(20, 50)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ClearTombstones(ctx, db, catalog.NewRange(250, 260)); err != nil {
+		t.Fatal(err)
+	}
+	app := connect(t, pg.DSNApp())
+	for _, tt := range []struct {
+		key    int
+		fenced bool
+	}{{10, true}, {20, false}, {49, false}, {50, true}, {99, true}, {100, false}, {255, true}} {
+		_, err := app.Exec(ctx, `INSERT INTO tenants VALUES ($1, 'x')`, tt.key)
+		if IsFenceError(err) != tt.fenced || (!tt.fenced && err != nil) {
+			t.Errorf("write to %d: %v, fenced want %v", tt.key, err, tt.fenced)
+		}
+	}
+	if err := DropFence(ctx, db, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Exec(ctx, `INSERT INTO tenants VALUES (60, 'x')`); err != nil {
+		t.Errorf("after DropFence of the cut tombstone: %v", err)
+	}
+}
