@@ -68,7 +68,7 @@ func (c chunk) predicate() string {
 // quantiles of a TABLESAMPLE of the primary keys in the range.
 func planChunks(ctx context.Context, q querier, src, dst *table, rangePred string, workers int) ([]chunk, int64, error) {
 	pct := 100.0
-	if pages := src.SizeBytes / 8192; pages > samplePages {
+	if pages := src.HeapBytes / 8192; pages > samplePages {
 		pct = 100 * float64(samplePages) / float64(pages)
 	}
 	pkSel := make([]string, len(src.PK))

@@ -375,11 +375,13 @@ func assertSame(t testing.TB, ctx context.Context, src, dst *pgxpool.Pool, table
 	t.Logf("compared %d rows of range %s row by row", total, r)
 }
 
-// currentLSN is the source's WAL position now.
+// currentLSN is the source's WAL insert position now: past the commit of every transaction
+// committed so far (pg_current_wal_lsn is the write position, which lags asynchronous
+// commits).
 func currentLSN(t testing.TB, ctx context.Context, pool *pgxpool.Pool) pglogrepl.LSN {
 	t.Helper()
 	var s string
-	if err := pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
+	if err := pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s); err != nil {
 		t.Fatal(err)
 	}
 	lsn, err := pglogrepl.ParseLSN(s)
@@ -426,3 +428,5 @@ func waitCaughtUp(t testing.TB, ctx context.Context, m *Mover, src *pgxpool.Pool
 	}
 	t.Logf("applied up to %s in %v", lsn, time.Since(start).Round(time.Millisecond))
 }
+
+func newRand(seed int) *rand.Rand { return rand.New(rand.NewPCG(uint64(seed), 7)) }

@@ -264,10 +264,14 @@ func (m *Mover) setApplied(lsn pglogrepl.LSN, at time.Time) {
 }
 
 // WaitApplied waits until everything up to lsn on the source is applied on the target.
-// An idle source gets there through keepalives; should none come, it writes a logical
-// message on the source to move the stream along.
+// Take lsn from pg_current_wal_insert_lsn() (or a commit's end): pg_current_wal_lsn() is
+// the write position, which lags asynchronous commits. An idle source gets there through
+// keepalives; should the position stall short of lsn, WaitApplied commits a tiny
+// transaction on the source (an unpublished logical message) so that the WAL sender
+// decodes past lsn and says so.
 func (m *Mover) WaitApplied(ctx context.Context, lsn pglogrepl.LSN) error {
 	lastMove := time.Now()
+	stall := 250 * time.Millisecond
 	for {
 		m.mu.Lock()
 		ch, running, fatal := m.notify, m.running, m.fatal
@@ -281,7 +285,7 @@ func (m *Mover) WaitApplied(ctx context.Context, lsn pglogrepl.LSN) error {
 		if !running {
 			return errors.New("mover: catch-up is not running: Start the mover first")
 		}
-		t := time.NewTimer(500 * time.Millisecond)
+		t := time.NewTimer(100 * time.Millisecond)
 		select {
 		case <-ch:
 			lastMove = time.Now()
@@ -289,23 +293,26 @@ func (m *Mover) WaitApplied(ctx context.Context, lsn pglogrepl.LSN) error {
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
-			if time.Since(lastMove) > time.Second {
+			if time.Since(lastMove) >= stall {
 				m.nudge(ctx)
-				lastMove = time.Now()
+				lastMove, stall = time.Now(), time.Second
 			}
 		}
 		t.Stop()
 	}
 }
 
-// nudge writes a (non-transactional, unpublished) logical message on the source: decoding
-// it moves the WAL sender's position, which then comes back in a keepalive.
+// nudge commits a logical message on the source, synchronously so that it is flushed (a
+// WAL sender decodes flushed WAL only, and PostgreSQL 15 does not flush a lone
+// non-transactional message). pgoutput publishes no messages unless asked, so the stream
+// carries nothing but a keepalive past it.
 func (m *Mover) nudge(ctx context.Context) {
 	src, _ := m.pools()
 	if src == nil {
 		return
 	}
-	if _, err := src.Exec(ctx, "SELECT pg_logical_emit_message(false, 'reshard', '')"); err != nil {
+	_, err := src.Exec(ctx, "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_logical_emit_message(true, 'reshard', 'wait'); COMMIT")
+	if err != nil {
 		m.log.Debug("nudge the source's WAL sender", "err", err)
 	}
 }

@@ -38,8 +38,8 @@ type table struct {
 	ReplIdent byte     // relreplident: d, i, f, n
 	Ident     []string // replica identity columns (nil for full / nothing)
 	// identProblems lists partitions whose replica identity lacks the key.
-	identProblems []string
-	SizeBytes     int64
+	HeapBytes int64 // main fork, all partitions
+	SizeBytes int64 // with TOAST
 }
 
 // Qualified is the quoted schema-qualified name.
@@ -92,10 +92,13 @@ func loadTable(ctx context.Context, q querier, name string) (*table, error) {
 	}
 	t.OID = *oid
 	var kind, ident string
-	err = q.QueryRow(ctx, `SELECT n.nspname, c.relname, c.relkind::text, c.relreplident::text,
-		       (SELECT coalesce(sum(pg_relation_size(relid)), 0)::bigint FROM pg_partition_tree(c.oid))
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, t.OID).
-		Scan(&t.Schema, &t.Rel, &kind, &ident, &t.SizeBytes)
+	// pg_partition_tree is empty for a plain table.
+	err = q.QueryRow(ctx, `WITH parts AS (SELECT $1::oid AS relid UNION SELECT relid FROM pg_partition_tree($1::oid) WHERE isleaf)
+		SELECT n.nspname, c.relname, c.relkind::text, c.relreplident::text,
+		       (SELECT coalesce(sum(pg_relation_size(relid)), 0)::bigint FROM parts),
+		       (SELECT coalesce(sum(pg_table_size(relid)), 0)::bigint FROM parts)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid`, t.OID).
+		Scan(&t.Schema, &t.Rel, &kind, &ident, &t.HeapBytes, &t.SizeBytes)
 	if err != nil {
 		return nil, fmt.Errorf("read table %s: %w", name, err)
 	}
@@ -158,8 +161,8 @@ func identityIncludesKey(ctx context.Context, q querier, t *table, key string) (
 		                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
 		                 WHERE i.indrelid = p.relid AND
 		                       CASE c.relreplident WHEN 'd' THEN i.indisprimary ELSE i.indisreplident END), '{}')
-		FROM pg_partition_tree($1) p JOIN pg_class c ON c.oid = p.relid
-		WHERE p.relid = $1 OR p.isleaf
+		FROM (SELECT $1::oid AS relid, 0 AS level UNION SELECT relid, level FROM pg_partition_tree($1::oid) WHERE isleaf) p
+		JOIN pg_class c ON c.oid = p.relid
 		ORDER BY p.level, 1`, t.OID)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,293 @@
+package mover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+func TestNames(t *testing.T) {
+	long := strings.Repeat("x", 80)
+	for _, tc := range []struct{ id, want string }{
+		{"m1", "reshard_m1"},
+		{"Move-42.a", "reshard_move_42_a"},
+		{"tenant 7→8", "reshard_tenant_7_8"},
+		{long, "reshard_" + long[:46] + "_"},
+	} {
+		slot, pub := Names(tc.id)
+		if slot != pub {
+			t.Errorf("Names(%q): slot %q != publication %q", tc.id, slot, pub)
+		}
+		if !strings.HasPrefix(slot, tc.want) || len(slot) > 63 {
+			t.Errorf("Names(%q) = %q, want prefix %q and at most 63 bytes", tc.id, slot, tc.want)
+		}
+	}
+	a, _ := Names(long)
+	b, _ := Names(long + "y")
+	if a == b {
+		t.Errorf("two long ids share the name %q", a)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{ID: "a", SourceDSN: "host=a", TargetDSN: "host=b", Key: "tenant_id", Tables: []string{"t", "s.u"}, Range: catalog.NewRange(1, 2)}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string // "" = valid
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"no id", func(c *Config) { c.ID = " " }, "migration id is empty"},
+		{"no tables", func(c *Config) { c.Tables = nil }, "no tables"},
+		{"bad table", func(c *Config) { c.Tables = []string{"a.b.c"} }, `"a.b.c"`},
+		{"dup table", func(c *Config) { c.Tables = []string{"t", "t"} }, "listed twice"},
+		{"empty range", func(c *Config) { c.Range = catalog.NewRange(3, 3) }, "is empty"},
+		{"same db", func(c *Config) { c.TargetDSN = c.SourceDSN }, "same database"},
+		{"budget", func(c *Config) { c.MaxConnections = 2 }, "below the minimum"},
+		{"no key", func(c *Config) { c.Key = "" }, "sharding key"},
+	} {
+		c := ok
+		tc.mod(&c)
+		probs := c.validate()
+		got := strings.Join(probs, "\n")
+		if (tc.want == "") != (len(probs) == 0) || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: problems %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestCopyWorkersBudget(t *testing.T) {
+	for _, tc := range []struct{ workers, max, want int }{
+		{0, 0, 4}, {8, 8, 6}, {4, 3, 1}, {2, 10, 2},
+	} {
+		c := Config{Workers: tc.workers, MaxConnections: tc.max}.withDefaults()
+		if got := c.copyWorkers(); got != tc.want {
+			t.Errorf("workers %d, budget %d: %d copy workers, want %d", tc.workers, tc.max, got, tc.want)
+		}
+	}
+}
+
+func TestChunkCount(t *testing.T) {
+	for _, tc := range []struct {
+		est     int64
+		workers int
+		want    int
+	}{
+		{0, 4, 1},
+		{1 << 20, 4, 1},
+		{8 << 20, 4, 4},
+		{100 << 20, 4, 8},
+		{1 << 30, 4, 32},
+		{1 << 40, 4, maxChunks},
+	} {
+		if got := chunkCount(tc.est, tc.workers); got != tc.want {
+			t.Errorf("chunkCount(%d MB, %d) = %d, want %d", tc.est>>20, tc.workers, got, tc.want)
+		}
+	}
+}
+
+func TestBoundaries(t *testing.T) {
+	keys := func(vals ...int) [][]string {
+		var out [][]string
+		for _, v := range vals {
+			out = append(out, []string{"7", fmt.Sprint(v)})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		sample [][]string
+		n      int
+		want   string
+	}{
+		{"empty", nil, 4, "[]"},
+		{"one chunk", keys(1, 2, 3), 1, "[]"},
+		{"even", keys(1, 2, 3, 4, 5, 6, 7, 8), 4, "[[7 3] [7 5] [7 7]]"},
+		{"duplicates collapse", keys(1, 1, 1, 1, 1, 1, 2, 2), 4, "[[7 2]]"},
+		{"more chunks than keys", keys(1, 2), 8, "[[7 2]]"},
+	} {
+		if got := fmt.Sprint(boundaries(tc.sample, tc.n)); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+func testTable() *table {
+	return &table{Name: "orders", Schema: "public", Rel: "orders", PK: []string{"tenant_id", "id"}, Columns: []column{
+		{Name: "tenant_id", Type: "bigint"}, {Name: "id", Type: "bigint"}, {Name: "note", Type: "text"}, {Name: "total", Type: "numeric(12,2)"},
+	}}
+}
+
+func TestChunkPredicate(t *testing.T) {
+	tb := testTable()
+	for _, tc := range []struct {
+		lo, hi []string
+		want   string
+	}{
+		{nil, nil, ""},
+		{[]string{"5", "10"}, nil, `("tenant_id", "id") >= ('5'::bigint, '10'::bigint)`},
+		{nil, []string{"5", "it's"}, `("tenant_id", "id") < ('5'::bigint, 'it''s'::bigint)`},
+		{[]string{"1", "2"}, []string{"3", "4"}, `("tenant_id", "id") >= ('1'::bigint, '2'::bigint) AND ("tenant_id", "id") < ('3'::bigint, '4'::bigint)`},
+	} {
+		if got := (chunk{src: tb, lo: tc.lo, hi: tc.hi}).predicate(); got != tc.want {
+			t.Errorf("predicate(%v, %v) = %s, want %s", tc.lo, tc.hi, got, tc.want)
+		}
+	}
+	single := &table{Schema: "public", Rel: "t", PK: []string{"id"}, Columns: []column{{Name: "id", Type: "uuid"}}}
+	if got := (chunk{src: single, lo: []string{"x"}}).predicate(); got != `"id" >= 'x'::uuid` {
+		t.Errorf("single-column predicate = %s", got)
+	}
+}
+
+func TestPublicationSQL(t *testing.T) {
+	tb := testTable()
+	got := publicationSQL("reshard_m1", "tenant_id", catalog.NewRange(10, 20), []*table{tb, tb})
+	want := `CREATE PUBLICATION "reshard_m1" FOR TABLE "public"."orders" WHERE ("tenant_id" >= 10 AND "tenant_id" < 20), ` +
+		`TABLE "public"."orders" WHERE ("tenant_id" >= 10 AND "tenant_id" < 20) WITH (publish = 'insert, update, delete', publish_via_partition_root = true)`
+	if got != want {
+		t.Errorf("publicationSQL =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func testRelation() *relation {
+	tb := testTable()
+	return &relation{name: "public.orders", dst: tb, where: []int{0, 1}, cols: []relColumn{
+		{name: "tenant_id", typ: "bigint", pk: true}, {name: "id", typ: "bigint", pk: true}, {name: "note", typ: "text"}, {name: "total", typ: "numeric(12,2)"},
+	}}
+}
+
+func TestApplySQL(t *testing.T) {
+	rel := testRelation()
+	for _, tc := range []struct{ got, want string }{
+		{insertSQL(rel), `INSERT INTO "public"."orders" ("tenant_id", "id", "note", "total") VALUES ($1::bigint, $2::bigint, $3::text, $4::numeric(12,2)) ` +
+			`ON CONFLICT ("tenant_id", "id") DO UPDATE SET "note" = EXCLUDED."note", "total" = EXCLUDED."total"`},
+		{updateSQL(rel, []int{3}), `UPDATE "public"."orders" SET "total" = $1::numeric(12,2) WHERE "tenant_id" = $2::bigint AND "id" = $3::bigint`},
+		{updateSQL(rel, []int{0, 1, 2}), `UPDATE "public"."orders" SET "tenant_id" = $1::bigint, "id" = $2::bigint, "note" = $3::text WHERE "tenant_id" = $4::bigint AND "id" = $5::bigint`},
+		{deleteSQL(rel), `DELETE FROM "public"."orders" WHERE "tenant_id" = $1::bigint AND "id" = $2::bigint`},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got\n%s\nwant\n%s", tc.got, tc.want)
+		}
+	}
+	keysOnly := &relation{dst: &table{Schema: "s", Rel: "k", PK: []string{"a"}}, cols: []relColumn{{name: "a", typ: "int", pk: true}}}
+	if got := insertSQL(keysOnly); !strings.HasSuffix(got, "DO NOTHING") {
+		t.Errorf("insert into a keys-only table: %s", got)
+	}
+}
+
+func TestNewRelation(t *testing.T) {
+	tb := testTable()
+	tables := map[string]*table{"public.orders": tb}
+	msg := &pglogrepl.RelationMessage{RelationID: 9, Namespace: "public", RelationName: "orders", ReplicaIdentity: 'd', Columns: []*pglogrepl.RelationMessageColumn{
+		{Name: "tenant_id", Flags: 1}, {Name: "id", Flags: 1}, {Name: "note"}, {Name: "total"},
+	}}
+	rel, err := newRelation(msg, tables, "tenant_id")
+	if err != nil || fmt.Sprint(rel.where) != "[0 1]" || rel.key != 0 {
+		t.Fatalf("newRelation = %+v, %v", rel, err)
+	}
+	full := *msg
+	full.ReplicaIdentity = 'f'
+	full.Columns = []*pglogrepl.RelationMessageColumn{{Name: "tenant_id", Flags: 1}, {Name: "id", Flags: 1}, {Name: "note", Flags: 1}, {Name: "total", Flags: 1}}
+	if rel, err := newRelation(&full, tables, "tenant_id"); err != nil || fmt.Sprint(rel.where) != "[0 1]" {
+		t.Errorf("REPLICA IDENTITY FULL must identify rows by the primary key: %+v, %v", rel, err)
+	}
+	// PostgreSQL 15 describes a leaf partition too, although its changes name the root:
+	// only a change of a relation outside the move is an error.
+	other := *msg
+	other.RelationName = "orders_p1"
+	other.RelationID = 10
+	leaf, err := newRelation(&other, tables, "tenant_id")
+	if err != nil {
+		t.Fatalf("a Relation message outside the move: %v", err)
+	}
+	ins := &pglogrepl.InsertMessage{RelationID: 10, Tuple: &pglogrepl.TupleData{}}
+	if _, err := decodeChange(ins, map[uint32]*relation{10: leaf}); err == nil || transient(err) {
+		t.Errorf("a change of a relation outside the move must be a fatal error: %v", err)
+	}
+	altered := *msg
+	altered.Columns = append(append([]*pglogrepl.RelationMessageColumn{}, msg.Columns...), &pglogrepl.RelationMessageColumn{Name: "added"})
+	if _, err := newRelation(&altered, tables, "tenant_id"); err == nil || !strings.Contains(err.Error(), `"added"`) {
+		t.Errorf("a column missing on the target: %v", err)
+	}
+}
+
+func TestChangeWhereValues(t *testing.T) {
+	rel := testRelation()
+	text := func(s string) *pglogrepl.TupleDataColumn {
+		return &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeText, Data: []byte(s)}
+	}
+	toast := &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeToast}
+	null := &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeNull}
+	newTup := &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{text("7"), text("1"), toast, text("9.50")}}
+	oldKey := &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{text("6"), text("1"), null, null}}
+	c := change{rel: rel, op: 'U', newTup: newTup}
+	if v, err := c.whereValues(); err != nil || fmt.Sprintf("%s", v) != "[7 1]" {
+		t.Errorf("key from the new tuple: %s, %v", v, err)
+	}
+	c.oldTup = oldKey
+	if v, err := c.whereValues(); err != nil || fmt.Sprintf("%s", v) != "[6 1]" {
+		t.Errorf("key from the old tuple: %s, %v", v, err)
+	}
+	bad := change{rel: rel, op: 'U', newTup: &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{toast, text("1"), null, null}}}
+	if _, err := bad.whereValues(); err == nil {
+		t.Error("a key column without a value must be an error")
+	}
+}
+
+func TestTextArray(t *testing.T) {
+	got, _ := textArray([]string{"1", `a"b\c`, "x,y}"})
+	if want := `{"1","a\"b\\c","x,y}"}`; string(got) != want {
+		t.Errorf("textArray = %s, want %s", got, want)
+	}
+}
+
+func TestTransient(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{io.ErrUnexpectedEOF, true},
+		{&pgconn.PgError{Code: "57P01"}, true},
+		{&pgconn.PgError{Code: "08006"}, true},
+		{&pgconn.PgError{Code: "55006"}, true},
+		{&pgconn.PgError{Code: "23505"}, false},
+		{&pgconn.PgError{Code: "42704"}, false},
+		{fatalf("x"), false},
+		{fmt.Errorf("wrapped: %w", fatalf("x")), false},
+		{context.Canceled, false},
+		{fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: "57P03"}), true},
+		{errors.New("dial tcp: connection refused"), true},
+	} {
+		if got := transient(tc.err); got != tc.want {
+			t.Errorf("transient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestStages(t *testing.T) {
+	a := &table{Name: "a"}
+	b := &table{Name: "b"}
+	per := [][]chunk{{{src: a, index: 0, estBytes: 1}, {src: a, index: 1, estBytes: 1}}, {{src: b, index: 0, estBytes: 5}}}
+	if s := stages(per, false); len(s) != 2 || s[0][0].src != a {
+		t.Errorf("without replica mode tables load one by one, parents first: %v", s)
+	}
+	s := stages(per, true)
+	if len(s) != 1 || len(s[0]) != 3 || s[0][0].src != b || s[0][1].src != a || s[0][2].index != 1 {
+		t.Errorf("replica mode: one stage, tables interleaved, largest first: %+v", s)
+	}
+}
+
+func TestPreflightErrorMessage(t *testing.T) {
+	e := &PreflightError{Problems: []string{"source: x", "target: y"}}
+	if got := e.Error(); !strings.Contains(got, "2 problems") || !strings.Contains(got, "- source: x\n  - target: y") {
+		t.Errorf("PreflightError = %q", got)
+	}
+}
