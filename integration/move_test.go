@@ -1,0 +1,96 @@
+package integration
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/internal/demo"
+)
+
+// TestMovesUnderLoad: while a writer routes every transaction through the catalog
+// resolver and retries on the fence error, a hot tenant is isolated and moved, a range is
+// split and its upper part moved, and a whole range moves (then part of it moves back).
+// Afterwards every tenant's balance equals its ledger, every acknowledged ledger write is
+// present exactly once on the shard that owns it, and no shard holds rows it does not own.
+func TestMovesUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, 3, demo.DataOptions{Tenants: 40, Scale: 0.1, Seed: 7})
+	router, stop := s.resolverRouter(ctx)
+	defer stop()
+	loader, err := demo.NewLoader(demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: 4, RetryIf: retryIf, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var (
+		wg     sync.WaitGroup
+		result *demo.Result
+		lerr   error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		result, lerr = loader.Run(loadCtx)
+	}()
+	time.Sleep(500 * time.Millisecond)
+
+	ex := s.executor(cutover.ExecOptions{CutoverRetries: 3})
+	move := func(id string, r catalog.KeyRange, to string) {
+		t.Helper()
+		if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
+			t.Fatalf("carve %s: %v", r, err)
+		}
+		m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: r, Target: to})
+		if err != nil {
+			t.Fatalf("move %s %s -> %s: %v", id, r, to, err)
+		}
+		if m.Phase != catalog.PhaseDone || m.Timings.CutoverWindow <= 0 || m.RowsVerified == 0 && m.RowsCopied > 0 {
+			t.Errorf("move %s: %+v", id, m)
+		}
+		t.Logf("%s: %s -> %s: %d rows copied, %d verified, window %.1fms", id, r, to, m.RowsCopied, m.RowsVerified, m.Timings.CutoverWindow*1000)
+	}
+	hot := s.tenants[0].ID // the heaviest, busiest tenant, on s1
+	move("isolate_hot", catalog.NewRange(hot, hot+1), "s2")
+
+	st, _ := s.store.Load(ctx)
+	var s3 catalog.Range
+	for _, r := range st.Ranges {
+		if r.Shard == "s3" {
+			s3 = r
+		}
+	}
+	_, upper, err := s3.Range.Split(s3.Range.Lo + 1<<61) // s3 holds the top third of the key line
+	if err != nil {
+		t.Fatal(err)
+	}
+	move("split_upper", upper, "s1")
+
+	st, _ = s.store.Load(ctx)
+	var s2 catalog.Range
+	for _, r := range st.Ranges {
+		if r.Shard == "s2" && !r.Range.Equal(catalog.NewRange(hot, hot+1)) {
+			s2 = r
+		}
+	}
+	move("whole_range", s2.Range, "s3")
+	move("hot_back", catalog.NewRange(hot, hot+1), "s1") // back to a shard with a tombstone
+
+	time.Sleep(300 * time.Millisecond)
+	stopLoad()
+	wg.Wait()
+	if lerr != nil {
+		t.Fatalf("load: %v", lerr)
+	}
+	t.Logf("load: %d acknowledged, %d fenced and retried, %d failed, %d unknown outcome", result.Acked, result.Fenced, result.Failed, result.Unknown)
+	if result.Failed > 0 {
+		t.Errorf("%d transactions failed: %v", result.Failed, result.Errors)
+	}
+	if result.Acked < 100 {
+		t.Errorf("only %d transactions acknowledged: the load did not run", result.Acked)
+	}
+	s.check(ctx, result.Ledger)
+}

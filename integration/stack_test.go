@@ -1,0 +1,184 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/internal/etcdserver"
+	"github.com/reshard/reshard/internal/testenv"
+	"github.com/reshard/reshard/mover"
+)
+
+const cluster = "it"
+
+// stack is a running fleet: shards with the demo schema and data, and a catalog.
+type stack struct {
+	t       *testing.T
+	pgs     []*testenv.PG
+	srv     *etcdserver.Server
+	cli     *clientv3.Client
+	store   *catalog.Store
+	tenants []demo.Tenant
+	dsn     map[string]string
+	conns   map[string]*pgx.Conn
+}
+
+func newStack(t *testing.T, shards int, opts demo.DataOptions) *stack {
+	t.Helper()
+	ctx := context.Background()
+	s := &stack{t: t, dsn: map[string]string{}, conns: map[string]*pgx.Conn{}}
+	s.pgs = testenv.Postgres(t, shards)
+	s.srv, s.cli = testenv.Etcd(t)
+	store, err := catalog.NewStore(s.cli, cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.store = store
+	names := make([]string, shards)
+	var cshards []catalog.Shard
+	for i, p := range s.pgs {
+		names[i] = fmt.Sprintf("s%d", i+1)
+		s.dsn[names[i]] = p.DSNApp()
+		cshards = append(cshards, catalog.Shard{Name: names[i], DSN: p.DSNApp()})
+		c, err := pgx.Connect(ctx, p.DSNApp())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		s.conns[names[i]] = c
+		if err := demo.CreateSchema(ctx, c, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ranges := catalog.EvenRanges(names)
+	if opts.HotRange.Empty() || (opts.HotRange == catalog.KeyRange{}) {
+		opts.HotRange = ranges[0].Range
+	}
+	if s.tenants, err = demo.GenerateTenants(opts); err != nil {
+		t.Fatal(err)
+	}
+	placed, err := demo.Place(s.tenants, ranges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ts := range placed {
+		if _, err := demo.LoadShard(ctx, s.conns[name], ts, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := catalog.Config{Cluster: cluster, Key: demo.Key, Tables: demo.Tables}
+	if err := store.Init(ctx, cfg, cshards, ranges, false); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// executor builds the executor behind `reshard move` with the real mover.
+func (s *stack) executor(opts cutover.ExecOptions) *cutover.Executor {
+	return &cutover.Executor{
+		Catalog: s.store,
+		DSN:     catalog.Shard.ConnString,
+		Lock: func(ctx context.Context, id string) (func(), error) {
+			l, err := s.store.TryLockMigration(ctx, id, catalog.WithTTL(5))
+			if err != nil {
+				return nil, err
+			}
+			return func() { _ = l.Unlock(context.Background()) }, nil
+		},
+		NewMover: func(m *catalog.Migration, src, dst string, j *cutover.Journal) (cutover.Mover, error) {
+			return mover.New(mover.Config{ID: m.ID, SourceDSN: src, TargetDSN: dst, Key: demo.Key, Tables: demo.Tables,
+				Range: m.Range, Workers: 2, MaxConnections: 6}, j)
+		},
+		Options: opts,
+	}
+}
+
+var errFrozen = errors.New("range frozen")
+
+// resolverRouter asks the catalog resolver where a tenant lives on every transaction. It
+// does not wait for a frozen range: it reports it, and the load retries, so writes also
+// meet the fence (a client whose watch lags sees serving and writes to the old shard).
+func (s *stack) resolverRouter(ctx context.Context) (demo.Router, func()) {
+	cache, err := s.store.Watch(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	res := catalog.NewResolver(cache)
+	return demo.RouterFunc(func(_ context.Context, tenant int64) (string, error) {
+		rt, err := res.Resolve(tenant)
+		if err != nil {
+			return "", err
+		}
+		if rt.State == catalog.RangeFrozen {
+			return "", fmt.Errorf("tenant %d: %w", tenant, errFrozen)
+		}
+		return s.dsn[rt.Shard], nil
+	}), cache.Close
+}
+
+func retryIf(err error) bool { return cutover.IsFenceError(err) || errors.Is(err, errFrozen) }
+
+// check verifies the end state: a valid catalog with every range serving, balances equal
+// their ledgers on every shard, every acknowledged ledger write present exactly once on
+// its owner and nowhere else, no tenant's rows on a shard that does not own it, and no
+// reshard slot or publication left anywhere.
+func (s *stack) check(ctx context.Context, acked []demo.LedgerWrite) {
+	t := s.t
+	t.Helper()
+	st, err := s.store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := catalog.ValidateState(st); err != nil {
+		t.Fatalf("catalog: %v", err)
+	}
+	for _, r := range st.Ranges {
+		if r.State != catalog.RangeServing {
+			t.Errorf("range %s is %s", r.Range, r.State)
+		}
+	}
+	owner := func(tenant int64) string { r, _ := st.Owner(tenant); return r.Shard }
+	qs := map[string]demo.Querier{}
+	for name, c := range s.conns {
+		qs[name] = c
+		if err := demo.CheckBalances(ctx, c); err != nil {
+			t.Errorf("shard %s: %v", name, err)
+		}
+		var slots, pubs int
+		if err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'reshard%'),
+			(SELECT count(*) FROM pg_publication WHERE pubname LIKE 'reshard%')`).Scan(&slots, &pubs); err != nil {
+			t.Fatal(err)
+		}
+		if slots+pubs != 0 {
+			t.Errorf("shard %s: %d reshard slots and %d publications left", name, slots, pubs)
+		}
+		for _, table := range demo.Tables {
+			rows, err := c.Query(ctx, fmt.Sprintf(`SELECT DISTINCT tenant_id FROM %s`, table))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var tenant int64
+				if err := rows.Scan(&tenant); err != nil {
+					t.Fatal(err)
+				}
+				if o := owner(tenant); o != name {
+					t.Errorf("table %s on %s holds rows of tenant %d, which %s owns", table, name, tenant, o)
+				}
+			}
+			rows.Close()
+		}
+	}
+	if err := demo.CheckAcked(ctx, qs, owner, acked, false); err != nil {
+		t.Error(err)
+	}
+}
