@@ -52,7 +52,37 @@ func buildReshard(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	t.Logf("built %s in %v", bin, time.Since(start).Round(time.Millisecond))
+	// The binary's temporary files (pgcluster's initdb template) go next to it, so they
+	// go with the test even when a test kills `dev up` before it removes them.
+	if err := os.Mkdir(filepath.Join(filepath.Dir(bin), "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	openToPostgres(t, filepath.Dir(bin))
 	return bin
+}
+
+// binEnv is the environment of the binary built at bin.
+func binEnv(bin string) []string {
+	return append(os.Environ(), "TMPDIR="+filepath.Join(filepath.Dir(bin), "tmp"))
+}
+
+// openToPostgres lets the postgres user (servers run as it when we are root) reach dir,
+// a folder made by t.TempDir, whose two levels are private.
+func openToPostgres(t *testing.T, dir string) {
+	t.Helper()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// stackDir is a folder for a dev stack that the postgres user can reach.
+func stackDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	openToPostgres(t, d)
+	return filepath.Join(d, "stack")
 }
 
 type binResult struct {
@@ -65,6 +95,7 @@ func runReshard(t *testing.T, bin string, args ...string) binResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = binEnv(bin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.WaitDelay = 10 * time.Second
@@ -86,7 +117,9 @@ func runReshard(t *testing.T, bin string, args ...string) binResult {
 func devDownAtCleanup(t *testing.T, bin, dir string) {
 	t.Cleanup(func() {
 		if _, err := os.Stat(dir); err == nil {
-			out, err := exec.Command(bin, "dev", "down", "--dir", dir).CombinedOutput()
+			cmd := exec.Command(bin, "dev", "down", "--dir", dir)
+			cmd.Env = binEnv(bin)
+			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Logf("cleanup: dev down: %v\n%s", err, out)
 			}
@@ -139,7 +172,7 @@ func assertStackGone(t *testing.T, dir string, pids, ports []int) {
 
 func TestDevUpDown(t *testing.T) {
 	bin := buildReshard(t)
-	dir := filepath.Join(t.TempDir(), "stack")
+	dir := stackDir(t)
 	devDownAtCleanup(t, bin, dir)
 	ctx := context.Background()
 
@@ -309,7 +342,7 @@ func TestDevUpPortInUse(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			base := devFreePortRun(t, 4, tc.offset)
-			dir := filepath.Join(t.TempDir(), "stack")
+			dir := stackDir(t)
 			devDownAtCleanup(t, bin, dir)
 			r := runReshard(t, bin, "dev", "up", "--shards", "2", "--base-port", strconv.Itoa(base), "--dir", dir)
 			taken := fmt.Sprintf("port 127.0.0.1:%d (%s) is in use", base+tc.offset, tc.role)
@@ -338,9 +371,10 @@ func TestDevDownHalfStarted(t *testing.T) {
 	bin := buildReshard(t)
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "stack")
+			dir := stackDir(t)
 			devDownAtCleanup(t, bin, dir)
 			cmd := exec.Command(bin, "dev", "up", "--shards", "2", "--scale", "3", "--dir", dir)
+			cmd.Env = binEnv(bin)
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
