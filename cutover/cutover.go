@@ -41,6 +41,10 @@ type Options struct {
 	SkipVerify bool
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// AfterStep, if set, is called after each step of the window with its name (freeze,
+	// fence, drain, catch up, stop apply, verify, sequences, tombstones, flip). The fault
+	// tests use it to kill the driver at a chosen point.
+	AfterStep func(step string)
 }
 
 func (o *Options) defaults() {
@@ -107,6 +111,9 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		now := opts.Now()
 		res.Steps = append(res.Steps, StepTiming{Step: step, Duration: now.Sub(last)})
 		last = now
+		if opts.AfterStep != nil {
+			opts.AfterStep(step)
+		}
 	}
 	if err := env.Catalog.Freeze(ctx, st, m.Range.Lo, m); err != nil {
 		return res, fmt.Errorf("cutover %s: freeze: %w", m.ID, err)
@@ -173,6 +180,7 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	if err := ClearTombstones(ctx, env.Target, m.Range); err != nil {
 		return fail("tombstones", err)
 	}
+	mark("tombstones")
 	// 7. Flip. Load again: the journal writes above moved the migration's revision.
 	st, err = env.Catalog.Load(ctx)
 	if err != nil {

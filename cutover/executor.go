@@ -159,9 +159,11 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 	if err != nil {
 		return m, err
 	}
-	defer src.Close(context.WithoutCancel(ctx))
-	defer dst.Close(context.WithoutCancel(ctx))
 	env := Env{Catalog: e.Catalog, Source: src, Target: dst}
+	defer func() {
+		env.Source.(*pgx.Conn).Close(context.WithoutCancel(ctx))
+		env.Target.(*pgx.Conn).Close(context.WithoutCancel(ctx))
+	}()
 	if env.Key, env.Tables, err = e.keyspace(ctx); err != nil {
 		return m, err
 	}
@@ -196,6 +198,11 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 			return j.Seal(), fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", m.ID, err, m.ID)
 		}
 		m = j.Seal()
+		// The control connections may have died with a source or target restart during
+		// the catch-up: the cutover needs them alive.
+		if err := e.reconnect(ctx, &env, srcDSN, dstDSN); err != nil {
+			return m, err
+		}
 		if m.Timings.Catchup == 0 {
 			m.Timings.Catchup = time.Since(copyStart).Seconds() - m.Timings.Copy
 		}
@@ -399,4 +406,29 @@ func fmtSteps(steps []StepTiming) string {
 		parts[i] = fmt.Sprintf("%s=%.1fms", s.Step, float64(s.Duration.Microseconds())/1000)
 	}
 	return strings.Join(parts, " ")
+}
+
+// reconnect replaces a control connection that no longer answers.
+func (e *Executor) reconnect(ctx context.Context, env *Env, srcDSN, dstDSN string) error {
+	for _, c := range []struct {
+		conn *Conn
+		dsn  string
+		role string
+	}{{&env.Source, srcDSN, "source"}, {&env.Target, dstDSN, "target"}} {
+		old := (*c.conn).(*pgx.Conn)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := old.Ping(pctx)
+		cancel()
+		if err == nil {
+			continue
+		}
+		e.log().Warn("control connection lost; reconnecting", "role", c.role, "err", err)
+		nc, err := pgx.Connect(ctx, c.dsn)
+		if err != nil {
+			return fmt.Errorf("reconnect to the %s (%s): %w", c.role, catalog.MaskDSN(c.dsn), err)
+		}
+		old.Close(context.WithoutCancel(ctx))
+		*c.conn = nc
+	}
+	return nil
 }

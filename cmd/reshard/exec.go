@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -61,7 +62,7 @@ func (f *execFlags) check() error {
 // newExecutor builds the executor behind move, split --to, apply, cancel and cleanup.
 func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress func(mover.Progress), log *slog.Logger) *cutover.Executor {
 	lockTTL := f.lockTTL
-	return &cutover.Executor{
+	ex := &cutover.Executor{
 		Catalog: store,
 		DSN:     catalog.Shard.ConnString,
 		Log:     log,
@@ -90,5 +91,30 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 			Delete:         cutover.DeleteOptions{BatchRows: f.deleteBatch, Pause: f.deletePause},
 			CutoverRetries: f.retries,
 		},
+	}
+	ex.Options.Cutover.AfterStep = testHold()
+	return ex
+}
+
+// testHold is a fault-injection point for the end-to-end fault tests, off unless
+// RESHARD_TEST_HOLD names a cutover step: after that step the driver says so on stderr and
+// waits while the file RESHARD_TEST_HOLD_FILE exists, so a test can kill it or stop etcd
+// at exactly that point.
+func testHold() func(string) {
+	step, file := os.Getenv("RESHARD_TEST_HOLD"), os.Getenv("RESHARD_TEST_HOLD_FILE")
+	if step == "" || file == "" {
+		return nil
+	}
+	return func(s string) {
+		if s != step {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "reshard-test: holding after %s\n", s)
+		for {
+			if _, err := os.Stat(file); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
