@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +33,9 @@ type stack struct {
 	tenants []demo.Tenant
 	dsn     map[string]string
 	conns   map[string]*pgx.Conn
+
+	etcdDir   string
+	etcdPorts [2]int // client, peer
 }
 
 func newStack(t *testing.T, shards int, opts demo.DataOptions) *stack {
@@ -37,7 +43,7 @@ func newStack(t *testing.T, shards int, opts demo.DataOptions) *stack {
 	ctx := context.Background()
 	s := &stack{t: t, dsn: map[string]string{}, conns: map[string]*pgx.Conn{}}
 	s.pgs = testenv.Postgres(t, shards)
-	s.srv, s.cli = testenv.Etcd(t)
+	s.startEtcd()
 	store, err := catalog.NewStore(s.cli, cluster)
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +86,55 @@ func newStack(t *testing.T, shards int, opts demo.DataOptions) *stack {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// startEtcd starts the stack's etcd on fixed ports and a folder kept across restarts,
+// so a test can stop it mid-cutover and bring the same cluster back.
+func (s *stack) startEtcd() {
+	t := s.t
+	t.Helper()
+	testenv.Integration(t)
+	if s.etcdDir == "" {
+		dir, err := os.MkdirTemp("", "reshard-it-etcd-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.etcdDir = dir
+		t.Cleanup(func() {
+			if s.cli != nil {
+				s.cli.Close()
+			}
+			if s.srv != nil {
+				s.srv.Close()
+			}
+			os.RemoveAll(dir)
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := etcdserver.Start(ctx, s.etcdDir, etcdserver.Options{ClientPort: s.etcdPorts[0], PeerPort: s.etcdPorts[1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.srv = srv
+	if s.etcdPorts[0] == 0 {
+		_, p, _ := strings.Cut(srv.Endpoint(), ":")
+		s.etcdPorts[0], _ = strconv.Atoi(p)
+		s.etcdPorts[1] = srv.PeerPort()
+	}
+	if s.cli == nil {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.cli = cli
+	}
+}
+
+// stopEtcd stops the stack's etcd; startEtcd brings it back with the same data.
+func (s *stack) stopEtcd() {
+	s.srv.Close()
+	s.srv = nil
 }
 
 // executor builds the executor behind `reshard move` with the real mover.

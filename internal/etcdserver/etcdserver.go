@@ -23,6 +23,7 @@ type Options struct {
 type Server struct {
 	e        *embed.Etcd
 	endpoint string
+	peerPort int
 }
 
 // Start starts an etcd member with its data in dir and waits until it serves.
@@ -76,11 +77,14 @@ func Start(ctx context.Context, dir string, opts Options) (*Server, error) {
 		e.Close()
 		return nil, fmt.Errorf("etcd: not ready after 30s in %s", dir)
 	}
-	return &Server{e: e, endpoint: cu.Host}, nil
+	return &Server{e: e, endpoint: cu.Host, peerPort: pport}, nil
 }
 
 // Endpoint is host:port of the client URL.
 func (s *Server) Endpoint() string { return s.endpoint }
+
+// PeerPort is the port of the peer URL (to restart the member on the same ports).
+func (s *Server) PeerPort() int { return s.peerPort }
 
 // Done is closed when the server stops by itself (fatal error).
 func (s *Server) Done() <-chan error { return s.e.Err() }

@@ -10,6 +10,7 @@
 // PostgreSQL refuses to run as root. When the process is root, every server command runs
 // as the `postgres` user through runuser, and the folders are handed to that user.
 //
-// initdb runs once per process into a template folder; each new cluster is a copy of the
-// template, which is what makes starting several clusters a matter of a second or two.
+// initdb runs once per machine (per user and server version) into a template folder in
+// the temp dir; each new cluster is a copy of the template, which is what makes starting
+// several clusters a matter of a second or two.
 package pgcluster

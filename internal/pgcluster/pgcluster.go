@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"os"
 	"os/exec"
@@ -131,14 +132,30 @@ var (
 	templateErr  error
 )
 
-// template runs initdb once per process and returns the data folder to copy.
+// template returns the data folder to copy for a new cluster. It is made by initdb once per
+// machine, user and server version, in a folder of the temp dir shared by every process:
+// built under a private name and renamed into place, so concurrent test binaries never see
+// half of one, and none is left behind per process.
 func template(ctx context.Context, bin string) (string, error) {
 	templateOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "reshard-pgtemplate-")
+		version, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_ctl"), "--version").Output()
+		if err != nil {
+			templateErr = fmt.Errorf("pgcluster: %s --version: %w", filepath.Join(bin, "pg_ctl"), err)
+			return
+		}
+		h := fnv.New64a()
+		fmt.Fprintf(h, "%s\n%s\n%d\n", bin, version, os.Geteuid())
+		final := filepath.Join(os.TempDir(), fmt.Sprintf("reshard-pgtemplate-%x", h.Sum64()))
+		if _, err := os.Stat(filepath.Join(final, "data", "PG_VERSION")); err == nil {
+			templateDir = filepath.Join(final, "data")
+			return
+		}
+		dir, err := os.MkdirTemp("", "reshard-pgtemplate-build-")
 		if err != nil {
 			templateErr = err
 			return
 		}
+		defer os.RemoveAll(dir) // gone once renamed; removes a failed build
 		if err := os.Chmod(dir, 0o755); err != nil {
 			templateErr = err
 			return
@@ -147,24 +164,26 @@ func template(ctx context.Context, bin string) (string, error) {
 			templateErr = err
 			return
 		}
-		data := filepath.Join(dir, "data")
-		cmd := command(ctx, bin, "initdb", "-N", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C")
+		cmd := command(ctx, bin, "initdb", "-N", "-D", filepath.Join(dir, "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C")
 		if err := run(cmd); err != nil {
 			templateErr = fmt.Errorf("pgcluster: initdb: %w", err)
 			return
 		}
-		templateDir = data
+		if err := os.Rename(dir, final); err != nil {
+			// Another process won the race: use its template.
+			if _, serr := os.Stat(filepath.Join(final, "data", "PG_VERSION")); serr != nil {
+				templateErr = fmt.Errorf("pgcluster: keep initdb template: %w", err)
+				return
+			}
+		}
+		templateDir = filepath.Join(final, "data")
 	})
 	return templateDir, templateErr
 }
 
-// RemoveTemplate deletes the per-process initdb template; call it when the process is done
-// creating clusters (tests call it from TestMain).
-func RemoveTemplate() {
-	if templateDir != "" {
-		_ = os.RemoveAll(filepath.Dir(templateDir))
-	}
-}
+// RemoveTemplate is kept for callers of the per-process template of earlier versions; the
+// shared template stays for the next process.
+func RemoveTemplate() {}
 
 // Create makes a new cluster in dir (which must not exist or be empty) and writes its
 // configuration. It does not start it.
