@@ -48,6 +48,9 @@ type ExecOptions struct {
 	Delete       DeleteOptions
 	// Retries of a cutover rolled back for a transient reason (stragglers, catch-up timeout).
 	CutoverRetries int
+	// BeforeCutover, if set, is called once the target is caught up, just before each
+	// cutover attempt, while the catch-up still runs (fault tests restart a shard there).
+	BeforeCutover func()
 }
 
 // MoveRequest asks for one range to move to a shard.
@@ -196,6 +199,9 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 		if err := e.waitLag(ctx, mv); err != nil {
 			_ = mv.Stop(context.WithoutCancel(ctx))
 			return j.Seal(), fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", m.ID, err, m.ID)
+		}
+		if e.Options.BeforeCutover != nil {
+			e.Options.BeforeCutover()
 		}
 		m = j.Seal()
 		// The control connections may have died with a source or target restart during

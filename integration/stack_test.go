@@ -131,6 +131,19 @@ func (s *stack) startEtcd() {
 	}
 }
 
+// reconnect replaces the test's own connection to a shard (after a restart).
+func (s *stack) reconnect(ctx context.Context, name string) error {
+	c, err := pgx.Connect(ctx, s.dsn[name])
+	if err != nil {
+		return err
+	}
+	old := s.conns[name]
+	s.conns[name] = c
+	s.t.Cleanup(func() { c.Close(context.Background()) })
+	old.Close(ctx)
+	return nil
+}
+
 // stopEtcd stops the stack's etcd; startEtcd brings it back with the same data.
 func (s *stack) stopEtcd() {
 	s.srv.Close()

@@ -1,0 +1,326 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// reshardBinary builds cmd/reshard once per test binary: the fault tests kill it with
+// SIGKILL, which only a separate process can honestly suffer.
+func reshardBinary(t *testing.T) string {
+	t.Helper()
+	testenv.Integration(t)
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "reshard-it-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "reshard")
+		args := []string{"build", "-o", binPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		if _, err := os.Stat(goBin); err != nil {
+			goBin = "go"
+		}
+		out, err := exec.Command(goBin, append(args, "../cmd/reshard")...).CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// driver is one `reshard move` process.
+type driver struct {
+	cmd    *exec.Cmd
+	held   chan string // the step it holds after
+	done   chan error
+	stderr strings.Builder
+	mu     sync.Mutex
+}
+
+func (s *stack) startMove(t *testing.T, id string, r catalog.KeyRange, to, hold, holdFile string) *driver {
+	t.Helper()
+	args := []string{"move", "--etcd", s.endpoint(), "--cluster", cluster, "--id", id, "--range", r.String(), "--to", to,
+		"--lock-ttl", "2", "--catchup-timeout", "20s", "--straggler-timeout", "2s", "--cleanup", "now"}
+	cmd := exec.Command(reshardBinary(t), args...)
+	cmd.Env = append(os.Environ(), "RESHARD_LOG=info")
+	if hold != "" {
+		cmd.Env = append(cmd.Env, "RESHARD_TEST_HOLD="+hold, "RESHARD_TEST_HOLD_FILE="+holdFile)
+	}
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &driver{cmd: cmd, held: make(chan string, 1), done: make(chan error, 1)}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Text()
+			d.mu.Lock()
+			d.stderr.WriteString(line + "\n")
+			d.mu.Unlock()
+			if step, ok := strings.CutPrefix(line, "reshard-test: holding after "); ok {
+				d.held <- step
+			}
+		}
+		d.done <- cmd.Wait()
+	}()
+	return d
+}
+
+func (d *driver) log() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stderr.String()
+}
+
+func (s *stack) endpoint() string { return fmt.Sprintf("127.0.0.1:%d", s.etcdPorts[0]) }
+
+// finishMove re-runs a move until it ends (the dead driver's lock expires within its TTL).
+func (s *stack) finishMove(t *testing.T, id string, r catalog.KeyRange, to string) *catalog.Migration {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for attempt := 1; ; attempt++ {
+		d := s.startMove(t, id, r, to, "", "")
+		err := <-d.done
+		m, gerr := s.store.GetMigration(context.Background(), id)
+		if err == nil && gerr == nil && m.Phase == catalog.PhaseDone {
+			t.Logf("re-run %d finished %s:\n%s", attempt, id, d.log())
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("move %s did not finish: %v\n%s", id, err, d.log())
+		}
+		t.Logf("re-run %d of %s: %v (retrying): %s", attempt, id, err, lastLine(d.log()))
+		time.Sleep(time.Second)
+	}
+}
+
+// runLoad starts the write load through the resolver; stop returns its result.
+func (s *stack) runLoad(t *testing.T) (stop func() *demo.Result) {
+	ctx := context.Background()
+	router, closeRouter := s.resolverRouter(ctx)
+	loader, err := demo.NewLoader(demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: 3, RetryIf: retryIf, Seed: 11})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	var (
+		res  *demo.Result
+		lerr error
+		wg   sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		res, lerr = loader.Run(lctx)
+	}()
+	return func() *demo.Result {
+		cancel()
+		wg.Wait()
+		closeRouter()
+		if lerr != nil {
+			t.Fatalf("load: %v", lerr)
+		}
+		t.Logf("load: %d acknowledged, %d fenced and retried, %d transient retries, %d failed, %d unknown",
+			res.Acked, res.Fenced, res.Transient, res.Failed, res.Unknown)
+		return res
+	}
+}
+
+// TestKillDriver kills `reshard move` with SIGKILL between the fence and the flip, and
+// right after the flip, under a live load. A re-run finishes each move; at the end every
+// range has exactly one owner and no acknowledged write is lost or duplicated.
+func TestKillDriver(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, 3, demo.DataOptions{Tenants: 30, Scale: 0.05, Seed: 5})
+	stop := s.runLoad(t)
+	tests := []struct {
+		hold       string
+		wantFrozen bool // the range is still frozen in the catalog after the kill
+		wantPhase  string
+	}{
+		{hold: "fence", wantFrozen: true, wantPhase: catalog.PhaseFrozen},
+		{hold: "verify", wantFrozen: true, wantPhase: catalog.PhaseVerifying},
+		{hold: "flip", wantFrozen: false, wantPhase: catalog.PhaseFlipped},
+	}
+	for i, tt := range tests {
+		tenant := s.tenants[i].ID
+		r := catalog.NewRange(tenant, tenant+1)
+		if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := s.store.Load(ctx)
+		from, _ := st.Owner(tenant)
+		to := "s2"
+		if from.Shard == "s2" {
+			to = "s3"
+		}
+		id := "kill_" + strings.ReplaceAll(tt.hold, " ", "_")
+		holdFile := filepath.Join(t.TempDir(), "hold")
+		if err := os.WriteFile(holdFile, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d := s.startMove(t, id, r, to, tt.hold, holdFile)
+		select {
+		case step := <-d.held:
+			if step != tt.hold {
+				t.Fatalf("held after %q, want %q", step, tt.hold)
+			}
+		case err := <-d.done:
+			t.Fatalf("move ended before the hold: %v\n%s", err, d.log())
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("no hold after 2m:\n%s", d.log())
+		}
+		if err := d.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		<-d.done
+		m, err := s.store.GetMigration(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ = s.store.Load(ctx)
+		cur, _ := st.Owner(tenant)
+		if m.Phase != tt.wantPhase || (cur.State == catalog.RangeFrozen) != tt.wantFrozen {
+			t.Fatalf("after kill at %s: phase %s, range %+v", tt.hold, m.Phase, cur)
+		}
+		m = s.finishMove(t, id, r, to)
+		st, _ = s.store.Load(ctx)
+		if cur, _ := st.Owner(tenant); cur.Shard != to || cur.State != catalog.RangeServing {
+			t.Fatalf("after re-run: owner %+v, want %s serving", cur, to)
+		}
+		t.Logf("%s: window %.1fms", id, m.Timings.CutoverWindow*1000)
+	}
+	res := stop()
+	s.check(ctx, res.Ledger)
+}
+
+// TestEtcdDownDuringCutover stops etcd after the verify step, so the flip cannot reach it.
+// The range must stay fenced (never two owners); once etcd is back, the driver (or a
+// re-run) finishes the move.
+func TestEtcdDownDuringCutover(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, 3, demo.DataOptions{Tenants: 30, Scale: 0.05, Seed: 6})
+	stop := s.runLoad(t)
+	tenant := s.tenants[0].ID
+	r := catalog.NewRange(tenant, tenant+1)
+	if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
+		t.Fatal(err)
+	}
+	holdFile := filepath.Join(t.TempDir(), "hold")
+	if err := os.WriteFile(holdFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := s.startMove(t, "etcd_down", r, "s3", "verify", holdFile)
+	select {
+	case <-d.held:
+	case err := <-d.done:
+		t.Fatalf("move ended before the hold: %v\n%s", err, d.log())
+	}
+	s.stopEtcd()
+	if err := os.Remove(holdFile); err != nil {
+		t.Fatal(err)
+	}
+	// The driver now tries to flip with etcd gone. Whatever it does, the source keeps the
+	// range fenced: a write there must fail with the fence error.
+	time.Sleep(3 * time.Second)
+	src := s.conns["s1"]
+	if _, err := src.Exec(ctx, `INSERT INTO ledger (tenant_id, amount) VALUES ($1, 1)`, tenant); !cutover.IsFenceError(err) {
+		t.Errorf("write to the source while etcd is down: %v, want the fence error", err)
+	}
+	s.startEtcd()
+	select {
+	case err := <-d.done:
+		t.Logf("driver ended: %v\n%s", err, d.log())
+	case <-time.After(90 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+		t.Logf("driver killed after 90s:\n%s", d.log())
+	}
+	m, err := s.store.GetMigration(ctx, "etcd_down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Phase != catalog.PhaseDone {
+		m = s.finishMove(t, "etcd_down", r, "s3")
+	}
+	st, _ := s.store.Load(ctx)
+	if cur, _ := st.Owner(tenant); cur.Shard != "s3" || cur.State != catalog.RangeServing {
+		t.Fatalf("owner %+v, want s3 serving", cur)
+	}
+	res := stop()
+	s.check(ctx, res.Ledger)
+}
+
+// TestSourceRestartDuringCatchup restarts the source PostgreSQL while the mover is catching
+// up; the mover reconnects and resumes from reshard.progress, the executor reconnects its
+// control connections, and the move finishes with nothing lost or duplicated.
+func TestSourceRestartDuringCatchup(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, 2, demo.DataOptions{Tenants: 30, Scale: 0.05, Seed: 8})
+	stop := s.runLoad(t)
+	tenant := s.tenants[0].ID
+	r := catalog.NewRange(tenant, tenant+1)
+	if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	ex := s.executor(cutover.ExecOptions{CutoverRetries: 3})
+	ex.Options.BeforeCutover = func() {
+		if restarted {
+			return
+		}
+		restarted = true
+		if err := s.pgs[0].Restart(ctx); err != nil {
+			t.Errorf("restart source: %v", err)
+		}
+		if err := s.reconnect(ctx, "s1"); err != nil {
+			t.Error(err)
+		}
+	}
+	m, err := ex.Move(ctx, cutover.MoveRequest{ID: "src_restart", Range: r, Target: "s2"})
+	if err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	if !restarted || m.Phase != catalog.PhaseDone {
+		t.Fatalf("restarted %v, phase %s", restarted, m.Phase)
+	}
+	res := stop()
+	s.check(ctx, res.Ledger)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
