@@ -69,7 +69,7 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 		Lock: func(ctx context.Context, id string) (func(), error) {
 			l, err := store.TryLockMigration(ctx, id, catalog.WithTTL(lockTTL))
 			if err != nil {
-				return nil, fmt.Errorf("migration %s: %w", id, err)
+				return nil, err // it names the migration and the holder
 			}
 			return func() { _ = l.Unlock(context.Background()) }, nil
 		},
@@ -92,12 +92,16 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 			CutoverRetries: f.retries,
 		},
 	}
-	ex.Options.Cutover.AfterStep = testHold()
+	if hold := testHold(); hold != nil {
+		ex.Options.Cutover.AfterStep = hold
+		ex.Options.BeforeCutover = func() { hold("catch-up") }
+	}
 	return ex
 }
 
 // testHold is a fault-injection point for the end-to-end fault tests, off unless
-// RESHARD_TEST_HOLD names a cutover step: after that step the driver says so on stderr and
+// RESHARD_TEST_HOLD names a cutover step (or "catch-up": the target is caught up and the
+// cutover is about to start): after that step the driver says so on stderr and
 // waits while the file RESHARD_TEST_HOLD_FILE exists, so a test can kill it or stop etcd
 // at exactly that point.
 func testHold() func(string) {
