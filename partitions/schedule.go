@@ -18,9 +18,11 @@ type Elector interface {
 	Campaign(ctx context.Context, name string, opts ...catalog.LockOption) (*catalog.Leader, error)
 }
 
-// Recorder keeps the outcome of each run (in the catalog, for `reshard status`).
+// Recorder keeps the outcome of each run (in the catalog, for `reshard status`). It gets
+// the leadership the run was made under, so that the write can be refused if that
+// leadership was lost meanwhile (catalog.Store.PutPartitionRun compares it).
 type Recorder interface {
-	RecordRun(ctx context.Context, r RunRecord) error
+	RecordRun(ctx context.Context, leader *catalog.Leader, r RunRecord) error
 }
 
 // RunRecord is the summary of one maintenance run over the fleet.
@@ -170,7 +172,7 @@ func (s *Scheduler) lead(ctx context.Context, leader *catalog.Leader) {
 	t := time.NewTicker(s.Every)
 	defer t.Stop()
 	for {
-		s.once(ctx)
+		s.once(ctx, leader)
 		select {
 		case <-ctx.Done():
 			return
@@ -179,7 +181,7 @@ func (s *Scheduler) lead(ctx context.Context, leader *catalog.Leader) {
 	}
 }
 
-func (s *Scheduler) once(ctx context.Context) {
+func (s *Scheduler) once(ctx context.Context, leader *catalog.Leader) {
 	start := time.Now()
 	now := s.Now()
 	rec := RunRecord{Time: now.UTC(), Outcome: "failed", MinRunway: -1}
@@ -212,7 +214,7 @@ func (s *Scheduler) once(ctx context.Context) {
 		s.logf("  %s", e)
 	}
 	if s.Recorder != nil {
-		if err := s.Recorder.RecordRun(ctx, rec); err != nil {
+		if err := s.Recorder.RecordRun(ctx, leader, rec); err != nil {
 			s.logf("record the run in the catalog: %v", err)
 		}
 	}

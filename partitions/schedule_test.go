@@ -20,7 +20,7 @@ type records struct {
 	runs []partitions.RunRecord
 }
 
-func (r *records) RecordRun(_ context.Context, rec partitions.RunRecord) error {
+func (r *records) RecordRun(_ context.Context, _ *catalog.Leader, rec partitions.RunRecord) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.runs = append(r.runs, rec)

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+// TestScheduleRecordsRuns runs `reshard schedule` against a real etcd catalog and two real
+// shards: its run lands in the catalog with the runway of every shard's table, and
+// `reshard status` (text and -o json) shows it.
+func TestScheduleRecordsRuns(t *testing.T) {
+	pgs := testenv.Postgres(t, 2)
+	srv, cli := testenv.Etcd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var shards []catalog.Shard
+	for i, pg := range pgs {
+		pg.Exec(ctx, `CREATE TABLE events (tenant_id bigint NOT NULL, id bigint NOT NULL, created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id, created_at)) PARTITION BY RANGE (created_at)`)
+		shards = append(shards, catalog.Shard{Name: []string{"s1", "s2"}[i], DSN: pg.DSNApp()})
+	}
+	store, err := catalog.NewStore(cli, "schedtest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := catalog.Config{Cluster: "schedtest", Key: "tenant_id", Tables: []string{"events"},
+		Partitions: []catalog.PartitionSpec{{Table: "events", Column: "created_at", Interval: "day", Premake: 2}}}
+	if err := store.Init(ctx, cfg, shards, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	global := []string{"--etcd", srv.Endpoint(), "--cluster", "schedtest"}
+	if res := runCLI(t, ctx, append(global, "status")...); res.code != 0 || !strings.Contains(res.stdout, "last partition run: none recorded") {
+		t.Errorf("status before any run: %+v", res)
+	}
+
+	// The scheduler runs at once and then hourly; stop it (as SIGTERM does) once its first
+	// run is in the catalog. The globals are parsed before it starts, and the other
+	// commands run only after it returned, so they do not race on them.
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	root := newRootCmd()
+	var logs bytes.Buffer
+	root.SetOut(&logs)
+	root.SetErr(&logs)
+	root.SetArgs(append(global, "schedule", "--every", "1h", "--ttl", "5"))
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(sctx) }()
+	var run *catalog.PartitionRun
+	for deadline := time.Now().Add(time.Minute); run == nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			stop()
+			<-done
+			t.Fatalf("no run recorded within a minute; scheduler log:\n%s", logs.String())
+		}
+		if run, err = store.LastPartitionRun(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("schedule returned %v\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("schedule did not stop within 15s of its context ending")
+	}
+	t.Logf("scheduler log:\n%s", logs.String())
+
+	if run.Outcome != catalog.PartitionRunOK || run.Created != 6 || run.MinRunway != 2 || len(run.Shards) != 2 || len(run.Errors) != 0 {
+		t.Errorf("recorded run %+v: want ok, 3 partitions created on each of 2 shards, runway 2", run)
+	}
+	for _, sh := range run.Shards {
+		if len(sh.Tables) != 1 || sh.Tables[0].Table != "events" || sh.Tables[0].Runway != 2 || sh.Tables[0].Created != 3 || sh.Tables[0].RunwayUntil == nil {
+			t.Errorf("shard %s: %+v, want events with runway 2 and 3 created", sh.Shard, sh.Tables)
+		}
+	}
+	if host := run.Holder; !strings.Contains(host, " pid ") {
+		t.Errorf("holder %q: want the name the election uses (host pid N)", host)
+	}
+	if evs, err := store.History(ctx, 1); err != nil || len(evs) != 1 || evs[0].Kind != catalog.EventPartitions {
+		t.Errorf("last history event %+v, %v: want the run's partitions event", evs, err)
+	}
+
+	res := runCLI(t, ctx, append(global, "status")...)
+	for _, want := range []string{"partition scheduler: none running", "last partition run: ", ": ok in ", "created 6, detached 0, dropped 0",
+		"runway: 2 premade partitions left at the fewest, on s1/events, s2/events, until "} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("status lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	t.Logf("status:\n%s", res.stdout)
+	res = runCLI(t, ctx, append(global, "status", "-o", "json")...)
+	var st struct {
+		PartitionScheduler struct {
+			Leader       string                    `json:"leader"`
+			LastRun      *catalog.PartitionRun     `json:"last_run"`
+			FewestRunway []catalog.PartitionRunway `json:"fewest_runway"`
+		} `json:"partition_scheduler"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil || res.code != 0 {
+		t.Fatalf("status -o json: %v\n%s%s", err, res.stdout, res.stderr)
+	}
+	ps := st.PartitionScheduler
+	if ps.Leader != "" || ps.LastRun == nil || ps.LastRun.MinRunway != 2 || len(ps.FewestRunway) != 2 || ps.FewestRunway[1].Shard != "s2" {
+		t.Errorf("status -o json partition_scheduler = %+v", ps)
+	}
+}
+
+// TestPrintPartitionRun: what the text status says for runs that need attention.
+func TestPrintPartitionRun(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 5, 0, 0, time.UTC)
+	until := time.Date(2026, 3, 11, 0, 0, 0, 0, time.UTC)
+	base := func() *catalog.PartitionRun {
+		return &catalog.PartitionRun{Time: now.Add(-5 * time.Minute), Seconds: 0.4, Holder: "h pid 1", Outcome: catalog.PartitionRunOK, MinRunway: 0,
+			Shards: []catalog.PartitionShardRun{
+				{Shard: "s1", Tables: []catalog.PartitionTableRun{{Table: "events", Runway: 3}}},
+				{Shard: "s2", Tables: []catalog.PartitionTableRun{{Table: "events", Runway: 0, RunwayUntil: &until, Errors: 7}}},
+			}}
+	}
+	errs := base()
+	errs.Outcome = catalog.PartitionRunErrors
+	for i := 0; i < 7; i++ {
+		errs.Errors = append(errs.Errors, "s2: events: lock not granted")
+	}
+	idle := &catalog.PartitionRun{Time: now, Outcome: catalog.PartitionRunIdle, MinRunway: -1}
+	cases := []struct {
+		name string
+		run  *catalog.PartitionRun
+		want []string
+	}{
+		{"none", nil, []string{"last partition run: none recorded"}},
+		{"no runway", base(), []string{"(5m0s ago) by h pid 1: ok in 0.4s", "runway: 0 premade partitions left on s2/events", "reshard partitions apply"}},
+		{"errors", errs, []string{": errors in ", "error: s2: events: lock not granted", "... 2 more errors (reshard status -o json)"}},
+		{"idle", idle, []string{": idle in ", "runway: no partitioned table was seen"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var b bytes.Buffer
+			printPartitionRun(&b, c.run, now)
+			for _, w := range c.want {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, b.String())
+				}
+			}
+		})
+	}
+}
