@@ -12,14 +12,20 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Batching of the apply: several source transactions go into one target transaction, and
-// the statements are sent in pipelined batches (one round trip each).
+// Batching of the apply: many source transactions go into one target transaction; row
+// changes are grouped into multi-row statements; statements go in pipelined batches.
 const (
-	flushStatements  = 1000    // statements per round trip
-	flushBytes       = 4 << 20 // or this many bytes of values
-	commitTxs        = 5000    // source transactions per target transaction at most
-	commitStatements = 20000   // statements per target transaction at most (at a source commit)
-	commitInterval   = 500 * time.Millisecond
+	flushRows  = 2000    // row changes per round trip
+	flushBytes = 4 << 20 // or this many bytes of values
+	// A target transaction ends at the first source commit past these. Not much larger:
+	// the row versions a transaction replaces cannot be pruned before it ends, so a hot
+	// row updated many times in one huge transaction makes every later lookup slower.
+	commitTxs      = 1000
+	commitRows     = 2000
+	commitInterval = 200 * time.Millisecond
+	// groupMax is the most rows one statement carries (fewer for wide tables: at most
+	// 65535 parameters).
+	groupMax = 64
 )
 
 // rowFetcher reads the current text values of some columns of one source row (nil if the
@@ -29,10 +35,16 @@ type rowFetcher func(ctx context.Context, rel *relation, cols []int, where [][]b
 // applier applies segments, in order, on the target connection. A target transaction holds
 // whole source transactions only; reshard.progress is written in it with the end LSN of
 // its last source transaction, and that LSN is published as applied only after COMMIT.
+//
+// Row changes are grouped into multi-row statements: consecutive changes of one table with
+// the same operation and columns, on distinct rows. In replica mode (no foreign-key checks,
+// no triggers) the groups of different tables may be reordered against each other; the
+// changes of one table always keep their order.
 type applier struct {
-	conn  *pgx.Conn
-	id    string
-	fetch rowFetcher
+	conn    *pgx.Conn
+	id      string
+	replica bool
+	fetch   rowFetcher
 	// advance publishes an applied position (after commit): lsn, source time, transactions.
 	advance func(lsn pglogrepl.LSN, at time.Time, txs int)
 	log     func(msg string, args ...any)
@@ -40,15 +52,18 @@ type applier struct {
 	stmts map[stmtKey]string
 	n     int
 
-	batch      pgconn.Batch
-	expect     []expectation
-	batchBytes int
+	batch   pgconn.Batch
+	expect  []expectation
+	groups  []*group          // pending, in order
+	open    map[*table]*group // the group of each table that may still grow
+	rows    int               // row changes pending
+	bytes   int
+	stmtsTx int // row changes in the open target transaction
 
 	txOpen    bool // BEGIN queued or sent
 	txStarted time.Time
 	inSrcTx   bool // inside a source transaction
 	srcTxs    int
-	stmtsInTx int
 	lastEnd   pglogrepl.LSN
 	lastTime  time.Time
 	pendW     pglogrepl.LSN // keepalive position reached once the open transaction commits
@@ -64,17 +79,30 @@ type stmtKey struct {
 	rel   *relation
 	op    byte
 	shape string
+	rows  int
 }
 
 // expectation says how many rows a batched statement must affect.
 type expectation struct {
-	kind  byte // 0: any; '1': exactly one; '?': zero or one; 'c': COMMIT
+	rows  int64 // -1: any
 	what  string
 	table string
 }
 
-func newApplier(conn *pgx.Conn, id string, phantoms map[string]bool, fetch rowFetcher, advance func(pglogrepl.LSN, time.Time, int), log func(string, ...any)) *applier {
-	return &applier{conn: conn, id: id, fetch: fetch, advance: advance, log: log, stmts: map[stmtKey]string{}, phantoms: phantoms}
+// group is a run of row changes that one statement per groupMax rows applies.
+type group struct {
+	rel    *relation
+	op     byte   // 'I' insert, 'U' update by unchanged key, 'K' update that changes the key, 'D' delete
+	shape  string // 'U'/'K': which columns are set
+	set    []int  // 'U'/'K': the columns set
+	rows   [][][]byte
+	keys   map[string]bool
+	closed bool
+}
+
+func newApplier(conn *pgx.Conn, id string, replica bool, phantoms map[string]bool, fetch rowFetcher, advance func(pglogrepl.LSN, time.Time, int), log func(string, ...any)) *applier {
+	return &applier{conn: conn, id: id, replica: replica, fetch: fetch, advance: advance, log: log,
+		stmts: map[stmtKey]string{}, phantoms: phantoms, open: map[*table]*group{}}
 }
 
 // run applies segments from in until it is closed or ctx ends.
@@ -130,7 +158,7 @@ func (a *applier) handle(ctx context.Context, seg segment) error {
 		a.inSrcTx = true
 		if !a.txOpen {
 			a.batch.ExecParams("BEGIN", nil, nil, nil, nil)
-			a.expect = append(a.expect, expectation{})
+			a.expect = append(a.expect, expectation{rows: -1})
 			a.txOpen, a.txStarted = true, time.Now()
 		}
 	}
@@ -143,11 +171,11 @@ func (a *applier) handle(ctx context.Context, seg segment) error {
 		a.inSrcTx = false
 		a.lastEnd, a.lastTime = seg.endLSN, seg.commitTime
 		a.srcTxs++
-		if a.srcTxs >= commitTxs || a.stmtsInTx >= commitStatements || time.Since(a.txStarted) >= commitInterval {
+		if a.srcTxs >= commitTxs || a.stmtsTx >= commitRows || time.Since(a.txStarted) >= commitInterval {
 			return a.commit(ctx)
 		}
 	}
-	if len(a.expect) >= flushStatements || a.batchBytes >= flushBytes {
+	if a.rows >= flushRows || a.bytes >= flushBytes {
 		return a.flush(ctx)
 	}
 	return nil
@@ -158,17 +186,20 @@ func (a *applier) commit(ctx context.Context) error {
 	if !a.txOpen {
 		return nil
 	}
+	if err := a.emitGroups(ctx); err != nil {
+		return err
+	}
 	if a.srcTxs > 0 {
 		name, err := a.prepare(ctx, stmtKey{op: 'P'}, func() string { return progressUpsert })
 		if err != nil {
 			return err
 		}
 		a.batch.ExecPrepared(name, [][]byte{[]byte(a.id), []byte(a.lastEnd.String())}, nil, nil)
-		a.expect = append(a.expect, expectation{kind: '1', what: "progress"})
+		a.expect = append(a.expect, expectation{rows: 1, what: "progress"})
 	}
 	a.batch.ExecParams("COMMIT", nil, nil, nil, nil)
-	a.expect = append(a.expect, expectation{kind: 'c'})
-	if err := a.flush(ctx); err != nil {
+	a.expect = append(a.expect, expectation{rows: -1, what: "COMMIT"})
+	if err := a.exec(ctx); err != nil {
 		return err
 	}
 	pos, at := a.lastEnd, a.lastTime
@@ -176,23 +207,31 @@ func (a *applier) commit(ctx context.Context) error {
 		pos, at = a.pendW, a.pendWTime
 	}
 	a.advance(pos, at, a.srcTxs)
-	a.txOpen, a.srcTxs, a.stmtsInTx, a.pendW = false, 0, 0, 0
+	a.txOpen, a.srcTxs, a.stmtsTx, a.pendW = false, 0, 0, 0
 	return nil
 }
 
-// flush sends the queued statements in one round trip and checks every result.
+// flush sends what is pending without ending the target transaction.
 func (a *applier) flush(ctx context.Context) error {
+	if err := a.emitGroups(ctx); err != nil {
+		return err
+	}
+	return a.exec(ctx)
+}
+
+// exec sends the queued statements in one round trip and checks every result.
+func (a *applier) exec(ctx context.Context) error {
 	if len(a.expect) == 0 {
 		return nil
 	}
 	results, err := a.conn.PgConn().ExecBatch(ctx, &a.batch).ReadAll()
 	expect := a.expect
-	a.batch, a.expect, a.batchBytes = pgconn.Batch{}, a.expect[:0], 0
+	a.batch, a.expect, a.rows, a.bytes = pgconn.Batch{}, a.expect[:0], 0, 0
 	if err != nil {
 		if transient(err) || ctx.Err() != nil {
 			return fmt.Errorf("target: apply: %w", err)
 		}
-		return &fatalError{fmt.Errorf("target: apply refused a change (the target differs from the source, or was altered): %w", err)}
+		return &fatalError{fmt.Errorf("target: apply refused a change (the target differs from the source, or was altered; cancel the migration and start it again): %w", err)}
 	}
 	for i, r := range results {
 		if i >= len(expect) {
@@ -201,14 +240,12 @@ func (a *applier) flush(ctx context.Context) error {
 		e := expect[i]
 		n := r.CommandTag.RowsAffected()
 		switch {
-		case e.kind == '1' && n != 1 && e.what == "progress":
+		case e.what == "progress" && n != 1:
 			return fatalf("target: reshard.progress of migration %s is already past this transaction: is another mover running with the same id? Stop it; this one stops", a.id)
-		case e.kind == '1' && n != 1:
-			return fatalf("target: %s of a row of %s changed %d rows instead of 1: the target copy has diverged from the source; cancel the migration and start it again", e.what, e.table, n)
-		case e.kind == '?' && n > 1:
-			return fatalf("target: %s of a row of %s changed %d rows", e.what, e.table, n)
-		case e.kind == 'c' && r.CommandTag.String() != "COMMIT":
+		case e.what == "COMMIT" && r.CommandTag.String() != "COMMIT":
 			return fatalf("target: apply transaction ended with %q instead of COMMIT", r.CommandTag.String())
+		case e.rows >= 0 && n != e.rows:
+			return fatalf("target: %s of %d rows of %s changed %d: the target copy has diverged from the source; cancel the migration and start it again", e.what, e.rows, e.table, n)
 		}
 	}
 	return nil
@@ -224,27 +261,80 @@ func (a *applier) prepare(ctx context.Context, k stmtKey, sql func() string) (st
 		if transient(err) {
 			return "", fmt.Errorf("target: prepare: %w", err)
 		}
-		return "", &fatalError{fmt.Errorf("target: prepare the apply of %s (was the table altered?): %w", tableOf(k), err)}
+		what := "reshard's own tables"
+		if k.rel != nil {
+			what = k.rel.name
+		}
+		return "", &fatalError{fmt.Errorf("target: prepare the apply of %s (was the table altered?): %w", what, err)}
 	}
 	a.stmts[k] = name
 	return name, nil
 }
 
-func tableOf(k stmtKey) string {
-	if k.rel == nil {
-		return "reshard.progress"
+// addRow puts one row change into a group: the table's open group if it fits, else a new
+// one. Groups of other tables stay open only in replica mode.
+func (a *applier) addRow(rel *relation, op byte, shape string, set []int, vals [][]byte, key string, size int) {
+	g := a.open[rel.dst]
+	fits := g != nil && !g.closed && g.rel == rel && g.op == op && g.shape == shape && op != 'K' && !g.keys[key]
+	if !fits {
+		if g != nil {
+			g.closed = true
+		}
+		if !a.replica {
+			for _, o := range a.open {
+				o.closed = true
+			}
+		}
+		g = &group{rel: rel, op: op, shape: shape, set: set, keys: map[string]bool{}}
+		a.groups = append(a.groups, g)
+		a.open[rel.dst] = g
 	}
-	return k.rel.name
+	g.rows = append(g.rows, vals)
+	g.keys[key] = true
+	a.rows++
+	a.stmtsTx++
+	a.bytes += size
 }
 
-func (a *applier) queue(name string, vals [][]byte, e expectation, size int) {
+// emitGroups turns the pending groups into statements of the batch, in order.
+func (a *applier) emitGroups(ctx context.Context) error {
+	for _, g := range a.groups {
+		limit := max(1, min(groupMax, 65535/max(len(g.rows[0]), 1)))
+		for rows := g.rows; len(rows) > 0; {
+			n := 1
+			for _, size := range []int{64, 16, 4} {
+				if size <= limit && len(rows) >= size {
+					n = size
+					break
+				}
+			}
+			if err := a.emit(ctx, g, rows[:n]); err != nil {
+				return err
+			}
+			rows = rows[n:]
+		}
+	}
+	a.groups = a.groups[:0]
+	clear(a.open)
+	return nil
+}
+
+func (a *applier) emit(ctx context.Context, g *group, rows [][][]byte) error {
+	name, err := a.prepare(ctx, stmtKey{rel: g.rel, op: g.op, shape: g.shape, rows: len(rows)}, func() string { return groupSQL(g, len(rows)) })
+	if err != nil {
+		return err
+	}
+	vals := make([][]byte, 0, len(rows)*len(rows[0]))
+	for _, r := range rows {
+		vals = append(vals, r...)
+	}
 	a.batch.ExecPrepared(name, vals, nil, nil)
-	a.expect = append(a.expect, e)
-	a.batchBytes += size
-	a.stmtsInTx++
+	what := map[byte]string{'I': "an INSERT", 'U': "an UPDATE", 'K': "an UPDATE", 'D': "a DELETE"}[g.op]
+	a.expect = append(a.expect, expectation{rows: int64(len(rows)), what: what, table: g.rel.name})
+	return nil
 }
 
-// add queues the statement(s) of one change.
+// add queues one change.
 func (a *applier) add(ctx context.Context, c *change) error {
 	rel := c.rel
 	switch c.op {
@@ -255,7 +345,8 @@ func (a *applier) add(ctx context.Context, c *change) error {
 		if err != nil {
 			return err
 		}
-		if a.phantoms[phantomKeyOf(rel.dst.Name, where)] {
+		key := phantomKeyOf(rel.dst.Name, where)
+		if a.phantoms[key] {
 			// The row is not on the target (see phantoms): write it whole.
 			if err := a.setPhantom(ctx, rel, where, false); err != nil {
 				return err
@@ -264,7 +355,7 @@ func (a *applier) add(ctx context.Context, c *change) error {
 		}
 		byOld := c.oldTup != nil
 		var set []int
-		shape := make([]byte, len(rel.cols)+1)
+		shape := make([]byte, len(rel.cols))
 		isWhere := map[int]bool{}
 		for _, w := range rel.where {
 			isWhere[w] = true
@@ -276,39 +367,35 @@ func (a *applier) add(ctx context.Context, c *change) error {
 			}
 			set = append(set, i)
 		}
-		if byOld {
-			shape[len(rel.cols)] = 'K'
-		}
 		if len(set) == 0 {
 			return nil // only unchanged values: nothing to write
-		}
-		name, err := a.prepare(ctx, stmtKey{rel: rel, op: 'U', shape: string(shape)}, func() string { return updateSQL(rel, set) })
-		if err != nil {
-			return err
 		}
 		vals := make([][]byte, 0, len(set)+len(where))
 		for _, i := range set {
 			vals = append(vals, c.newTup.Columns[i].Data)
 		}
-		a.queue(name, append(vals, where...), expectation{kind: '1', what: "an UPDATE", table: rel.name}, c.size)
+		op := byte('U')
+		if byOld || rel.dst.ExtraUnique {
+			// One statement per row: a key change, or updates that a unique index
+			// besides the key could see in a different order than the source did.
+			op = 'K'
+		}
+		a.addRow(rel, op, string(shape), set, append(vals, where...), key, c.size)
 	case 'D':
 		where, err := c.whereValues()
 		if err != nil {
 			return err
 		}
-		if a.phantoms[phantomKeyOf(rel.dst.Name, where)] {
+		key := phantomKeyOf(rel.dst.Name, where)
+		if a.phantoms[key] {
 			return a.setPhantom(ctx, rel, where, false) // it never reached the target
 		}
-		name, err := a.prepare(ctx, stmtKey{rel: rel, op: 'D'}, func() string { return deleteSQL(rel) })
-		if err != nil {
-			return err
-		}
-		a.queue(name, where, expectation{kind: '1', what: "a DELETE", table: rel.name}, c.size)
+		a.addRow(rel, 'D', "", nil, where, key, c.size)
 	}
 	return nil
 }
 
-// upsert writes the change's new row whole, by primary key.
+// upsert writes the change's new row whole (an INSERT: see insertSQL).
 //
 // A row that enters the range by an UPDATE of its key arrives as an INSERT whose unchanged
 // TOASTed values are not in the stream (PostgreSQL's own apply stores NULL there). Those
@@ -352,11 +439,7 @@ func (a *applier) upsert(ctx context.Context, c *change) error {
 	if err := a.setPhantom(ctx, rel, where, false); err != nil {
 		return err
 	}
-	name, err := a.prepare(ctx, stmtKey{rel: rel, op: 'I'}, func() string { return insertSQL(rel) })
-	if err != nil {
-		return err
-	}
-	a.queue(name, vals, expectation{}, c.size)
+	a.addRow(rel, 'I', "", nil, vals, phantomKeyOf(rel.dst.Name, where), c.size)
 	return nil
 }
 
@@ -392,16 +475,14 @@ func (a *applier) setPhantom(ctx context.Context, rel *relation, vals [][]byte, 
 	for i, v := range vals {
 		parts[i] = string(v)
 	}
-	arr, err := textArray(parts)
-	if err != nil {
-		return err
-	}
-	a.queue(name, [][]byte{[]byte(a.id), []byte(rel.dst.Name), arr}, expectation{}, len(arr))
+	arr := textArray(parts)
+	a.batch.ExecPrepared(name, [][]byte{[]byte(a.id), []byte(rel.dst.Name), arr}, nil, nil)
+	a.expect = append(a.expect, expectation{rows: -1})
 	return nil
 }
 
 // textArray renders a text[] literal.
-func textArray(vals []string) ([]byte, error) {
+func textArray(vals []string) []byte {
 	var b strings.Builder
 	b.WriteByte('{')
 	for i, v := range vals {
@@ -418,34 +499,87 @@ func textArray(vals []string) ([]byte, error) {
 		b.WriteByte('"')
 	}
 	b.WriteByte('}')
-	return []byte(b.String()), nil
+	return []byte(b.String())
 }
 
 func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
 
-// insertSQL is an upsert by primary key: a row may enter the range by an UPDATE of its key.
-func insertSQL(rel *relation) string {
-	cols := make([]string, len(rel.cols))
-	params := make([]string, len(rel.cols))
-	var upd []string
-	for i, c := range rel.cols {
-		cols[i] = ident(c.name)
-		params[i] = fmt.Sprintf("$%d::%s", i+1, c.typ)
-		if !c.pk {
-			upd = append(upd, fmt.Sprintf("%s = EXCLUDED.%s", ident(c.name), ident(c.name)))
+// valuesList renders n rows of typed parameters: ($1::t1, $2::t2), ($3::t1, $4::t2), ...
+func valuesList(types []string, n int) string {
+	var b strings.Builder
+	p := 1
+	for r := 0; r < n; r++ {
+		if r > 0 {
+			b.WriteString(", ")
 		}
+		b.WriteByte('(')
+		for i, t := range types {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "$%d::%s", p, t)
+			p++
+		}
+		b.WriteByte(')')
 	}
-	pk := make([]string, len(rel.dst.PK))
-	for i, c := range rel.dst.PK {
-		pk[i] = ident(c)
-	}
-	action := "DO NOTHING"
-	if len(upd) > 0 {
-		action = "DO UPDATE SET " + strings.Join(upd, ", ")
-	}
-	return fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (%s) %s",
-		rel.dst.Qualified(), strings.Join(cols, ", "), strings.Join(params, ", "), strings.Join(pk, ", "), action)
+	return b.String()
 }
+
+// groupSQL is the statement applying n rows of a group.
+//
+// INSERT is a plain insert. The copy holds exactly the rows committed before the slot's
+// consistent point and the stream exactly those committed after it, and a resumed apply
+// skips what it applied: a row being inserted is never on the target already, so a
+// conflict means the target diverged and must stop the apply, not be papered over.
+// UPDATE sets the columns that arrived (unchanged TOASTed ones are left out) on the rows
+// found by their identity (the old key when the key changed); DELETE goes by identity.
+func groupSQL(g *group, n int) string {
+	rel := g.rel
+	switch g.op {
+	case 'I':
+		cols := make([]string, len(rel.cols))
+		types := make([]string, len(rel.cols))
+		for i, c := range rel.cols {
+			cols[i], types[i] = ident(c.name), c.typ
+		}
+		return fmt.Sprintf("INSERT INTO %s (%s) VALUES %s", rel.dst.Qualified(), strings.Join(cols, ", "), valuesList(types, n))
+	case 'K':
+		return updateSQL(rel, g.set)
+	case 'U':
+		var types, alias, sets, conds []string
+		for j, i := range g.set {
+			types = append(types, rel.cols[i].typ)
+			alias = append(alias, fmt.Sprintf("s%d", j))
+			sets = append(sets, fmt.Sprintf("%s = v.s%d", ident(rel.cols[i].name), j))
+		}
+		for j, w := range rel.where {
+			types = append(types, rel.cols[w].typ)
+			alias = append(alias, fmt.Sprintf("w%d", j))
+			conds = append(conds, fmt.Sprintf("t.%s = v.w%d", ident(rel.cols[w].name), j))
+		}
+		if n == 1 {
+			return updateSQL(rel, g.set)
+		}
+		return fmt.Sprintf("UPDATE %s AS t SET %s FROM (VALUES %s) AS v(%s) WHERE %s", rel.dst.Qualified(),
+			strings.Join(sets, ", "), valuesList(types, n), strings.Join(alias, ", "), strings.Join(conds, " AND "))
+	case 'D':
+		if n == 1 {
+			return deleteSQL(rel)
+		}
+		var types, alias, conds []string
+		for j, w := range rel.where {
+			types = append(types, rel.cols[w].typ)
+			alias = append(alias, fmt.Sprintf("w%d", j))
+			conds = append(conds, fmt.Sprintf("t.%s = v.w%d", ident(rel.cols[w].name), j))
+		}
+		return fmt.Sprintf("DELETE FROM %s AS t USING (VALUES %s) AS v(%s) WHERE %s", rel.dst.Qualified(),
+			valuesList(types, n), strings.Join(alias, ", "), strings.Join(conds, " AND "))
+	}
+	panic("mover: unknown group op " + string(g.op))
+}
+
+// insertSQL inserts one row (see groupSQL).
+func insertSQL(rel *relation) string { return groupSQL(&group{rel: rel, op: 'I'}, 1) }
 
 func whereClause(rel *relation, first int) string {
 	conds := make([]string, len(rel.where))
@@ -455,8 +589,7 @@ func whereClause(rel *relation, first int) string {
 	return strings.Join(conds, " AND ")
 }
 
-// updateSQL sets the given columns of the row found by its identity (the old key when the
-// key changed); unchanged TOASTed columns are simply not among them.
+// updateSQL sets the given columns of one row found by its identity.
 func updateSQL(rel *relation, set []int) string {
 	sets := make([]string, len(set))
 	for j, i := range set {

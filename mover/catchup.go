@@ -84,7 +84,8 @@ func (m *Mover) session(ctx context.Context) error {
 		return err
 	}
 	defer closeQuietly(conn)
-	if _, err := setupTargetSession(ctx, conn); err != nil {
+	replica, err := setupTargetSession(ctx, conn)
+	if err != nil {
 		return err
 	}
 	// The applied LSN is acknowledged to the source once committed here: the commit must
@@ -133,7 +134,7 @@ func (m *Mover) session(ctx context.Context) error {
 	segs := make(chan segment, 64)
 	g, gctx := errgroup.WithContext(ctx)
 	rcv := &receiver{conn: repl, tables: tables, key: cfg.Key, start: start, applied: m.AppliedLSN, th: m.th, out: segs}
-	app := newApplier(conn, cfg.ID, phantoms, m.fetchRow, func(lsn pglogrepl.LSN, at time.Time, txs int) {
+	app := newApplier(conn, cfg.ID, replica, phantoms, m.fetchRow, func(lsn pglogrepl.LSN, at time.Time, txs int) {
 		m.appliedTxs.Add(int64(txs))
 		m.setApplied(lsn, at)
 	}, func(msg string, args ...any) { m.log.Debug(msg, args...) })

@@ -58,7 +58,7 @@ func (j *memJournal) Save(_ context.Context, m *catalog.Migration) error {
 	return nil
 }
 
-func (j *memJournal) get(t *testing.T, id string) *catalog.Migration {
+func (j *memJournal) get(t testing.TB, id string) *catalog.Migration {
 	t.Helper()
 	m, err := j.Load(context.Background(), id)
 	if err != nil || m == nil {

@@ -38,8 +38,11 @@ type table struct {
 	ReplIdent byte     // relreplident: d, i, f, n
 	Ident     []string // replica identity columns (nil for full / nothing)
 	// identProblems lists partitions whose replica identity lacks the key.
-	HeapBytes int64 // main fork, all partitions
-	SizeBytes int64 // with TOAST
+	// ExtraUnique: a unique index or exclusion constraint besides the primary key, which
+	// an UPDATE of many rows in one statement could trip over (values swapped between rows).
+	ExtraUnique bool
+	HeapBytes   int64 // main fork, all partitions
+	SizeBytes   int64 // with TOAST
 }
 
 // Qualified is the quoted schema-qualified name.
@@ -128,6 +131,10 @@ func loadTable(ctx context.Context, q querier, name string) (*table, error) {
 	}
 	if t.PK, err = indexColumns(ctx, q, t.OID, "indisprimary"); err != nil {
 		return nil, fmt.Errorf("read primary key of %s: %w", name, err)
+	}
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::oid AND (indisunique OR indisexclusion) AND NOT indisprimary)
+		OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::oid AND contype = 'x')`, t.OID).Scan(&t.ExtraUnique); err != nil {
+		return nil, fmt.Errorf("read indexes of %s: %w", name, err)
 	}
 	switch t.ReplIdent {
 	case 'd':

@@ -167,19 +167,67 @@ func testRelation() *relation {
 func TestApplySQL(t *testing.T) {
 	rel := testRelation()
 	for _, tc := range []struct{ got, want string }{
-		{insertSQL(rel), `INSERT INTO "public"."orders" ("tenant_id", "id", "note", "total") VALUES ($1::bigint, $2::bigint, $3::text, $4::numeric(12,2)) ` +
-			`ON CONFLICT ("tenant_id", "id") DO UPDATE SET "note" = EXCLUDED."note", "total" = EXCLUDED."total"`},
+		{insertSQL(rel), `INSERT INTO "public"."orders" ("tenant_id", "id", "note", "total") VALUES ($1::bigint, $2::bigint, $3::text, $4::numeric(12,2))`},
+		{groupSQL(&group{rel: rel, op: 'I'}, 2), `INSERT INTO "public"."orders" ("tenant_id", "id", "note", "total") VALUES ` +
+			`($1::bigint, $2::bigint, $3::text, $4::numeric(12,2)), ($5::bigint, $6::bigint, $7::text, $8::numeric(12,2))`},
 		{updateSQL(rel, []int{3}), `UPDATE "public"."orders" SET "total" = $1::numeric(12,2) WHERE "tenant_id" = $2::bigint AND "id" = $3::bigint`},
 		{updateSQL(rel, []int{0, 1, 2}), `UPDATE "public"."orders" SET "tenant_id" = $1::bigint, "id" = $2::bigint, "note" = $3::text WHERE "tenant_id" = $4::bigint AND "id" = $5::bigint`},
+		{groupSQL(&group{rel: rel, op: 'U', set: []int{3}}, 1), `UPDATE "public"."orders" SET "total" = $1::numeric(12,2) WHERE "tenant_id" = $2::bigint AND "id" = $3::bigint`},
+		{groupSQL(&group{rel: rel, op: 'U', set: []int{2, 3}}, 2), `UPDATE "public"."orders" AS t SET "note" = v.s0, "total" = v.s1 FROM (VALUES ` +
+			`($1::text, $2::numeric(12,2), $3::bigint, $4::bigint), ($5::text, $6::numeric(12,2), $7::bigint, $8::bigint)) AS v(s0, s1, w0, w1) ` +
+			`WHERE t."tenant_id" = v.w0 AND t."id" = v.w1`},
 		{deleteSQL(rel), `DELETE FROM "public"."orders" WHERE "tenant_id" = $1::bigint AND "id" = $2::bigint`},
+		{groupSQL(&group{rel: rel, op: 'D'}, 2), `DELETE FROM "public"."orders" AS t USING (VALUES ($1::bigint, $2::bigint), ($3::bigint, $4::bigint)) AS v(w0, w1) ` +
+			`WHERE t."tenant_id" = v.w0 AND t."id" = v.w1`},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got\n%s\nwant\n%s", tc.got, tc.want)
 		}
 	}
-	keysOnly := &relation{dst: &table{Schema: "s", Rel: "k", PK: []string{"a"}}, cols: []relColumn{{name: "a", typ: "int", pk: true}}}
-	if got := insertSQL(keysOnly); !strings.HasSuffix(got, "DO NOTHING") {
-		t.Errorf("insert into a keys-only table: %s", got)
+}
+
+// TestGrouping: consecutive changes of a table with the same operation and columns on
+// distinct rows share a statement; in replica mode other tables' changes do not break a
+// group, otherwise the order of all changes is kept.
+func TestGrouping(t *testing.T) {
+	a, b := testRelation(), testRelation()
+	b.dst = &table{Name: "b", Schema: "public", Rel: "b", PK: []string{"id"}}
+	row := func(k string) [][]byte { return [][]byte{[]byte(k)} }
+	type step struct {
+		rel   *relation
+		op    byte
+		shape string
+		key   string
+	}
+	steps := []step{
+		{a, 'I', "", "1"}, {b, 'I', "", "1"}, {a, 'I', "", "2"}, {a, 'U', "tt", "1"}, {a, 'U', "tt", "2"},
+		{a, 'U', "tt", "1"}, // the same row again: a new statement
+		{a, 'U', "tu", "3"}, // other columns: a new statement
+		{a, 'K', "tt", "4"}, {a, 'K', "tt", "5"}, // key changes: one statement each
+		{b, 'D', "", "1"},
+	}
+	for _, tc := range []struct {
+		replica bool
+		want    string
+	}{
+		{true, "a:I2 b:I1 a:U2 a:U1 a:U1 a:K1 a:K1 b:D1"},
+		{false, "a:I1 b:I1 a:I1 a:U2 a:U1 a:U1 a:K1 a:K1 b:D1"},
+	} {
+		ap := &applier{replica: tc.replica, open: map[*table]*group{}}
+		for _, s := range steps {
+			ap.addRow(s.rel, s.op, s.shape, nil, row(s.key), s.key, 1)
+		}
+		var got []string
+		for _, g := range ap.groups {
+			name := "a"
+			if g.rel == b {
+				name = "b"
+			}
+			got = append(got, fmt.Sprintf("%s:%c%d", name, g.op, len(g.rows)))
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("replica=%v: groups %v, want %s", tc.replica, got, tc.want)
+		}
 	}
 }
 
@@ -243,7 +291,7 @@ func TestChangeWhereValues(t *testing.T) {
 }
 
 func TestTextArray(t *testing.T) {
-	got, _ := textArray([]string{"1", `a"b\c`, "x,y}"})
+	got := textArray([]string{"1", `a"b\c`, "x,y}"})
 	if want := `{"1","a\"b\\c","x,y}"}`; string(got) != want {
 		t.Errorf("textArray = %s, want %s", got, want)
 	}
