@@ -201,8 +201,8 @@ func TestGrouping(t *testing.T) {
 	}
 	steps := []step{
 		{a, 'I', "", "1"}, {b, 'I', "", "1"}, {a, 'I', "", "2"}, {a, 'U', "tt", "1"}, {a, 'U', "tt", "2"},
-		{a, 'U', "tt", "1"}, // the same row again: a new statement
-		{a, 'U', "tu", "3"}, // other columns: a new statement
+		{a, 'U', "tt", "1"},                      // the same row again: a new statement
+		{a, 'U', "tu", "3"},                      // other columns: a new statement
 		{a, 'K', "tt", "4"}, {a, 'K', "tt", "5"}, // key changes: one statement each
 		{b, 'D', "", "1"},
 	}
