@@ -140,6 +140,11 @@ func decodeExport(ex Export) (*State, map[string]any, int64, error) {
 			err = strict(raw, &RangeStats{})
 		case strings.HasPrefix(rel, pfxHotKeys):
 			err = strict(raw, &HotKey{})
+		case rel == keyPartitionRun:
+			var run PartitionRun
+			if err = strict(raw, &run); err == nil {
+				err = ValidatePartitionRun(&run)
+			}
 		default:
 			err = fmt.Errorf("not a catalog key")
 		}

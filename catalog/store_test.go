@@ -483,6 +483,15 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if err := s.PutHotKeyCustom(ctx, 7, map[string]float64{"read_qps": 12}); err != nil {
 		t.Fatal(err)
 	}
+	// The partition scheduler's last run is part of a backup too.
+	leader, err := s.Campaign(ctx, "scheduler", WithTTL(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutPartitionRun(ctx, leader, sampleRun("host pid 1", 2, 1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = leader.Resign(ctx)
 	// A lock lives under the prefix too, and is not part of a backup.
 	if _, err := cli.Put(ctx, "/reshard/demo/locks/migrations/mv1/abc", ""); err != nil {
 		t.Fatal(err)
@@ -518,6 +527,11 @@ func TestExportImportRoundTrip(t *testing.T) {
 	statsBefore.Revision, statsAfter.Revision = 0, 0
 	if a, b := mustJSON(t, statsBefore), mustJSON(t, statsAfter); a != b {
 		t.Errorf("stats differ:\n%s\n%s", a, b)
+	}
+	runBefore, _ := s.LastPartitionRun(ctx)
+	runAfter, err := s2.LastPartitionRun(ctx)
+	if err != nil || runAfter == nil || mustJSON(t, runBefore) != mustJSON(t, runAfter) {
+		t.Errorf("partition run after round trip = %v, %v; want %v", runAfter, err, runBefore)
 	}
 	histAfter, _ := s2.History(ctx, 0)
 	if len(histAfter) != len(histBefore)+1 || histAfter[len(histAfter)-1].Kind != EventImport {
