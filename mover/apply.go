@@ -52,11 +52,14 @@ type applier struct {
 	stmts map[stmtKey]string
 	n     int
 
-	batch   pgconn.Batch
-	expect  []expectation
-	groups  []*group          // pending, in order
-	open    map[*table]*group // the group of each table that may still grow
-	rows    int               // row changes pending
+	batch  pgconn.Batch
+	expect []expectation
+	groups []*group          // pending, in order
+	open   map[*table]*group // the group of each table that may still grow
+	// pending finds the not yet sent change of a row, so that a later change of the same
+	// row in the same target transaction folds into it (replica mode only).
+	pending map[string]rowRef
+	rows    int // row changes pending
 	bytes   int
 	stmtsTx int // row changes in the open target transaction
 
@@ -89,20 +92,25 @@ type expectation struct {
 	table string
 }
 
+type rowRef struct {
+	g *group
+	i int
+}
+
 // group is a run of row changes that one statement per groupMax rows applies.
 type group struct {
 	rel    *relation
-	op     byte   // 'I' insert, 'U' update by unchanged key, 'K' update that changes the key, 'D' delete
-	shape  string // 'U'/'K': which columns are set
-	set    []int  // 'U'/'K': the columns set
-	rows   [][][]byte
+	op     byte       // 'I' insert, 'U' update by unchanged key, 'K' update that changes the key, 'D' delete
+	shape  string     // 'U'/'K': which columns are set
+	set    []int      // 'U'/'K': the columns set
+	rows   [][][]byte // nil: folded into a later change
 	keys   map[string]bool
 	closed bool
 }
 
 func newApplier(conn *pgx.Conn, id string, replica bool, phantoms map[string]bool, fetch rowFetcher, advance func(pglogrepl.LSN, time.Time, int), log func(string, ...any)) *applier {
 	return &applier{conn: conn, id: id, replica: replica, fetch: fetch, advance: advance, log: log,
-		stmts: map[stmtKey]string{}, phantoms: phantoms, open: map[*table]*group{}}
+		stmts: map[stmtKey]string{}, phantoms: phantoms, open: map[*table]*group{}, pending: map[string]rowRef{}}
 }
 
 // run applies segments from in until it is closed or ctx ends.
@@ -271,9 +279,51 @@ func (a *applier) prepare(ctx context.Context, k stmtKey, sql func() string) (st
 	return name, nil
 }
 
+// fold merges a row change into the pending change of the same row, when the two make one:
+// an insert or update followed by an update of the same columns becomes the first with the
+// new values; an insert followed by a delete becomes nothing; an update followed by a
+// delete becomes the delete. The target transaction is atomic and nothing reads the
+// target before the cutover, so only its end state matters. Only in replica mode (no
+// foreign-key checks, no triggers) and on tables whose only unique index is the primary
+// key: folding moves a change earlier, past changes of other rows.
+func (a *applier) fold(rel *relation, op byte, shape string, set []int, vals [][]byte, key string) bool {
+	if !a.replica || rel.dst.ExtraUnique {
+		return false
+	}
+	p, ok := a.pending[key]
+	if !ok || p.g.rel != rel || p.g.rows[p.i] == nil {
+		return false
+	}
+	row := p.g.rows[p.i]
+	switch {
+	case op == 'U' && p.g.op == 'I':
+		for j, c := range set {
+			row[c] = vals[j]
+		}
+		return true
+	case op == 'U' && p.g.op == 'U' && p.g.shape == shape:
+		copy(row[:len(set)], vals[:len(set)])
+		return true
+	case op == 'D' && p.g.op == 'I':
+		p.g.rows[p.i] = nil
+		delete(a.pending, key)
+		return true
+	case op == 'D' && p.g.op == 'U':
+		p.g.rows[p.i] = nil
+		return false // and the delete is queued
+	}
+	return false
+}
+
 // addRow puts one row change into a group: the table's open group if it fits, else a new
 // one. Groups of other tables stay open only in replica mode.
 func (a *applier) addRow(rel *relation, op byte, shape string, set []int, vals [][]byte, key string, size int) {
+	a.rows++
+	a.stmtsTx++
+	a.bytes += size
+	if a.fold(rel, op, shape, set, vals, key) {
+		return
+	}
 	g := a.open[rel.dst]
 	fits := g != nil && !g.closed && g.rel == rel && g.op == op && g.shape == shape && op != 'K' && !g.keys[key]
 	if !fits {
@@ -291,16 +341,34 @@ func (a *applier) addRow(rel *relation, op byte, shape string, set []int, vals [
 	}
 	g.rows = append(g.rows, vals)
 	g.keys[key] = true
-	a.rows++
-	a.stmtsTx++
-	a.bytes += size
+	if op == 'K' {
+		// A key change: nothing before it folds with what comes after (see forget).
+		return
+	}
+	a.pending[key] = rowRef{g: g, i: len(g.rows) - 1}
+}
+
+// forget stops later changes of a row from folding into earlier ones.
+func (a *applier) forget(keys ...string) {
+	for _, k := range keys {
+		delete(a.pending, k)
+	}
 }
 
 // emitGroups turns the pending groups into statements of the batch, in order.
 func (a *applier) emitGroups(ctx context.Context) error {
 	for _, g := range a.groups {
-		limit := max(1, min(groupMax, 65535/max(len(g.rows[0]), 1)))
-		for rows := g.rows; len(rows) > 0; {
+		live := g.rows[:0]
+		for _, r := range g.rows {
+			if r != nil {
+				live = append(live, r)
+			}
+		}
+		if len(live) == 0 {
+			continue
+		}
+		limit := max(1, min(groupMax, 65535/max(len(live[0]), 1)))
+		for rows := live; len(rows) > 0; {
 			n := 1
 			for _, size := range []int{64, 16, 4} {
 				if size <= limit && len(rows) >= size {
@@ -316,6 +384,7 @@ func (a *applier) emitGroups(ctx context.Context) error {
 	}
 	a.groups = a.groups[:0]
 	clear(a.open)
+	clear(a.pending)
 	return nil
 }
 
@@ -379,6 +448,13 @@ func (a *applier) add(ctx context.Context, c *change) error {
 			// One statement per row: a key change, or updates that a unique index
 			// besides the key could see in a different order than the source did.
 			op = 'K'
+		}
+		if byOld {
+			newKey := make([][]byte, len(rel.where))
+			for i, w := range rel.where {
+				newKey[i] = c.newTup.Columns[w].Data
+			}
+			a.forget(key, phantomKeyOf(rel.dst.Name, newKey))
 		}
 		a.addRow(rel, op, string(shape), set, append(vals, where...), key, c.size)
 	case 'D':

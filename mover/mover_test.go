@@ -118,7 +118,7 @@ func TestResumeAfterKill(t *testing.T) {
 	cfg := Config{
 		ID: "resume", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(),
 		Key: "tenant_id", Tables: testTables, Range: rng, Workers: 2,
-		MaxRate: 1 << 20, // slow enough to be killed midway
+		MaxRate: 256 << 10, // slow enough to be killed midway
 		Logger:  testLogger(t),
 	}
 
@@ -126,7 +126,7 @@ func TestResumeAfterKill(t *testing.T) {
 	killCtx, kill := context.WithCancel(ctx)
 	cfg1 := cfg
 	cfg1.Progress = func(p Progress) {
-		if p.Phase == catalog.PhaseCopying && p.RowsCopied > 0 {
+		if p.Phase == catalog.PhaseCopying && p.ChunksDone > 0 && p.ChunksDone < p.ChunksTotal {
 			kill()
 		}
 	}

@@ -186,48 +186,106 @@ func TestApplySQL(t *testing.T) {
 	}
 }
 
+type step struct {
+	rel   *relation
+	op    byte
+	shape string
+	set   []int
+	key   string
+	vals  []string
+}
+
+func describeGroups(ap *applier, names map[*relation]string) string {
+	var got []string
+	for _, g := range ap.groups {
+		var rows []string
+		for _, r := range g.rows {
+			if r == nil {
+				rows = append(rows, "-")
+				continue
+			}
+			var vs []string
+			for _, v := range r {
+				vs = append(vs, string(v))
+			}
+			rows = append(rows, strings.Join(vs, ","))
+		}
+		got = append(got, fmt.Sprintf("%s:%c[%s]", names[g.rel], g.op, strings.Join(rows, " ")))
+	}
+	return strings.Join(got, " ")
+}
+
+func runSteps(replica bool, steps []step) *applier {
+	ap := newApplier(nil, "t", replica, map[string]bool{}, nil, nil, nil)
+	for _, s := range steps {
+		vals := make([][]byte, len(s.vals))
+		for i, v := range s.vals {
+			vals[i] = []byte(v)
+		}
+		ap.addRow(s.rel, s.op, s.shape, s.set, vals, s.key, 1)
+	}
+	return ap
+}
+
 // TestGrouping: consecutive changes of a table with the same operation and columns on
 // distinct rows share a statement; in replica mode other tables' changes do not break a
 // group, otherwise the order of all changes is kept.
 func TestGrouping(t *testing.T) {
 	a, b := testRelation(), testRelation()
 	b.dst = &table{Name: "b", Schema: "public", Rel: "b", PK: []string{"id"}}
-	row := func(k string) [][]byte { return [][]byte{[]byte(k)} }
-	type step struct {
-		rel   *relation
-		op    byte
-		shape string
-		key   string
-	}
+	names := map[*relation]string{a: "a", b: "b"}
 	steps := []step{
-		{a, 'I', "", "1"}, {b, 'I', "", "1"}, {a, 'I', "", "2"}, {a, 'U', "tt", "1"}, {a, 'U', "tt", "2"},
-		{a, 'U', "tt", "1"},                      // the same row again: a new statement
-		{a, 'U', "tu", "3"},                      // other columns: a new statement
-		{a, 'K', "tt", "4"}, {a, 'K', "tt", "5"}, // key changes: one statement each
-		{b, 'D', "", "1"},
+		{a, 'I', "", nil, "1", []string{"1"}}, {b, 'I', "", nil, "1", []string{"1"}}, {a, 'I', "", nil, "2", []string{"2"}},
+		{a, 'U', "tt", nil, "3", []string{"3"}}, {a, 'U', "tt", nil, "4", []string{"4"}},
+		{a, 'D', "", nil, "5", []string{"5"}}, {a, 'D', "", nil, "6", []string{"6"}},
+		{a, 'U', "tu", nil, "7", []string{"7"}},                                          // other columns: a new statement
+		{a, 'K', "tt", nil, "8", []string{"8"}}, {a, 'K', "tt", nil, "9", []string{"9"}}, // key changes: one statement each
+		{b, 'D', "", nil, "2", []string{"2"}},
 	}
 	for _, tc := range []struct {
 		replica bool
 		want    string
 	}{
-		{true, "a:I2 b:I1 a:U2 a:U1 a:U1 a:K1 a:K1 b:D1"},
-		{false, "a:I1 b:I1 a:I1 a:U2 a:U1 a:U1 a:K1 a:K1 b:D1"},
+		{true, "a:I[1 2] b:I[1] a:U[3 4] a:D[5 6] a:U[7] a:K[8] a:K[9] b:D[2]"},
+		{false, "a:I[1] b:I[1] a:I[2] a:U[3 4] a:D[5 6] a:U[7] a:K[8] a:K[9] b:D[2]"},
 	} {
-		ap := &applier{replica: tc.replica, open: map[*table]*group{}}
-		for _, s := range steps {
-			ap.addRow(s.rel, s.op, s.shape, nil, row(s.key), s.key, 1)
+		if got := describeGroups(runSteps(tc.replica, steps), names); got != tc.want {
+			t.Errorf("replica=%v:\n got %s\nwant %s", tc.replica, got, tc.want)
 		}
-		var got []string
-		for _, g := range ap.groups {
-			name := "a"
-			if g.rel == b {
-				name = "b"
-			}
-			got = append(got, fmt.Sprintf("%s:%c%d", name, g.op, len(g.rows)))
+	}
+}
+
+// TestFold: later changes of a row fold into its pending change in replica mode.
+func TestFold(t *testing.T) {
+	a := testRelation()
+	names := map[*relation]string{a: "a"}
+	// Values: insert rows are (tenant, id, note, total); update rows are set values then key.
+	ins := func(k, note, total string) step { return step{a, 'I', "", nil, k, []string{"7", k, note, total}} }
+	upd := func(k, total string) step { return step{a, 'U', "ttut", []int{3}, k, []string{total, "7", k}} }
+	del := func(k string) step { return step{a, 'D', "", nil, k, []string{"7", k}} }
+	for _, tc := range []struct {
+		name    string
+		replica bool
+		steps   []step
+		want    string
+	}{
+		{"insert then updates", true, []step{ins("1", "n", "1.00"), upd("1", "2.00"), upd("1", "3.00")}, "a:I[7,1,n,3.00]"},
+		{"updates", true, []step{upd("1", "2.00"), upd("2", "5.00"), upd("1", "3.00")}, "a:U[3.00,7,1 5.00,7,2]"},
+		{"insert then delete", true, []step{ins("1", "n", "1.00"), ins("2", "m", "2.00"), del("1")}, "a:I[- 7,2,m,2.00]"},
+		{"update then delete", true, []step{upd("1", "2.00"), del("1")}, "a:U[-] a:D[7,1]"},
+		{"delete then insert keeps both", true, []step{del("1"), ins("1", "n", "1.00"), upd("1", "4.00")}, "a:D[7,1] a:I[7,1,n,4.00]"},
+		{"no folding without replica mode", false, []step{ins("1", "n", "1.00"), upd("1", "2.00")}, "a:I[7,1,n,1.00] a:U[2.00,7,1]"},
+	} {
+		if got := describeGroups(runSteps(tc.replica, tc.steps), names); got != tc.want {
+			t.Errorf("%s:\n got %s\nwant %s", tc.name, got, tc.want)
 		}
-		if strings.Join(got, " ") != tc.want {
-			t.Errorf("replica=%v: groups %v, want %s", tc.replica, got, tc.want)
-		}
+	}
+	// A unique index besides the key: no folding.
+	u := testRelation()
+	u.dst.ExtraUnique = true
+	ap := runSteps(true, []step{{u, 'I', "", nil, "1", []string{"7", "1", "n", "1"}}, {u, 'U', "ttut", []int{3}, "1", []string{"2", "7", "1"}}})
+	if got := describeGroups(ap, map[*relation]string{u: "u"}); got != "u:I[7,1,n,1] u:U[2,7,1]" {
+		t.Errorf("with another unique index: %s", got)
 	}
 }
 
