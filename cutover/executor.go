@@ -218,6 +218,9 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 			e.log().Info("flipped", "migration", m.ID, "window", res.Window, "steps", fmtSteps(res.Steps))
 			break
 		}
+		// The catch-up may still run (a cutover that failed before it stopped apply): stop
+		// it, so a retry's mover can take the slot and nothing writes the target meanwhile.
+		_ = mv.Stop(context.WithoutCancel(ctx))
 		if attempt < attempts && retryable(err) && ctx.Err() == nil {
 			// The cutover was undone but the copy kept: catch up again and retry.
 			e.log().Warn("cutover undone, retrying", "migration", m.ID, "attempt", attempt, "err", err)

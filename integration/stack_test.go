@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -167,7 +168,16 @@ func (s *stack) executor(opts cutover.ExecOptions) *cutover.Executor {
 				Range: m.Range, Workers: 2, MaxConnections: 6}, j)
 		},
 		Options: opts,
+		Log:     slog.New(slog.NewTextHandler(testWriter{s.t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
+}
+
+// testWriter sends the executor's log to the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 var errFrozen = errors.New("range frozen")
