@@ -252,6 +252,11 @@ func Undo(ctx context.Context, env Env, m *catalog.Migration) error {
 // to serving, remove the target's copy (slot, publication, rows). It is idempotent and
 // refuses a migration that has flipped.
 func Rollback(ctx context.Context, env Env, m *catalog.Migration, cause error) error {
+	return rollback(ctx, env, m, cause, catalog.PhaseRolledBack)
+}
+
+// rollback ends the migration in phase (rolled_back, or cancelled by the operator).
+func rollback(ctx context.Context, env Env, m *catalog.Migration, cause error, phase string) error {
 	cur, err := env.Catalog.GetMigration(ctx, m.ID)
 	if err != nil {
 		return err
@@ -265,6 +270,11 @@ func Rollback(ctx context.Context, env Env, m *catalog.Migration, cause error) e
 		if err := env.Mover.Cancel(ctx); err != nil {
 			return fmt.Errorf("cancel the copy: %w", err)
 		}
+		// The mover journals its cancel: continue from the record it wrote.
+		if cur, err = env.Catalog.GetMigration(ctx, m.ID); err != nil {
+			return err
+		}
+		*m = *cur
 	}
 	if err := DropFence(ctx, env.Source, m.ID); err != nil {
 		return err
@@ -273,7 +283,7 @@ func Rollback(ctx context.Context, env Env, m *catalog.Migration, cause error) e
 	if err != nil {
 		return err
 	}
-	m.Phase = catalog.PhaseRolledBack
+	m.Phase = phase
 	if cause != nil {
 		m.LastError = cause.Error()
 	}

@@ -144,39 +144,23 @@ func (e *Executor) Move(ctx context.Context, req MoveRequest) (*catalog.Migratio
 
 // Resume drives migration id from wherever its journal says it is.
 func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, error) {
-	if e.Lock != nil {
-		unlock, err := e.Lock(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		defer unlock()
-	}
-	m, err := e.Catalog.GetMigration(ctx, id)
+	ss, err := e.open(ctx, id)
 	if err != nil {
-		return nil, err
+		return ss.migration(), err
 	}
-	if m.Terminal() {
-		return m, nil
+	defer ss.close(ctx)
+	if ss.m.Terminal() {
+		return ss.m, nil
 	}
-	src, dst, srcDSN, dstDSN, err := e.connect(ctx, m)
-	if err != nil {
-		return m, err
-	}
-	env := Env{Catalog: e.Catalog, Source: src, Target: dst}
-	defer func() {
-		env.Source.(*pgx.Conn).Close(context.WithoutCancel(ctx))
-		env.Target.(*pgx.Conn).Close(context.WithoutCancel(ctx))
-	}()
-	if env.Key, env.Tables, err = e.keyspace(ctx); err != nil {
-		return m, err
-	}
+	m, env, srcDSN, dstDSN := ss.m, &ss.env, ss.srcDSN, ss.dstDSN
+	src := env.Source
 	switch m.Phase {
 	case catalog.PhaseFlipped, catalog.PhaseCleaningUp:
-		return m, e.finish(ctx, env, m, srcDSN, dstDSN)
+		return m, e.finish(ctx, *env, m, srcDSN, dstDSN)
 	case catalog.PhaseFrozen, catalog.PhaseVerifying:
 		// A driver died mid-cutover, before the flip: undo the cutover (not the copy)
 		// and go again. The journal's revision compare in Flip made sure it did not flip.
-		if err := Undo(ctx, env, m); err != nil {
+		if err := Undo(ctx, *env, m); err != nil {
 			return m, err
 		}
 	}
@@ -206,14 +190,14 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 		m = j.Seal()
 		// The control connections may have died with a source or target restart during
 		// the catch-up: the cutover needs them alive.
-		if err := e.reconnect(ctx, &env, srcDSN, dstDSN); err != nil {
+		if err := e.reconnect(ctx, env, srcDSN, dstDSN); err != nil {
 			return m, err
 		}
 		if m.Timings.Catchup == 0 {
 			m.Timings.Catchup = time.Since(copyStart).Seconds() - m.Timings.Copy
 		}
 		e.log().Info("cutover", "migration", m.ID, "range", m.Range.String(), "attempt", attempt)
-		res, err := Run(ctx, env, m, e.Options.Cutover)
+		res, err := Run(ctx, *env, m, e.Options.Cutover)
 		if err == nil {
 			e.log().Info("flipped", "migration", m.ID, "window", res.Window, "steps", fmtSteps(res.Steps))
 			break
@@ -227,12 +211,12 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 			continue
 		}
 		rctx := context.WithoutCancel(ctx)
-		if rerr := Rollback(rctx, env, m, err); rerr != nil {
+		if rerr := Rollback(rctx, *env, m, err); rerr != nil {
 			return m, fmt.Errorf("%w; rolling back failed too (re-run or reshard cancel %s): %v", err, m.ID, rerr)
 		}
 		return m, fmt.Errorf("%w (rolled back: the range serves from %s)", err, m.Source)
 	}
-	return m, e.finish(ctx, env, m, srcDSN, dstDSN)
+	return m, e.finish(ctx, *env, m, srcDSN, dstDSN)
 }
 
 func retryable(err error) bool {
@@ -268,7 +252,7 @@ func (e *Executor) finish(ctx context.Context, env Env, m *catalog.Migration, sr
 		return err
 	}
 	if env.Mover == nil {
-		mv, err := e.NewMover(m, srcDSN, dstDSN, NewJournal(e.Catalog, m))
+		mv, err := e.NewMover(m, srcDSN, dstDSN, sealedJournal(e.Catalog, m))
 		if err != nil {
 			return err
 		}
@@ -298,39 +282,31 @@ func (e *Executor) finish(ctx context.Context, env Env, m *catalog.Migration, sr
 // dropFence also removes the tombstone fence (and the guard trigger once no fence is
 // left), for when no stale client can still write to the old shard.
 func (e *Executor) Cleanup(ctx context.Context, id string, dropFence bool) (*catalog.Migration, error) {
-	m, err := e.Catalog.GetMigration(ctx, id)
+	ss, err := e.open(ctx, id)
 	if err != nil {
-		return nil, err
+		return ss.migration(), err
 	}
+	defer ss.close(ctx)
+	m := ss.m
 	switch m.Phase {
 	case catalog.PhaseFlipped, catalog.PhaseCleaningUp, catalog.PhaseDone:
 	default:
 		return m, fmt.Errorf("migration %s is %s: only a flipped migration can be cleaned up (use reshard cancel for one that has not flipped)", id, m.Phase)
 	}
-	src, dst, srcDSN, dstDSN, err := e.connect(ctx, m)
-	if err != nil {
-		return m, err
-	}
-	defer src.Close(context.WithoutCancel(ctx))
-	defer dst.Close(context.WithoutCancel(ctx))
-	env := Env{Catalog: e.Catalog, Source: src, Target: dst}
-	if env.Key, env.Tables, err = e.keyspace(ctx); err != nil {
-		return m, err
-	}
 	if m.Phase != catalog.PhaseDone {
 		saved := e.Options.CleanupLater
 		e.Options.CleanupLater = false
-		err := e.finish(ctx, env, m, srcDSN, dstDSN)
+		err := e.finish(ctx, ss.env, m, ss.srcDSN, ss.dstDSN)
 		e.Options.CleanupLater = saved
 		if err != nil {
 			return m, err
 		}
 	}
 	if dropFence {
-		if err := DropFence(ctx, src, m.ID); err != nil {
+		if err := DropFence(ctx, ss.env.Source, m.ID); err != nil {
 			return m, err
 		}
-		if _, err := RemoveGuard(ctx, src, env.Tables); err != nil {
+		if _, err := RemoveGuard(ctx, ss.env.Source, ss.env.Tables); err != nil {
 			return m, err
 		}
 	}
@@ -340,51 +316,89 @@ func (e *Executor) Cleanup(ctx context.Context, id string, dropFence bool) (*cat
 // Cancel rolls back a migration that has not flipped: slot, publication, fence and the
 // target's copy are removed and the range serves from its source.
 func (e *Executor) Cancel(ctx context.Context, id string) (*catalog.Migration, error) {
+	ss, err := e.open(ctx, id)
+	if err != nil {
+		return ss.migration(), err
+	}
+	defer ss.close(ctx)
+	if ss.m.Terminal() {
+		return ss.m, nil
+	}
+	m := ss.m
+	if ss.env.Mover, err = e.NewMover(m, ss.srcDSN, ss.dstDSN, sealedJournal(e.Catalog, m)); err != nil {
+		return m, err
+	}
+	return m, rollback(ctx, ss.env, m, errors.New("cancelled by the operator"), catalog.PhaseCancelled)
+}
+
+// session is one migration opened for work: its lock held, its journal read, and (unless
+// the migration has ended) control connections to its two shards.
+type session struct {
+	m              *catalog.Migration
+	env            Env
+	srcDSN, dstDSN string
+	unlock         func()
+}
+
+func (s *session) migration() *catalog.Migration {
+	if s == nil {
+		return nil
+	}
+	return s.m
+}
+
+// close closes the connections (the current ones: reconnect may have replaced them) and
+// releases the lock.
+func (s *session) close(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	for _, c := range []Conn{s.env.Source, s.env.Target} {
+		if pc, ok := c.(*pgx.Conn); ok {
+			pc.Close(ctx)
+		}
+	}
+	s.env.Source, s.env.Target = nil, nil
+	if s.unlock != nil {
+		s.unlock()
+		s.unlock = nil
+	}
+}
+
+// open takes migration id's lock, reads its journal and, unless it was rolled back or
+// cancelled, connects to its shards. On error everything is released; otherwise the
+// caller closes the session.
+func (e *Executor) open(ctx context.Context, id string) (*session, error) {
+	ss := &session{}
 	if e.Lock != nil {
 		unlock, err := e.Lock(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		defer unlock()
+		ss.unlock = unlock
 	}
-	m, err := e.Catalog.GetMigration(ctx, id)
-	if err != nil {
-		return nil, err
+	var err error
+	if ss.m, err = e.Catalog.GetMigration(ctx, id); err != nil {
+		ss.close(ctx)
+		return ss, err
 	}
-	if m.Terminal() {
-		return m, nil
+	if ss.m.Terminal() && ss.m.Phase != catalog.PhaseDone {
+		return ss, nil // nothing left to connect for
 	}
-	src, dst, srcDSN, dstDSN, err := e.connect(ctx, m)
-	if err != nil {
-		return m, err
-	}
-	defer src.Close(context.WithoutCancel(ctx))
-	defer dst.Close(context.WithoutCancel(ctx))
-	mv, err := e.NewMover(m, srcDSN, dstDSN, NewJournal(e.Catalog, m))
-	if err != nil {
-		return m, err
-	}
-	env := Env{Catalog: e.Catalog, Mover: mv, Source: src, Target: dst}
-	if err := Rollback(ctx, env, m, errors.New("cancelled by the operator")); err != nil {
-		return m, err
-	}
-	m.Phase = catalog.PhaseCancelled
-	return m, e.Catalog.PutMigration(ctx, m)
-}
-
-func (e *Executor) keyspace(ctx context.Context) (string, []string, error) {
 	st, err := e.Catalog.Load(ctx)
 	if err != nil {
-		return "", nil, err
+		ss.close(ctx)
+		return ss, err
 	}
-	return st.Config.Key, st.Config.Tables, nil
+	ss.env = Env{Catalog: e.Catalog, Key: st.Config.Key, Tables: st.Config.Tables}
+	var src, dst *pgx.Conn
+	if src, dst, ss.srcDSN, ss.dstDSN, err = e.connect(ctx, st, ss.m); err != nil {
+		ss.close(ctx)
+		return ss, err
+	}
+	ss.env.Source, ss.env.Target = src, dst
+	return ss, nil
 }
 
-func (e *Executor) connect(ctx context.Context, m *catalog.Migration) (src, dst *pgx.Conn, srcDSN, dstDSN string, err error) {
-	st, err := e.Catalog.Load(ctx)
-	if err != nil {
-		return nil, nil, "", "", err
-	}
+func (e *Executor) connect(ctx context.Context, st *catalog.State, m *catalog.Migration) (src, dst *pgx.Conn, srcDSN, dstDSN string, err error) {
 	ss, ok := st.Shards[m.Source]
 	if !ok {
 		return nil, nil, "", "", fmt.Errorf("migration %s: source shard %q is not in the catalog", m.ID, m.Source)

@@ -74,3 +74,11 @@ func (j *Journal) Unseal(m *catalog.Migration) {
 	c := *m
 	j.cur, j.sealed = &c, false
 }
+
+// sealedJournal gives a mover the record to read but not to write: for the cleanup and
+// cancel work the executor journals itself.
+func sealedJournal(cat Catalog, m *catalog.Migration) *Journal {
+	j := NewJournal(cat, m)
+	j.Seal()
+	return j
+}
