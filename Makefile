@@ -17,8 +17,8 @@ vet:
 
 # Every test, integration included: they start real PostgreSQL clusters and an embedded
 # etcd. -race covers the packages that run goroutines (copy workers, apply, watchers).
-test: setup vet
-	$(GO) test -race -count=1 -timeout 40m $(PKGS)
+test: setup
+	bash scripts/test.sh
 
 # Unit tests only (integration tests skip with -short): the quick local loop.
 test-short:

@@ -118,6 +118,7 @@ func (s *stack) startEtcd() {
 		t.Fatal(err)
 	}
 	s.srv = srv
+	t.Logf("testenv: etcd started on %s (%s)", srv.Endpoint(), s.etcdDir)
 	if s.etcdPorts[0] == 0 {
 		_, p, _ := strings.Cut(srv.Endpoint(), ":")
 		s.etcdPorts[0], _ = strconv.Atoi(p)
