@@ -23,6 +23,7 @@ const (
 	commitTxs      = 1000
 	commitRows     = 2000
 	commitInterval = 200 * time.Millisecond
+	lingerTime     = 2 * time.Millisecond // wait for more input before a commit
 	// groupMax is the most rows one statement carries (fewer for wide tables: at most
 	// 65535 parameters).
 	groupMax = 64
@@ -114,23 +115,35 @@ func newApplier(conn *pgx.Conn, id string, replica bool, phantoms map[string]boo
 }
 
 // run applies segments from in until it is closed or ctx ends.
-func (a *applier) run(ctx context.Context, in <-chan segment) error {
+func (a *applier) run(ctx context.Context, in <-chan []segment) error {
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
-		var seg segment
+		var segs []segment
 		var ok bool
 		if a.txOpen && !a.inSrcTx {
-			// Between source transactions: commit when nothing more is ready at once.
+			// Between source transactions: commit once nothing more comes for a moment.
+			// The moment lets a busy stream fill large transactions (fewer statements
+			// and commits on the target) and costs an idle one a millisecond or two.
 			select {
-			case seg, ok = <-in:
+			case segs, ok = <-in:
 			default:
-				if err := a.commit(ctx); err != nil {
-					return err
+				linger.Reset(lingerTime)
+				select {
+				case segs, ok = <-in:
+					linger.Stop()
+				case <-linger.C:
+					if err := a.commit(ctx); err != nil {
+						return err
+					}
+					continue
+				case <-ctx.Done():
+					return ctx.Err()
 				}
-				continue
 			}
 		} else {
 			select {
-			case seg, ok = <-in:
+			case segs, ok = <-in:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -142,8 +155,10 @@ func (a *applier) run(ctx context.Context, in <-chan segment) error {
 			}
 			return nil
 		}
-		if err := a.handle(ctx, seg); err != nil {
-			return err
+		for _, seg := range segs {
+			if err := a.handle(ctx, seg); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -425,13 +440,9 @@ func (a *applier) add(ctx context.Context, c *change) error {
 		byOld := c.oldTup != nil
 		var set []int
 		shape := make([]byte, len(rel.cols))
-		isWhere := map[int]bool{}
-		for _, w := range rel.where {
-			isWhere[w] = true
-		}
-		for i, col := range c.newTup.Columns {
-			shape[i] = col.DataType
-			if col.DataType == pglogrepl.TupleDataTypeToast || (isWhere[i] && !byOld) {
+		for i, v := range c.newTup {
+			shape[i] = v.kind
+			if v.kind == 'u' || (rel.isWhere[i] && !byOld) {
 				continue
 			}
 			set = append(set, i)
@@ -441,7 +452,7 @@ func (a *applier) add(ctx context.Context, c *change) error {
 		}
 		vals := make([][]byte, 0, len(set)+len(where))
 		for _, i := range set {
-			vals = append(vals, c.newTup.Columns[i].Data)
+			vals = append(vals, c.newTup[i].data)
 		}
 		op := byte('U')
 		if byOld || rel.dst.ExtraUnique {
@@ -452,7 +463,7 @@ func (a *applier) add(ctx context.Context, c *change) error {
 		if byOld {
 			newKey := make([][]byte, len(rel.where))
 			for i, w := range rel.where {
-				newKey[i] = c.newTup.Columns[w].Data
+				newKey[i] = c.newTup[w].data
 			}
 			a.forget(key, phantomKeyOf(rel.dst.Name, newKey))
 		}
@@ -483,21 +494,17 @@ func (a *applier) upsert(ctx context.Context, c *change) error {
 	rel := c.rel
 	vals := make([][]byte, len(rel.cols))
 	var missing []int
-	for i, col := range c.newTup.Columns {
-		switch col.DataType {
-		case pglogrepl.TupleDataTypeText:
-			vals[i] = col.Data
-		case pglogrepl.TupleDataTypeToast:
+	for i, v := range c.newTup {
+		switch v.kind {
+		case 't':
+			vals[i] = v.data
+		case 'u':
 			missing = append(missing, i)
 		}
 	}
-	where := make([][]byte, len(rel.where))
-	for i, w := range rel.where {
-		col := c.newTup.Columns[w]
-		if col.DataType != pglogrepl.TupleDataTypeText {
-			return fatalf("a row of %s arrived without its key column %q", rel.name, rel.cols[w].name)
-		}
-		where[i] = col.Data
+	where, err := rel.keyOf(c.newTup)
+	if err != nil {
+		return err
 	}
 	if len(missing) > 0 {
 		got, err := a.fetch(ctx, rel, missing, where)

@@ -59,10 +59,10 @@ func benchLoad(b *testing.B, ctx context.Context, pool *pgxpool.Pool, scale floa
 	for _, q := range []string{
 		fmt.Sprintf(`INSERT INTO orders SELECT t, o, (o * 7919) %% 100000, (ARRAY['new','paid','shipped','done'])[1 + o %% 4],
 			(o %% 100000) / 100.0, timestamptz '2024-01-01' + o * interval '37 seconds',
-			'order note ' || md5((t * 1000000 + o)::text) || ' deliver to door ' || (o %% 97)
+			'order note ' || md5((t * 1000000 + o)::text) || ' deliver to door ' || (o %% 97) || ' ref ' || left(md5(o::text), 24)
 			FROM generate_series(1, 120) t, generate_series(1, %d) o`, orders),
 		fmt.Sprintf(`INSERT INTO order_items SELECT t, i, 1 + i %% %d, 'SKU-' || lpad((i * 31 %% 99991)::text, 6, '0'), 1 + i %% 5, (i %% 5000) / 10.0,
-			jsonb_build_object('color', (ARRAY['red','green','blue'])[1 + i %% 3], 'size', i %% 44, 'gift', i %% 7 = 0)
+			jsonb_build_object('color', (ARRAY['red','green','blue'])[1 + i %% 3], 'size', i %% 44, 'gift', i %% 7 = 0, 'ref', md5(i::text))
 			FROM generate_series(1, 120) t, generate_series(1, %d) i`, orders, items),
 		`ANALYZE orders; ANALYZE order_items`,
 	} {
@@ -261,18 +261,26 @@ mover vs native logical replication (PostgreSQL 15, same machine, same data)
 	b.ReportMetric(max(copyHeap, drainHeap), "peak_heap_MB")
 }
 
-// makeBacklog commits n small transactions on the source (an item added to an order and the
-// order's total updated, in tenants of the range), the last one writing a marker row.
+// makeBacklog commits n small transactions on the source, the last one writing a marker
+// row. Each adds an item to an order and updates the order's total, like pgbench's
+// account update and history insert: tenants and orders are drawn pseudo-randomly from the
+// 50 most recent orders of each tenant in the range (5,000 rows, each updated about 8 times
+// over the backlog).
 func makeBacklog(b *testing.B, ctx context.Context, pool *pgxpool.Pool, n int) {
 	b.Helper()
 	const per = 500
+	x := uint64(12345)
+	next := func(m int) int {
+		x = x*6364136223846793005 + 1442695040888963407
+		return int((x >> 33) % uint64(m))
+	}
 	for done := 0; done < n; {
 		var sb strings.Builder
 		for k := 0; k < per && done < n; k++ {
-			tenant := 1 + done%100
+			tenant, order := 1+next(100), 1+next(50)
 			fmt.Fprintf(&sb, "BEGIN; INSERT INTO order_items VALUES (%d, %d, %d, 'SKU-NEW', 1, 9.99, '{\"backlog\": true}'); "+
 				"UPDATE orders SET total = total + 9.99, status = 'paid' WHERE tenant_id = %d AND id = %d; COMMIT;\n",
-				tenant, 10_000_000+done, 1+done%50, tenant, 1+done%50)
+				tenant, 10_000_000+done, order, tenant, order)
 			done++
 		}
 		if done == n {

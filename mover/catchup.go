@@ -93,6 +93,11 @@ func (m *Mover) session(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "SET synchronous_commit = on"); err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
+	// The apply's statements are planned once: a custom plan per execution would cost
+	// more than applying the rows (the plan of a multi-row UPDATE is the same every time).
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
 	tables := map[string]*table{}
 	for _, name := range cfg.Tables {
 		t, err := loadTable(ctx, conn, name)
@@ -131,7 +136,7 @@ func (m *Mover) session(ctx context.Context) error {
 	}
 	m.log.Debug("replication started", "from", start)
 
-	segs := make(chan segment, 64)
+	segs := make(chan []segment, 16)
 	g, gctx := errgroup.WithContext(ctx)
 	rcv := &receiver{conn: repl, tables: tables, key: cfg.Key, start: start, applied: m.AppliedLSN, th: m.th, out: segs}
 	app := newApplier(conn, cfg.ID, replica, phantoms, m.fetchRow, func(lsn pglogrepl.LSN, at time.Time, txs int) {

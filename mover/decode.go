@@ -1,6 +1,8 @@
 package mover
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,6 +23,8 @@ type relation struct {
 	full  bool
 	// key is the index of the sharding key column.
 	key int
+	// isWhere marks the columns in where.
+	isWhere []bool
 }
 
 type relColumn struct {
@@ -60,15 +64,28 @@ func newRelation(msg *pglogrepl.RelationMessage, tables map[string]*table, key s
 	if len(r.where) == 0 {
 		return nil, fatalf("%s has no replica identity columns in the replication stream: give it a primary key that includes the sharding key", name)
 	}
+	r.isWhere = make([]bool, len(r.cols))
+	for _, w := range r.where {
+		r.isWhere[w] = true
+	}
 	return r, nil
 }
+
+// col is one column value of a row in the stream.
+type col struct {
+	kind byte // 'n' NULL, 'u' unchanged TOASTed value (not sent), 't' text, 'b' binary
+	data []byte
+}
+
+// tuple is a row as pgoutput sends it, one col per column of the Relation message.
+type tuple []col
 
 // change is one decoded row change.
 type change struct {
 	rel    *relation
-	op     byte // 'I', 'U', 'D'
-	newTup *pglogrepl.TupleData
-	oldTup *pglogrepl.TupleData // the key ('K') or full old row ('O'), if sent
+	op     byte  // 'I', 'U', 'D'
+	newTup tuple // nil for a delete
+	oldTup tuple // the key ('K') or full old row ('O'), if sent
 	size   int
 }
 
@@ -79,6 +96,7 @@ type segment struct {
 	begin      bool
 	finalLSN   pglogrepl.LSN // commit LSN announced by Begin
 	changes    []change
+	size       int // bytes of the changes
 	commit     bool
 	endLSN     pglogrepl.LSN // Commit.TransactionEndLSN: what is acknowledged once applied
 	commitTime time.Time
@@ -88,33 +106,96 @@ type segment struct {
 	serverTime time.Time
 }
 
-func tupleSize(t *pglogrepl.TupleData) int {
-	if t == nil {
-		return 0
+var errShort = errors.New("message too short")
+
+// decodeTuple reads a TupleData: Int16 column count, then per column a kind byte and, for
+// text and binary values, an Int32 length and the bytes. Values alias buf.
+func decodeTuple(buf []byte) (tuple, int, error) {
+	if len(buf) < 2 {
+		return nil, 0, errShort
 	}
-	n := 0
-	for _, c := range t.Columns {
-		n += len(c.Data) + 8
+	n := int(binary.BigEndian.Uint16(buf))
+	off := 2
+	t := make(tuple, n)
+	for i := range t {
+		if off >= len(buf) {
+			return nil, 0, errShort
+		}
+		t[i].kind = buf[off]
+		off++
+		switch t[i].kind {
+		case 'n', 'u':
+		case 't', 'b':
+			if off+4 > len(buf) {
+				return nil, 0, errShort
+			}
+			l := int(binary.BigEndian.Uint32(buf[off:]))
+			off += 4
+			if off+l > len(buf) {
+				return nil, 0, errShort
+			}
+			t[i].data = buf[off : off+l : off+l]
+			off += l
+		default:
+			return nil, 0, fmt.Errorf("unknown column kind %q", t[i].kind)
+		}
 	}
-	return n
+	return t, off, nil
 }
 
-// decodeChange turns an Insert, Update or Delete message into a change.
-func decodeChange(msg pglogrepl.Message, rels map[uint32]*relation) (change, error) {
+// decodeChange decodes an Insert ('I'), Update ('U') or Delete ('D') message of protocol
+// 1. It copies data once: the receive buffer is reused by the next message.
+func decodeChange(data []byte, rels map[uint32]*relation) (change, error) {
 	var c change
-	var relID uint32
-	switch m := msg.(type) {
-	case *pglogrepl.InsertMessage:
-		relID, c.op, c.newTup = m.RelationID, 'I', m.Tuple
-	case *pglogrepl.UpdateMessage:
-		relID, c.op, c.newTup, c.oldTup = m.RelationID, 'U', m.NewTuple, m.OldTuple
-	case *pglogrepl.DeleteMessage:
-		relID, c.op, c.oldTup = m.RelationID, 'D', m.OldTuple
-		if c.oldTup == nil {
+	bad := func(err error) (change, error) {
+		return c, fatalf("source: cannot decode a %q message: %v", data[0], err)
+	}
+	if len(data) < 6 {
+		return bad(errShort)
+	}
+	buf := append([]byte(nil), data...)
+	c.op = buf[0]
+	relID := binary.BigEndian.Uint32(buf[1:])
+	off := 5
+	next := func() (tuple, error) {
+		t, n, err := decodeTuple(buf[off:])
+		off += n
+		return t, err
+	}
+	var err error
+	switch c.op {
+	case 'I':
+		if buf[off] != 'N' {
+			return bad(fmt.Errorf("tuple type %q", buf[off]))
+		}
+		off++
+		c.newTup, err = next()
+	case 'U':
+		if buf[off] == 'K' || buf[off] == 'O' {
+			off++
+			if c.oldTup, err = next(); err != nil {
+				return bad(err)
+			}
+		}
+		if off >= len(buf) || buf[off] != 'N' {
+			return bad(errors.New("no new tuple"))
+		}
+		off++
+		c.newTup, err = next()
+	case 'D':
+		if buf[off] != 'K' && buf[off] != 'O' {
 			return c, fatalf("a DELETE arrived without its key")
 		}
+		off++
+		c.oldTup, err = next()
 	default:
-		return c, fmt.Errorf("decode: unexpected message %T", msg)
+		return bad(errors.New("not a row change"))
+	}
+	if err != nil {
+		return bad(err)
+	}
+	if off != len(buf) {
+		return bad(fmt.Errorf("%d bytes left over", len(buf)-off))
 	}
 	rel, ok := rels[relID]
 	if !ok {
@@ -124,20 +205,17 @@ func decodeChange(msg pglogrepl.Message, rels map[uint32]*relation) (change, err
 		return c, fatalf("the source sent changes of %s, which is not one of the tables of this move", rel.name)
 	}
 	c.rel = rel
-	for _, t := range []*pglogrepl.TupleData{c.newTup, c.oldTup} {
-		if t == nil {
-			continue
+	for _, t := range []tuple{c.newTup, c.oldTup} {
+		if t != nil && len(t) != len(rel.cols) {
+			return c, fatalf("a change of %s has %d columns, its Relation message %d", rel.name, len(t), len(rel.cols))
 		}
-		if len(t.Columns) != len(rel.cols) {
-			return c, fatalf("a change of %s has %d columns, its Relation message %d", rel.name, len(t.Columns), len(rel.cols))
-		}
-		for _, col := range t.Columns {
-			if col.DataType == pglogrepl.TupleDataTypeBinary {
+		for _, v := range t {
+			if v.kind == 'b' {
 				return c, fatalf("a change of %s arrived in binary format, which the mover does not request", rel.name)
 			}
 		}
 	}
-	c.size = tupleSize(c.newTup) + tupleSize(c.oldTup) + 16
+	c.size = len(buf) + 16*len(rel.cols)
 	return c, nil
 }
 
@@ -148,13 +226,17 @@ func (c *change) whereValues() ([][]byte, error) {
 	if src == nil {
 		src = c.newTup
 	}
-	vals := make([][]byte, len(c.rel.where))
-	for i, w := range c.rel.where {
-		col := src.Columns[w]
-		if col.DataType != pglogrepl.TupleDataTypeText {
-			return nil, fatalf("a change of %s lacks the value of its key column %q (status %q)", c.rel.name, c.rel.cols[w].name, col.DataType)
+	return c.rel.keyOf(src)
+}
+
+// keyOf returns the identity values of a tuple.
+func (r *relation) keyOf(t tuple) ([][]byte, error) {
+	vals := make([][]byte, len(r.where))
+	for i, w := range r.where {
+		if t[w].kind != 't' {
+			return nil, fatalf("a change of %s lacks the value of its key column %q (status %q)", r.name, r.cols[w].name, t[w].kind)
 		}
-		vals[i] = col.Data
+		vals[i] = t[w].data
 	}
 	return vals, nil
 }

@@ -11,8 +11,10 @@ import (
 )
 
 const (
-	segmentChanges  = 500     // changes per segment handed to the applier
-	segmentBytes    = 1 << 20 // or this many bytes
+	segmentChanges  = 500              // changes per segment of a large transaction
+	segmentBytes    = 1 << 20          // or this many bytes
+	handOffChanges  = 1000             // hand pending segments to the applier at this many changes
+	handOffDelay    = time.Millisecond // or when the first has waited this long
 	statusInterval  = time.Second
 	statusMinGap    = 100 * time.Millisecond
 	receiveDeadline = 100 * time.Millisecond
@@ -28,7 +30,14 @@ type receiver struct {
 	start   pglogrepl.LSN // transactions committed before it were applied already
 	applied func() pglogrepl.LSN
 	th      *throttle
-	out     chan<- segment
+	out     chan<- []segment
+
+	// pending segments go to the applier together: one hand-off per many small source
+	// transactions, and a buffer large enough that the stream keeps flowing while the
+	// applier waits on the target.
+	pending        []segment
+	pendingChanges int
+	pendingSince   time.Time
 
 	rels       map[uint32]*relation
 	lastStatus time.Time
@@ -42,18 +51,41 @@ func (r *receiver) run(ctx context.Context) error {
 	r.rels = map[uint32]*relation{}
 	var cur *segment
 	inTx, skip := false, false
+	// Reads wake up at least every receiveDeadline to report status and notice ctx. A
+	// deadline on the socket, renewed only when it draws near, costs nothing per message
+	// (a context per ReceiveMessage would cost a timer and a callback each).
+	var deadline time.Time
+	defer r.conn.Conn().SetReadDeadline(time.Time{})
 	for {
 		if err := r.status(false); err != nil {
 			return err
 		}
-		rctx, cancel := context.WithTimeout(ctx, receiveDeadline)
-		raw, err := r.conn.ReceiveMessage(rctx)
-		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		now := time.Now()
+		if len(r.pending) > 0 && (r.pendingChanges >= handOffChanges || now.Sub(r.pendingSince) >= handOffDelay) {
+			if err := r.handOff(ctx); err != nil {
+				return err
+			}
+		}
+		want := now.Add(receiveDeadline)
+		if len(r.pending) > 0 {
+			want = r.pendingSince.Add(handOffDelay)
+		}
+		if want.Before(deadline) || deadline.Sub(now) < receiveDeadline/4 {
+			deadline = want
+			if err := r.conn.Conn().SetReadDeadline(deadline); err != nil {
+				return fmt.Errorf("source: replication stream: %w", err)
+			}
+		}
+		raw, err := r.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			if pgconn.Timeout(err) {
+				deadline = time.Time{}
 				continue
 			}
 			return fmt.Errorf("source: replication stream: %w", err)
@@ -88,9 +120,7 @@ func (r *receiver) run(ctx context.Context) error {
 			// open, the applier may move the position there once it has applied the rest.
 			if !inTx && pkm.ServerWALEnd > r.lastWalEnd {
 				r.lastWalEnd = pkm.ServerWALEnd
-				if err := r.send(ctx, segment{keepalive: true, walEnd: pkm.ServerWALEnd, serverTime: pkm.ServerTime}); err != nil {
-					return err
-				}
+				r.queue(segment{keepalive: true, walEnd: pkm.ServerWALEnd, serverTime: pkm.ServerTime})
 			}
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(data[1:])
@@ -99,6 +129,33 @@ func (r *receiver) run(ctx context.Context) error {
 			}
 			if err := r.th.wait(ctx, len(xld.WALData)); err != nil {
 				return err
+			}
+			if len(xld.WALData) == 0 {
+				continue
+			}
+			if k := xld.WALData[0]; k == 'I' || k == 'U' || k == 'D' {
+				// Row changes, the bulk of the stream, take the short way.
+				if skip {
+					continue
+				}
+				if cur == nil {
+					return fatalf("source: a change arrived outside a transaction")
+				}
+				c, err := decodeChange(xld.WALData, r.rels)
+				if err != nil {
+					return err
+				}
+				cur.changes = append(cur.changes, c)
+				cur.size += c.size
+				if len(cur.changes) >= segmentChanges || cur.size >= segmentBytes {
+					// A large transaction goes on in pieces; memory stays bounded.
+					r.queue(*cur)
+					if err := r.handOff(ctx); err != nil {
+						return err
+					}
+					cur = &segment{}
+				}
+				continue
 			}
 			lm, err := pglogrepl.Parse(xld.WALData)
 			if err != nil {
@@ -117,24 +174,6 @@ func (r *receiver) run(ctx context.Context) error {
 					return err
 				}
 				r.rels[m.RelationID] = rel
-			case *pglogrepl.InsertMessage, *pglogrepl.UpdateMessage, *pglogrepl.DeleteMessage:
-				if skip {
-					continue
-				}
-				if cur == nil {
-					return fatalf("source: a change arrived outside a transaction")
-				}
-				c, err := decodeChange(lm, r.rels)
-				if err != nil {
-					return err
-				}
-				cur.changes = append(cur.changes, c)
-				if len(cur.changes) >= segmentChanges || segSize(cur) >= segmentBytes {
-					if err := r.send(ctx, *cur); err != nil {
-						return err
-					}
-					cur = &segment{}
-				}
 			case *pglogrepl.CommitMessage:
 				inTx = false
 				if skip || cur == nil {
@@ -142,9 +181,7 @@ func (r *receiver) run(ctx context.Context) error {
 					continue
 				}
 				cur.commit, cur.endLSN, cur.commitTime = true, m.TransactionEndLSN, m.CommitTime
-				if err := r.send(ctx, *cur); err != nil {
-					return err
-				}
+				r.queue(*cur)
 				cur = nil
 			case *pglogrepl.TruncateMessage:
 				if skip {
@@ -158,22 +195,26 @@ func (r *receiver) run(ctx context.Context) error {
 	}
 }
 
-func segSize(s *segment) int {
-	n := 0
-	for i := range s.changes {
-		n += s.changes[i].size
+func (r *receiver) queue(s segment) {
+	if len(r.pending) == 0 {
+		r.pendingSince = time.Now()
 	}
-	return n
+	r.pending = append(r.pending, s)
+	r.pendingChanges += len(s.changes) + 1
 }
 
-// send hands a segment to the applier; while it waits (the applier is busy) it keeps
-// reporting to the source so that the WAL sender does not time out.
-func (r *receiver) send(ctx context.Context, s segment) error {
+// handOff gives the pending segments to the applier; while it waits (the applier is busy)
+// it keeps reporting to the source so that the WAL sender does not time out.
+func (r *receiver) handOff(ctx context.Context) error {
+	if len(r.pending) == 0 {
+		return nil
+	}
 	t := time.NewTimer(statusInterval)
 	defer t.Stop()
 	for {
 		select {
-		case r.out <- s:
+		case r.out <- r.pending:
+			r.pending, r.pendingChanges = nil, 0
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()

@@ -2,6 +2,7 @@ package mover
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -159,7 +160,7 @@ func TestPublicationSQL(t *testing.T) {
 
 func testRelation() *relation {
 	tb := testTable()
-	return &relation{name: "public.orders", dst: tb, where: []int{0, 1}, cols: []relColumn{
+	return &relation{name: "public.orders", dst: tb, where: []int{0, 1}, isWhere: []bool{true, true, false, false}, cols: []relColumn{
 		{name: "tenant_id", typ: "bigint", pk: true}, {name: "id", typ: "bigint", pk: true}, {name: "note", typ: "text"}, {name: "total", typ: "numeric(12,2)"},
 	}}
 }
@@ -314,7 +315,7 @@ func TestNewRelation(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a Relation message outside the move: %v", err)
 	}
-	ins := &pglogrepl.InsertMessage{RelationID: 10, Tuple: &pglogrepl.TupleData{}}
+	ins := encodeChange('I', 10, 0, nil, tuple{})
 	if _, err := decodeChange(ins, map[uint32]*relation{10: leaf}); err == nil || transient(err) {
 		t.Errorf("a change of a relation outside the move must be a fatal error: %v", err)
 	}
@@ -325,24 +326,100 @@ func TestNewRelation(t *testing.T) {
 	}
 }
 
+// encodeChange writes a pgoutput protocol 1 Insert, Update or Delete message.
+func encodeChange(op byte, rel uint32, oldKind byte, old, new tuple) []byte {
+	b := []byte{op}
+	b = binary.BigEndian.AppendUint32(b, rel)
+	put := func(t tuple) {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(t)))
+		for _, c := range t {
+			b = append(b, c.kind)
+			if c.kind == 't' || c.kind == 'b' {
+				b = binary.BigEndian.AppendUint32(b, uint32(len(c.data)))
+				b = append(b, c.data...)
+			}
+		}
+	}
+	if old != nil {
+		b = append(b, oldKind)
+		put(old)
+	}
+	if new != nil {
+		b = append(b, 'N')
+		put(new)
+	}
+	return b
+}
+
+func txt(s string) col { return col{kind: 't', data: []byte(s)} }
+
+func TestDecodeChange(t *testing.T) {
+	rel := testRelation()
+	rels := map[uint32]*relation{7: rel}
+	null, toast := col{kind: 'n'}, col{kind: 'u'}
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		want string // op, old, new; or the error
+	}{
+		{"insert", encodeChange('I', 7, 0, nil, tuple{txt("5"), txt("1"), null, txt("9.50")}), "I [] [5 1 <n> 9.50]"},
+		{"update", encodeChange('U', 7, 0, nil, tuple{txt("5"), txt("1"), toast, txt("1")}), "U [] [5 1 <u> 1]"},
+		{"update of the key", encodeChange('U', 7, 'K', tuple{txt("5"), txt("1"), null, null}, tuple{txt("6"), txt("1"), toast, txt("1")}), "U [5 1 <n> <n>] [6 1 <u> 1]"},
+		{"delete", encodeChange('D', 7, 'K', tuple{txt("5"), txt("1"), null, null}, nil), "D [5 1 <n> <n>] []"},
+		{"delete without key", encodeChange('D', 7, 0, nil, tuple{txt("5"), txt("1"), null, null}), "a DELETE arrived without its key"},
+		{"unknown relation", encodeChange('I', 8, 0, nil, tuple{txt("5"), txt("1"), null, null}), "before its Relation message"},
+		{"wrong width", encodeChange('I', 7, 0, nil, tuple{txt("5")}), "has 1 columns"},
+		{"binary", encodeChange('I', 7, 0, nil, tuple{txt("5"), txt("1"), null, {kind: 'b', data: []byte{1}}}), "binary format"},
+		{"truncated", encodeChange('I', 7, 0, nil, tuple{txt("5"), txt("1"), null, txt("9.50")})[:20], "cannot decode"},
+	} {
+		c, err := decodeChange(tc.msg, rels)
+		got := ""
+		if err != nil {
+			got = err.Error()
+			if transient(err) {
+				t.Errorf("%s: a decode error must be fatal", tc.name)
+			}
+		} else {
+			show := func(tp tuple) string {
+				var p []string
+				for _, v := range tp {
+					if v.kind == 't' {
+						p = append(p, string(v.data))
+					} else {
+						p = append(p, "<"+string(v.kind)+">")
+					}
+				}
+				return "[" + strings.Join(p, " ") + "]"
+			}
+			got = fmt.Sprintf("%c %s %s", c.op, show(c.oldTup), show(c.newTup))
+		}
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	// The change owns its bytes: the receive buffer is reused.
+	msg := encodeChange('I', 7, 0, nil, tuple{txt("5"), txt("1"), null, txt("9.50")})
+	c, _ := decodeChange(msg, rels)
+	for i := range msg {
+		msg[i] = 'x'
+	}
+	if string(c.newTup[3].data) != "9.50" {
+		t.Errorf("decoded values alias the message buffer")
+	}
+}
+
 func TestChangeWhereValues(t *testing.T) {
 	rel := testRelation()
-	text := func(s string) *pglogrepl.TupleDataColumn {
-		return &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeText, Data: []byte(s)}
-	}
-	toast := &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeToast}
-	null := &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeNull}
-	newTup := &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{text("7"), text("1"), toast, text("9.50")}}
-	oldKey := &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{text("6"), text("1"), null, null}}
-	c := change{rel: rel, op: 'U', newTup: newTup}
+	null, toast := col{kind: 'n'}, col{kind: 'u'}
+	c := change{rel: rel, op: 'U', newTup: tuple{txt("7"), txt("1"), toast, txt("9.50")}}
 	if v, err := c.whereValues(); err != nil || fmt.Sprintf("%s", v) != "[7 1]" {
 		t.Errorf("key from the new tuple: %s, %v", v, err)
 	}
-	c.oldTup = oldKey
+	c.oldTup = tuple{txt("6"), txt("1"), null, null}
 	if v, err := c.whereValues(); err != nil || fmt.Sprintf("%s", v) != "[6 1]" {
 		t.Errorf("key from the old tuple: %s, %v", v, err)
 	}
-	bad := change{rel: rel, op: 'U', newTup: &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{toast, text("1"), null, null}}}
+	bad := change{rel: rel, op: 'U', newTup: tuple{toast, txt("1"), null, null}}
 	if _, err := bad.whereValues(); err == nil {
 		t.Error("a key column without a value must be an error")
 	}
