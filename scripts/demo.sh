@@ -104,6 +104,13 @@ if has stats collect; then
   say "reshard stats collect: sizes, and write rates sampled from the WAL"
   run stats collect --sample-writes 10s
   if has stats show; then run stats show; fi
+  if command -v etcdctl >/dev/null 2>&1; then
+    say "the catalog's keys in etcd (etcdctl; values are JSON)"
+    printf '$ etcdctl get --prefix /reshard/demo/ --keys-only\n'
+    ETCDCTL_API=3 etcdctl --endpoints="$RESHARD_ETCD" get --prefix /reshard/demo/ --keys-only | grep -v '^$' \
+      | grep -v '/history/' | head -20
+    ETCDCTL_API=3 etcdctl --endpoints="$RESHARD_ETCD" get /reshard/demo/ranges/0000000000000000 | tail -1
+  fi
 
   if has plan; then
     say "reshard plan: what to move or split, and why"
