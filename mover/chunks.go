@@ -9,21 +9,37 @@ import (
 )
 
 // A chunk is one slice of one table's rows in the range: primary-key tuples in [lo, hi)
-// (nil bound: unbounded). Chunks of a table tile its primary-key space, so whatever the
-// boundaries, the chunks together copy every row of the range exactly once; sampling only
-// decides how evenly the work is spread.
+// (nil bound: unbounded), or, when the range is most of a plain table, heap blocks in
+// [blockLo, blockHi) (blockHi < 0: unbounded). Chunks of a table tile its primary-key (or
+// block) space, so whatever the boundaries, together they copy every row of the range
+// visible in the snapshot exactly once (a row version has one key and one block); sampling
+// only decides how evenly the work is spread.
+//
+// Block chunks read each heap page once, in physical order (as PostgreSQL's own table
+// sync does): cheaper than index scans when most rows qualify. Key chunks read only the
+// range's part of the table through the primary key: the way for a small range.
 type chunk struct {
 	src, dst *table
 	index    int
 	lo, hi   []string // primary-key values as text, in PK column order
+	blocks   bool
+	blockLo  int64
+	blockHi  int64
 	estBytes int64
 }
 
+// blockChunkFraction is the share of a table's rows in the range above which it is copied
+// by blocks rather than by key.
+const blockChunkFraction = 0.5
+
+var (
+	chunkTargetBytes int64 = 32 << 20 // one chunk per this much data...
+	chunkMinBytes    int64 = 2 << 20  // ...but split ranges above this so every worker gets some
+)
+
 const (
-	chunkTargetBytes = 32 << 20 // one chunk per this much data...
-	chunkMinBytes    = 2 << 20  // ...but split ranges above this so every worker gets some
-	maxChunks        = 512
-	samplePages      = 1000 // pages read by TABLESAMPLE to place boundaries
+	maxChunks  = 512
+	sampleRows = 5000 // rows TABLESAMPLE aims at to place the boundaries
 )
 
 // quoteLiteral quotes s as an SQL string literal (standard_conforming_strings=on).
@@ -55,6 +71,15 @@ func pkColumns(t *table) string {
 // predicate is the chunk's filter on top of the range predicate ("" for a whole table).
 func (c chunk) predicate() string {
 	var parts []string
+	if c.blocks {
+		if c.blockLo > 0 {
+			parts = append(parts, fmt.Sprintf("ctid >= '(%d,0)'::tid", c.blockLo))
+		}
+		if c.blockHi >= 0 {
+			parts = append(parts, fmt.Sprintf("ctid < '(%d,0)'::tid", c.blockHi))
+		}
+		return strings.Join(parts, " AND ")
+	}
 	if c.lo != nil {
 		parts = append(parts, pkColumns(c.src)+" >= "+pkTuple(c.src, c.lo))
 	}
@@ -67,10 +92,15 @@ func (c chunk) predicate() string {
 // planChunks splits one table's part of the range into chunks, placing the boundaries at
 // quantiles of a TABLESAMPLE of the primary keys in the range.
 func planChunks(ctx context.Context, q querier, src, dst *table, rangePred string, workers int) ([]chunk, int64, error) {
-	pct := 100.0
-	if pages := src.HeapBytes / 8192; pages > samplePages {
-		pct = 100 * float64(samplePages) / float64(pages)
+	if src.SizeBytes < 2*chunkMinBytes {
+		// Too small to be worth splitting (or sampling).
+		return []chunk{{src: src, dst: dst, estBytes: src.SizeBytes}}, src.SizeBytes, nil
 	}
+	estRows := src.RowEstimate
+	if estRows <= 0 { // never analyzed: guess from the size
+		estRows = float64(src.HeapBytes) / 100
+	}
+	pct := min(100, 100*sampleRows/max(estRows, 1))
 	pkSel := make([]string, len(src.PK))
 	pkOrd := make([]string, len(src.PK))
 	pkText := make([]string, len(src.PK))
@@ -106,10 +136,16 @@ func planChunks(ctx context.Context, q querier, src, dst *table, rangePred strin
 		return nil, 0, fmt.Errorf("source: sample %s: %w", src.Name, err)
 	}
 	var est int64
+	fraction := 0.0
 	if sampled > 0 {
-		est = int64(float64(src.SizeBytes) * float64(len(keys)) / float64(sampled))
+		fraction = float64(len(keys)) / float64(sampled)
+		est = int64(float64(src.SizeBytes) * fraction)
 	}
-	bounds := boundaries(keys, chunkCount(est, workers))
+	n := chunkCount(est, workers)
+	if src.Kind == 'r' && fraction >= blockChunkFraction && n > 1 {
+		return blockChunks(src, dst, n, est), est, nil
+	}
+	bounds := boundaries(keys, n)
 	chunks := make([]chunk, len(bounds)+1)
 	for i := range chunks {
 		chunks[i] = chunk{src: src, dst: dst, index: i, estBytes: est / int64(len(chunks))}
@@ -162,4 +198,18 @@ func equalTuple(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// blockChunks cuts a plain table's heap into n block ranges; the last is open-ended, so
+// pages added since the table's size was read are covered too.
+func blockChunks(src, dst *table, n int, est int64) []chunk {
+	pages := max(src.HeapBytes/8192, int64(n))
+	chunks := make([]chunk, n)
+	for i := range chunks {
+		chunks[i] = chunk{src: src, dst: dst, index: i, blocks: true, blockLo: pages * int64(i) / int64(n), blockHi: -1, estBytes: est / int64(n)}
+		if i < n-1 {
+			chunks[i].blockHi = pages * int64(i+1) / int64(n)
+		}
+	}
+	return chunks
 }

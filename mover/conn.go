@@ -28,13 +28,16 @@ func appName(id, what string) string {
 	return n
 }
 
-// connect opens one ordinary connection.
-func connect(ctx context.Context, r role, dsn, app string) (*pgx.Conn, error) {
+// connect opens one ordinary connection; settings go in the startup packet (no round trip).
+func connect(ctx context.Context, r role, dsn, app string, settings ...string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("%s: bad connection string %s: %w", r, catalog.MaskDSN(dsn), err)
 	}
 	cfg.RuntimeParams["application_name"] = app
+	for i := 0; i+1 < len(settings); i += 2 {
+		cfg.RuntimeParams[settings[i]] = settings[i+1]
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot connect to %s: %w", r, catalog.MaskDSN(dsn), err)
@@ -78,11 +81,8 @@ const bypassSetting = "reshard.bypass"
 // It reports whether replica mode is on; without the privilege to set it the copy falls
 // back to loading tables one after the other in the configured FK-safe order.
 func setupTargetSession(ctx context.Context, c *pgx.Conn) (replica bool, err error) {
-	if _, err := c.Exec(ctx, "SET "+bypassSetting+" = 'on'"); err != nil {
-		return false, fmt.Errorf("target: set %s: %w", bypassSetting, err)
-	}
-	if _, err := c.Exec(ctx, "SET statement_timeout = 0"); err != nil {
-		return false, fmt.Errorf("target: set statement_timeout: %w", err)
+	if _, err := c.Exec(ctx, "SET "+bypassSetting+" = 'on'; SET statement_timeout = 0"); err != nil {
+		return false, fmt.Errorf("target: set %s and statement_timeout: %w", bypassSetting, err)
 	}
 	_, err = c.Exec(ctx, "SET session_replication_role = replica")
 	var pgErr *pgconn.PgError

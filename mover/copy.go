@@ -127,6 +127,7 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 	}
 
 	// Plan the chunks before the slot exists: the snapshot then waits for nothing.
+	began := time.Now()
 	nw := cfg.copyWorkers()
 	st := &copyStats{start: time.Now(), tables: map[string]*tableStats{}}
 	var perTable [][]chunk
@@ -136,6 +137,11 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 		if err != nil {
 			return 0, err
 		}
+		by := "key"
+		if cs[0].blocks {
+			by = "blocks"
+		}
+		m.log.Info("copy plan", "table", t.Name, "chunks", len(cs), "by", by, "est_bytes", est)
 		perTable = append(perTable, cs)
 		st.order = append(st.order, t.Name)
 		st.tables[t.Name] = &tableStats{chunksTotal: len(cs), estBytes: est}
@@ -146,6 +152,7 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 	m.copyStat = st
 	m.mu.Unlock()
 
+	planned := time.Now()
 	workers, err := m.openWorkers(ctx, nw)
 	defer func() {
 		for _, w := range workers {
@@ -160,6 +167,7 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 	if err := createPublication(ctx, src, m.pub, cfg.Key, cfg.Range, md.src); err != nil {
 		return 0, err
 	}
+	opened := time.Now()
 	repl, err := connectReplication(ctx, cfg.SourceDSN, appName(cfg.ID, "slot"))
 	if err != nil {
 		return 0, err
@@ -186,7 +194,8 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 	if err != nil {
 		return 0, err
 	}
-	m.log.Info("slot created", "slot", m.slot, "consistent_lsn", consistent, "workers", nw, "chunks", total)
+	m.log.Info("slot created", "slot", m.slot, "consistent_lsn", consistent, "workers", nw, "chunks", total,
+		"plan_s", planned.Sub(began).Seconds(), "connect_s", opened.Sub(planned).Seconds(), "slot_s", time.Since(opened).Seconds())
 	if err := m.update(ctx, func(r *catalog.Migration) {
 		r.ConsistentLSN, r.Snapshot = consistent.String(), snapshot
 	}); err != nil {
@@ -225,24 +234,17 @@ func (m *Mover) openWorkers(ctx context.Context, n int) ([]*worker, error) {
 		w := &worker{}
 		workers[i] = w
 		g.Go(func() (err error) {
-			if w.src, err = connect(gctx, source, m.cfg.SourceDSN, appName(m.cfg.ID, "copy")); err != nil {
-				return err
-			}
 			// A long copy must not be cut by the role's timeouts.
-			if _, err := w.src.Exec(gctx, "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"); err != nil {
-				return fmt.Errorf("source: %w", err)
-			}
-			if w.dst, err = connect(gctx, target, m.cfg.TargetDSN, appName(m.cfg.ID, "copy")); err != nil {
-				return err
-			}
-			if w.replica, err = setupTargetSession(gctx, w.dst); err != nil {
+			if w.src, err = connect(gctx, source, m.cfg.SourceDSN, appName(m.cfg.ID, "copy"),
+				"statement_timeout", "0", "idle_in_transaction_session_timeout", "0"); err != nil {
 				return err
 			}
 			// A crash during the copy restarts it, so its commits need not wait for disk.
-			if _, err := w.dst.Exec(gctx, "SET synchronous_commit = off"); err != nil {
-				return fmt.Errorf("target: %w", err)
+			if w.dst, err = connect(gctx, target, m.cfg.TargetDSN, appName(m.cfg.ID, "copy"), "synchronous_commit", "off"); err != nil {
+				return err
 			}
-			return nil
+			w.replica, err = setupTargetSession(gctx, w.dst)
+			return err
 		})
 	}
 	err := g.Wait()
@@ -272,10 +274,17 @@ func stages(perTable [][]chunk, replica bool) [][]chunk {
 }
 
 // runChunks runs the stages one after the other over the workers.
+//
+// Workers spread over tables first: at most ceil(workers/tables) chunks of one table copy
+// at once. One table's chunks loaded side by side insert into different parts of its
+// indexes at once, which costs the target markedly more than loading in key order (no
+// right-most page fast path, half-full page splits; measured: about 45% more target CPU
+// with two concurrent chunks per table); so a table is split across workers only when
+// there are more workers than tables, as for one huge tenant table.
 func (m *Mover) runChunks(ctx context.Context, workers []*worker, stages [][]chunk, rangePred string, st *copyStats) error {
 	g, gctx := errgroup.WithContext(ctx)
 	jobs := make(chan chunk)
-	done := make(chan struct{}, 64)
+	done := make(chan *table, len(workers))
 	for _, w := range workers {
 		g.Go(func() error {
 			for c := range jobs {
@@ -283,7 +292,7 @@ func (m *Mover) runChunks(ctx context.Context, workers []*worker, stages [][]chu
 					return err
 				}
 				select {
-				case done <- struct{}{}:
+				case done <- c.src:
 				case <-gctx.Done():
 					return gctx.Err()
 				}
@@ -294,23 +303,32 @@ func (m *Mover) runChunks(ctx context.Context, workers []*worker, stages [][]chu
 	g.Go(func() error {
 		defer close(jobs)
 		for _, stage := range stages {
+			queue := append([]chunk(nil), stage...)
+			tables := map[*table]bool{}
+			for _, c := range queue {
+				tables[c.src] = true
+			}
+			perTable := (len(workers) + len(tables) - 1) / max(len(tables), 1)
+			inflight := map[*table]int{}
 			pending := 0
-			for _, c := range stage {
-				for sent := false; !sent; {
-					select {
-					case jobs <- c:
-						sent = true
-						pending++
-					case <-done:
-						pending--
-					case <-gctx.Done():
-						return gctx.Err()
+			for len(queue) > 0 || pending > 0 { // a stage ends when all its chunks are done
+				var send chan chunk
+				var next chunk
+				at := -1
+				for i, c := range queue {
+					if inflight[c.src] < perTable {
+						send, next, at = jobs, c, i
+						break
 					}
 				}
-			}
-			for ; pending > 0; pending-- { // the stage's barrier
 				select {
-				case <-done:
+				case send <- next:
+					queue = append(queue[:at], queue[at+1:]...)
+					inflight[next.src]++
+					pending++
+				case t := <-done:
+					inflight[t]--
+					pending--
 				case <-gctx.Done():
 					return gctx.Err()
 				}

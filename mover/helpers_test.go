@@ -430,3 +430,10 @@ func waitCaughtUp(t testing.TB, ctx context.Context, m *Mover, src *pgxpool.Pool
 }
 
 func newRand(seed int) *rand.Rand { return rand.New(rand.NewPCG(uint64(seed), 7)) }
+
+// smallChunks makes the copy cut even small test tables into several chunks.
+func smallChunks(t testing.TB) {
+	target, least := chunkTargetBytes, chunkMinBytes
+	chunkTargetBytes, chunkMinBytes = 64<<10, 16<<10
+	t.Cleanup(func() { chunkTargetBytes, chunkMinBytes = target, least })
+}

@@ -14,6 +14,7 @@ import (
 // the key, and leave TOASTed values unchanged) and deleting in tenants on both sides of the
 // boundary; at a quiescent point the range is identical row by row on both sides.
 func TestMoveUnderConcurrentWrites(t *testing.T) {
+	smallChunks(t) // 4 of 10 tenants: key chunks
 	ctx := context.Background()
 	srcPG, dstPG, src, dst := pair(t, ctx, schema)
 	seed(t, ctx, src, 10, 5, 400, 30)
@@ -100,6 +101,7 @@ func TestMoveUnderConcurrentWrites(t *testing.T) {
 // TestResumeAfterKill kills the mover (cancels its context) during the copy and during the
 // catch-up, while a writer runs; a new mover with the same id finishes with identical data.
 func TestResumeAfterKill(t *testing.T) {
+	smallChunks(t) // 5 of 8 tenants: block chunks
 	ctx := context.Background()
 	srcPG, dstPG, src, dst := pair(t, ctx, schema)
 	seed(t, ctx, src, 8, 5, 1500, 60)

@@ -41,8 +41,9 @@ type table struct {
 	// ExtraUnique: a unique index or exclusion constraint besides the primary key, which
 	// an UPDATE of many rows in one statement could trip over (values swapped between rows).
 	ExtraUnique bool
-	HeapBytes   int64 // main fork, all partitions
-	SizeBytes   int64 // with TOAST
+	HeapBytes   int64   // main fork, all partitions
+	RowEstimate float64 // pg_class.reltuples, all partitions (0: never analyzed)
+	SizeBytes   int64   // with TOAST
 }
 
 // Qualified is the quoted schema-qualified name.
@@ -99,9 +100,10 @@ func loadTable(ctx context.Context, q querier, name string) (*table, error) {
 	err = q.QueryRow(ctx, `WITH parts AS (SELECT $1::oid AS relid UNION SELECT relid FROM pg_partition_tree($1::oid) WHERE isleaf)
 		SELECT n.nspname, c.relname, c.relkind::text, c.relreplident::text,
 		       (SELECT coalesce(sum(pg_relation_size(relid)), 0)::bigint FROM parts),
-		       (SELECT coalesce(sum(pg_table_size(relid)), 0)::bigint FROM parts)
+		       (SELECT coalesce(sum(pg_table_size(relid)), 0)::bigint FROM parts),
+		       (SELECT coalesce(sum(greatest(p.reltuples, 0)), 0)::float8 FROM parts JOIN pg_class p ON p.oid = parts.relid)
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid`, t.OID).
-		Scan(&t.Schema, &t.Rel, &kind, &ident, &t.HeapBytes, &t.SizeBytes)
+		Scan(&t.Schema, &t.Rel, &kind, &ident, &t.HeapBytes, &t.SizeBytes, &t.RowEstimate)
 	if err != nil {
 		return nil, fmt.Errorf("read table %s: %w", name, err)
 	}

@@ -142,6 +142,15 @@ func TestChunkPredicate(t *testing.T) {
 			t.Errorf("predicate(%v, %v) = %s, want %s", tc.lo, tc.hi, got, tc.want)
 		}
 	}
+	blocks := blockChunks(tb, tb, 3, 300)
+	var preds []string
+	for _, c := range blocks {
+		preds = append(preds, c.predicate())
+	}
+	// An empty heap still gets one page per chunk.
+	if got, want := strings.Join(preds, " | "), `ctid < '(1,0)'::tid | ctid >= '(1,0)'::tid AND ctid < '(2,0)'::tid | ctid >= '(2,0)'::tid`; got != want {
+		t.Errorf("block chunks: %s, want %s", got, want)
+	}
 	single := &table{Schema: "public", Rel: "t", PK: []string{"id"}, Columns: []column{{Name: "id", Type: "uuid"}}}
 	if got := (chunk{src: single, lo: []string{"x"}}).predicate(); got != `"id" >= 'x'::uuid` {
 		t.Errorf("single-column predicate = %s", got)
