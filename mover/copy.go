@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -367,19 +366,19 @@ func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred str
 	out := fmt.Sprintf("COPY (SELECT %s FROM %s WHERE %s) TO STDOUT (FORMAT %s)", colList, c.src.Qualified(), where, format)
 	in := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT %s)", c.dst.Qualified(), colList, format)
 
-	pr, pw := io.Pipe()
-	bw := bufio.NewWriterSize(&meteredWriter{ctx: ctx, w: pw, th: m.th, bytes: &ts.bytes}, 64<<10)
+	p := newPipe()
+	bw := bufio.NewWriterSize(&meteredWriter{ctx: ctx, w: p, th: m.th, bytes: &ts.bytes}, 64<<10)
 	outErr := make(chan error, 1)
 	go func() {
 		_, err := w.src.PgConn().CopyTo(ctx, bw, out)
 		if err == nil {
 			err = bw.Flush()
 		}
-		pw.CloseWithError(err) // nil: the reader sees EOF
+		p.CloseWrite(err) // nil: the reader sees EOF
 		outErr <- err
 	}()
-	tag, inErr := w.dst.PgConn().CopyFrom(ctx, pr, in)
-	pr.CloseWithError(errTargetCopyEnded) // unblock the source side if the target stopped first
+	tag, inErr := w.dst.PgConn().CopyFrom(ctx, p, in)
+	p.CloseRead(errTargetCopyEnded) // unblock the source side if the target stopped first
 	srcErr := <-outErr
 	switch {
 	case srcErr != nil && !errors.Is(srcErr, errTargetCopyEnded):

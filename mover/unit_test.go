@@ -483,3 +483,40 @@ func TestPreflightErrorMessage(t *testing.T) {
 		t.Errorf("PreflightError = %q", got)
 	}
 }
+
+func TestPipe(t *testing.T) {
+	p := newPipe()
+	go func() {
+		for i := 0; i < 100; i++ {
+			if _, err := p.Write([]byte(fmt.Sprintf("%03d,", i))); err != nil {
+				t.Error(err)
+			}
+		}
+		p.CloseWrite(nil)
+	}()
+	got, err := io.ReadAll(p)
+	if err != nil || len(got) != 400 || !strings.HasPrefix(string(got), "000,001,") || !strings.HasSuffix(string(got), "099,") {
+		t.Fatalf("read %q, %v", got, err)
+	}
+
+	// The writer's error reaches the reader; the reader's stop reaches a blocked writer.
+	p = newPipe()
+	p.CloseWrite(errors.New("source failed"))
+	if _, err := io.ReadAll(p); err == nil || err.Error() != "source failed" {
+		t.Errorf("reader saw %v", err)
+	}
+	p = newPipe()
+	done := make(chan error)
+	go func() {
+		for {
+			if _, err := p.Write(make([]byte, 1024)); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	p.CloseRead(errTargetCopyEnded)
+	if err := <-done; !errors.Is(err, errTargetCopyEnded) {
+		t.Errorf("writer saw %v", err)
+	}
+}
