@@ -272,6 +272,10 @@ func (m *Mover) setApplied(lsn pglogrepl.LSN, at time.Time) {
 func (m *Mover) WaitApplied(ctx context.Context, lsn pglogrepl.LSN) error {
 	lastMove := time.Now()
 	stall := 250 * time.Millisecond
+	if m.AppliedLSN() < lsn && m.unflushed(ctx, lsn) {
+		// The WAL sender cannot see lsn before the source flushes it: make it now.
+		m.nudge(ctx)
+	}
 	for {
 		m.mu.Lock()
 		ch, running, fatal := m.notify, m.running, m.fatal
@@ -300,6 +304,20 @@ func (m *Mover) WaitApplied(ctx context.Context, lsn pglogrepl.LSN) error {
 		}
 		t.Stop()
 	}
+}
+
+// unflushed reports whether the source has not flushed its WAL up to lsn yet.
+func (m *Mover) unflushed(ctx context.Context, lsn pglogrepl.LSN) bool {
+	src, _ := m.pools()
+	if src == nil {
+		return false
+	}
+	var s string
+	if err := src.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&s); err != nil {
+		return false
+	}
+	flushed, err := pglogrepl.ParseLSN(s)
+	return err == nil && flushed < lsn
 }
 
 // nudge commits a logical message on the source, synchronously so that it is flushed (a
