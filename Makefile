@@ -34,7 +34,7 @@ demo: setup build
 	bash scripts/demo.sh
 
 bench: setup build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./planner/ ./cutover/ ./mover/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./planner/ ./cutover/ ./mover/ ./integration/
 
 clean:
 	rm -rf bin

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
 )
@@ -39,11 +41,18 @@ type Options struct {
 	CatchupTimeout time.Duration
 	// SkipVerify turns off the count-and-hash comparison (on by default).
 	SkipVerify bool
-	// Now is the clock (tests); default time.Now.
+	// Now is the clock (tests); default time.Now. It must be safe for concurrent use.
 	Now func() time.Time
+	// VerifyConns is how many connections per shard the verify of a large range (20,000
+	// rows copied or more) hashes its tables on at once (default 4). A smaller range is
+	// hashed in one statement per shard. They are opened before the freeze, with the
+	// control connection's settings, so the control connections sync the sequences
+	// meanwhile.
+	VerifyConns int
 	// AfterStep, if set, is called after each step of the window with its name (freeze,
-	// fence, drain, catch up, stop apply, verify, sequences, tombstones, flip). The fault
-	// tests use it to kill the driver at a chosen point.
+	// fence, drain, catch up, verify, sequences, tombstones, flip), in that order, from
+	// Run's goroutine, then after "stop apply", which ends after the flip. The fault tests
+	// use it to kill the driver at a chosen point.
 	AfterStep func(step string)
 }
 
@@ -56,6 +65,9 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.VerifyConns <= 0 {
+		o.VerifyConns = 4
 	}
 }
 
@@ -76,8 +88,14 @@ type Result struct {
 	Rows       int64 // rows verified
 	Stragglers []Straggler
 	Sequences  []Sequence
-	// Steps are the durations of the steps inside the window, in order, to see where
-	// the window goes.
+	// CatchupBefore is the catch-up to the source's present right before the freeze
+	// (outside the window).
+	CatchupBefore time.Duration
+	// Steps are the durations of the steps inside the window, in order, to see where the
+	// window goes, then of stop apply, which starts with the verify and ends after the
+	// flip. Steps overlap: the sequences and the source half of the verify run during the
+	// catch-up, so the verify counts from the end of the catch-up, and the steps can add
+	// up to more than the window.
 	Steps []StepTiming
 }
 
@@ -97,6 +115,15 @@ var ErrAmbiguous = errors.New("the ownership flip may or may not have committed"
 // source, migration catching up again) and returns the cause; the copy and its slot are
 // kept, so the caller either retries or calls Rollback. After the flip it returns nil and
 // the caller finishes with step 8.
+//
+// The window (freeze to flip) is kept short without dropping a check or moving one past
+// the flip. Before the freeze, outside the window: extra connections for the verify are
+// opened, and the mover is brought up to the source's present (catchUpBefore). Inside,
+// what does not depend on each other runs in parallel: once the drain is over the source's
+// rows of the range are final, so while the mover catches up to the fence LSN the source
+// half of the verify, the sequences and the journal write run; once it has caught up, the
+// target half of the verify runs while the mover stops (Run returns once it has stopped,
+// but the flip does not wait for it). Statements in the window take one round trip each.
 func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Result, error) {
 	opts.defaults()
 	var res Result
@@ -104,39 +131,65 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	if err != nil {
 		return res, fmt.Errorf("cutover %s: %w", m.ID, err)
 	}
+	var srcMore, dstMore []Querier
+	if !opts.SkipVerify {
+		lanes := 1
+		if m.RowsCopied >= largeRange {
+			lanes = min(opts.VerifyConns, len(env.Tables))
+		}
+		more := openVerifyConns(ctx, env, lanes)
+		defer more.close(context.WithoutCancel(ctx))
+		srcMore, dstMore = more.src, more.dst
+	}
+	warmUp(ctx, env, srcMore, dstMore, m.Range)
+	if res.CatchupBefore, err = catchUpBefore(ctx, env, m.ID, opts.CatchupTimeout); err != nil {
+		return res, fmt.Errorf("cutover %s: %w", m.ID, err)
+	}
 	// 1. Freeze. From here until the flip, the range takes no writes.
 	start := opts.Now()
-	last := start
-	mark := func(step string) {
-		now := opts.Now()
-		res.Steps = append(res.Steps, StepTiming{Step: step, Duration: now.Sub(last)})
-		last = now
+	lap := start
+	step := func(name string, d time.Duration) {
+		res.Steps = append(res.Steps, StepTiming{Step: name, Duration: d})
 		if opts.AfterStep != nil {
-			opts.AfterStep(step)
+			opts.AfterStep(name)
 		}
+	}
+	mark := func(name string) {
+		now := opts.Now()
+		step(name, now.Sub(lap))
+		lap = now
 	}
 	if err := env.Catalog.Freeze(ctx, st, m.Range.Lo, m); err != nil {
 		return res, fmt.Errorf("cutover %s: freeze: %w", m.ID, err)
 	}
 	mark("freeze")
-	fail := func(step string, cause error) (Result, error) {
+	var tasks []*task
+	spawn := func(f func() error) *task {
+		t := startTask(opts.Now, f)
+		tasks = append(tasks, t)
+		return t
+	}
+	var fail func(step string, cause error) (Result, error)
+	failBeforeStop := func(step string, cause error) (Result, error) {
+		// Nothing may still use the connections, nor m, while the cutover is undone.
+		for _, t := range tasks {
+			_ = t.wait()
+		}
 		cause = fmt.Errorf("cutover %s: %s: %w", m.ID, step, cause)
 		if uerr := Undo(context.WithoutCancel(ctx), env, m); uerr != nil {
 			return res, fmt.Errorf("%w; undoing the cutover failed too, the range stays fenced (re-run to finish or roll back): %v", cause, uerr)
 		}
 		return res, cause
 	}
+	fail = failBeforeStop
 	// 2. Fence.
 	if err := SetFence(ctx, env.Source, m.ID, m.Range); err != nil {
 		return fail("fence", err)
 	}
 	mark("fence")
-	// 3. Drain transactions that may not see the fence.
-	at, err := fenceTime(ctx, env.Source)
-	if err != nil {
-		return fail("drain", err)
-	}
-	if res.Stragglers, err = WaitStragglers(ctx, env.Source, at, opts.StragglerTimeout, opts.KillStragglers); err != nil {
+	// 3. Drain transactions that may not see the fence. The first poll, sent after the
+	// fence committed, also reads the fence time.
+	if _, res.Stragglers, err = drain(ctx, env.Source, time.Time{}, opts.StragglerTimeout, opts.KillStragglers); err != nil {
 		return fail("drain", err)
 	}
 	mark("drain")
@@ -145,6 +198,37 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		return fail("fence LSN", err)
 	}
 	m.FenceLSN = res.FenceLSN.String()
+	m.Phase = catalog.PhaseVerifying
+	// Meanwhile: the journal (and the state the flip compares against: the journal write
+	// moves the migration's revision), the sequences on the control connections, and the
+	// source's digests, final since the drain. m belongs to the journal task until joined.
+	var flipState *catalog.State
+	r := m.Range
+	journal := spawn(func() error {
+		if err := env.Catalog.PutMigration(ctx, m); err != nil {
+			return err
+		}
+		var err error
+		flipState, err = env.Catalog.Load(ctx)
+		return err
+	})
+	seqs := spawn(func() (err error) {
+		res.Sequences, err = SyncSequences(ctx, env.Source, env.Target, env.Tables)
+		return err
+	})
+	var srcDigests, dstDigests []TableDigest
+	var srcHalf *task
+	if !opts.SkipVerify {
+		srcHalf = spawn(func() (err error) {
+			conns := srcMore
+			if len(conns) == 0 {
+				_ = seqs.wait() // the control connection is free once the sequences are done
+				conns = []Querier{env.Source}
+			}
+			srcDigests, err = digests(ctx, conns, env.Key, env.Tables, r)
+			return err
+		})
+	}
 	wctx, cancel := context.WithTimeout(ctx, opts.CatchupTimeout)
 	err = env.Mover.WaitApplied(wctx, res.FenceLSN)
 	cancel()
@@ -152,48 +236,174 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		return fail("catch up to the fence LSN "+res.FenceLSN.String(), err)
 	}
 	mark("catch up")
-	if err := env.Mover.Stop(ctx); err != nil {
-		return fail("stop apply", err)
-	}
-	m.Phase = catalog.PhaseVerifying
-	if err := env.Catalog.PutMigration(ctx, m); err != nil {
-		return fail("journal", err)
-	}
-	mark("stop apply")
-	// 5. Verify: both sides are quiet now (fenced source, unpublished target).
+	// Nothing reaches the target's copy of the range any more: the source is fenced and
+	// drained, the mover has applied up to the fence, and its publication carries the
+	// range's rows only. Stop the apply; the flip does not wait for it, but Run returns
+	// only once it has stopped, before the caller deletes the range from the source
+	// (those deletes must not be applied to the target).
+	stop := startTask(opts.Now, func() error { return env.Mover.Stop(ctx) })
+	// 5. Verify.
+	var v Verification
+	var verr error
 	if !opts.SkipVerify {
-		v, err := Verify(ctx, env.Source, env.Target, env.Key, env.Tables, m.Range)
-		if err != nil {
-			return fail("verify", err)
+		conns := dstMore
+		if len(conns) == 0 {
+			_ = seqs.wait() // the control connection is free once the sequences are done
+			conns = []Querier{env.Target}
 		}
+		dstDigests, verr = digests(ctx, conns, env.Key, env.Tables, r)
+		if verr != nil {
+			verr = fmt.Errorf("target: %w", verr)
+		}
+		if serr := srcHalf.wait(); serr != nil && verr == nil {
+			verr = fmt.Errorf("source: %w", serr)
+		}
+		if verr == nil {
+			v, verr = compare(r, srcDigests, dstDigests)
+		}
+	}
+	for _, t := range tasks {
+		_ = t.wait()
+	}
+	seqErr := seqs.err
+	verifyTook := opts.Now().Sub(lap)
+	lap = opts.Now()
+	fail = func(step string, cause error) (Result, error) {
+		_ = stop.wait()
+		return failBeforeStop(step, cause)
+	}
+	switch {
+	case journal.err != nil:
+		return fail("journal", journal.err)
+	case seqErr != nil:
+		return fail("sequences", seqErr)
+	case verr != nil:
+		return fail("verify", verr)
+	}
+	if !opts.SkipVerify {
 		res.Rows = v.Rows
 		m.RowsVerified = v.Rows
-		mark("verify")
+		step("verify", verifyTook)
 	}
-	// 6. Sequences.
-	if res.Sequences, err = SyncSequences(ctx, env.Source, env.Target, env.Tables); err != nil {
-		return fail("sequences", err)
-	}
-	mark("sequences")
+	// 6. Sequences (done above, during the catch-up).
+	step("sequences", seqs.took)
 	// A range moving back to a shard it once left finds a tombstone there: lift it for
 	// the range's keys, so writes land once the flip sends them here.
 	if err := ClearTombstones(ctx, env.Target, m.Range); err != nil {
 		return fail("tombstones", err)
 	}
 	mark("tombstones")
-	// 7. Flip. Load again: the journal writes above moved the migration's revision.
-	st, err = env.Catalog.Load(ctx)
-	if err != nil {
-		return fail("flip", err)
-	}
+	// 7. Flip.
 	window := opts.Now().Sub(start)
 	m.Timings.CutoverWindow = window.Seconds()
-	if err := env.Catalog.Flip(ctx, st, m.Range.Lo, m, m.Target); err != nil {
+	if err := env.Catalog.Flip(ctx, flipState, m.Range.Lo, m, m.Target); err != nil {
+		_ = stop.wait()
 		return res, flipFailed(ctx, env, m, err)
 	}
 	mark("flip")
 	res.Window = opts.Now().Sub(start)
+	// The range is the target's now; whether the apply stopped cleanly changes nothing
+	// there (the caller's DropReplication halts it again before any delete).
+	_ = stop.wait()
+	step("stop apply", stop.took)
 	return res, nil
+}
+
+// task is a step of the cutover that runs beside others.
+type task struct {
+	done chan struct{}
+	err  error
+	took time.Duration
+}
+
+func startTask(now func() time.Time, f func() error) *task {
+	t := &task{done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		start := now()
+		t.err = f()
+		t.took = now().Sub(start)
+	}()
+	return t
+}
+
+func (t *task) wait() error {
+	<-t.done
+	return t.err
+}
+
+// verifyConns are the extra connections of a verify, per side.
+type verifyConns struct {
+	src, dst []Querier
+	all      []*pgx.Conn
+}
+
+// largeRange is the size (rows copied) from which the verify hashes a range's tables on
+// several connections per shard at once; below it, one statement per shard costs less
+// than the round trips of several.
+const largeRange = 20000
+
+// openVerifyConns opens n extra connections to each shard, on which the verify hashes the
+// tables while the control connections sync the sequences.
+func openVerifyConns(ctx context.Context, env Env, n int) *verifyConns {
+	var src, dst []*pgx.Conn
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); src = extraConns(ctx, env.Source, n) }()
+	go func() { defer wg.Done(); dst = extraConns(ctx, env.Target, n) }()
+	wg.Wait()
+	vc := &verifyConns{}
+	for _, c := range src {
+		vc.src = append(vc.src, c)
+	}
+	for _, c := range dst {
+		vc.dst = append(vc.dst, c)
+	}
+	vc.all = append(src, dst...)
+	return vc
+}
+
+func (vc *verifyConns) close(ctx context.Context) {
+	for _, c := range vc.all {
+		c.Close(ctx)
+	}
+}
+
+// warmUp runs, before the freeze, a harmless version of each statement the window will
+// send on each connection (the drain's poll and the sequences on the control connections,
+// the digests on the extra ones): the first statement of a backend on a set of tables or
+// views loads their catalog entries, which on a busy shard costs tens of milliseconds.
+func warmUp(ctx context.Context, env Env, srcMore, dstMore []Querier, r catalog.KeyRange) {
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		_, _, _ = stragglers(ctx, env.Source, time.Now())
+		warmSequences(ctx, env.Source, env.Target, env.Tables)
+	}()
+	go func() { defer wg.Done(); warmDigests(ctx, srcMore, env.Key, env.Tables, r) }()
+	go func() { defer wg.Done(); warmDigests(ctx, dstMore, env.Key, env.Tables, r) }()
+	wg.Wait()
+}
+
+// catchUpBefore brings the mover up to the source's present right before the freeze. The
+// executor starts a cutover once the lag is under a bound (a MiB by default), and the WAL
+// sender of a busy source runs some way behind its WAL: without this, decoding that
+// backlog would be part of the window. A marker written now and applied leaves the
+// catch-up inside the window only the WAL written during its first steps. The range
+// still serves meanwhile. It returns how long it took.
+func catchUpBefore(ctx context.Context, env Env, id string, bound time.Duration) (time.Duration, error) {
+	start := time.Now()
+	lsn, err := marker(ctx, env.Source, "catch up "+id)
+	if err != nil {
+		return 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	if err := env.Mover.WaitApplied(wctx, lsn); err != nil {
+		return time.Since(start), fmt.Errorf("catch up to %s before the freeze: %w", lsn, err)
+	}
+	return time.Since(start), nil
 }
 
 // flipFailed decides what a failed flip means. If the journal says flipped, the flip did

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 )
 
 // ErrStragglers is returned when transactions that predate the fence are still running
@@ -43,76 +44,159 @@ func fenceTime(ctx context.Context, db Querier) (time.Time, error) {
 	return t, nil
 }
 
-func stragglers(ctx context.Context, db Querier, before time.Time) ([]Straggler, error) {
-	rows, err := db.Query(ctx, `
-		SELECT pid, xact_start, coalesce(state, ''), coalesce(query, '')
-		FROM pg_stat_activity
-		WHERE datname = current_database()
-		  AND backend_type = 'client backend'
-		  AND pid <> pg_backend_pid()
-		  AND xact_start IS NOT NULL
-		  AND xact_start < $1
-		ORDER BY xact_start`, before)
-	if err != nil {
-		return nil, fmt.Errorf("cutover: list transactions older than the fence: %w", err)
-	}
-	defer rows.Close()
-	var out []Straggler
-	for rows.Next() {
-		var s Straggler
-		if err := rows.Scan(&s.PID, &s.XactStart, &s.State, &s.Query); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	// Prepared transactions outlive their session and cannot be killed from here: they
-	// must be committed or rolled back by whoever prepared them.
-	prows, err := db.Query(ctx, `SELECT gid, prepared FROM pg_prepared_xacts WHERE database = current_database() AND prepared < $1`, before)
-	if err != nil {
-		return nil, fmt.Errorf("cutover: list prepared transactions: %w", err)
-	}
-	defer prows.Close()
-	for prows.Next() {
-		var gid string
-		var at time.Time
-		if err := prows.Scan(&gid, &at); err != nil {
-			return nil, err
-		}
-		out = append(out, Straggler{PID: -1, XactStart: at, State: "prepared", Query: "PREPARE TRANSACTION " + gid})
-	}
-	return out, prows.Err()
+// stragglersSQL lists, in one round trip, the sessions of this database (other than the
+// caller's) whose transaction started before the cutoff $1, and every prepared
+// transaction, which outlives its session and cannot be killed from here (it must be
+// committed or rolled back by whoever prepared it). A NULL cutoff means the statement's
+// own start, which, sent after the fence committed, is a valid cutoff: that is how the
+// first poll of a drain reads the fence time for free. It returns the cutoff on every row
+// and one row of NULLs when there is nothing.
+const stragglersSQL = `
+WITH c AS (SELECT coalesce($1::timestamptz, statement_timestamp()) AS at)
+SELECT c.at, s.pid, s.xact_start, s.state, s.query
+FROM c LEFT JOIN LATERAL (
+	SELECT a.pid, a.xact_start, coalesce(a.state, '') AS state, coalesce(a.query, '') AS query
+	FROM pg_stat_activity a
+	WHERE a.datname = current_database()
+	  AND a.backend_type = 'client backend'
+	  AND a.pid <> pg_backend_pid()
+	  AND a.xact_start IS NOT NULL
+	  AND a.xact_start < c.at
+	UNION ALL
+	SELECT -1, p.prepared, 'prepared', 'PREPARE TRANSACTION ' || p.gid
+	FROM pg_prepared_xacts p
+	WHERE p.database = current_database()
+) s ON true
+ORDER BY s.xact_start`
+
+// poll is one look at what runs on the source.
+type poll struct {
+	at       time.Time   // the cutoff
+	sessions []Straggler // sessions whose transaction started before the cutoff
+	prepared []Straggler // every prepared transaction (PID -1)
 }
 
+// look polls the source with cutoff before (zero: the statement's start).
+func look(ctx context.Context, db Querier, before time.Time) (poll, error) {
+	p := poll{at: before}
+	var arg *time.Time
+	if !before.IsZero() {
+		arg = &before
+	}
+	// QueryExecModeExec: one round trip, no statement preparation, inside the window.
+	rows, err := db.Query(ctx, stragglersSQL, pgx.QueryExecModeExec, arg)
+	if err != nil {
+		return p, fmt.Errorf("cutover: list transactions older than the fence: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			pid   *int
+			start *time.Time
+			state *string
+			query *string
+		)
+		if err := rows.Scan(&p.at, &pid, &start, &state, &query); err != nil {
+			return p, fmt.Errorf("cutover: list transactions older than the fence: %w", err)
+		}
+		if pid == nil {
+			continue
+		}
+		s := Straggler{PID: *pid, XactStart: *start, State: *state, Query: *query}
+		if s.PID < 0 {
+			p.prepared = append(p.prepared, s)
+		} else {
+			p.sessions = append(p.sessions, s)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return p, fmt.Errorf("cutover: list transactions older than the fence: %w", err)
+	}
+	return p, nil
+}
+
+// stragglers returns the cutoff it used (before, or the statement's start when before is
+// zero) and the sessions and prepared transactions older than it.
+func stragglers(ctx context.Context, db Querier, before time.Time) (time.Time, []Straggler, error) {
+	p, err := look(ctx, db, before)
+	out := p.sessions
+	for _, s := range p.prepared {
+		if s.XactStart.Before(p.at) {
+			out = append(out, s)
+		}
+	}
+	return p.at, out, err
+}
+
+// Drain polling: every pollFast for the first pollFastFor, which is when short
+// transactions of a live load end (each millisecond of overshoot is a millisecond of the
+// window), then backing off to pollSlow for long stragglers.
+const (
+	pollFast    = time.Millisecond
+	pollFastFor = 200 * time.Millisecond
+	pollSlow    = 20 * time.Millisecond
+)
+
 // WaitStragglers waits until every transaction that started before the fence committed
-// has ended, polling every few milliseconds, for at most bound. Past the bound it
+// has ended, polling every millisecond or so, for at most bound. Past the bound it
 // terminates them when kill is set (prepared transactions excepted), or returns
 // ErrStragglers naming them. A transaction that began before the fence and commits after
 // it is thus never lost: its commit precedes the fence LSN captured afterwards.
 func WaitStragglers(ctx context.Context, db Querier, before time.Time, bound time.Duration, kill bool) ([]Straggler, error) {
-	deadline := time.Now().Add(bound)
-	wait := 2 * time.Millisecond
+	if before.IsZero() {
+		return nil, errors.New("cutover: wait for stragglers: no fence time given")
+	}
+	_, killed, err := drain(ctx, db, before, bound, kill)
+	return killed, err
+}
+
+// drain is WaitStragglers; a zero before takes the first poll's start as the fence time
+// (the caller sends it after the fence committed), which saves a round trip. It returns
+// the fence time it used.
+//
+// A transaction that started before the fence may PREPARE after it: it then leaves
+// pg_stat_activity and shows in pg_prepared_xacts with a prepare time past the fence, to
+// be committed later. So the prepared transactions waited for are those prepared before
+// the fence, and, once no session straggler is left, every one present at that moment:
+// each straggler has by then ended or prepared. One prepared later began after the fence
+// and sees it.
+func drain(ctx context.Context, db Querier, before time.Time, bound time.Duration, kill bool) (time.Time, []Straggler, error) {
+	start := time.Now()
+	deadline := start.Add(bound)
+	wait := pollFast
 	var killed []Straggler
+	var held map[string]bool // prepared transactions present once the sessions were drained
 	for {
-		ss, err := stragglers(ctx, db, before)
+		p, err := look(ctx, db, before)
 		if err != nil {
-			return killed, err
+			return p.at, killed, err
+		}
+		before = p.at
+		if held == nil && len(p.sessions) == 0 {
+			held = map[string]bool{}
+			for _, s := range p.prepared {
+				held[s.Query] = true
+			}
+		}
+		ss := p.sessions
+		for _, s := range p.prepared {
+			if s.XactStart.Before(p.at) || held[s.Query] {
+				ss = append(ss, s)
+			}
 		}
 		if len(ss) == 0 {
-			return killed, nil
+			return before, killed, nil
 		}
 		if time.Now().After(deadline) {
 			if !kill {
-				return killed, fmt.Errorf("%w after %v: %s (end them, raise --straggler-timeout, or pass --kill-stragglers)", ErrStragglers, bound, describe(ss))
+				return before, killed, fmt.Errorf("%w after %v: %s (end them, raise --straggler-timeout, or pass --kill-stragglers)", ErrStragglers, bound, describe(ss))
 			}
 			for _, s := range ss {
 				if s.PID < 0 {
-					return killed, fmt.Errorf("%w: prepared transaction %s must be committed or rolled back first", ErrStragglers, s)
+					return before, killed, fmt.Errorf("%w: prepared transaction %s must be committed or rolled back first", ErrStragglers, s)
 				}
 				if _, err := db.Exec(ctx, `SELECT pg_terminate_backend($1)`, s.PID); err != nil {
-					return killed, fmt.Errorf("cutover: terminate straggler %s: %w", s, err)
+					return before, killed, fmt.Errorf("cutover: terminate straggler %s: %w", s, err)
 				}
 				s.Terminated = true
 				killed = append(killed, s)
@@ -121,13 +205,15 @@ func WaitStragglers(ctx context.Context, db Querier, before time.Time, bound tim
 			deadline = time.Now().Add(bound)
 			kill = false
 		}
+		if time.Since(start) > pollFastFor {
+			wait = pollSlow
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			return killed, ctx.Err()
-		case <-time.After(wait):
-		}
-		if wait < 50*time.Millisecond {
-			wait *= 2
+			t.Stop()
+			return before, killed, ctx.Err()
+		case <-t.C:
 		}
 	}
 }
@@ -144,17 +230,31 @@ func describe(ss []Straggler) string {
 	return strings.Join(parts, "; ")
 }
 
-// FenceLSN writes a logical message after the fence and returns its LSN: once the mover
-// has applied up to it, every write the source accepted for the range has reached the
-// target. The message is transactional=false so it gets an LSN at once.
-func FenceLSN(ctx context.Context, db Querier, migration string) (pglogrepl.LSN, error) {
+// markerSQL writes a logical message on the source and makes it visible to the WAL
+// sender at once. A WAL sender decodes flushed WAL only; the message is transactional so
+// that its statement commits with an xid, and the commit flushes (synchronous_commit local
+// for this transaction: a source with synchronous_commit off, or waiting on standbys,
+// would hold it back otherwise; PostgreSQL 15 never flushes a lone non-transactional
+// message). The function returns the end of the message's record; the commit follows it.
+const markerSQL = `SELECT pg_logical_emit_message(true, 'reshard', $1)::text
+FROM (SELECT set_config('synchronous_commit', 'local', true)) s`
+
+// marker writes a flushed logical message with the given content and returns its LSN.
+func marker(ctx context.Context, db Querier, content string) (pglogrepl.LSN, error) {
 	var s string
-	if err := db.QueryRow(ctx, `SELECT pg_logical_emit_message(false, 'reshard', $1)::text`, "fence "+migration).Scan(&s); err != nil {
-		return 0, fmt.Errorf("cutover: write fence marker: %w", err)
+	if err := db.QueryRow(ctx, markerSQL, pgx.QueryExecModeExec, content).Scan(&s); err != nil {
+		return 0, fmt.Errorf("cutover: write the %q marker: %w", content, err)
 	}
 	lsn, err := pglogrepl.ParseLSN(s)
 	if err != nil {
-		return 0, fmt.Errorf("cutover: parse fence LSN %q: %w", s, err)
+		return 0, fmt.Errorf("cutover: parse the LSN %q of the %q marker: %w", s, content, err)
 	}
 	return lsn, nil
+}
+
+// FenceLSN writes a logical message after the fence, flushed, and returns its LSN: once the
+// mover has applied up to it, every write the source accepted for the range has reached
+// the target.
+func FenceLSN(ctx context.Context, db Querier, migration string) (pglogrepl.LSN, error) {
+	return marker(ctx, db, "fence "+migration)
 }

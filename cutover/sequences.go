@@ -3,6 +3,8 @@ package cutover
 import (
 	"context"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Sequence is a sequence owned by (or the default of) a sharded table's column.
@@ -11,19 +13,32 @@ type Sequence struct {
 	Value int64
 }
 
+// sequencesSQL lists the sequences behind the tables' serial and identity columns with
+// their last value on this shard (0 for one never used), in one round trip.
+const sequencesSQL = `
+SELECT DISTINCT q.seq, coalesce(pg_sequence_last_value(q.seq::regclass), 0)
+FROM unnest($1::text[]) AS t(name)
+CROSS JOIN LATERAL (
+	SELECT pg_get_serial_sequence(quote_ident(t.name), a.attname) AS seq
+	FROM pg_attribute a
+	WHERE a.attrelid = to_regclass(quote_ident(t.name)) AND a.attnum > 0 AND NOT a.attisdropped
+) q
+WHERE q.seq IS NOT NULL`
+
+// raiseSQL raises each named sequence to at least the given value, all in one round trip,
+// and returns the value each sequence is at. A sequence already at or past the value is
+// left alone (setval to a value it has already passed would move it backwards); a
+// concurrent nextval can only race a raise, which moves the sequence forwards.
+const raiseSQL = `
+SELECT u.name, CASE WHEN u.v > coalesce(pg_sequence_last_value(u.name::regclass), 0)
+	THEN setval(u.name::regclass, u.v)
+	ELSE coalesce(pg_sequence_last_value(u.name::regclass), 0) END
+FROM unnest($1::text[], $2::bigint[]) AS u(name, v)`
+
 // tableSequences lists the sequences behind the tables' column defaults and identity
 // columns, with their last value on this shard.
 func tableSequences(ctx context.Context, db Querier, tables []string) (map[string]int64, error) {
-	rows, err := db.Query(ctx, `
-		SELECT DISTINCT format('%I.%I', s.schemaname, s.sequencename), coalesce(s.last_value, 0)
-		FROM unnest($1::text[]) AS t(name)
-		CROSS JOIN LATERAL (
-			SELECT pg_get_serial_sequence(quote_ident(t.name), a.attname) AS seq
-			FROM pg_attribute a
-			WHERE a.attrelid = to_regclass(quote_ident(t.name)) AND a.attnum > 0 AND NOT a.attisdropped
-		) q
-		JOIN pg_sequences s ON format('%I.%I', s.schemaname, s.sequencename)::regclass = q.seq::regclass
-		WHERE q.seq IS NOT NULL`, tables)
+	rows, err := db.Query(ctx, sequencesSQL, pgx.QueryExecModeExec, tables)
 	if err != nil {
 		return nil, fmt.Errorf("cutover: list sequences: %w", err)
 	}
@@ -40,28 +55,54 @@ func tableSequences(ctx context.Context, db Querier, tables []string) (map[strin
 	return out, rows.Err()
 }
 
+// warmSequences reads the sequences on both shards, before the freeze, so that the
+// statements of SyncSequences find their catalog entries loaded. Errors are ignored.
+func warmSequences(ctx context.Context, src, dst Querier, tables []string) {
+	sv, err := tableSequences(ctx, src, tables)
+	if err != nil || len(sv) == 0 {
+		return
+	}
+	names := make([]string, 0, len(sv))
+	for name := range sv {
+		names = append(names, name)
+	}
+	_, _ = dst.Exec(ctx, `SELECT count(pg_sequence_last_value(n::regclass)) FROM unnest($1::text[]) AS n`, pgx.QueryExecModeExec, names)
+}
+
 // SyncSequences raises every sequence behind the tables on the target to at least the
 // source's value. Logical replication does not carry sequence values, so without this an
-// id issued on the target after the flip could collide with a moved row.
+// id issued on the target after the flip could collide with a moved row. It takes two
+// round trips: one per shard.
 func SyncSequences(ctx context.Context, src, dst Querier, tables []string) ([]Sequence, error) {
 	sv, err := tableSequences(ctx, src, tables)
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", err)
 	}
-	var out []Sequence
+	var names []string
+	var vals []int64
 	for name, v := range sv {
-		if v <= 0 {
-			continue
+		if v > 0 {
+			names, vals = append(names, name), append(vals, v)
 		}
-		// setval to the greater of the two, in one statement, so concurrent nextval
-		// calls on the target are never moved backwards.
-		var got int64
-		err := dst.QueryRow(ctx, `SELECT setval($1::regclass, greatest($2::bigint, (SELECT coalesce(last_value, 0) FROM pg_sequences WHERE format('%I.%I', schemaname, sequencename)::regclass = $1::regclass)))`,
-			name, v).Scan(&got)
-		if err != nil {
-			return out, fmt.Errorf("cutover: raise sequence %s on the target to %d: %w", name, v, err)
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	rows, err := dst.Query(ctx, raiseSQL, pgx.QueryExecModeExec, names, vals)
+	if err != nil {
+		return nil, fmt.Errorf("cutover: raise sequences %v on the target to the source's %v: %w", names, vals, err)
+	}
+	defer rows.Close()
+	var out []Sequence
+	for rows.Next() {
+		var s Sequence
+		if err := rows.Scan(&s.Name, &s.Value); err != nil {
+			return out, err
 		}
-		out = append(out, Sequence{Name: name, Value: got})
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("cutover: raise sequences %v on the target to the source's %v: %w", names, vals, err)
 	}
 	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -35,7 +36,7 @@ func digestSQL(table, key string, r catalog.KeyRange, text bool) string {
 	if text {
 		h = "hashtextextended(x::text, 0)"
 	}
-	return fmt.Sprintf(`SELECT count(*), coalesce(sum(%s), 0)::text FROM %s x WHERE %s`,
+	return fmt.Sprintf(`SELECT count(*) AS n, coalesce(sum(%s), 0)::text AS h FROM %s x WHERE %s`,
 		h, t, r.SQL("x."+pgx.Identifier{key}.Sanitize()))
 }
 
@@ -65,34 +66,135 @@ type Verification struct {
 // Verify compares count and hash of every table's range on source and target (in
 // parallel on the two shards). A difference is ErrMismatch naming each differing table.
 func Verify(ctx context.Context, src, dst Querier, key string, tables []string, r catalog.KeyRange) (Verification, error) {
-	v := Verification{Source: make([]TableDigest, len(tables)), Target: make([]TableDigest, len(tables))}
+	var s, d []TableDigest
 	var g errgroup.Group
-	g.Go(func() error {
-		for i, t := range tables {
-			d, err := Digest(ctx, src, t, key, r)
-			if err != nil {
-				return fmt.Errorf("source: %w", err)
-			}
-			v.Source[i] = d
+	g.Go(func() (err error) {
+		s, err = digests(ctx, []Querier{src}, key, tables, r)
+		if err != nil {
+			err = fmt.Errorf("source: %w", err)
 		}
-		return nil
+		return err
 	})
-	g.Go(func() error {
-		for i, t := range tables {
-			d, err := Digest(ctx, dst, t, key, r)
-			if err != nil {
-				return fmt.Errorf("target: %w", err)
-			}
-			v.Target[i] = d
+	g.Go(func() (err error) {
+		d, err = digests(ctx, []Querier{dst}, key, tables, r)
+		if err != nil {
+			err = fmt.Errorf("target: %w", err)
 		}
-		return nil
+		return err
 	})
 	if err := g.Wait(); err != nil {
-		return v, err
+		return Verification{Source: s, Target: d}, err
 	}
+	return compare(r, s, d)
+}
+
+// digests computes the digest of every table's range on one shard. The tables are shared
+// out among the connections, and each connection hashes its share in one statement: on a
+// small range the round trip costs more than the hashing, on a large one several
+// connections hash at once. A failure does not cancel the others: cancelling a query
+// would break its connection, which the caller still needs.
+func digests(ctx context.Context, conns []Querier, key string, tables []string, r catalog.KeyRange) ([]TableDigest, error) {
+	out := make([]TableDigest, len(tables))
+	n := min(len(conns), len(tables))
+	var g errgroup.Group
+	for lane := range n {
+		g.Go(func() error {
+			var idx []int
+			for i := lane; i < len(tables); i += n {
+				idx = append(idx, i)
+			}
+			ds, err := digestGroup(ctx, conns[lane], key, tables, idx, r)
+			for j, i := range idx {
+				out[i] = ds[j]
+			}
+			return err
+		})
+	}
+	return out, g.Wait()
+}
+
+// digestGroup computes the digests of tables[idx] in one statement (a UNION ALL of each
+// table's aggregate). When a table has a column type without a hash function, it falls
+// back to one statement per table, where Digest hashes that table through text.
+func digestGroup(ctx context.Context, db Querier, key string, tables []string, idx []int, r catalog.KeyRange) ([]TableDigest, error) {
+	out := make([]TableDigest, len(idx))
+	if len(idx) == 1 {
+		d, err := Digest(ctx, db, tables[idx[0]], key, r)
+		out[0] = d
+		return out, err
+	}
+	parts := make([]string, len(idx))
+	for j, i := range idx {
+		out[j].Table = tables[i]
+		parts[j] = fmt.Sprintf("SELECT %d AS j, n, h FROM (%s) d%d", j, digestSQL(tables[i], key, r, false), j)
+	}
+	rows, err := db.Query(ctx, strings.Join(parts, "\nUNION ALL\n"))
+	if err == nil {
+		for rows.Next() {
+			var j int
+			var d TableDigest
+			if err = rows.Scan(&j, &d.Rows, &d.Hash); err != nil {
+				break
+			}
+			out[j].Rows, out[j].Hash = d.Rows, d.Hash
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: no hash for a type
+		for j, i := range idx {
+			if out[j], err = Digest(ctx, db, tables[i], key, r); err != nil {
+				return out, err
+			}
+		}
+		return out, nil
+	}
+	if err != nil {
+		return out, fmt.Errorf("cutover: digest of %s %s: %w", quoteList(pick(tables, idx)), r, err)
+	}
+	return out, nil
+}
+
+// warmDigests runs, on each connection, a statement over the same tables as its share of
+// digests but reading one row of each: a new backend's first statement on a set of tables
+// pays for loading their catalog entries and statistics (several times the cost of hashing
+// a small range), and hashing one row looks up the columns' hash functions. It is run
+// before the freeze; errors are ignored (the verify reports them).
+func warmDigests(ctx context.Context, conns []Querier, key string, tables []string, r catalog.KeyRange) {
+	n := min(len(conns), len(tables))
+	var wg sync.WaitGroup
+	for lane := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var parts []string
+			for i := lane; i < len(tables); i += n {
+				parts = append(parts, fmt.Sprintf("(SELECT hash_record_extended(x, 0) FROM %s x WHERE %s LIMIT 1)",
+					pgx.Identifier{tables[i]}.Sanitize(), r.SQL("x."+pgx.Identifier{key}.Sanitize())))
+			}
+			_, _ = conns[lane].Exec(ctx, strings.Join(parts, " UNION ALL "))
+		}()
+	}
+	wg.Wait()
+}
+
+func pick(ss []string, idx []int) []string {
+	out := make([]string, len(idx))
+	for j, i := range idx {
+		out[j] = ss[i]
+	}
+	return out
+}
+
+// compare checks the digests of the same tables on the two shards.
+func compare(r catalog.KeyRange, src, dst []TableDigest) (Verification, error) {
+	v := Verification{Source: src, Target: dst}
 	var diffs []string
-	for i := range tables {
-		s, d := v.Source[i], v.Target[i]
+	for i := range src {
+		s, d := src[i], dst[i]
 		v.Rows += s.Rows
 		if s.Rows != d.Rows || s.Hash != d.Hash {
 			diffs = append(diffs, fmt.Sprintf("%s: source %d rows (hash %s), target %d rows (hash %s)", s.Table, s.Rows, s.Hash, d.Rows, d.Hash))
@@ -102,4 +204,34 @@ func Verify(ctx context.Context, src, dst Querier, key string, tables []string, 
 		return v, fmt.Errorf("%w for %s: %s", ErrMismatch, r, strings.Join(diffs, "; "))
 	}
 	return v, nil
+}
+
+// extraConns opens up to n more connections with the settings of c, when c is a
+// *pgx.Conn, in parallel, for the verify to hash several tables at once on a shard. It is
+// called before the freeze, so connecting costs the window nothing. One that fails to
+// open is left out: the verify runs on fewer.
+func extraConns(ctx context.Context, c Querier, n int) []*pgx.Conn {
+	cc, ok := c.(interface{ Config() *pgx.ConnConfig })
+	if !ok || n <= 0 {
+		return nil
+	}
+	conns := make([]*pgx.Conn, n)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if nc, err := pgx.ConnectConfig(ctx, cc.Config().Copy()); err == nil {
+				conns[i] = nc
+			}
+		}()
+	}
+	wg.Wait()
+	out := conns[:0]
+	for _, nc := range conns {
+		if nc != nil {
+			out = append(out, nc)
+		}
+	}
+	return out
 }

@@ -1,0 +1,400 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+// BenchmarkCutoverWindow measures the write-unavailability window of cutovers under a live
+// write load: the time from the catalog freeze to the flip's commit, as a client of the
+// catalog sees it. A stack of 3 shards holds the demo data (100 tenants, skewed); the load
+// routes every transaction through the catalog resolver and retries on the fence error.
+// Four tenants of moderate size (a few hundred to a few thousand rows over the five
+// tables) are isolated into ranges of their own, and each is moved back and forth between
+// two shards, one move at a time, with the real mover, catalog and executor: at least 24
+// cutovers per run (RESHARD_BENCH_CUTOVERS raises it). The load runs as fast as its 4
+// workers can, which saturates a small machine; RESHARD_BENCH_RATE caps it (transactions
+// per second) to measure a busy but not saturated fleet. It reports the median, p99
+// (nearest rank) and max window, logs the median of each cutover step, and checks
+// afterwards that every acknowledged write is on its owner exactly once.
+//
+//	go test -run '^$' -bench CutoverWindow -benchtime 1x ./integration/
+func BenchmarkCutoverWindow(b *testing.B) {
+	ctx := context.Background()
+	want := 24
+	if v, err := strconv.Atoi(os.Getenv("RESHARD_BENCH_CUTOVERS")); err == nil && v > want {
+		want = v
+	}
+	rate, _ := strconv.ParseFloat(os.Getenv("RESHARD_BENCH_RATE"), 64)
+	s := newBenchStack(b, 3, demo.DataOptions{Tenants: 100, Scale: 0.5, Seed: 7})
+	cat := &timedCatalog{Store: s.store}
+	steps := &stepLog{}
+	ex := s.executor(cutover.ExecOptions{CutoverRetries: 3})
+	ex.Catalog = cat
+	ex.Log = slog.New(steps)
+
+	// The moving tenants: ranks 4, 8, 16 and 32 of 100 (the three heaviest are the hot ones).
+	type moving struct {
+		tenant demo.Tenant
+		rng    catalog.KeyRange
+		home   string
+		away   string
+	}
+	st, err := s.store.Load(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var movers []*moving
+	for _, rank := range []int{4, 8, 16, 32} {
+		t := s.tenants[rank-1]
+		r := catalog.NewRange(t.ID, t.ID+1)
+		owner, _ := st.Owner(t.ID)
+		if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
+			b.Fatalf("carve %s: %v", r, err)
+		}
+		away := "s1"
+		if owner.Shard == "s1" {
+			away = "s2"
+		}
+		movers = append(movers, &moving{tenant: t, rng: r, home: owner.Shard, away: away})
+	}
+	var report strings.Builder
+	for _, mv := range movers {
+		fmt.Fprintf(&report, "tenant of rank %d: %d rows on %s, moves to %s and back\n",
+			mv.tenant.Rank, tenantRows(b, s.conns[mv.home], mv.tenant.ID), mv.home, mv.away)
+	}
+
+	router, stopRouter := benchRouter(b, s)
+	defer stopRouter()
+	loader, err := demo.NewLoader(demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: 4, Rate: rate, RetryIf: retryIf, Seed: 7})
+	if err != nil {
+		b.Fatal(err)
+	}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var (
+		wg     sync.WaitGroup
+		result *demo.Result
+		lerr   error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		result, lerr = loader.Run(loadCtx)
+	}()
+	time.Sleep(time.Second)
+
+	var samples []cutoverSample
+	b.ResetTimer()
+	for range b.N {
+		for n := 0; n < want; n++ {
+			mv := movers[n%len(movers)]
+			to := mv.away
+			if n/len(movers)%2 == 1 {
+				to = mv.home
+			}
+			id := fmt.Sprintf("bench_%d_%d", len(samples), mv.tenant.Rank)
+			m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: mv.rng, Target: to})
+			if err != nil {
+				b.Fatalf("move %s %s -> %s: %v", id, mv.rng, to, err)
+			}
+			if m.Phase != catalog.PhaseDone {
+				b.Fatalf("move %s ended %s", id, m.Phase)
+			}
+			sm := cutoverSample{id: id, rows: m.RowsVerified, window: cat.window(id), steps: steps.take(id)}
+			if sm.window <= 0 {
+				b.Fatalf("move %s: no window measured", id)
+			}
+			samples = append(samples, sm)
+		}
+	}
+	b.StopTimer()
+
+	time.Sleep(300 * time.Millisecond)
+	stopLoad()
+	wg.Wait()
+	if lerr != nil {
+		b.Fatalf("load: %v", lerr)
+	}
+	if result.Failed > 0 {
+		b.Fatalf("%d transactions of the load failed: %v", result.Failed, result.Errors)
+	}
+	benchCheck(b, s, result.Ledger)
+
+	windows := make([]float64, len(samples))
+	for i, sm := range samples {
+		windows[i] = ms(sm.window)
+	}
+	b.ReportMetric(quantile(windows, 0.5), "window-p50-ms")
+	b.ReportMetric(quantile(windows, 0.99), "window-p99-ms")
+	b.ReportMetric(slices.Max(windows), "window-max-ms")
+	b.ReportMetric(float64(len(samples)), "cutovers")
+	fmt.Fprintf(&report, "load: %d transactions acknowledged (%.0f/s), %d fenced or frozen and retried, %d failed\n",
+		result.Acked, float64(result.Acked)/result.Seconds, result.Fenced, result.Failed)
+	if testing.Verbose() {
+		for _, sm := range samples {
+			fmt.Fprintf(&report, "%s: %d rows, window %.1fms:", sm.id, sm.rows, ms(sm.window))
+			for _, st := range sm.steps {
+				fmt.Fprintf(&report, " %s=%.1f", st.Step, ms(st.Duration))
+			}
+			report.WriteString("\n")
+		}
+	}
+	report.WriteString(stepTable(samples))
+	// The table is longer than the 10 lines a benchmark's log keeps.
+	fmt.Print(report.String())
+}
+
+// cutoverSample is one cutover's window and the steps the executor logged for it.
+type cutoverSample struct {
+	id     string
+	rows   int64
+	window time.Duration
+	steps  []cutover.StepTiming
+}
+
+// newBenchStack is newStack for a benchmark: 3 shards with the demo schema and data, and a
+// catalog over them. The stack's t stays nil: only its executor is used, not its checks.
+func newBenchStack(b *testing.B, shards int, opts demo.DataOptions) *stack {
+	b.Helper()
+	ctx := context.Background()
+	s := &stack{dsn: map[string]string{}, conns: map[string]*pgx.Conn{}}
+	s.pgs = testenv.Postgres(b, shards)
+	s.srv, s.cli = testenv.Etcd(b)
+	store, err := catalog.NewStore(s.cli, cluster)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.store = store
+	names := make([]string, shards)
+	var cshards []catalog.Shard
+	for i, p := range s.pgs {
+		names[i] = fmt.Sprintf("s%d", i+1)
+		s.dsn[names[i]] = p.DSNApp()
+		cshards = append(cshards, catalog.Shard{Name: names[i], DSN: p.DSNApp()})
+		c, err := pgx.Connect(ctx, p.DSNApp())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close(context.Background()) })
+		s.conns[names[i]] = c
+		if err := demo.CreateSchema(ctx, c, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ranges := catalog.EvenRanges(names)
+	opts.HotRange = ranges[0].Range
+	if s.tenants, err = demo.GenerateTenants(opts); err != nil {
+		b.Fatal(err)
+	}
+	placed, err := demo.Place(s.tenants, ranges)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for name, ts := range placed {
+		if _, err := demo.LoadShard(ctx, s.conns[name], ts, opts); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cfg := catalog.Config{Cluster: cluster, Key: demo.Key, Tables: demo.Tables}
+	if err := store.Init(ctx, cfg, cshards, ranges, false); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// benchRouter routes through the catalog resolver like resolverRouter: a frozen range is
+// an error the load retries.
+func benchRouter(b *testing.B, s *stack) (demo.Router, func()) {
+	cache, err := s.store.Watch(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	res := catalog.NewResolver(cache)
+	return demo.RouterFunc(func(_ context.Context, tenant int64) (string, error) {
+		rt, err := res.Resolve(tenant)
+		if err != nil {
+			return "", err
+		}
+		if rt.State == catalog.RangeFrozen {
+			return "", fmt.Errorf("tenant %d: %w", tenant, errFrozen)
+		}
+		return s.dsn[rt.Shard], nil
+	}), cache.Close
+}
+
+// benchCheck is the end state check of the moves: balances equal ledgers on every shard,
+// and every acknowledged ledger write is present exactly once on its owner only.
+func benchCheck(b *testing.B, s *stack, acked []demo.LedgerWrite) {
+	ctx := context.Background()
+	st, err := s.store.Load(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := catalog.ValidateState(st); err != nil {
+		b.Fatalf("catalog: %v", err)
+	}
+	qs := map[string]demo.Querier{}
+	for name, c := range s.conns {
+		qs[name] = c
+		if err := demo.CheckBalances(ctx, c); err != nil {
+			b.Errorf("shard %s: %v", name, err)
+		}
+	}
+	owner := func(tenant int64) string { r, _ := st.Owner(tenant); return r.Shard }
+	if err := demo.CheckAcked(ctx, qs, owner, acked, false); err != nil {
+		b.Error(err)
+	}
+}
+
+func tenantRows(b *testing.B, c *pgx.Conn, tenant int64) int64 {
+	var total int64
+	for _, t := range demo.Tables {
+		var n int64
+		if err := c.QueryRow(context.Background(), fmt.Sprintf(`SELECT count(*) FROM %s WHERE tenant_id = $1`, pgx.Identifier{t}.Sanitize()), tenant).Scan(&n); err != nil {
+			b.Fatal(err)
+		}
+		total += n
+	}
+	return total
+}
+
+// timedCatalog measures each migration's window from the start of its (last) freeze to the
+// return of its flip, which is what a client holding writes for the range waits at most.
+type timedCatalog struct {
+	*catalog.Store
+	mu      sync.Mutex
+	frozeAt map[string]time.Time
+	windows map[string]time.Duration
+}
+
+func (c *timedCatalog) Freeze(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration) error {
+	c.mu.Lock()
+	if c.frozeAt == nil {
+		c.frozeAt, c.windows = map[string]time.Time{}, map[string]time.Duration{}
+	}
+	c.frozeAt[m.ID] = time.Now()
+	c.mu.Unlock()
+	return c.Store.Freeze(ctx, st, lo, m)
+}
+
+func (c *timedCatalog) Flip(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, to string) error {
+	err := c.Store.Flip(ctx, st, lo, m, to)
+	if err == nil {
+		c.mu.Lock()
+		c.windows[m.ID] = time.Since(c.frozeAt[m.ID])
+		c.mu.Unlock()
+	}
+	return err
+}
+
+func (c *timedCatalog) window(id string) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.windows[id]
+}
+
+// stepLog is a slog handler that keeps the step timings of each migration's "flipped"
+// record (executor.go logs them as "freeze=1.2ms fence=0.8ms ...").
+type stepLog struct {
+	mu    sync.Mutex
+	steps map[string][]cutover.StepTiming
+}
+
+var stepRE = regexp.MustCompile(`([a-z][a-z ]*)=([0-9.]+)ms`)
+
+func (l *stepLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *stepLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *stepLog) WithGroup(string) slog.Handler            { return l }
+func (l *stepLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "flipped" {
+		return nil
+	}
+	var id, raw string
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "migration":
+			id = a.Value.String()
+		case "steps":
+			raw = a.Value.String()
+		}
+		return true
+	})
+	var out []cutover.StepTiming
+	for _, m := range stepRE.FindAllStringSubmatch(raw, -1) {
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, cutover.StepTiming{Step: strings.TrimSpace(m[1]), Duration: time.Duration(v * float64(time.Millisecond))})
+	}
+	l.mu.Lock()
+	if l.steps == nil {
+		l.steps = map[string][]cutover.StepTiming{}
+	}
+	l.steps[id] = out
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *stepLog) take(id string) []cutover.StepTiming {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.steps[id]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// quantile is the nearest-rank quantile q of xs (with fewer than 100 samples, p99 is the max).
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// stepTable is the median, p99 and max of each step, in the order the cutover runs them,
+// and of the whole window.
+func stepTable(samples []cutoverSample) string {
+	var order []string
+	per := map[string][]float64{}
+	var windows, rows []float64
+	for _, sm := range samples {
+		windows = append(windows, ms(sm.window))
+		rows = append(rows, float64(sm.rows))
+		for _, st := range sm.steps {
+			if _, ok := per[st.Step]; !ok {
+				order = append(order, st.Step)
+			}
+			per[st.Step] = append(per[st.Step], ms(st.Duration))
+		}
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d cutovers, %.0f rows verified (median, %.0f max)\n", len(samples), quantile(rows, 0.5), slices.Max(rows))
+	fmt.Fprintf(&sb, "%-12s %8s %8s %8s\n", "step", "p50 ms", "p99 ms", "max ms")
+	for _, name := range order {
+		v := per[name]
+		fmt.Fprintf(&sb, "%-12s %8.1f %8.1f %8.1f\n", name, quantile(v, 0.5), quantile(v, 0.99), slices.Max(v))
+	}
+	fmt.Fprintf(&sb, "%-12s %8.1f %8.1f %8.1f\n", "window", quantile(windows, 0.5), quantile(windows, 0.99), slices.Max(windows))
+	return sb.String()
+}
