@@ -18,8 +18,8 @@ func (m *Mover) launchCatchup(ctx context.Context) {
 	done := make(chan struct{})
 	m.mu.Lock()
 	m.done, m.running = done, true
-	m.mu.Unlock()
 	m.catchupFrom = time.Now()
+	m.mu.Unlock()
 	go func() {
 		defer close(done)
 		stop := make(chan struct{})

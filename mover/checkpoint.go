@@ -39,6 +39,9 @@ func (m *Mover) checkpoint(ctx context.Context, withLag bool) error {
 		}
 	}
 	applied := m.AppliedLSN()
+	m.mu.Lock()
+	from := m.catchupFrom
+	m.mu.Unlock()
 	var lastErr string
 	if p := m.lastErr.Load(); p != nil {
 		lastErr = *p
@@ -53,9 +56,9 @@ func (m *Mover) checkpoint(ctx context.Context, withLag bool) error {
 		if lastErr != "" {
 			r.LastError = lastErr
 		}
-		if r.Phase == catalog.PhaseCatchingUp && !m.catchupFrom.IsZero() && withLag && lagB <= caughtUpBytes && r.Timings.Catchup == 0 {
+		if r.Phase == catalog.PhaseCatchingUp && !from.IsZero() && withLag && lagB <= caughtUpBytes && r.Timings.Catchup == 0 {
 			// First time caught up: the catch-up timing of DESIGN.md (end of copy to lag zero).
-			r.Timings.Catchup = time.Since(m.catchupFrom).Seconds()
+			r.Timings.Catchup = time.Since(from).Seconds()
 		}
 	})
 }
