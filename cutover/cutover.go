@@ -370,8 +370,8 @@ func (vc *verifyConns) close(ctx context.Context) {
 }
 
 // warmUp runs, before the freeze, a harmless version of each statement the window will
-// send on each connection (the drain's poll and the sequences on the control connections,
-// the digests on the extra ones): the first statement of a backend on a set of tables or
+// send on each connection (the drain's poll, the sequences and the tombstones on the
+// control connections, the digests on the extra ones): the first statement of a backend on a set of tables or
 // views loads their catalog entries, which on a busy shard costs tens of milliseconds.
 func warmUp(ctx context.Context, env Env, srcMore, dstMore []Querier, r catalog.KeyRange) {
 	var wg sync.WaitGroup
@@ -380,6 +380,8 @@ func warmUp(ctx context.Context, env Env, srcMore, dstMore []Querier, r catalog.
 		defer wg.Done()
 		_, _, _ = stragglers(ctx, env.Source, time.Now())
 		warmSequences(ctx, env.Source, env.Target, env.Tables)
+		// ClearTombstones reads the target's fences (a shard never fenced has none).
+		_, _ = env.Target.Exec(ctx, `SELECT count(*) FROM reshard.fence WHERE tombstone`)
 	}()
 	go func() { defer wg.Done(); warmDigests(ctx, srcMore, env.Key, env.Tables, r) }()
 	go func() { defer wg.Done(); warmDigests(ctx, dstMore, env.Key, env.Tables, r) }()
