@@ -89,10 +89,9 @@ func Verify(ctx context.Context, src, dst Querier, key string, tables []string, 
 }
 
 // digests computes the digest of every table's range on one shard. The tables are shared
-// out among the connections, and each connection hashes its share in one statement: on a
-// small range the round trip costs more than the hashing, on a large one several
-// connections hash at once. A failure does not cancel the others: cancelling a query
-// would break its connection, which the caller still needs.
+// out among the connections, which hash at once, each its share in one statement (one
+// round trip). A failure does not cancel the others: cancelling a query would break its
+// connection, which the caller still needs.
 func digests(ctx context.Context, conns []Querier, key string, tables []string, r catalog.KeyRange) ([]TableDigest, error) {
 	out := make([]TableDigest, len(tables))
 	n := min(len(conns), len(tables))
