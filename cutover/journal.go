@@ -17,6 +17,7 @@ type Journal struct {
 	mu     sync.Mutex
 	cur    *catalog.Migration
 	sealed bool
+	stale  bool // the last write failed: read the stored revision before the next
 }
 
 // NewJournal starts a journal from the stored record m.
@@ -47,11 +48,22 @@ func (j *Journal) Save(ctx context.Context, m *catalog.Migration) error {
 	if j.sealed {
 		return nil
 	}
+	if j.stale {
+		// The last write's outcome is unknown (its context ended, or etcd did not answer):
+		// it may have committed. The mover is the record's only writer until Seal (the
+		// migration lock sees to that), so the stored revision is ours to build on.
+		cur, err := j.cat.GetMigration(ctx, m.ID)
+		if err != nil {
+			return err
+		}
+		j.cur.ModRev, j.stale = cur.ModRev, false
+	}
 	c := *m
 	c.ModRev = j.cur.ModRev
 	// The executor's fields are not the mover's to change.
 	c.Plan, c.Owner, c.Kind = j.cur.Plan, j.cur.Owner, j.cur.Kind
 	if err := j.cat.PutMigration(ctx, &c); err != nil {
+		j.stale = true
 		return err
 	}
 	j.cur = &c
