@@ -1,7 +1,12 @@
 package main
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
 )
 
 func init() { subcommands = append(subcommands, newCancelCmd, newCleanupCmd) }
@@ -13,23 +18,9 @@ func newCancelCmd() *cobra.Command {
 		Short: "Roll back a migration that has not flipped (slot, publication, fence and copied rows removed)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			m, err := newExecutor(store, st, &f, nil, newLogger()).Cancel(ctx, args[0])
-			if m != nil {
-				if perr := printReport(cmd.OutOrStdout(), m); perr != nil && err == nil {
-					err = perr
-				}
-			}
-			return err
+			return runMigration(cmd, &f, func(ctx context.Context, ex *cutover.Executor) (*catalog.Migration, error) {
+				return ex.Cancel(ctx, args[0])
+			})
 		},
 	}
 	f.register(cmd)
@@ -50,26 +41,35 @@ with SQLSTATE RS001 instead of landing on the wrong shard; --drop-fence removes 
 fence trigger once no fence is left on that shard) when no client can be stale any more.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			m, err := newExecutor(store, st, &f, nil, newLogger()).Cleanup(ctx, args[0], dropFence)
-			if m != nil {
-				if perr := printReport(cmd.OutOrStdout(), m); perr != nil && err == nil {
-					err = perr
-				}
-			}
-			return err
+			return runMigration(cmd, &f, func(ctx context.Context, ex *cutover.Executor) (*catalog.Migration, error) {
+				return ex.Cleanup(ctx, args[0], dropFence)
+			})
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&dropFence, "drop-fence", false, "also remove the tombstone fence on the old shard")
 	return cmd
+}
+
+// runMigration is the body shared by the commands that drive one migration: open the
+// catalog, build the executor, run do, and print the migration it returns (also on error,
+// so the operator sees where it stopped).
+func runMigration(cmd *cobra.Command, f *execFlags, do func(context.Context, *cutover.Executor) (*catalog.Migration, error)) error {
+	ctx := cmd.Context()
+	store, closeStore, err := openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	st, err := store.Load(ctx)
+	if err != nil {
+		return err
+	}
+	m, err := do(ctx, newExecutor(store, st, f, nil, newLogger()))
+	if m != nil {
+		if perr := printReport(cmd.OutOrStdout(), m); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
 }
