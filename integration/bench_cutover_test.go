@@ -19,7 +19,6 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/internal/demo"
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // BenchmarkCutoverWindow measures the write-unavailability window of cutovers under a live
@@ -43,7 +42,7 @@ func BenchmarkCutoverWindow(b *testing.B) {
 		want = v
 	}
 	rate, _ := strconv.ParseFloat(os.Getenv("RESHARD_BENCH_RATE"), 64)
-	s := newBenchStack(b, 3, demo.DataOptions{Tenants: 100, Scale: 0.5, Seed: 7})
+	s := newStack(b, 3, demo.DataOptions{Tenants: 100, Scale: 0.5, Seed: 7})
 	cat := &timedCatalog{Store: s.store}
 	steps := &stepLog{}
 	ex := s.executor(cutover.ExecOptions{CutoverRetries: 3})
@@ -81,7 +80,7 @@ func BenchmarkCutoverWindow(b *testing.B) {
 			mv.tenant.Rank, tenantRows(b, s.conns[mv.home], mv.tenant.ID), mv.home, mv.away)
 	}
 
-	router, stopRouter := benchRouter(b, s)
+	router, stopRouter := s.resolverRouter(ctx)
 	defer stopRouter()
 	loader, err := demo.NewLoader(demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: 4, Rate: rate, RetryIf: retryIf, Seed: 7})
 	if err != nil {
@@ -177,76 +176,6 @@ type cutoverSample struct {
 	rows   int64
 	window time.Duration
 	steps  []cutover.StepTiming
-}
-
-// newBenchStack is newStack for a benchmark: 3 shards with the demo schema and data, and a
-// catalog over them. The stack's t stays nil: only its executor is used, not its checks.
-func newBenchStack(b *testing.B, shards int, opts demo.DataOptions) *stack {
-	b.Helper()
-	ctx := context.Background()
-	s := &stack{dsn: map[string]string{}, conns: map[string]*pgx.Conn{}}
-	s.pgs = testenv.Postgres(b, shards)
-	s.srv, s.cli = testenv.Etcd(b)
-	store, err := catalog.NewStore(s.cli, cluster)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s.store = store
-	names := make([]string, shards)
-	var cshards []catalog.Shard
-	for i, p := range s.pgs {
-		names[i] = fmt.Sprintf("s%d", i+1)
-		s.dsn[names[i]] = p.DSNApp()
-		cshards = append(cshards, catalog.Shard{Name: names[i], DSN: p.DSNApp()})
-		c, err := pgx.Connect(ctx, p.DSNApp())
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { c.Close(context.Background()) })
-		s.conns[names[i]] = c
-		if err := demo.CreateSchema(ctx, c, time.Now()); err != nil {
-			b.Fatal(err)
-		}
-	}
-	ranges := catalog.EvenRanges(names)
-	opts.HotRange = ranges[0].Range
-	if s.tenants, err = demo.GenerateTenants(opts); err != nil {
-		b.Fatal(err)
-	}
-	placed, err := demo.Place(s.tenants, ranges)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for name, ts := range placed {
-		if _, err := demo.LoadShard(ctx, s.conns[name], ts, opts); err != nil {
-			b.Fatal(err)
-		}
-	}
-	cfg := catalog.Config{Cluster: cluster, Key: demo.Key, Tables: demo.Tables}
-	if err := store.Init(ctx, cfg, cshards, ranges, false); err != nil {
-		b.Fatal(err)
-	}
-	return s
-}
-
-// benchRouter routes through the catalog resolver like resolverRouter: a frozen range is
-// an error the load retries.
-func benchRouter(b *testing.B, s *stack) (demo.Router, func()) {
-	cache, err := s.store.Watch(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	res := catalog.NewResolver(cache)
-	return demo.RouterFunc(func(_ context.Context, tenant int64) (string, error) {
-		rt, err := res.Resolve(tenant)
-		if err != nil {
-			return "", err
-		}
-		if rt.State == catalog.RangeFrozen {
-			return "", fmt.Errorf("tenant %d: %w", tenant, errFrozen)
-		}
-		return s.dsn[rt.Shard], nil
-	}), cache.Close
 }
 
 // benchCheck is the end state check of the moves: balances equal ledgers on every shard,

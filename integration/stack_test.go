@@ -26,7 +26,7 @@ const cluster = "it"
 
 // stack is a running fleet: shards with the demo schema and data, and a catalog.
 type stack struct {
-	t       *testing.T
+	t       testing.TB
 	pgs     []*testenv.PG
 	srv     *etcdserver.Server
 	cli     *clientv3.Client
@@ -39,7 +39,9 @@ type stack struct {
 	etcdPorts [2]int // client, peer
 }
 
-func newStack(t *testing.T, shards int, opts demo.DataOptions) *stack {
+// newStack takes a testing.TB so that the cutover benchmark measures the same fleet the
+// tests check.
+func newStack(t testing.TB, shards int, opts demo.DataOptions) *stack {
 	t.Helper()
 	ctx := context.Background()
 	s := &stack{t: t, dsn: map[string]string{}, conns: map[string]*pgx.Conn{}}
@@ -174,7 +176,7 @@ func (s *stack) executor(opts cutover.ExecOptions) *cutover.Executor {
 }
 
 // testWriter sends the executor's log to the test's log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

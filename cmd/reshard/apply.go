@@ -63,31 +63,28 @@ refused: re-plan.`,
 				fmt.Fprintln(out, "the plan has no steps: nothing to do")
 				return nil
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			lock, err := store.TryLockMigration(ctx, "apply_"+p.ID, catalog.WithTTL(f.lockTTL))
-			if err != nil {
-				return fmt.Errorf("plan %s: %w (another reshard apply runs it; wait for it, or watch it with reshard status)", p.ID, err)
-			}
-			defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			a := &applier{store: store, plan: p, flags: &f, parallel: parallel, out: out}
-			if err := a.check(ctx, st); err != nil {
-				return err
-			}
-			fmt.Fprint(out, a.describe())
-			if !autoApprove {
-				if err := confirm(cmd.InOrStdin(), out); err != nil {
+			return withStore(ctx, func(store *catalog.Store) error {
+				lock, err := store.TryLockMigration(ctx, "apply_"+p.ID, catalog.WithTTL(f.lockTTL))
+				if err != nil {
+					return fmt.Errorf("plan %s: %w (another reshard apply runs it; wait for it, or watch it with reshard status)", p.ID, err)
+				}
+				defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
+				st, err := store.Load(ctx)
+				if err != nil {
 					return err
 				}
-			}
-			return a.run(ctx, st)
+				a := &applier{store: store, plan: p, flags: &f, parallel: parallel, out: out}
+				if err := a.check(ctx, st); err != nil {
+					return err
+				}
+				fmt.Fprint(out, a.describe())
+				if !autoApprove {
+					if err := confirm(cmd.InOrStdin(), out); err != nil {
+						return err
+					}
+				}
+				return a.run(ctx, st)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&autoApprove, "auto-approve", false, "apply without asking for confirmation")

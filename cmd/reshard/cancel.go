@@ -56,20 +56,8 @@ fence trigger once no fence is left on that shard) when no client can be stale a
 // so the operator sees where it stopped).
 func runMigration(cmd *cobra.Command, f *execFlags, do func(context.Context, *cutover.Executor) (*catalog.Migration, error)) error {
 	ctx := cmd.Context()
-	store, closeStore, err := openStore(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	st, err := store.Load(ctx)
-	if err != nil {
-		return err
-	}
-	m, err := do(ctx, newExecutor(store, st, f, nil, newLogger()))
-	if m != nil {
-		if perr := printReport(cmd.OutOrStdout(), m); perr != nil && err == nil {
-			err = perr
-		}
-	}
-	return err
+	return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+		m, err := do(ctx, newExecutor(store, st, f, nil, newLogger()))
+		return reportMigration(cmd.OutOrStdout(), m, err)
+	})
 }

@@ -33,20 +33,13 @@ func newCatalogShowCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			if globals.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), st)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s at etcd revision %d\n", st.Config.Cluster, st.Revision)
-			return printCatalog(cmd.OutOrStdout(), st)
+			return withCatalog(ctx, func(_ *catalog.Store, st *catalog.State) error {
+				if globals.output == "json" {
+					return writeJSON(cmd.OutOrStdout(), st)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "cluster %s at etcd revision %d\n", st.Config.Cluster, st.Revision)
+				return printCatalog(cmd.OutOrStdout(), st)
+			})
 		},
 	}
 }
@@ -111,25 +104,22 @@ func newCatalogExportCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			data, err := store.Export(ctx)
-			if err != nil {
-				return err
-			}
-			data = append(data, '\n')
-			if out == "" || out == "-" {
-				_, err = cmd.OutOrStdout().Write(data)
-				return err
-			}
-			if err := os.WriteFile(out, data, 0o600); err != nil {
-				return fmt.Errorf("write %s: %w", out, err)
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "catalog of cluster %s written to %s\n", store.Cluster(), out)
-			return nil
+			return withStore(ctx, func(store *catalog.Store) error {
+				data, err := store.Export(ctx)
+				if err != nil {
+					return err
+				}
+				data = append(data, '\n')
+				if out == "" || out == "-" {
+					_, err = cmd.OutOrStdout().Write(data)
+					return err
+				}
+				if err := os.WriteFile(out, data, 0o600); err != nil {
+					return fmt.Errorf("write %s: %w", out, err)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "catalog of cluster %s written to %s\n", store.Cluster(), out)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "file to write (default stdout)")
@@ -158,27 +148,24 @@ locks.`,
 			if err != nil {
 				return fmt.Errorf("read %s: %w", args[0], err)
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			if err := store.Import(ctx, data, force); err != nil {
-				if errors.Is(err, catalog.ErrExists) {
-					return fmt.Errorf("%w (nothing was written)", err)
+			return withStore(ctx, func(store *catalog.Store) error {
+				if err := store.Import(ctx, data, force); err != nil {
+					if errors.Is(err, catalog.ErrExists) {
+						return fmt.Errorf("%w (nothing was written)", err)
+					}
+					return err
 				}
-				return err
-			}
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			if globals.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), st)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "catalog of cluster %s restored from %s (revision %d): %d shards, %d ranges, %d migrations\n",
-				store.Cluster(), args[0], st.Revision, len(st.Shards), len(st.Ranges), len(st.Migrations))
-			return nil
+				st, err := store.Load(ctx)
+				if err != nil {
+					return err
+				}
+				if globals.output == "json" {
+					return writeJSON(cmd.OutOrStdout(), st)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "catalog of cluster %s restored from %s (revision %d): %d shards, %d ranges, %d migrations\n",
+					store.Cluster(), args[0], st.Revision, len(st.Shards), len(st.Ranges), len(st.Migrations))
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "replace an existing catalog")
@@ -193,35 +180,32 @@ func newCatalogHistoryCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			evs, err := store.History(ctx, limit)
-			if err != nil {
-				return err
-			}
-			if globals.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), evs)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tRANGE\tCHANGE\tMIGRATION\tDETAIL")
-			for _, ev := range evs {
-				rng := ""
-				if ev.Range != nil {
-					rng = ev.Range.String()
+			return withStore(ctx, func(store *catalog.Store) error {
+				evs, err := store.History(ctx, limit)
+				if err != nil {
+					return err
 				}
-				change := ev.Shard
-				if ev.From != "" || ev.To != "" {
-					change = ev.From + " -> " + ev.To
+				if globals.output == "json" {
+					return writeJSON(cmd.OutOrStdout(), evs)
 				}
-				if ev.Epoch != 0 {
-					change += fmt.Sprintf(" (epoch %d)", ev.Epoch)
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tRANGE\tCHANGE\tMIGRATION\tDETAIL")
+				for _, ev := range evs {
+					rng := ""
+					if ev.Range != nil {
+						rng = ev.Range.String()
+					}
+					change := ev.Shard
+					if ev.From != "" || ev.To != "" {
+						change = ev.From + " -> " + ev.To
+					}
+					if ev.Epoch != 0 {
+						change += fmt.Sprintf(" (epoch %d)", ev.Epoch)
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Local().Format(time.DateTime), ev.Kind, rng, change, ev.Migration, ev.Detail)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Local().Format(time.DateTime), ev.Kind, rng, change, ev.Migration, ev.Detail)
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 50, "show the last N events (0: all)")

@@ -40,3 +40,25 @@ func openStoreFor(ctx context.Context, cluster string) (*catalog.Store, func(), 
 	}
 	return s, func() { _ = s.Close() }, nil
 }
+
+// withStore is openStore for a command's body: the store is closed however fn returns.
+func withStore(ctx context.Context, fn func(store *catalog.Store) error) error {
+	store, closeStore, err := openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	return fn(store)
+}
+
+// withCatalog is withStore for the commands that work on the catalog as it is: a cluster
+// without one fails with the catalog's own error before fn touches anything.
+func withCatalog(ctx context.Context, fn func(store *catalog.Store, st *catalog.State) error) error {
+	return withStore(ctx, func(store *catalog.Store) error {
+		st, err := store.Load(ctx)
+		if err != nil {
+			return err
+		}
+		return fn(store, st)
+	})
+}

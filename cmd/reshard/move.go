@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,9 +52,7 @@ func reportOf(m *catalog.Migration) moveReport {
 
 func printReport(w io.Writer, m *catalog.Migration) error {
 	if globals.output == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(reportOf(m))
+		return writeJSON(w, reportOf(m))
 	}
 	fmt.Fprintf(w, "migration %s: %s %s -> %s: %s\n", m.ID, m.Range, m.Source, m.Target, m.Phase)
 	fmt.Fprintf(w, "  copied %d rows (%s), verified %d rows\n", m.RowsCopied, humanBytes(m.BytesCopied), m.RowsVerified)
@@ -67,6 +64,18 @@ func printReport(w io.Writer, m *catalog.Migration) error {
 	return nil
 }
 
+// reportMigration prints m, if the executor got as far as one, even when err is set: the
+// operator sees where the migration stopped. err wins over a failure to print.
+func reportMigration(w io.Writer, m *catalog.Migration, err error) error {
+	if m != nil {
+		if perr := printReport(w, m); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+// humanBytes is a byte count for people (binary units).
 func humanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
@@ -122,28 +131,16 @@ are), then the part moves. Re-running with the same --id resumes an interrupted 
 			if id == "" {
 				id = newID("m")
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			if _, err := store.GetMigration(ctx, id); errors.Is(err, catalog.ErrNotFound) {
-				if st, err = cutover.Carve(ctx, store, store, r); err != nil {
-					return err
+			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+				if _, err := store.GetMigration(ctx, id); errors.Is(err, catalog.ErrNotFound) {
+					if st, err = cutover.Carve(ctx, store, store, r); err != nil {
+						return err
+					}
 				}
-			}
-			ex := newExecutor(store, st, &f, newProgress(cmd.ErrOrStderr(), id), newLogger())
-			m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: r, Target: to})
-			if m != nil {
-				if perr := printReport(cmd.OutOrStdout(), m); perr != nil && err == nil {
-					err = perr
-				}
-			}
-			return err
+				ex := newExecutor(store, st, &f, newProgress(cmd.ErrOrStderr(), id), newLogger())
+				m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: r, Target: to})
+				return reportMigration(cmd.OutOrStdout(), m, err)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&rangeStr, "range", "", "the key range to move, LO:HI (an empty side is unbounded)")

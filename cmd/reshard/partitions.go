@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -105,44 +104,37 @@ func newPartitionsRunCmd(dryRun bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			if len(st.Config.Partitions) == 0 {
-				return fmt.Errorf("cluster %s has no partition specs: add them under partitions: in cluster.yaml and run reshard init -f cluster.yaml --force (or import the catalog)", globals.cluster)
-			}
-			shards, err := f.pick(st)
-			if err != nil {
-				return err
-			}
-			reps, err := partitions.Fleet(ctx, shards, st.Config.Partitions, now, fo, connectShardPartitions)
-			if reps == nil {
-				return err
-			}
-			if perr := printPartitionReports(cmd.OutOrStdout(), reps, globals.output == "json"); perr != nil {
-				return perr
-			}
-			if err != nil {
-				return err
-			}
-			nerr, changes := 0, 0
-			for _, r := range reps {
-				nerr += len(r.Errors())
-				changes += r.Changes()
-			}
-			if nerr > 0 {
-				return fmt.Errorf("%d problem(s), listed above; the rest was %s", nerr, map[bool]string{true: "planned", false: "applied"}[dryRun])
-			}
-			if dryRun && f.detailed && changes > 0 {
-				return exitCodeError{2}
-			}
-			return nil
+			return withCatalog(ctx, func(_ *catalog.Store, st *catalog.State) error {
+				if len(st.Config.Partitions) == 0 {
+					return fmt.Errorf("cluster %s has no partition specs: add them under partitions: in cluster.yaml and run reshard init -f cluster.yaml --force (or import the catalog)", globals.cluster)
+				}
+				shards, err := f.pick(st)
+				if err != nil {
+					return err
+				}
+				reps, err := partitions.Fleet(ctx, shards, st.Config.Partitions, now, fo, connectShardPartitions)
+				if reps == nil {
+					return err
+				}
+				if perr := printPartitionReports(cmd.OutOrStdout(), reps, globals.output == "json"); perr != nil {
+					return perr
+				}
+				if err != nil {
+					return err
+				}
+				nerr, changes := 0, 0
+				for _, r := range reps {
+					nerr += len(r.Errors())
+					changes += r.Changes()
+				}
+				if nerr > 0 {
+					return fmt.Errorf("%d problem(s), listed above; the rest was %s", nerr, map[bool]string{true: "planned", false: "applied"}[dryRun])
+				}
+				if dryRun && f.detailed && changes > 0 {
+					return exitCodeError{2}
+				}
+				return nil
+			})
 		},
 	}
 	f.register(cmd, true)
@@ -195,9 +187,7 @@ func connectShardPartitions(ctx context.Context, sh catalog.Shard) (*pgx.Conn, e
 
 func printPartitionReports(w io.Writer, reps []*partitions.Report, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(reps)
+		return writeJSON(w, reps)
 	}
 	for _, r := range reps {
 		fmt.Fprintf(w, "shard %s\n", r.Shard)

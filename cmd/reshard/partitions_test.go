@@ -9,39 +9,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 	"github.com/reshard/reshard/partitions"
 )
 
 // TestPartitionsCLI drives `reshard partitions plan|apply` against a real etcd catalog and
 // two real shards, with --now as the clock.
 func TestPartitionsCLI(t *testing.T) {
-	pgs := testenv.Postgres(t, 2)
-	srv, cli := testenv.Etcd(t)
+	etcd, _ := partitionsCluster(t, "clitest")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var shards []catalog.Shard
-	for i, pg := range pgs {
-		pg.Exec(ctx, `CREATE TABLE events (tenant_id bigint NOT NULL, id bigint NOT NULL, created_at timestamptz NOT NULL,
-  PRIMARY KEY (tenant_id, id, created_at)) PARTITION BY RANGE (created_at)`)
-		shards = append(shards, catalog.Shard{Name: []string{"s1", "s2"}[i], DSN: pg.DSNApp()})
-	}
-	store, err := catalog.NewStore(cli, "clitest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := catalog.Config{Cluster: "clitest", Key: "tenant_id", Tables: []string{"events"},
-		Partitions: []catalog.PartitionSpec{{Table: "events", Column: "created_at", Interval: "day", Premake: 2}}}
-	if err := store.Init(ctx, cfg, shards, nil, false); err != nil {
-		t.Fatal(err)
-	}
 	reshard := func(args ...string) (string, error) {
 		root := newRootCmd()
 		var out bytes.Buffer
 		root.SetOut(&out)
 		root.SetErr(&out)
-		root.SetArgs(append([]string{"--etcd", srv.Endpoint(), "--cluster", "clitest"}, args...))
+		root.SetArgs(append([]string{"--etcd", etcd, "--cluster", "clitest"}, args...))
 		err := root.ExecuteContext(ctx)
 		return out.String(), err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/planner"
 )
 
@@ -59,50 +60,43 @@ writes/s or both (--strategy). The lower bound is the best max/mean any plan cou
 				return fmt.Errorf("-o %q: use text or json", globals.output)
 			}
 
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			stats, err := store.LoadStats(ctx)
-			if err != nil {
-				return err
-			}
-			p, err := planner.Compute(st, stats, opts)
-			if err != nil {
-				return err
-			}
-
-			w := cmd.OutOrStdout()
-			if out != "" {
-				if err := writePlanFile(out, p); err != nil {
-					return err
-				}
-			}
-			if globals.output == "json" {
-				b, err := p.MarshalIndent()
+			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+				stats, err := store.LoadStats(ctx)
 				if err != nil {
 					return err
 				}
-				if _, err := w.Write(b); err != nil {
+				p, err := planner.Compute(st, stats, opts)
+				if err != nil {
 					return err
 				}
-			} else {
-				if err := p.WriteText(w); err != nil {
-					return err
+
+				w := cmd.OutOrStdout()
+				if out != "" {
+					if err := writePlanFile(out, p); err != nil {
+						return err
+					}
 				}
-				if out != "" && !p.Empty() {
-					fmt.Fprintf(w, "\nplan written to %s; run it with: reshard apply %s\n", out, out)
+				if globals.output == "json" {
+					b, err := p.MarshalIndent()
+					if err != nil {
+						return err
+					}
+					if _, err := w.Write(b); err != nil {
+						return err
+					}
+				} else {
+					if err := p.WriteText(w); err != nil {
+						return err
+					}
+					if out != "" && !p.Empty() {
+						fmt.Fprintf(w, "\nplan written to %s; run it with: reshard apply %s\n", out, out)
+					}
 				}
-			}
-			if detailed && !p.Empty() {
-				return exitCodeError{2}
-			}
-			return nil
+				if detailed && !p.Empty() {
+					return exitCodeError{2}
+				}
+				return nil
+			})
 		},
 	}
 	fl := cmd.Flags()

@@ -39,29 +39,23 @@ func newScheduleCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			if _, err := store.Load(ctx); err != nil {
-				return err
-			}
-			host, _ := os.Hostname()
-			logger := log.New(cmd.ErrOrStderr(), "", log.LstdFlags)
-			s := &partitions.Scheduler{
-				Catalog:  store,
-				Connect:  connectShardPartitions,
-				Recorder: catalogRecorder{store},
-				Every:    every,
-				Fleet:    fo,
-				// Named as the catalog names this process in the election, so that `reshard
-				// status` shows the same name for the leader and for the run it recorded.
-				Holder: fmt.Sprintf("%s pid %d", host, os.Getpid()),
-				TTL:    ttl,
-				Logf:   logger.Printf,
-			}
-			return s.Run(ctx)
+			return withCatalog(ctx, func(store *catalog.Store, _ *catalog.State) error {
+				host, _ := os.Hostname()
+				logger := log.New(cmd.ErrOrStderr(), "", log.LstdFlags)
+				s := &partitions.Scheduler{
+					Catalog:  store,
+					Connect:  connectShardPartitions,
+					Recorder: catalogRecorder{store},
+					Every:    every,
+					Fleet:    fo,
+					// Named as the catalog names this process in the election, so that `reshard
+					// status` shows the same name for the leader and for the run it recorded.
+					Holder: fmt.Sprintf("%s pid %d", host, os.Getpid()),
+					TTL:    ttl,
+					Logf:   logger.Printf,
+				}
+				return s.Run(ctx)
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&every, "every", time.Hour, "interval between maintenance runs")

@@ -9,33 +9,16 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // TestScheduleRecordsRuns runs `reshard schedule` against a real etcd catalog and two real
 // shards: its run lands in the catalog with the runway of every shard's table, and
 // `reshard status` (text and -o json) shows it.
 func TestScheduleRecordsRuns(t *testing.T) {
-	pgs := testenv.Postgres(t, 2)
-	srv, cli := testenv.Etcd(t)
+	etcd, store := partitionsCluster(t, "schedtest")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var shards []catalog.Shard
-	for i, pg := range pgs {
-		pg.Exec(ctx, `CREATE TABLE events (tenant_id bigint NOT NULL, id bigint NOT NULL, created_at timestamptz NOT NULL,
-  PRIMARY KEY (tenant_id, id, created_at)) PARTITION BY RANGE (created_at)`)
-		shards = append(shards, catalog.Shard{Name: []string{"s1", "s2"}[i], DSN: pg.DSNApp()})
-	}
-	store, err := catalog.NewStore(cli, "schedtest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := catalog.Config{Cluster: "schedtest", Key: "tenant_id", Tables: []string{"events"},
-		Partitions: []catalog.PartitionSpec{{Table: "events", Column: "created_at", Interval: "day", Premake: 2}}}
-	if err := store.Init(ctx, cfg, shards, nil, false); err != nil {
-		t.Fatal(err)
-	}
-	global := []string{"--etcd", srv.Endpoint(), "--cluster", "schedtest"}
+	global := []string{"--etcd", etcd, "--cluster", "schedtest"}
 	if res := runCLI(t, ctx, append(global, "status")...); res.code != 0 || !strings.Contains(res.stdout, "last partition run: none recorded") {
 		t.Errorf("status before any run: %+v", res)
 	}
@@ -52,7 +35,10 @@ func TestScheduleRecordsRuns(t *testing.T) {
 	root.SetArgs(append(global, "schedule", "--every", "1h", "--ttl", "5"))
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(sctx) }()
-	var run *catalog.PartitionRun
+	var (
+		run *catalog.PartitionRun
+		err error
+	)
 	for deadline := time.Now().Add(time.Minute); run == nil; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			stop()

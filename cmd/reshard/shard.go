@@ -37,26 +37,19 @@ connect time and never stored) or libpq's .pgpass.`,
 			if err := catalog.ValidateShard(sh); err != nil {
 				return err
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			if _, ok := st.Shards[sh.Name]; ok {
-				return fmt.Errorf("shard %q already exists (see `reshard shard list`)", sh.Name)
-			}
-			if ps := checkShards(ctx, []catalog.Shard{sh}, st.Config.Key, st.Config.Tables); len(ps) > 0 {
-				return &errProblems{what: "shard add " + sh.Name, problems: ps}
-			}
-			if err := store.AddShard(ctx, sh); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "shard %s added (%s); it owns no range yet\n", sh.Name, sh.Display())
-			return nil
+			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+				if _, ok := st.Shards[sh.Name]; ok {
+					return fmt.Errorf("shard %q already exists (see `reshard shard list`)", sh.Name)
+				}
+				if ps := checkShards(ctx, []catalog.Shard{sh}, st.Config.Key, st.Config.Tables); len(ps) > 0 {
+					return &errProblems{what: "shard add " + sh.Name, problems: ps}
+				}
+				if err := store.AddShard(ctx, sh); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "shard %s added (%s); it owns no range yet\n", sh.Name, sh.Display())
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&dsn, "dsn", "", "libpq connection string, without a password")
@@ -81,45 +74,38 @@ func newShardListCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			stats, err := store.LoadStats(ctx)
-			if err != nil {
-				return err
-			}
-			count := map[string]int{}
-			for _, r := range st.Ranges {
-				count[r.Shard]++
-			}
-			var rows []shardRow
-			for _, sh := range st.Shards {
-				row := shardRow{Name: sh.Name, State: sh.State, Connection: sh.Display(), Ranges: count[sh.Name]}
-				if ss, ok := stats.Shards[sh.Name]; ok {
-					row.Bytes, row.Rows = &ss.Bytes, &ss.Rows
+			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+				stats, err := store.LoadStats(ctx)
+				if err != nil {
+					return err
 				}
-				rows = append(rows, row)
-			}
-			sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
-			if globals.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), rows)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SHARD\tSTATE\tRANGES\tSIZE\tROWS\tCONNECTION")
-			for _, r := range rows {
-				size, n := "-", "-"
-				if r.Bytes != nil {
-					size, n = sizeText(*r.Bytes), fmt.Sprint(*r.Rows)
+				count := map[string]int{}
+				for _, r := range st.Ranges {
+					count[r.Shard]++
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.State, r.Ranges, size, n, r.Connection)
-			}
-			return tw.Flush()
+				var rows []shardRow
+				for _, sh := range st.Shards {
+					row := shardRow{Name: sh.Name, State: sh.State, Connection: sh.Display(), Ranges: count[sh.Name]}
+					if ss, ok := stats.Shards[sh.Name]; ok {
+						row.Bytes, row.Rows = &ss.Bytes, &ss.Rows
+					}
+					rows = append(rows, row)
+				}
+				sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+				if globals.output == "json" {
+					return writeJSON(cmd.OutOrStdout(), rows)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SHARD\tSTATE\tRANGES\tSIZE\tROWS\tCONNECTION")
+				for _, r := range rows {
+					size, n := "-", "-"
+					if r.Bytes != nil {
+						size, n = humanBytes(*r.Bytes), fmt.Sprint(*r.Rows)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.State, r.Ranges, size, n, r.Connection)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -132,51 +118,34 @@ func newShardDrainCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			state := catalog.ShardDraining
-			if undo {
-				state = catalog.ShardActive
-			}
-			for attempt := 0; ; attempt++ {
-				st, err := store.Load(ctx)
-				if err != nil {
-					return err
+			return withStore(ctx, func(store *catalog.Store) error {
+				state := catalog.ShardDraining
+				if undo {
+					state = catalog.ShardActive
 				}
-				err = store.SetShardState(ctx, st, args[0], state)
-				if errors.Is(err, catalog.ErrConflict) && attempt < 5 {
-					continue // someone else changed the shard meanwhile: read again
+				for attempt := 0; ; attempt++ {
+					st, err := store.Load(ctx)
+					if err != nil {
+						return err
+					}
+					err = store.SetShardState(ctx, st, args[0], state)
+					if errors.Is(err, catalog.ErrConflict) && attempt < 5 {
+						continue // someone else changed the shard meanwhile: read again
+					}
+					if err != nil {
+						return err
+					}
+					break
 				}
-				if err != nil {
-					return err
+				if undo {
+					fmt.Fprintf(cmd.OutOrStdout(), "shard %s is active again\n", args[0])
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "shard %s is draining: `reshard plan` will move its ranges away\n", args[0])
 				}
-				break
-			}
-			if undo {
-				fmt.Fprintf(cmd.OutOrStdout(), "shard %s is active again\n", args[0])
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "shard %s is draining: `reshard plan` will move its ranges away\n", args[0])
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&undo, "undo", false, "mark the shard active again")
 	return cmd
-}
-
-// sizeText is a byte count for people (binary units).
-func sizeText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -42,40 +42,28 @@ moved to SHARD like reshard move does.`,
 			if err != nil {
 				return err
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			owner, ok := st.Owner(r.Lo)
-			if !ok || !owner.Range.Equal(r) {
-				return fmt.Errorf("range %s is not a catalog range (see reshard catalog show); to split part of one, give the whole range", r)
-			}
-			if err := store.Split(ctx, st, r.Lo, key); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "split %s into %s and %s on %s\n", r, left, right, owner.Shard)
-			if to == "" {
-				return nil
-			}
-			if id == "" {
-				id = newID("m")
-			}
-			ex := newExecutor(store, st, &f, newProgress(cmd.ErrOrStderr(), id), newLogger())
-			m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: right, Target: to})
-			if errors.Is(err, cutover.ErrNothingToDo) {
-				return nil
-			}
-			if m != nil {
-				if perr := printReport(cmd.OutOrStdout(), m); perr != nil && err == nil {
-					err = perr
+			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+				owner, ok := st.Owner(r.Lo)
+				if !ok || !owner.Range.Equal(r) {
+					return fmt.Errorf("range %s is not a catalog range (see reshard catalog show); to split part of one, give the whole range", r)
 				}
-			}
-			return err
+				if err := store.Split(ctx, st, r.Lo, key); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "split %s into %s and %s on %s\n", r, left, right, owner.Shard)
+				if to == "" {
+					return nil
+				}
+				if id == "" {
+					id = newID("m")
+				}
+				ex := newExecutor(store, st, &f, newProgress(cmd.ErrOrStderr(), id), newLogger())
+				m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: right, Target: to})
+				if errors.Is(err, cutover.ErrNothingToDo) {
+					return nil
+				}
+				return reportMigration(cmd.OutOrStdout(), m, err)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&rangeStr, "range", "", "the catalog range to split, LO:HI")

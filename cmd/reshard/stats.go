@@ -52,41 +52,34 @@ If any shard cannot be measured, nothing is written.`,
 			if o.top < 0 || o.sampleWrites < 0 {
 				return errors.New("--top and --sample-writes must not be negative")
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			old, err := store.LoadStats(ctx)
-			if err != nil {
-				return err
-			}
-			var include []int64
-			for _, hk := range old.HotKeys {
-				if len(hk.Custom) > 0 {
-					include = append(include, hk.Key)
+			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+				old, err := store.LoadStats(ctx)
+				if err != nil {
+					return err
 				}
-			}
-			if o.sampleWrites > 0 && globals.output != "json" && isTTY(cmd.ErrOrStderr()) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "measuring %d shards, sampling writes for %s...\n", len(st.Shards), o.sampleWrites)
-			}
-			ms, problems := measureShards(ctx, st, o)
-			if len(problems) > 0 {
-				return &errProblems{what: "stats collect", problems: problems}
-			}
-			stats := catalog.ComputeStats(st, ms, o.top, include)
-			if err := store.PutStats(ctx, stats); err != nil {
-				return err
-			}
-			saved, err := store.LoadStats(ctx)
-			if err != nil {
-				return err
-			}
-			return printStats(cmd.OutOrStdout(), saved, "writes")
+				var include []int64
+				for _, hk := range old.HotKeys {
+					if len(hk.Custom) > 0 {
+						include = append(include, hk.Key)
+					}
+				}
+				if o.sampleWrites > 0 && globals.output != "json" && isTTY(cmd.ErrOrStderr()) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "measuring %d shards, sampling writes for %s...\n", len(st.Shards), o.sampleWrites)
+				}
+				ms, problems := measureShards(ctx, st, o)
+				if len(problems) > 0 {
+					return &errProblems{what: "stats collect", problems: problems}
+				}
+				stats := catalog.ComputeStats(st, ms, o.top, include)
+				if err := store.PutStats(ctx, stats); err != nil {
+					return err
+				}
+				saved, err := store.LoadStats(ctx)
+				if err != nil {
+					return err
+				}
+				return printStats(cmd.OutOrStdout(), saved, "writes")
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&o.sampleWrites, "sample-writes", 10*time.Second, "how long to count writes from the WAL (0: do not)")
@@ -204,21 +197,18 @@ func newStatsShowCmd() *cobra.Command {
 			if by != "writes" && by != "bytes" {
 				return fmt.Errorf("--by %q: use writes or bytes", by)
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			stats, err := store.LoadStats(ctx)
-			if err != nil {
-				return err
-			}
-			if len(stats.Shards) == 0 && len(stats.HotKeys) == 0 {
-				if _, err := store.Load(ctx); err != nil {
+			return withStore(ctx, func(store *catalog.Store) error {
+				stats, err := store.LoadStats(ctx)
+				if err != nil {
 					return err
 				}
-			}
-			return printStats(cmd.OutOrStdout(), stats, by)
+				if len(stats.Shards) == 0 && len(stats.HotKeys) == 0 {
+					if _, err := store.Load(ctx); err != nil {
+						return err
+					}
+				}
+				return printStats(cmd.OutOrStdout(), stats, by)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&by, "by", "writes", "order hot keys by writes (writes/s) or bytes")
@@ -264,9 +254,9 @@ func printStats(w io.Writer, s *catalog.Stats, by string) error {
 			}
 			sort.Strings(tables)
 			for _, t := range tables {
-				parts = append(parts, fmt.Sprintf("%s %s/%d rows", t, sizeText(ss.Tables[t].Bytes), ss.Tables[t].Rows))
+				parts = append(parts, fmt.Sprintf("%s %s/%d rows", t, humanBytes(ss.Tables[t].Bytes), ss.Tables[t].Rows))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n, sizeText(ss.Bytes), ss.Rows, ss.CollectedAt.Local().Format(time.DateTime), strings.Join(parts, ", "))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n, humanBytes(ss.Bytes), ss.Rows, ss.CollectedAt.Local().Format(time.DateTime), strings.Join(parts, ", "))
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -275,7 +265,7 @@ func printStats(w io.Writer, s *catalog.Stats, by string) error {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "RANGE\tSHARD\tSIZE\tROWS\tKEYS\tWRITES/S")
 		for _, r := range s.Ranges {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.1f\n", r.Range, r.Shard, sizeText(r.Bytes), r.Rows, r.Keys, r.WritesPerSec)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.1f\n", r.Range, r.Shard, humanBytes(r.Bytes), r.Rows, r.Keys, r.WritesPerSec)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -289,7 +279,7 @@ func printStats(w io.Writer, s *catalog.Stats, by string) error {
 				custom = append(custom, fmt.Sprintf("%s=%g", k, v))
 			}
 			sort.Strings(custom)
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%.1f\t%s\n", h.Key, h.Shard, sizeText(h.Bytes), h.Rows, h.WritesPerSec, strings.Join(custom, " "))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%.1f\t%s\n", h.Key, h.Shard, humanBytes(h.Bytes), h.Rows, h.WritesPerSec, strings.Join(custom, " "))
 		}
 		tw.Flush()
 	}
@@ -319,19 +309,13 @@ func newStatsPutCmd() *cobra.Command {
 				}
 				m[name] = v
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			if _, err := store.Load(ctx); err != nil {
-				return err
-			}
-			if err := store.PutHotKeyCustom(ctx, key, m); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "key %d: %s recorded\n", key, strings.Join(metrics, " "))
-			return nil
+			return withCatalog(ctx, func(store *catalog.Store, _ *catalog.State) error {
+				if err := store.PutHotKeyCustom(ctx, key, m); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "key %d: %s recorded\n", key, strings.Join(metrics, " "))
+				return nil
+			})
 		},
 	}
 	cmd.Flags().Int64Var(&key, "key", 0, "the tenant key")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -32,24 +31,21 @@ func newStatusCmd() *cobra.Command {
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			for {
-				if err := printStatus(ctx, store, cmd.OutOrStdout(), args, all, watch && isTerminal(cmd.OutOrStdout())); err != nil {
-					return err
+			return withStore(ctx, func(store *catalog.Store) error {
+				for {
+					if err := printStatus(ctx, store, cmd.OutOrStdout(), args, all, watch && isTerminal(cmd.OutOrStdout())); err != nil {
+						return err
+					}
+					if !watch {
+						return nil
+					}
+					select {
+					case <-ctx.Done():
+						return nil
+					case <-time.After(interval):
+					}
 				}
-				if !watch {
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(interval):
-				}
-			}
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh until interrupted")
@@ -90,9 +86,7 @@ func printStatus(ctx context.Context, store *catalog.Store, w io.Writer, ids []s
 				return err
 			}
 		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeJSON(w, out)
 	}
 	if clear {
 		fmt.Fprint(w, "\033[H\033[2J")

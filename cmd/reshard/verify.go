@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 
@@ -26,66 +25,57 @@ func newVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store, closeStore, err := openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := store.Load(ctx)
-			if err != nil {
-				return err
-			}
-			if on == "" {
-				owner, ok := st.Owner(r.Lo)
-				if !ok {
-					return fmt.Errorf("no catalog range holds key %d", r.Lo)
+			return withCatalog(ctx, func(_ *catalog.Store, st *catalog.State) error {
+				if on == "" {
+					owner, ok := st.Owner(r.Lo)
+					if !ok {
+						return fmt.Errorf("no catalog range holds key %d", r.Lo)
+					}
+					on = owner.Shard
 				}
-				on = owner.Shard
-			}
-			if with == "" {
-				return fmt.Errorf("--with SHARD is required: the shard to compare %s's rows of %s with", on, r)
-			}
-			conns := make([]*pgx.Conn, 2)
-			for i, name := range []string{on, with} {
-				sh, ok := st.Shards[name]
-				if !ok {
-					return fmt.Errorf("unknown shard %q (see reshard shard list)", name)
+				if with == "" {
+					return fmt.Errorf("--with SHARD is required: the shard to compare %s's rows of %s with", on, r)
 				}
-				dsn, err := sh.ConnString()
-				if err != nil {
-					return err
+				conns := make([]*pgx.Conn, 2)
+				for i, name := range []string{on, with} {
+					sh, ok := st.Shards[name]
+					if !ok {
+						return fmt.Errorf("unknown shard %q (see reshard shard list)", name)
+					}
+					dsn, err := sh.ConnString()
+					if err != nil {
+						return err
+					}
+					c, err := pgx.Connect(ctx, dsn)
+					if err != nil {
+						return fmt.Errorf("connect to %s (%s): %w", name, catalog.MaskDSN(dsn), err)
+					}
+					defer c.Close(ctx)
+					conns[i] = c
 				}
-				c, err := pgx.Connect(ctx, dsn)
-				if err != nil {
-					return fmt.Errorf("connect to %s (%s): %w", name, catalog.MaskDSN(dsn), err)
+				v, verr := cutover.Verify(ctx, conns[0], conns[1], st.Config.Key, st.Config.Tables, r)
+				if globals.output == "json" {
+					out := map[string]any{"range": r.String(), "shards": []string{on, with}, "ok": verr == nil, "tables": v}
+					if verr != nil {
+						out["error"] = verr.Error()
+					}
+					if err := writeJSON(cmd.OutOrStdout(), out); err != nil {
+						return err
+					}
+					if verr != nil {
+						return exitCodeError{1}
+					}
+					return nil
 				}
-				defer c.Close(ctx)
-				conns[i] = c
-			}
-			v, verr := cutover.Verify(ctx, conns[0], conns[1], st.Config.Key, st.Config.Tables, r)
-			if globals.output == "json" {
-				out := map[string]any{"range": r.String(), "shards": []string{on, with}, "ok": verr == nil, "tables": v}
-				if verr != nil {
-					out["error"] = verr.Error()
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
+				fmt.Fprintf(tw, "TABLE\tROWS ON %s\tROWS ON %s\tMATCH\n", on, with)
+				for i := range v.Source {
+					s, t := v.Source[i], v.Target[i]
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%v\n", s.Table, s.Rows, t.Rows, s.Rows == t.Rows && s.Hash == t.Hash)
 				}
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(out); err != nil {
-					return err
-				}
-				if verr != nil {
-					return exitCodeError{1}
-				}
-				return nil
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
-			fmt.Fprintf(tw, "TABLE\tROWS ON %s\tROWS ON %s\tMATCH\n", on, with)
-			for i := range v.Source {
-				s, t := v.Source[i], v.Target[i]
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%v\n", s.Table, s.Rows, t.Rows, s.Rows == t.Rows && s.Hash == t.Hash)
-			}
-			_ = tw.Flush()
-			return verr
+				_ = tw.Flush()
+				return verr
+			})
 		},
 	}
 	cmd.Flags().StringVar(&rangeStr, "range", "", "key range LO:HI")
