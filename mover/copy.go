@@ -1,7 +1,6 @@
 package mover
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -93,8 +92,6 @@ func (m *Mover) copyStats() *copyStats {
 	return m.copyStat
 }
 
-var errTargetCopyEnded = errors.New("the target's COPY ended")
-
 // worker is one copy worker: a source connection inside the snapshot's transaction and a
 // target connection that loads the chunks.
 type worker struct {
@@ -131,8 +128,9 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 	st := &copyStats{start: time.Now(), tables: map[string]*tableStats{}}
 	var perTable [][]chunk
 	total := 0
+	share := (nw + len(md.src) - 1) / len(md.src)
 	for i, t := range md.src {
-		cs, est, err := planChunks(ctx, src, t, md.dst[i], rangePred, nw)
+		cs, est, err := planChunks(ctx, src, t, md.dst[i], rangePred, nw, share)
 		if err != nil {
 			return 0, err
 		}
@@ -347,7 +345,7 @@ func (m *Mover) runChunks(ctx context.Context, workers []*worker, stages [][]chu
 }
 
 // copyChunk streams one chunk from the source's COPY TO into the target's COPY FROM
-// through a pipe: rows are never decoded and memory stays at a few buffers.
+// through the relay (relay.go): rows are never decoded and memory stays at one buffer.
 func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred string, ts *tableStats) error {
 	cols := c.src.copyColumns()
 	q := make([]string, len(cols))
@@ -366,29 +364,33 @@ func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred str
 	out := fmt.Sprintf("COPY (SELECT %s FROM %s WHERE %s) TO STDOUT (FORMAT %s)", colList, c.src.Qualified(), where, format)
 	in := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT %s)", c.dst.Qualified(), colList, format)
 
-	p := newPipe()
-	bw := bufio.NewWriterSize(&meteredWriter{ctx: ctx, w: p, th: m.th, bytes: &ts.bytes}, 64<<10)
-	outErr := make(chan error, 1)
-	go func() {
-		_, err := w.src.PgConn().CopyTo(ctx, bw, out)
-		if err == nil {
-			err = bw.Flush()
+	meter := func(ctx context.Context, n int) error {
+		if err := m.th.waitUnpaused(ctx); err != nil {
+			return err
 		}
-		p.CloseWrite(err) // nil: the reader sees EOF
-		outErr <- err
-	}()
-	tag, inErr := w.dst.PgConn().CopyFrom(ctx, p, in)
-	p.CloseRead(errTargetCopyEnded) // unblock the source side if the target stopped first
-	srcErr := <-outErr
-	switch {
-	case srcErr != nil && !errors.Is(srcErr, errTargetCopyEnded):
-		return fmt.Errorf("source: copy %s (chunk %d): %w", c.src.Name, c.index, srcErr)
-	case inErr != nil:
-		return fmt.Errorf("target: copy %s (chunk %d): %w", c.dst.Name, c.index, inErr)
-	case srcErr != nil:
-		return fmt.Errorf("source: copy %s (chunk %d): %w", c.src.Name, c.index, srcErr)
+		if err := m.th.wait(ctx, n); err != nil {
+			return err
+		}
+		// A pause that began during the rate wait holds these bytes too: a read is up
+		// to 256 KiB, half a second at a low --max-rate.
+		if err := m.th.waitUnpaused(ctx); err != nil {
+			return err
+		}
+		ts.bytes.Add(int64(n))
+		return nil
 	}
-	ts.rows.Add(tag.RowsAffected())
+	rows, err := relayCopy(ctx, w.src.PgConn(), w.dst.PgConn(), out, in, meter)
+	if err != nil {
+		var re *relayError
+		if errors.As(err, &re) && re.side == "target" {
+			return fmt.Errorf("target: copy %s (chunk %d): %w", c.dst.Name, c.index, re.err)
+		}
+		if errors.As(err, &re) {
+			return fmt.Errorf("source: copy %s (chunk %d): %w", c.src.Name, c.index, re.err)
+		}
+		return fmt.Errorf("copy %s (chunk %d): %w", c.src.Name, c.index, err)
+	}
+	ts.rows.Add(rows)
 	ts.chunksDone.Add(1)
 	return nil
 }

@@ -15,11 +15,12 @@
 //     partition root. Created before the slot, so the slot's decoding sees it.
 //  2. Slot (slot.go): a permanent pgoutput slot reshard_<id>, created on a replication
 //     connection with an exported snapshot; its consistent LSN goes into the journal.
-//  3. Copy (chunks.go, copy.go): N workers each open REPEATABLE READ and import the
-//     snapshot before anything else is sent on the replication connection. Each table's
-//     part of the range is cut into primary-key chunks at quantiles of a TABLESAMPLE;
-//     each chunk streams COPY ... TO STDOUT (FORMAT binary) into COPY ... FROM STDIN on
-//     the target through a pipe, never decoding a row. Target sessions run as
+//  3. Copy (chunks.go, copy.go, relay.go): N workers each open REPEATABLE READ and import
+//     the snapshot before anything else is sent on the replication connection. Each
+//     table's part of the range is one chunk, or several (primary-key ranges at quantiles
+//     of a TABLESAMPLE, or heap block ranges) when workers would otherwise idle; each
+//     chunk's COPY ... TO STDOUT (FORMAT binary) is relayed at the wire level into
+//     COPY ... FROM STDIN on the target, never decoding a row. Target sessions run as
 //     session_replication_role=replica (like PostgreSQL's apply worker); without that
 //     privilege, tables load one after the other, parents first. A copy interrupted
 //     midway is restarted from scratch (slot, publication and copied rows removed first):

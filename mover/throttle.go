@@ -2,7 +2,6 @@ package mover
 
 import (
 	"context"
-	"io"
 	"sync/atomic"
 	"time"
 
@@ -49,24 +48,4 @@ func (t *throttle) waitUnpaused(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// meteredWriter passes copy data on, counting it and applying the throttle.
-type meteredWriter struct {
-	ctx   context.Context
-	w     io.Writer
-	th    *throttle
-	bytes *atomic.Int64
-}
-
-func (m *meteredWriter) Write(p []byte) (int, error) {
-	if err := m.th.waitUnpaused(m.ctx); err != nil {
-		return 0, err
-	}
-	if err := m.th.wait(m.ctx, len(p)); err != nil {
-		return 0, err
-	}
-	n, err := m.w.Write(p)
-	m.bytes.Add(int64(n))
-	return n, err
 }
