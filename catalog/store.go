@@ -253,6 +253,15 @@ func (w *write) cmpRev(s *Store, rel string, rev int64) {
 // retries; when the caller's compares fail it is ErrConflict. So unrelated writers never
 // fail each other, and seqs are dense and in commit order.
 func (s *Store) commit(ctx context.Context, w *write) (int64, error) {
+	return s.commitSeq(ctx, w, nil)
+}
+
+// seqRead is the history counter as read by the caller, with its mod revision.
+type seqRead struct{ seq, rev int64 }
+
+// commitSeq is commit with the history counter already read (nil: read it here). A
+// stale counter costs one retry, never a wrong history.
+func (s *Store) commitSeq(ctx context.Context, w *write, pre *seqRead) (int64, error) {
 	if len(w.events) == 0 {
 		if n := max(len(w.ops), len(w.cmps)); n > s.maxTxnOps {
 			return 0, s.tooMany(n)
@@ -270,13 +279,17 @@ func (s *Store) commit(ctx context.Context, w *write) (int64, error) {
 		return 0, s.tooMany(n)
 	}
 	seqKey := s.key(keySeq)
-	gr, err := s.cli.Get(ctx, seqKey)
-	if err != nil {
-		return 0, s.wrapEtcd(err)
-	}
-	seq, seqRev, err := parseSeq(gr.Kvs)
-	if err != nil {
-		return 0, err
+	var seq, seqRev int64
+	if pre != nil {
+		seq, seqRev = pre.seq, pre.rev
+	} else {
+		gr, err := s.cli.Get(ctx, seqKey)
+		if err != nil {
+			return 0, s.wrapEtcd(err)
+		}
+		if seq, seqRev, err = parseSeq(gr.Kvs); err != nil {
+			return 0, err
+		}
 	}
 	for attempt := 0; attempt < 100; attempt++ {
 		ops := append([]clientv3.Op(nil), w.ops...)

@@ -277,7 +277,7 @@ func checkMigrationRange(r Range, m *Migration) error {
 // rangeAndMigration writes range i and migration nm in one transaction comparing both
 // revisions; on success it updates st and *m.
 func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Range, nm, m *Migration, ev Event, extra ...clientv3.Cmp) error {
-	from, err := s.storedPhase(ctx, m)
+	from, seq, err := s.storedPhaseAndSeq(ctx, m)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", ev.Kind, nr.Range, err)
 	}
@@ -305,7 +305,7 @@ func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Rang
 	if nm.Phase != from {
 		w.events = append(w.events, Event{Kind: EventPhase, Range: &nm.Range, Migration: nm.ID, From: from, To: nm.Phase})
 	}
-	rev, err := s.commit(ctx, &w)
+	rev, err := s.commitSeq(ctx, &w, seq)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", ev.Kind, nr.Range, err)
 	}
@@ -332,12 +332,34 @@ func (s *Store) storedPhase(ctx context.Context, m *Migration) (string, error) {
 	if err != nil {
 		return "", s.wrapEtcd(err)
 	}
-	if len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != m.ModRev {
+	return s.phaseAt(m, resp.Kvs)
+}
+
+// storedPhaseAndSeq is storedPhase plus the history counter, in one read: Freeze and Flip
+// run inside the cutover window, where each etcd round trip counts.
+func (s *Store) storedPhaseAndSeq(ctx context.Context, m *Migration) (string, *seqRead, error) {
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.key(MigrationKey(m.ID))), clientv3.OpGet(s.key(keySeq))).Commit()
+	if err != nil {
+		return "", nil, s.wrapEtcd(err)
+	}
+	seq, rev, err := parseSeq(resp.Responses[1].GetResponseRange().Kvs)
+	if err != nil {
+		return "", nil, err
+	}
+	if m.ModRev == 0 {
+		return "", &seqRead{seq, rev}, nil
+	}
+	phase, err := s.phaseAt(m, resp.Responses[0].GetResponseRange().Kvs)
+	return phase, &seqRead{seq, rev}, err
+}
+
+func (s *Store) phaseAt(m *Migration, kvs []*mvccKV) (string, error) {
+	if len(kvs) == 0 || kvs[0].ModRevision != m.ModRev {
 		return "", fmt.Errorf("migration %s was changed by another driver: %w", m.ID, ErrConflict)
 	}
 	var cur Migration
-	if err := json.Unmarshal(resp.Kvs[0].Value, &cur); err != nil {
-		return "", badValue(string(resp.Kvs[0].Key), err)
+	if err := json.Unmarshal(kvs[0].Value, &cur); err != nil {
+		return "", badValue(string(kvs[0].Key), err)
 	}
 	return cur.Phase, nil
 }

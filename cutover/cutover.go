@@ -122,8 +122,8 @@ var ErrAmbiguous = errors.New("the ownership flip may or may not have committed"
 // what does not depend on each other runs in parallel: once the drain is over the source's
 // rows of the range are final, so while the mover catches up to the fence LSN the source
 // half of the verify, the sequences and the journal write run; once it has caught up, the
-// target half of the verify runs while the mover stops (Run returns once it has stopped,
-// but the flip does not wait for it). Statements in the window take one round trip each.
+// target half of the verify runs. The mover stops after the flip, before Run returns.
+// Statements in the window take one round trip each.
 func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Result, error) {
 	opts.defaults()
 	var res Result
@@ -138,6 +138,10 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		srcMore, dstMore = more.src, more.dst
 	}
 	warmUp(ctx, env, srcMore, dstMore, m.Range)
+	tombs, err := FencesOverlap(ctx, env.Target, m.Range)
+	if err != nil {
+		return res, fmt.Errorf("cutover %s: target: %w", m.ID, err)
+	}
 	if res.CatchupBefore, err = catchUpBefore(ctx, env, m.ID, opts.CatchupTimeout); err != nil {
 		return res, fmt.Errorf("cutover %s: %w", m.ID, err)
 	}
@@ -165,8 +169,7 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		tasks = append(tasks, t)
 		return t
 	}
-	var fail func(step string, cause error) (Result, error)
-	failBeforeStop := func(step string, cause error) (Result, error) {
+	fail := func(step string, cause error) (Result, error) {
 		// Nothing may still use the connections, nor m, while the cutover is undone.
 		for _, t := range tasks {
 			_ = t.wait()
@@ -177,7 +180,6 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		}
 		return res, cause
 	}
-	fail = failBeforeStop
 	// 2. Fence.
 	if err := SetFence(ctx, env.Source, m.ID, m.Range); err != nil {
 		return fail("fence", err)
@@ -234,10 +236,10 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	mark("catch up")
 	// Nothing reaches the target's copy of the range any more: the source is fenced and
 	// drained, the mover has applied up to the fence, and its publication carries the
-	// range's rows only. Stop the apply; the flip does not wait for it, but Run returns
-	// only once it has stopped, before the caller deletes the range from the source
-	// (those deletes must not be applied to the target).
-	stop := startTask(opts.Now, func() error { return env.Mover.Stop(ctx) })
+	// range's rows only. The apply is stopped after the flip, outside the window (its
+	// connections closing would take CPU from the verify), and before Run returns, so
+	// before the caller deletes the range from the source (those deletes must not be
+	// applied to the target).
 	// 5. Verify.
 	var v Verification
 	var verr error
@@ -264,10 +266,6 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	seqErr := seqs.err
 	verifyTook := opts.Now().Sub(lap)
 	lap = opts.Now()
-	fail = func(step string, cause error) (Result, error) {
-		_ = stop.wait()
-		return failBeforeStop(step, cause)
-	}
 	switch {
 	case journal.err != nil:
 		return fail("journal", journal.err)
@@ -285,23 +283,24 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	step("sequences", seqs.took)
 	// A range moving back to a shard it once left finds a tombstone there: lift it for
 	// the range's keys, so writes land once the flip sends them here.
-	if err := ClearTombstones(ctx, env.Target, m.Range); err != nil {
-		return fail("tombstones", err)
+	if tombs {
+		if err := ClearTombstones(ctx, env.Target, m.Range); err != nil {
+			return fail("tombstones", err)
+		}
 	}
 	mark("tombstones")
 	// 7. Flip.
 	window := opts.Now().Sub(start)
 	m.Timings.CutoverWindow = window.Seconds()
 	if err := env.Catalog.Flip(ctx, flipState, m.Range.Lo, m, m.Target); err != nil {
-		_ = stop.wait()
 		return res, flipFailed(ctx, env, m, err)
 	}
 	mark("flip")
 	res.Window = opts.Now().Sub(start)
 	// The range is the target's now; whether the apply stopped cleanly changes nothing
 	// there (the caller's DropReplication halts it again before any delete).
-	_ = stop.wait()
-	step("stop apply", stop.took)
+	_ = env.Mover.Stop(ctx)
+	mark("stop apply")
 	return res, nil
 }
 
@@ -371,8 +370,6 @@ func warmUp(ctx context.Context, env Env, srcMore, dstMore []Querier, r catalog.
 		defer wg.Done()
 		_, _, _ = stragglers(ctx, env.Source, time.Now())
 		warmSequences(ctx, env.Source, env.Target, env.Tables)
-		// ClearTombstones reads the target's fences (a shard never fenced has none).
-		_, _ = env.Target.Exec(ctx, `SELECT count(*) FROM reshard.fence WHERE tombstone`)
 	}()
 	go func() { defer wg.Done(); warmDigests(ctx, srcMore, env.Key, env.Tables, r) }()
 	go func() { defer wg.Done(); warmDigests(ctx, dstMore, env.Key, env.Tables, r) }()

@@ -149,8 +149,9 @@ func bounds(r catalog.KeyRange) (lo, hi *int64) {
 // every statement that starts after it returns sees it.
 func SetFence(ctx context.Context, db Execer, migration string, r catalog.KeyRange) error {
 	lo, hi := bounds(r)
+	// QueryExecModeExec: one round trip, no statement preparation, inside the window.
 	_, err := db.Exec(ctx, `INSERT INTO reshard.fence (migration, lo, hi) VALUES ($1, $2, $3)
-		ON CONFLICT (migration) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi, tombstone = false`, migration, lo, hi)
+		ON CONFLICT (migration) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi, tombstone = false`, pgx.QueryExecModeExec, migration, lo, hi)
 	if err != nil {
 		return fmt.Errorf("cutover: set fence %s on %s: %w", migration, r, err)
 	}
@@ -247,6 +248,35 @@ func ClearTombstones(ctx context.Context, db Conn, r catalog.KeyRange) error {
 		}
 	}
 	return tx.Commit(ctx)
+}
+
+// FencesOverlap reports whether the shard holds any fence row, tombstone or not, that
+// overlaps r. Run asks before the freeze: when the target holds none, none can appear
+// before the flip (a new fence there needs a cutover of keys the target owns, and r is
+// the source's; MarkTombstone only changes rows that exist), so the window skips
+// ClearTombstones and its three round trips.
+func FencesOverlap(ctx context.Context, db Querier, r catalog.KeyRange) (bool, error) {
+	rows, err := db.Query(ctx, `SELECT lo, hi FROM reshard.fence`)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+			return false, nil // no fence was ever set on this shard
+		}
+		return false, fmt.Errorf("cutover: read fences: %w", err)
+	}
+	defer rows.Close()
+	found := false
+	for rows.Next() {
+		var lo, hi *int64
+		if err := rows.Scan(&lo, &hi); err != nil {
+			return false, fmt.Errorf("cutover: read fences: %w", err)
+		}
+		found = found || fenceRange(lo, hi).Overlaps(r)
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("cutover: read fences: %w", err)
+	}
+	return found, nil
 }
 
 func fenceRange(lo, hi *int64) catalog.KeyRange {
