@@ -138,7 +138,8 @@ func (m *Mover) session(ctx context.Context) error {
 
 	segs := make(chan []segment, 16)
 	g, gctx := errgroup.WithContext(ctx)
-	rcv := &receiver{conn: repl, tables: tables, key: cfg.Key, start: start, applied: m.AppliedLSN, th: m.th, out: segs}
+	rcv := &receiver{conn: repl, tables: tables, key: cfg.Key, start: start, applied: m.AppliedLSN, th: m.th, out: segs,
+		eager: func() bool { return m.waiters.Load() > 0 }}
 	app := newApplier(conn, cfg.ID, replica, phantoms, m.fetchRow, func(lsn pglogrepl.LSN, at time.Time, txs int) {
 		m.appliedTxs.Add(int64(txs))
 		m.setApplied(lsn, at)

@@ -42,6 +42,7 @@ type Mover struct {
 	applied     atomic.Uint64 // pglogrepl.LSN durably applied on the target
 	appliedAt   atomic.Int64  // source time (unix ns) of the applied position
 	appliedTxs  atomic.Int64
+	waiters     atomic.Int32           // goroutines in WaitApplied
 	lastErr     atomic.Pointer[string] // last transient catch-up error, for the journal
 	catchupFrom time.Time
 }
@@ -270,6 +271,9 @@ func (m *Mover) setApplied(lsn pglogrepl.LSN, at time.Time) {
 // transaction on the source (an unpublished logical message) so that the WAL sender
 // decodes past lsn and says so.
 func (m *Mover) WaitApplied(ctx context.Context, lsn pglogrepl.LSN) error {
+	// Someone waits (a cutover, most likely inside its window): read the stream eagerly.
+	m.waiters.Add(1)
+	defer m.waiters.Add(-1)
 	lastMove := time.Now()
 	stall := 250 * time.Millisecond
 	if m.AppliedLSN() < lsn && m.unflushed(ctx, lsn) {
