@@ -214,6 +214,22 @@ partitions:
 	if keyCount(t, ecli, "/reshard/") != before {
 		t.Error("a refused init changed the catalog")
 	}
+	// --force refuses while a migration is in progress: its journal is what knows how to
+	// remove its slot, publication, fence and copied rows.
+	live, _ := json.Marshal(catalog.Migration{ID: "m_live", Kind: "move", Range: catalog.NewRange(0, 10), Source: "s1", Target: "s2", Phase: catalog.PhaseCatchingUp})
+	if _, err := ecli.Put(ctx, "/reshard/demo/"+catalog.MigrationKey("m_live"), string(live)); err != nil {
+		t.Fatal(err)
+	}
+	before = keyCount(t, ecli, "/reshard/")
+	if res = run("init", "-f", good, "--force"); res.code != 1 || !strings.Contains(res.stderr, "m_live (catching_up)") || !strings.Contains(res.stderr, "reshard cancel") {
+		t.Errorf("init --force with a live migration: %d %s", res.code, res.stderr)
+	}
+	if keyCount(t, ecli, "/reshard/") != before {
+		t.Error("a refused init --force changed the catalog")
+	}
+	if _, err := ecli.Delete(ctx, "/reshard/demo/"+catalog.MigrationKey("m_live")); err != nil {
+		t.Fatal(err)
+	}
 
 	// stats collect with a writer hammering tenant 13 (small in bytes).
 	pool := pgs[0].Pool(ctx)

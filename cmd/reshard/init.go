@@ -210,12 +210,20 @@ Example cluster.yaml:
 				return err
 			}
 			defer closeStore()
-			if !force {
-				if _, err := store.Load(ctx); err == nil {
-					return fmt.Errorf("cluster %q already has a catalog in etcd: pass --force to replace it (`reshard catalog export` first to keep a backup)", cluster)
-				} else if !errors.Is(err, catalog.ErrNotFound) {
-					return err
+			old, lerr := store.Load(ctx)
+			switch {
+			case lerr == nil && !force:
+				return fmt.Errorf("cluster %q already has a catalog in etcd: pass --force to replace it (`reshard catalog export` first to keep a backup)", cluster)
+			case lerr == nil:
+				// Replacing the catalog drops the migrations' journals, while their slots,
+				// publications, fences and copied rows stay on the shards with nothing left
+				// that knows how to remove them.
+				if live := liveMigrations(old); len(live) > 0 {
+					return fmt.Errorf("cluster %q has %d migration(s) in progress: %s; finish them, or `reshard cancel ID` each, before re-initialising (--force drops every migration journal; the history stays)",
+						cluster, len(live), strings.Join(live, ", "))
 				}
+			case !errors.Is(lerr, catalog.ErrNotFound) && !force:
+				return lerr
 			}
 			if cf.Key != "" && catalog.ValidName(cf.Key) {
 				problems = append(problems, checkShards(ctx, validShards(shards), cf.Key, validTables(cf.Tables))...)
@@ -280,5 +288,17 @@ func validTables(in []string) []string {
 			out = append(out, t)
 		}
 	}
+	return out
+}
+
+// liveMigrations lists the migrations of st that are not finished, as "id (phase)".
+func liveMigrations(st *catalog.State) []string {
+	var out []string
+	for id, m := range st.Migrations {
+		if !m.Terminal() {
+			out = append(out, fmt.Sprintf("%s (%s)", id, m.Phase))
+		}
+	}
+	sort.Strings(out)
 	return out
 }
