@@ -150,11 +150,13 @@ func relayCopy(ctx context.Context, src, dst *pgconn.PgConn, out, in string, met
 	if r.err != nil {
 		return 0, wrap("target", r.err)
 	}
-	_ = sc.SetDeadline(time.Time{})
-	_ = dc.SetDeadline(time.Time{})
-	if cancelled.Load() {
+	if !stop() {
+		// The context ended and its callback moved the deadlines: the sessions would fail
+		// their next command, so they are closed like any other interrupted relay's.
 		return 0, fmt.Errorf("%w: %w", errRelayAborted, ctx.Err())
 	}
+	_ = sc.SetDeadline(time.Time{})
+	_ = dc.SetDeadline(time.Time{})
 	ok = true
 	return r.rows, nil
 }
