@@ -8,6 +8,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -401,6 +402,64 @@ func TestHistoryConcurrentAppends(t *testing.T) {
 	}
 	if err := s.AddShard(ctx, Shard{Name: "x1", DSN: "host=h"}); !errors.Is(err, ErrExists) {
 		t.Errorf("duplicate shard = %v, want ErrExists", err)
+	}
+}
+
+// TestFreezeFlipUnderHistoryAppends: freeze and flip read the history counter together
+// with the migration record, before their transaction; writers appending history
+// meanwhile make that read stale, which must cost a retry, never a failure or a gap.
+func TestFreezeFlipUnderHistoryAppends(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	st := initDemo(t, s)
+	m := newMigration(t, s, "mv1", st.Ranges[1], "s3")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var added atomic.Int64
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := s.AddShard(ctx, Shard{Name: fmt.Sprintf("w%d_%d", w, i), DSN: "host=h"}); err != nil {
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+				added.Add(1)
+			}
+		}()
+	}
+	for added.Load() < 8 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.Freeze(ctx, st, 0, m); err != nil {
+		t.Fatalf("freeze: %v", err)
+	}
+	if err := s.Flip(ctx, st, 0, m, "s3"); err != nil {
+		t.Fatalf("flip: %v", err)
+	}
+	close(stop)
+	wg.Wait()
+	h, err := s.History(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flips := 0
+	for i, ev := range h {
+		if ev.Seq != int64(i+1) {
+			t.Fatalf("event %d has seq %d: the history has a gap or a duplicate", i, ev.Seq)
+		}
+		if ev.Kind == EventFlip {
+			flips++
+		}
+	}
+	if flips != 1 {
+		t.Errorf("%d flip events, want 1", flips)
 	}
 }
 
