@@ -80,23 +80,7 @@ func BenchmarkCutoverWindow(b *testing.B) {
 			mv.tenant.Rank, tenantRows(b, s.conns[mv.home], mv.tenant.ID), mv.home, mv.away)
 	}
 
-	router, stopRouter := s.resolverRouter(ctx)
-	defer stopRouter()
-	loader, err := demo.NewLoader(demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: 4, Rate: rate, RetryIf: retryIf, Seed: 7})
-	if err != nil {
-		b.Fatal(err)
-	}
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	var (
-		wg     sync.WaitGroup
-		result *demo.Result
-		lerr   error
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		result, lerr = loader.Run(loadCtx)
-	}()
+	stopLoad := s.runLoad(4, rate, 7)
 	time.Sleep(time.Second)
 
 	var samples []cutoverSample
@@ -133,11 +117,7 @@ func BenchmarkCutoverWindow(b *testing.B) {
 	b.StopTimer()
 
 	time.Sleep(300 * time.Millisecond)
-	stopLoad()
-	wg.Wait()
-	if lerr != nil {
-		b.Fatalf("load: %v", lerr)
-	}
+	result := stopLoad()
 	if result.Failed > 0 {
 		b.Fatalf("%d transactions of the load failed: %v", result.Failed, result.Errors)
 	}

@@ -126,45 +126,13 @@ func (s *stack) finishMove(t *testing.T, id string, r catalog.KeyRange, to strin
 	}
 }
 
-// runLoad starts the write load through the resolver; stop returns its result.
-func (s *stack) runLoad(t *testing.T) (stop func() *demo.Result) {
-	ctx := context.Background()
-	router, closeRouter := s.resolverRouter(ctx)
-	loader, err := demo.NewLoader(demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: 3, RetryIf: retryIf, Seed: 11})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	var (
-		res  *demo.Result
-		lerr error
-		wg   sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		res, lerr = loader.Run(lctx)
-	}()
-	return func() *demo.Result {
-		cancel()
-		wg.Wait()
-		closeRouter()
-		if lerr != nil {
-			t.Fatalf("load: %v", lerr)
-		}
-		t.Logf("load: %d acknowledged, %d fenced and retried, %d transient retries, %d failed, %d unknown",
-			res.Acked, res.Fenced, res.Transient, res.Failed, res.Unknown)
-		return res
-	}
-}
-
 // TestKillDriver kills `reshard move` with SIGKILL between the fence and the flip, and
 // right after the flip, under a live load. A re-run finishes each move; at the end every
 // range has exactly one owner and no acknowledged write is lost or duplicated.
 func TestKillDriver(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 3, demo.DataOptions{Tenants: 30, Scale: 0.05, Seed: 5})
-	stop := s.runLoad(t)
+	stop := s.runLoad(3, 0, 11)
 	tests := []struct {
 		hold       string
 		wantFrozen bool // the range is still frozen in the catalog after the kill
@@ -232,7 +200,7 @@ func TestKillDriver(t *testing.T) {
 func TestEtcdDownDuringCutover(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 3, demo.DataOptions{Tenants: 30, Scale: 0.05, Seed: 6})
-	stop := s.runLoad(t)
+	stop := s.runLoad(3, 0, 11)
 	tenant := s.tenants[0].ID
 	r := catalog.NewRange(tenant, tenant+1)
 	if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
@@ -289,7 +257,7 @@ func TestEtcdDownDuringCutover(t *testing.T) {
 func TestSourceRestartDuringCatchup(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 2, demo.DataOptions{Tenants: 30, Scale: 0.05, Seed: 8})
-	stop := s.runLoad(t)
+	stop := s.runLoad(3, 0, 11)
 	tenant := s.tenants[0].ID
 	r := catalog.NewRange(tenant, tenant+1)
 	if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
@@ -332,7 +300,7 @@ func lastLine(s string) string {
 func TestKillDuringCopyAndCatchup(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.5, Seed: 9})
-	stop := s.runLoad(t)
+	stop := s.runLoad(3, 0, 11)
 
 	// During the copy: the biggest tenant takes long enough to be caught copying.
 	big := s.tenants[0].ID

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,23 +18,7 @@ import (
 func TestMovesUnderLoad(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 3, demo.DataOptions{Tenants: 40, Scale: 0.1, Seed: 7})
-	router, stop := s.resolverRouter(ctx)
-	defer stop()
-	loader, err := demo.NewLoader(demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: 4, RetryIf: retryIf, Seed: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	var (
-		wg     sync.WaitGroup
-		result *demo.Result
-		lerr   error
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		result, lerr = loader.Run(loadCtx)
-	}()
+	stopLoad := s.runLoad(4, 0, 7)
 	time.Sleep(500 * time.Millisecond)
 
 	ex := s.executor(cutover.ExecOptions{CutoverRetries: 3})
@@ -80,12 +63,7 @@ func TestMovesUnderLoad(t *testing.T) {
 	move("hot_back", catalog.NewRange(hot, hot+1), "s1") // back to a shard with a tombstone
 
 	time.Sleep(300 * time.Millisecond)
-	stopLoad()
-	wg.Wait()
-	if lerr != nil {
-		t.Fatalf("load: %v", lerr)
-	}
-	t.Logf("load: %d acknowledged, %d fenced and retried, %d failed, %d unknown outcome", result.Acked, result.Fenced, result.Failed, result.Unknown)
+	result := stopLoad()
 	if result.Failed > 0 {
 		t.Errorf("%d transactions failed: %v", result.Failed, result.Errors)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -204,6 +205,41 @@ func (s *stack) resolverRouter(ctx context.Context) (demo.Router, func()) {
 		}
 		return s.dsn[rt.Shard], nil
 	}), cache.Close
+}
+
+// runLoad starts the demo write load through the resolver: workers goroutines, rate
+// transactions per second (0: as fast as they go). stop ends it, fails the test if the load
+// itself failed, logs what it did and returns its result.
+func (s *stack) runLoad(workers int, rate float64, seed uint64) (stop func() *demo.Result) {
+	ctx := context.Background()
+	router, closeRouter := s.resolverRouter(ctx)
+	loader, err := demo.NewLoader(demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: workers, Rate: rate, RetryIf: retryIf, Seed: seed})
+	if err != nil {
+		closeRouter()
+		s.t.Fatal(err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	var (
+		res  *demo.Result
+		lerr error
+		wg   sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		res, lerr = loader.Run(lctx)
+	}()
+	return func() *demo.Result {
+		cancel()
+		wg.Wait()
+		closeRouter()
+		if lerr != nil {
+			s.t.Fatalf("load: %v", lerr)
+		}
+		s.t.Logf("load: %d acknowledged, %d fenced and retried, %d transient retries, %d failed, %d unknown",
+			res.Acked, res.Fenced, res.Transient, res.Failed, res.Unknown)
+		return res
+	}
 }
 
 func retryIf(err error) bool { return cutover.IsFenceError(err) || errors.Is(err, errFrozen) }
