@@ -65,9 +65,7 @@ func BenchmarkCutoverWindow(b *testing.B) {
 		t := s.tenants[rank-1]
 		r := catalog.NewRange(t.ID, t.ID+1)
 		owner, _ := st.Owner(t.ID)
-		if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
-			b.Fatalf("carve %s: %v", r, err)
-		}
+		s.carve(r)
 		away := "s1"
 		if owner.Shard == "s1" {
 			away = "s2"

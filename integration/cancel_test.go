@@ -18,9 +18,7 @@ func TestCancelAndCleanupLater(t *testing.T) {
 	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 3})
 	tenant := s.tenants[0].ID
 	r := catalog.NewRange(tenant, tenant+1)
-	if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
-		t.Fatal(err)
-	}
+	s.carve(r)
 	st, _ := s.store.Load(ctx)
 	from, _ := st.Owner(tenant)
 	to := map[string]string{"s1": "s2", "s2": "s1"}[from.Shard]

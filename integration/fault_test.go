@@ -145,9 +145,7 @@ func TestKillDriver(t *testing.T) {
 	for i, tt := range tests {
 		tenant := s.tenants[i].ID
 		r := catalog.NewRange(tenant, tenant+1)
-		if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
-			t.Fatal(err)
-		}
+		s.carve(r)
 		st, _ := s.store.Load(ctx)
 		from, _ := st.Owner(tenant)
 		to := "s2"
@@ -203,9 +201,7 @@ func TestEtcdDownDuringCutover(t *testing.T) {
 	stop := s.runLoad(3, 0, 11)
 	tenant := s.tenants[0].ID
 	r := catalog.NewRange(tenant, tenant+1)
-	if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
-		t.Fatal(err)
-	}
+	s.carve(r)
 	holdFile := filepath.Join(t.TempDir(), "hold")
 	if err := os.WriteFile(holdFile, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -260,9 +256,7 @@ func TestSourceRestartDuringCatchup(t *testing.T) {
 	stop := s.runLoad(3, 0, 11)
 	tenant := s.tenants[0].ID
 	r := catalog.NewRange(tenant, tenant+1)
-	if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
-		t.Fatal(err)
-	}
+	s.carve(r)
 	restarted := false
 	ex := s.executor(cutover.ExecOptions{CutoverRetries: 3})
 	ex.Options.BeforeCutover = func() {
@@ -305,9 +299,7 @@ func TestKillDuringCopyAndCatchup(t *testing.T) {
 	// During the copy: the biggest tenant takes long enough to be caught copying.
 	big := s.tenants[0].ID
 	r := catalog.NewRange(big, big+1)
-	if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
-		t.Fatal(err)
-	}
+	s.carve(r)
 	d := s.startMove(t, "kill_copy", r, "s2", "", "")
 	killed := false
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline) && !killed; time.Sleep(5 * time.Millisecond) {
@@ -333,9 +325,7 @@ func TestKillDuringCopyAndCatchup(t *testing.T) {
 	// During the catch-up: held once the target is caught up, before the cutover.
 	next := s.tenants[1].ID
 	r2 := catalog.NewRange(next, next+1)
-	if _, err := cutover.Carve(ctx, s.store, s.store, r2); err != nil {
-		t.Fatal(err)
-	}
+	s.carve(r2)
 	st, _ := s.store.Load(ctx)
 	from, _ := st.Owner(next)
 	to := map[string]string{"s1": "s2", "s2": "s1"}[from.Shard]

@@ -24,9 +24,7 @@ func TestMovesUnderLoad(t *testing.T) {
 	ex := s.executor(cutover.ExecOptions{CutoverRetries: 3})
 	move := func(id string, r catalog.KeyRange, to string) {
 		t.Helper()
-		if _, err := cutover.Carve(ctx, s.store, s.store, r); err != nil {
-			t.Fatalf("carve %s: %v", r, err)
-		}
+		s.carve(r)
 		m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: r, Target: to})
 		if err != nil {
 			t.Fatalf("move %s %s -> %s: %v", id, r, to, err)

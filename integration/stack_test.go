@@ -242,6 +242,14 @@ func (s *stack) runLoad(workers int, rate float64, seed uint64) (stop func() *de
 	}
 }
 
+// carve gives r a catalog range of its own (split off its owner's range), as a move of r needs.
+func (s *stack) carve(r catalog.KeyRange) {
+	s.t.Helper()
+	if _, err := cutover.Carve(context.Background(), s.store, s.store, r); err != nil {
+		s.t.Fatalf("carve %s: %v", r, err)
+	}
+}
+
 func retryIf(err error) bool { return cutover.IsFenceError(err) || errors.Is(err, errFrozen) }
 
 // check verifies the end state: a valid catalog with every range serving, balances equal
