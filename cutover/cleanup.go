@@ -36,8 +36,7 @@ func DeleteRange(ctx context.Context, db Conn, key string, tables []string, r ca
 	for i := len(tables) - 1; i >= 0; i-- {
 		t := tables[i]
 		qt := pgx.Identifier{t}.Sanitize()
-		// ctid batches avoid sorting and let each batch be a short transaction.
-		sql := fmt.Sprintf(`DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s WHERE %s LIMIT %d))`, qt, qt, r.SQL(k), opts.BatchRows)
+		sql := batchDeleteSQL(qt, r.SQL(k), opts.BatchRows)
 		for {
 			n, err := deleteBatch(ctx, db, sql)
 			if err != nil {
@@ -60,6 +59,16 @@ func DeleteRange(ctx context.Context, db Conn, key string, tables []string, r ca
 		}
 	}
 	return out, nil
+}
+
+// batchDeleteSQL deletes up to n rows matching pred from table qt. ctid batches avoid
+// sorting and keep each batch a short transaction, but a ctid names a row only within one
+// relation: in a partitioned table the same ctid exists in every partition, so a row is
+// named by (tableoid, ctid), and the range predicate is repeated on the outer DELETE so
+// that no batch can ever delete a row outside the range, whatever the plan.
+func batchDeleteSQL(qt, pred string, n int) string {
+	return fmt.Sprintf(`DELETE FROM %[1]s WHERE %[2]s AND (tableoid, ctid) IN
+		(SELECT tableoid, ctid FROM %[1]s WHERE %[2]s LIMIT %[3]d)`, qt, pred, n)
 }
 
 func deleteBatch(ctx context.Context, db Conn, sql string) (int64, error) {
