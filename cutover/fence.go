@@ -169,8 +169,11 @@ func MarkTombstone(ctx context.Context, db Execer, migration string) error {
 
 // DropFence removes a migration's fence row (rollback, or `cleanup --drop-fence`).
 func DropFence(ctx context.Context, db Execer, migration string) error {
-	// ClearTombstones may have cut the migration's tombstone into parts "<id>.<n>".
-	_, err := db.Exec(ctx, `DELETE FROM reshard.fence WHERE migration = $1 OR migration LIKE $1 || '.%'`, migration)
+	// ClearTombstones may have cut the migration's tombstone into parts "<id>.<n>" (and
+	// those into "<id>.<n>.<m>"). Matched exactly: with LIKE, an '_' in the id would be a
+	// wildcard and reach another migration's fence.
+	_, err := db.Exec(ctx, `DELETE FROM reshard.fence WHERE migration = $1
+		OR (starts_with(migration, $1 || '.') AND substr(migration, length($1) + 2) ~ '^[0-9]+(\.[0-9]+)*$')`, migration)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
 		return nil
