@@ -2,7 +2,9 @@ package demo_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -229,5 +231,109 @@ func TestLoadRetriesFence(t *testing.T) {
 	}
 	if err := demo.CheckAcked(ctx, s.db, s.owner, res.Ledger, false); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestCheckTenantsAfterLoad: after a load that leaves a spread of tenants quiet, every
+// tenant's rows on every shard are what the start and the load's acknowledged changes say
+// (the loader's own accounting, checked against PostgreSQL); then rows lost, altered or
+// copied behind the load's back are each reported naming the tenant, table and shard.
+func TestCheckTenantsAfterLoad(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, demo.DataOptions{Tenants: 30, Scale: 0.05, Seed: 5})
+	quiet := demo.QuietTenants(s.tenants, 3, 2)
+	before, err := demo.TakeSnapshot(ctx, s.db, demo.Tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := demo.NewStaticRouter(s.ranges, s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := demo.Load(ctx, demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: 3, Duration: 2 * time.Second, Seed: 3, Quiet: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Acked == 0 || res.Failed != 0 || res.Unknown != 0 || res.ByKind[demo.TxDelete] == 0 {
+		t.Fatalf("load did not run cleanly: %+v %v", res.Counters, res.Errors)
+	}
+	for q := range quiet {
+		if res.Changes.Touched[q] {
+			t.Errorf("quiet tenant %d was written to", q)
+		}
+	}
+	rep, err := demo.CheckTenants(ctx, s.db, demo.Tables, before, s.owner, res.Changes)
+	if err != nil {
+		t.Fatalf("after a clean load: %v", err)
+	}
+	var b strings.Builder
+	rep.Print(&b)
+	t.Logf("tenants checked:\n%s", b.String())
+	for _, sh := range rep.Shards {
+		if sh.Quiet == 0 || sh.Counted == 0 {
+			t.Errorf("shard %s: %d quiet and %d written tenants checked, want some of each", sh.Shard, sh.Quiet, sh.Counted)
+		}
+	}
+
+	// Behind the load's back: a quiet tenant loses an event, another's order changes, and
+	// a written tenant's row appears on the shard that does not own it.
+	var q1, q2, busy int64
+	for _, tn := range s.tenants {
+		switch {
+		case quiet[tn.ID] && q1 == 0:
+			q1 = tn.ID
+		case quiet[tn.ID] && q2 == 0:
+			q2 = tn.ID
+		case res.Changes.Touched[tn.ID] && busy == 0:
+			busy = tn.ID
+		}
+	}
+	other := map[string]string{"s1": "s2", "s2": "s1"}
+	if _, err := s.pool[s.owner(q1)].Exec(ctx, `DELETE FROM events WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM events WHERE tenant_id = $1 LIMIT 1)`, q1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool[s.owner(q2)].Exec(ctx, `UPDATE orders SET total = total + 1 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM orders WHERE tenant_id = $1 LIMIT 1)`, q2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool[other[s.owner(busy)]].Exec(ctx, `INSERT INTO ledger (tenant_id, amount, memo) VALUES ($1, 1, 'stray')`, busy); err != nil {
+		t.Fatal(err)
+	}
+	_, err = demo.CheckTenants(ctx, s.db, demo.Tables, before, s.owner, res.Changes)
+	t.Logf("after the damage: %v", err)
+	for _, want := range []string{
+		fmt.Sprintf("tenant %d (quiet): events on %s: ", q1, s.owner(q1)),
+		fmt.Sprintf("tenant %d (quiet): orders on %s: ", q2, s.owner(q2)),
+		"as at the start, but their contents differ (hash)",
+		fmt.Sprintf("tenant %d (written): ledger on %s: 1 rows, but %s does not own it", busy, other[s.owner(busy)], other[s.owner(busy)]),
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("the check does not report %q", want)
+		}
+	}
+}
+
+// TestFingerprintTextFallback: a table with a column type that has no hash function (json)
+// is fingerprinted through the rows' text, and a changed value still shows.
+func TestFingerprintTextFallback(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, `CREATE TABLE notes (tenant_id bigint NOT NULL, id int NOT NULL, j json, PRIMARY KEY (tenant_id, id));
+		INSERT INTO notes SELECT t, i, json_build_object('i', i) FROM generate_series(1, 3) t, generate_series(1, 4) i`)
+	db := pg.Pool(ctx)
+	a, err := demo.Fingerprint(ctx, db, []string{"notes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != 3 || a[2]["notes"].Rows != 4 {
+		t.Fatalf("fingerprint %+v", a)
+	}
+	pg.Exec(ctx, `UPDATE notes SET j = '{"i": 99}' WHERE tenant_id = 2 AND id = 1`)
+	b, err := demo.Fingerprint(ctx, db, []string{"notes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.Diff("s1", b)
+	if err == nil || !strings.Contains(err.Error(), "tenant 2: notes on s1: 4 rows as expected but their contents differ") || strings.Contains(err.Error(), "tenant 1") {
+		t.Fatalf("Diff = %v", err)
 	}
 }

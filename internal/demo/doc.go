@@ -25,4 +25,13 @@
 // routing on, so a router that follows the catalog survives a cutover. Only a commit that
 // succeeded counts as acknowledged; every acknowledged ledger row is recorded so a test can
 // check that it is present exactly once.
+//
+// Every tenant's rows: Fingerprint counts and hashes each tenant's rows per table on a
+// shard (TakeSnapshot on every shard). The loader keeps, per tenant and table, the net row
+// count change of its acknowledged transactions, marks a tenant whose transaction has an
+// unknown outcome uncertain, and never writes to the tenants in LoadOptions.Quiet
+// (QuietTenants spreads them over the key line). CompareTenants then checks a later
+// snapshot: each tenant's rows only on its owner; untouched tenants equal to the start in
+// count and hash; written ones at the start's count plus their acknowledged changes. A
+// move that deletes or duplicates rows of a tenant it was not moving cannot pass it.
 package demo

@@ -117,6 +117,9 @@ type LoadOptions struct {
 	Seed    uint64
 	// MaxConns caps connections per shard; default Workers+1.
 	MaxConns int32
+	// Quiet tenants are never written to, so a check afterwards can expect their rows
+	// exactly as they were (QuietTenants picks a spread of them).
+	Quiet map[int64]bool
 }
 
 // LedgerWrite is one acknowledged ledger row.
@@ -147,6 +150,8 @@ type Result struct {
 	Seconds float64       `json:"seconds"`
 	// Ledger holds every acknowledged ledger row, for "present exactly once" checks.
 	Ledger []LedgerWrite `json:"-"`
+	// Changes is what the run did to each tenant's rows, for CompareTenants.
+	Changes *Changes `json:"changes"`
 	// Errors are a few distinct error messages of failed transactions.
 	Errors []string `json:"errors,omitempty"`
 }
@@ -154,17 +159,19 @@ type Result struct {
 // Loader runs the write load.
 type Loader struct {
 	opts  LoadOptions
-	cum   []float64 // cumulative tenant weights
+	pick  []int64   // the tenants the load writes to (not quiet)
+	cum   []float64 // their cumulative weights
 	kinds []string
 	kcum  []int
 
 	attempts, acked, fenced, trans, failed, unknown atomic.Int64
 	byKind                                          sync.Map // kind -> *atomic.Int64
 
-	mu     sync.Mutex
-	pools  map[string]*pgxpool.Pool
-	errs   map[string]bool
-	ledger [][]LedgerWrite // per worker
+	mu      sync.Mutex
+	pools   map[string]*pgxpool.Pool
+	errs    map[string]bool
+	ledger  [][]LedgerWrite // per worker
+	changes []*Changes      // per worker
 }
 
 // NewLoader checks the options.
@@ -202,11 +209,15 @@ func NewLoader(opts LoadOptions) (*Loader, error) {
 		if t.Weight < 0 {
 			return nil, fmt.Errorf("demo: load: tenant %d has a negative weight", t.ID)
 		}
+		if opts.Quiet[t.ID] || t.Weight == 0 {
+			continue
+		}
 		sum += t.Weight
+		l.pick = append(l.pick, t.ID)
 		l.cum = append(l.cum, sum)
 	}
 	if sum == 0 {
-		return nil, errors.New("demo: load: every tenant has weight 0")
+		return nil, errors.New("demo: load: every tenant is quiet or has weight 0: leave some to write to")
 	}
 	for _, k := range []string{TxNewOrder, TxLedger, TxEvent, TxStatus, TxDelete} {
 		w := opts.Mix[k]
@@ -270,6 +281,10 @@ func (l *Loader) Run(ctx context.Context) (*Result, error) {
 	}
 	start := time.Now()
 	l.ledger = make([][]LedgerWrite, l.opts.Workers)
+	l.changes = make([]*Changes, l.opts.Workers)
+	for w := range l.changes {
+		l.changes[w] = NewChanges()
+	}
 	var wg sync.WaitGroup
 	for w := range l.opts.Workers {
 		wg.Add(1)
@@ -293,6 +308,13 @@ func (l *Loader) Run(ctx context.Context) (*Result, error) {
 	sort.Strings(res.Errors)
 	for _, lw := range l.ledger {
 		res.Ledger = append(res.Ledger, lw...)
+	}
+	res.Changes = NewChanges()
+	for t := range l.opts.Quiet {
+		res.Changes.Quiet[t] = true
+	}
+	for _, c := range l.changes {
+		res.Changes.Add(c)
 	}
 	return res, nil
 }
@@ -330,7 +352,7 @@ func (l *Loader) pickTenant(rng *rand.Rand) int64 {
 	if i == len(l.cum) {
 		i--
 	}
-	return l.opts.Tenants[i].ID
+	return l.pick[i]
 }
 
 func (l *Loader) pickKind(rng *rand.Rand) string {
@@ -377,19 +399,21 @@ func (l *Loader) runTx(ctx context.Context, w int, rng *rand.Rand, tenant int64,
 		if ctx.Err() != nil {
 			return
 		}
-		lw, err := l.try(ctx, tenant, kind, amount, seed)
+		eff, err := l.try(ctx, tenant, kind, amount, seed)
 		if err == nil {
 			l.acked.Add(1)
 			l.kindCounter(kind).Add(1)
-			if lw != nil {
-				l.ledger[w] = append(l.ledger[w], *lw)
+			if eff.ledger != nil {
+				l.ledger[w] = append(l.ledger[w], *eff.ledger)
 			}
+			l.changes[w].note(tenant, eff.rows, false)
 			return
 		}
 		var ue unknownOutcome
 		switch {
 		case errors.As(err, &ue):
 			l.unknown.Add(1)
+			l.changes[w].note(tenant, nil, true)
 			l.noteError(err)
 			return
 		case ctx.Err() != nil:
@@ -430,16 +454,43 @@ type unknownOutcome struct{ err error }
 func (u unknownOutcome) Error() string { return "commit outcome unknown: " + u.err.Error() }
 func (u unknownOutcome) Unwrap() error { return u.err }
 
+// note records a transaction's effect on a tenant: acknowledged with its row changes, or
+// of unknown outcome.
+func (c *Changes) note(tenant int64, rows Counts, uncertain bool) {
+	c.Touched[tenant] = true
+	if uncertain {
+		c.Uncertain[tenant] = true
+		return
+	}
+	for table, n := range rows {
+		if n == 0 {
+			continue
+		}
+		if c.Rows[tenant] == nil {
+			c.Rows[tenant] = Counts{}
+		}
+		c.Rows[tenant][table] += n
+	}
+}
+
+// effect is what one committed transaction did: its ledger row, and the rows it inserted
+// (positive) or deleted (negative) per table, as its statements reported them.
+type effect struct {
+	ledger *LedgerWrite
+	rows   Counts
+}
+
 // try is one attempt: route, then one database transaction.
-func (l *Loader) try(ctx context.Context, tenant int64, kind string, amount int64, seed uint64) (*LedgerWrite, error) {
+func (l *Loader) try(ctx context.Context, tenant int64, kind string, amount int64, seed uint64) (effect, error) {
 	l.attempts.Add(1)
+	var eff effect
 	dsn, err := l.opts.Router.ShardFor(ctx, tenant)
 	if err != nil {
-		return nil, fmt.Errorf("route tenant %d: %w", tenant, err)
+		return eff, fmt.Errorf("route tenant %d: %w", tenant, err)
 	}
 	pool, err := l.pool(ctx, dsn)
 	if err != nil {
-		return nil, err
+		return eff, err
 	}
 	// Work on the transaction's own context: a cancelled run must not cut a COMMIT in half
 	// and leave its outcome unknown.
@@ -447,51 +498,58 @@ func (l *Loader) try(ctx context.Context, tenant int64, kind string, amount int6
 	defer cancel()
 	tx, err := pool.Begin(tctx)
 	if err != nil {
-		return nil, err
+		return eff, err
 	}
 	defer tx.Rollback(tctx) //nolint:errcheck // a no-op after Commit
 	rng := rand.New(rand.NewPCG(seed, uint64(tenant)))
-	var lw *LedgerWrite
+	eff.rows = Counts{}
 	switch kind {
 	case TxNewOrder:
-		err = newOrder(tctx, tx, rng, tenant)
+		err = newOrder(tctx, tx, rng, tenant, eff.rows)
 	case TxLedger:
-		lw, err = ledgerEntry(tctx, tx, tenant, amount)
+		eff.ledger, err = ledgerEntry(tctx, tx, tenant, amount)
+		eff.rows["ledger"] = 1
 	case TxEvent:
-		_, err = tx.Exec(tctx, `INSERT INTO events (tenant_id, created_at, kind, payload) VALUES ($1, now(), $2, $3)`,
+		var tag pgconn.CommandTag
+		tag, err = tx.Exec(tctx, `INSERT INTO events (tenant_id, created_at, kind, payload) VALUES ($1, now(), $2, $3)`,
 			tenant, "page.view", `{"path": "/p/`+strconv.Itoa(rng.IntN(500))+`", "source": "load"}`)
+		eff.rows["events"] = tag.RowsAffected()
 	case TxStatus:
 		_, err = tx.Exec(tctx, `UPDATE orders SET status = CASE status WHEN 'new' THEN 'paid' ELSE 'shipped' END
 			WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM orders WHERE tenant_id = $1 AND status IN ('new', 'paid') ORDER BY id DESC LIMIT 1)`, tenant)
 	case TxDelete:
-		err = deleteOldest(tctx, tx, tenant)
+		err = deleteOldest(tctx, tx, tenant, eff.rows)
 	}
 	if err != nil {
-		return nil, err
+		return eff, err
 	}
 	if err := tx.Commit(tctx); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) {
-			return nil, err // the server refused: rolled back, safe to retry
+			return eff, err // the server refused: rolled back, safe to retry
 		}
-		return nil, unknownOutcome{err}
+		return eff, unknownOutcome{err}
 	}
-	return lw, nil
+	return eff, nil
 }
 
-func newOrder(ctx context.Context, tx pgx.Tx, rng *rand.Rand, tenant int64) error {
+// newOrder inserts an order with its items and counts them in rows.
+func newOrder(ctx context.Context, tx pgx.Tx, rng *rand.Rand, tenant int64, rows Counts) error {
 	var id int64
 	if err := tx.QueryRow(ctx, `INSERT INTO orders (tenant_id, status, total) VALUES ($1, 'new', 0) RETURNING id`, tenant).Scan(&id); err != nil {
 		return err
 	}
+	rows["orders"]++
 	var total int64
 	for range 1 + rng.IntN(4) {
 		qty, price := 1+rng.Int64N(5), 100+rng.Int64N(19900)
 		total += qty * price
-		if _, err := tx.Exec(ctx, `INSERT INTO order_items (tenant_id, order_id, sku, qty, price) VALUES ($1, $2, $3, $4, $5)`,
-			tenant, id, fmt.Sprintf("SKU-%05d", rng.IntN(20000)), qty, cents(price)); err != nil {
+		tag, err := tx.Exec(ctx, `INSERT INTO order_items (tenant_id, order_id, sku, qty, price) VALUES ($1, $2, $3, $4, $5)`,
+			tenant, id, fmt.Sprintf("SKU-%05d", rng.IntN(20000)), qty, cents(price))
+		if err != nil {
 			return err
 		}
+		rows["order_items"] += tag.RowsAffected()
 	}
 	_, err := tx.Exec(ctx, `UPDATE orders SET total = $3 WHERE tenant_id = $1 AND id = $2`, tenant, id, cents(total))
 	return err
@@ -519,8 +577,8 @@ func ledgerEntry(ctx context.Context, tx pgx.Tx, tenant, amount int64) (*LedgerW
 // tenant: the router is stale or wrong.
 var ErrWrongShard = errors.New("wrong shard")
 
-// deleteOldest deletes the tenant's oldest order and its items.
-func deleteOldest(ctx context.Context, tx pgx.Tx, tenant int64) error {
+// deleteOldest deletes the tenant's oldest order and its items, and counts them in rows.
+func deleteOldest(ctx context.Context, tx pgx.Tx, tenant int64, rows Counts) error {
 	var id int64
 	err := tx.QueryRow(ctx, `DELETE FROM orders WHERE (tenant_id, id) IN
 		(SELECT tenant_id, id FROM orders WHERE tenant_id = $1 ORDER BY id LIMIT 1) RETURNING id`, tenant).Scan(&id)
@@ -530,6 +588,8 @@ func deleteOldest(ctx context.Context, tx pgx.Tx, tenant int64) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `DELETE FROM order_items WHERE tenant_id = $1 AND order_id = $2`, tenant, id)
+	rows["orders"]--
+	tag, err := tx.Exec(ctx, `DELETE FROM order_items WHERE tenant_id = $1 AND order_id = $2`, tenant, id)
+	rows["order_items"] -= tag.RowsAffected()
 	return err
 }

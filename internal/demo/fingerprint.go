@@ -1,0 +1,179 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// TableFingerprint is one tenant's rows of one table: how many, and an order-independent
+// hash of them (the sum of a 64-bit hash of each row, as a decimal, so a duplicated row
+// changes it).
+type TableFingerprint struct {
+	Rows int64  `json:"rows"`
+	Hash string `json:"hash"`
+}
+
+// Fingerprints are one shard's rows per tenant and table. A table where a tenant has no
+// rows is absent.
+type Fingerprints map[int64]map[string]TableFingerprint
+
+// Snapshot is the fingerprints of every shard, by shard name.
+type Snapshot map[string]Fingerprints
+
+// fingerprintSQL hashes whole rows per tenant like the cutover's verify does:
+// hash_record_extended with each column type's own hash function, summed as numeric (no
+// overflow, duplicates count). The text form is the fallback for a type without one.
+func fingerprintSQL(table string, text bool) string {
+	h := "hash_record_extended(x, 0)"
+	if text {
+		h = "hashtextextended(x::text, 0)"
+	}
+	k := pgx.Identifier{Key}.Sanitize()
+	return fmt.Sprintf(`SELECT x.%s, count(*), coalesce(sum(%s), 0)::text FROM %s x GROUP BY 1`, k, h, pgx.Identifier{table}.Sanitize())
+}
+
+// Fingerprint counts and hashes the rows of every tenant (by its tenant_id) in each of the
+// tables on one shard. Take it before something moves or deletes data and compare it
+// with CompareTenants afterwards: counts of a moved range alone miss the rows of a tenant
+// that should have stayed.
+func Fingerprint(ctx context.Context, db Querier, tables []string) (Fingerprints, error) {
+	out := Fingerprints{}
+	for _, table := range tables {
+		err := fingerprintTable(ctx, db, table, false, out)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "42883" { // undefined_function: a type without a hash
+			err = fingerprintTable(ctx, db, table, true, out)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("demo: fingerprint of %s: %w", table, err)
+		}
+	}
+	return out, nil
+}
+
+func fingerprintTable(ctx context.Context, db Querier, table string, text bool, out Fingerprints) error {
+	rows, err := db.Query(ctx, fingerprintSQL(table, text))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var tenant int64
+		var f TableFingerprint
+		if err := rows.Scan(&tenant, &f.Rows, &f.Hash); err != nil {
+			return err
+		}
+		if out[tenant] == nil {
+			out[tenant] = map[string]TableFingerprint{}
+		}
+		out[tenant][table] = f
+	}
+	return rows.Err()
+}
+
+// TakeSnapshot fingerprints the tables on every shard at once.
+func TakeSnapshot(ctx context.Context, shards map[string]Querier, tables []string) (Snapshot, error) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	snap := Snapshot{}
+	var errs []error
+	for name, db := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := Fingerprint(ctx, db, tables)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("shard %s: %w", name, err))
+				return
+			}
+			snap[name] = f
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return snap, nil
+}
+
+// Only returns the fingerprints of the tenants keep accepts (e.g. those outside a moved
+// range, which must not change).
+func (f Fingerprints) Only(keep func(tenant int64) bool) Fingerprints {
+	out := Fingerprints{}
+	for t, tables := range f {
+		if keep(t) {
+			out[t] = tables
+		}
+	}
+	return out
+}
+
+// Diff lists, bounded, where got differs from want (tenant, table, rows and whether the
+// hash differs); nil when they are equal. what names the place in each line (a shard).
+func (want Fingerprints) Diff(what string, got Fingerprints) error {
+	var probs []string
+	n := 0
+	for _, t := range unionTenants(want, got) {
+		for _, table := range unionTables(want[t], got[t]) {
+			w, g := want[t][table], got[t][table]
+			if w == g || w.Rows == 0 && g.Rows == 0 {
+				continue
+			}
+			n++
+			if len(probs) == maxProblems {
+				continue
+			}
+			if w.Rows != g.Rows {
+				probs = append(probs, fmt.Sprintf("tenant %d: %s on %s: %d rows, want %d", t, table, what, g.Rows, w.Rows))
+			} else {
+				probs = append(probs, fmt.Sprintf("tenant %d: %s on %s: %d rows as expected but their contents differ (hash)", t, table, what, g.Rows))
+			}
+		}
+	}
+	return problemsErr("rows differ from their fingerprint", probs, n)
+}
+
+func unionTenants(fs ...Fingerprints) []int64 {
+	seen := map[int64]bool{}
+	var out []int64
+	for _, f := range fs {
+		for t := range f {
+			if !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// unionTables is the sorted union of the maps' table names.
+func unionTables[V any](ms ...map[string]V) []string {
+	var names []string
+	for _, m := range ms {
+		for t := range m {
+			names = append(names, t)
+		}
+	}
+	return uniqueSorted(names)
+}
+
+func uniqueSorted(names []string) []string {
+	sort.Strings(names)
+	out := names[:0]
+	for i, n := range names {
+		if i == 0 || n != names[i-1] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
