@@ -7,23 +7,40 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Sequence is a sequence owned by (or the default of) a sharded table's column.
+// Sequence is a sequence a sharded table's column defaults call, or that an identity or
+// serial column owns.
 type Sequence struct {
 	Name  string // schema-qualified, quoted
 	Value int64
 }
 
-// sequencesSQL lists the sequences behind the tables' serial and identity columns with
-// their last value on this shard (0 for one never used), in one round trip.
+// sequencesSQL lists the sequences behind the tables' ids with their last value on this
+// shard (0 for one never used), in one round trip. It follows the catalog's dependencies
+// rather than pg_get_serial_sequence, which only knows sequences a column owns: a column
+// default records a dependency on every sequence its expression names (nextval('x') of a
+// sequence shared by many tables, in any expression), and an identity or serial column's
+// sequence depends on its table. The defaults of partitions count too (a partition can
+// have its own).
 const sequencesSQL = `
-SELECT DISTINCT q.seq, coalesce(pg_sequence_last_value(q.seq::regclass), 0)
-FROM unnest($1::text[]) AS t(name)
-CROSS JOIN LATERAL (
-	SELECT pg_get_serial_sequence(quote_ident(t.name), a.attname) AS seq
-	FROM pg_attribute a
-	WHERE a.attrelid = to_regclass(quote_ident(t.name)) AND a.attnum > 0 AND NOT a.attisdropped
-) q
-WHERE q.seq IS NOT NULL`
+WITH rel AS (
+	SELECT p.relid
+	FROM unnest($1::text[]) AS t(name)
+	CROSS JOIN LATERAL (SELECT to_regclass(quote_ident(t.name)) AS relid
+		UNION SELECT relid FROM pg_partition_tree(to_regclass(quote_ident(t.name)))) p
+), seq AS (
+	SELECT d.refobjid AS oid
+	FROM pg_attrdef ad
+	JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+	WHERE ad.adrelid IN (SELECT relid FROM rel)
+	UNION
+	SELECT d.objid
+	FROM pg_depend d
+	WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+	  AND d.refobjid IN (SELECT relid FROM rel) AND d.deptype IN ('a', 'i')
+)
+SELECT format('%I.%I', n.nspname, c.relname), coalesce(pg_sequence_last_value(c.oid), 0)
+FROM seq JOIN pg_class c ON c.oid = seq.oid AND c.relkind = 'S'
+JOIN pg_namespace n ON n.oid = c.relnamespace`
 
 // raiseSQL raises each named sequence to at least the given value, all in one round trip,
 // and returns the value each sequence is at. A sequence already at or past the value is
@@ -36,7 +53,7 @@ SELECT u.name, CASE WHEN u.v > coalesce(pg_sequence_last_value(u.name::regclass)
 FROM unnest($1::text[], $2::bigint[]) AS u(name, v)`
 
 // tableSequences lists the sequences behind the tables' column defaults and identity
-// columns, with their last value on this shard.
+// columns, owned or not, with their last value on this shard.
 func tableSequences(ctx context.Context, db Querier, tables []string) (map[string]int64, error) {
 	rows, err := db.Query(ctx, sequencesSQL, pgx.QueryExecModeExec, tables)
 	if err != nil {
