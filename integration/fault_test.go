@@ -189,7 +189,7 @@ func TestKillDriver(t *testing.T) {
 		t.Logf("%s: window %.1fms", id, m.Timings.CutoverWindow*1000)
 	}
 	res := stop()
-	s.check(ctx, res.Ledger)
+	s.check(ctx, res)
 }
 
 // TestEtcdDownDuringCutover stops etcd after the verify step, so the flip cannot reach it.
@@ -244,7 +244,7 @@ func TestEtcdDownDuringCutover(t *testing.T) {
 		t.Fatalf("owner %+v, want s3 serving", cur)
 	}
 	res := stop()
-	s.check(ctx, res.Ledger)
+	s.check(ctx, res)
 }
 
 // TestSourceRestartDuringCatchup restarts the source PostgreSQL while the mover is catching
@@ -279,7 +279,7 @@ func TestSourceRestartDuringCatchup(t *testing.T) {
 		t.Fatalf("restarted %v, phase %s", restarted, m.Phase)
 	}
 	res := stop()
-	s.check(ctx, res.Ledger)
+	s.check(ctx, res)
 }
 
 func lastLine(s string) string {
@@ -351,5 +351,5 @@ func TestKillDuringCopyAndCatchup(t *testing.T) {
 	}
 	s.finishMove(t, "kill_catchup", r2, to)
 	res := stop()
-	s.check(ctx, res.Ledger)
+	s.check(ctx, res)
 }

@@ -35,6 +35,10 @@ type stack struct {
 	tenants []demo.Tenant
 	dsn     map[string]string
 	conns   map[string]*pgx.Conn
+	// quiet tenants the load never writes to; before is every shard's fingerprint of
+	// every tenant's rows, taken before any load or move (check compares with it).
+	quiet  map[int64]bool
+	before demo.Snapshot
 
 	etcdDir   string
 	etcdPorts [2]int // client, peer
@@ -89,7 +93,46 @@ func newStack(t testing.TB, shards int, opts demo.DataOptions) *stack {
 	if err := store.Init(ctx, cfg, cshards, ranges, false); err != nil {
 		t.Fatal(err)
 	}
+	// Every third tenant in key order stays quiet (not the four busiest, which the tests
+	// move on their own), so every shard and every moved range of a few tenants holds
+	// tenants whose rows must come out exactly as they went in.
+	s.quiet = demo.QuietTenants(s.tenants, 3, 4)
+	for name, ts := range placed {
+		n := 0
+		for _, tn := range ts {
+			if s.quiet[tn.ID] {
+				n++
+			}
+		}
+		if n == 0 && len(ts) > 4 {
+			t.Fatalf("shard %s holds no quiet tenant among its %d", name, len(ts))
+		}
+	}
+	if s.before, err = demo.TakeSnapshot(ctx, s.queriers(), demo.Tables); err != nil {
+		t.Fatal(err)
+	}
 	return s
+}
+
+func (s *stack) queriers() map[string]demo.Querier {
+	qs := map[string]demo.Querier{}
+	for name, c := range s.conns {
+		qs[name] = c
+	}
+	return qs
+}
+
+// quietIn counts the tenants in r, and the quiet ones among them.
+func (s *stack) quietIn(r catalog.KeyRange) (quiet, all int) {
+	for _, tn := range s.tenants {
+		if r.Contains(tn.ID) {
+			all++
+			if s.quiet[tn.ID] {
+				quiet++
+			}
+		}
+	}
+	return quiet, all
 }
 
 // startEtcd starts the stack's etcd on fixed ports and a folder kept across restarts,
@@ -213,7 +256,7 @@ func (s *stack) resolverRouter(ctx context.Context) (demo.Router, func()) {
 func (s *stack) runLoad(workers int, rate float64, seed uint64) (stop func() *demo.Result) {
 	ctx := context.Background()
 	router, closeRouter := s.resolverRouter(ctx)
-	loader, err := demo.NewLoader(demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: workers, Rate: rate, RetryIf: retryIf, Seed: seed})
+	loader, err := demo.NewLoader(demo.LoadOptions{Tenants: s.tenants, Router: router, Workers: workers, Rate: rate, RetryIf: retryIf, Seed: seed, Quiet: s.quiet})
 	if err != nil {
 		closeRouter()
 		s.t.Fatal(err)
@@ -254,9 +297,10 @@ func retryIf(err error) bool { return cutover.IsFenceError(err) || errors.Is(err
 
 // check verifies the end state: a valid catalog with every range serving, balances equal
 // their ledgers on every shard, every acknowledged ledger write present exactly once on
-// its owner and nowhere else, no tenant's rows on a shard that does not own it, and no
-// reshard slot or publication left anywhere.
-func (s *stack) check(ctx context.Context, acked []demo.LedgerWrite) {
+// its owner and nowhere else, every tenant's rows on its owner only and as they should be
+// (checkTenants), and no reshard slot or publication left anywhere. res is the load's
+// result (nil: no load ran).
+func (s *stack) check(ctx context.Context, res *demo.Result) {
 	t := s.t
 	t.Helper()
 	st, err := s.store.Load(ctx)
@@ -271,10 +315,7 @@ func (s *stack) check(ctx context.Context, acked []demo.LedgerWrite) {
 			t.Errorf("range %s is %s", r.Range, r.State)
 		}
 	}
-	owner := func(tenant int64) string { r, _ := st.Owner(tenant); return r.Shard }
-	qs := map[string]demo.Querier{}
 	for name, c := range s.conns {
-		qs[name] = c
 		if err := demo.CheckBalances(ctx, c); err != nil {
 			t.Errorf("shard %s: %v", name, err)
 		}
@@ -286,24 +327,36 @@ func (s *stack) check(ctx context.Context, acked []demo.LedgerWrite) {
 		if slots+pubs != 0 {
 			t.Errorf("shard %s: %d reshard slots and %d publications left", name, slots, pubs)
 		}
-		for _, table := range demo.Tables {
-			rows, err := c.Query(ctx, fmt.Sprintf(`SELECT DISTINCT tenant_id FROM %s`, table))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for rows.Next() {
-				var tenant int64
-				if err := rows.Scan(&tenant); err != nil {
-					t.Fatal(err)
-				}
-				if o := owner(tenant); o != name {
-					t.Errorf("table %s on %s holds rows of tenant %d, which %s owns", table, name, tenant, o)
-				}
-			}
-			rows.Close()
-		}
 	}
-	if err := demo.CheckAcked(ctx, qs, owner, acked, false); err != nil {
+	s.checkTenants(ctx, st, res)
+}
+
+// checkTenants fingerprints every tenant's rows on every shard and compares them with the
+// fingerprint taken before the load and the moves: a tenant's rows are on its owner and
+// nowhere else; a tenant no acknowledged write touched (the quiet ones at least) has
+// exactly its starting rows, count and hash of every table; a written tenant has its
+// starting count plus the net change of its acknowledged transactions (unless one of its
+// transactions has an unknown outcome). It also checks that every acknowledged ledger row
+// is on its owner exactly once.
+func (s *stack) checkTenants(ctx context.Context, st *catalog.State, res *demo.Result) {
+	t := s.t
+	t.Helper()
+	owner := func(tenant int64) string { r, _ := st.Owner(tenant); return r.Shard }
+	var ch *demo.Changes
+	var acked []demo.LedgerWrite
+	if res != nil {
+		ch, acked = res.Changes, res.Ledger
+	}
+	rep, err := demo.CheckTenants(ctx, s.queriers(), demo.Tables, s.before, owner, ch)
+	if rep != nil {
+		var b strings.Builder
+		rep.Print(&b)
+		t.Logf("every tenant's rows checked:\n%s", b.String())
+	}
+	if err != nil {
+		t.Error(err)
+	}
+	if err := demo.CheckAcked(ctx, s.queriers(), owner, acked, false); err != nil {
 		t.Error(err)
 	}
 }
