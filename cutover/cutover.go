@@ -132,12 +132,17 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		return res, fmt.Errorf("cutover %s: %w", m.ID, err)
 	}
 	var srcMore, dstMore []Querier
+	var cols Columns
 	if !opts.SkipVerify {
+		// Read before the freeze, so the verify in the window stays one statement per lane.
+		if cols, err = ReadColumns(ctx, env.Source, env.Tables); err != nil {
+			return res, fmt.Errorf("cutover %s: source: %w", m.ID, err)
+		}
 		more := openVerifyConns(ctx, env, min(opts.VerifyConns, len(env.Tables)))
 		defer more.close(context.WithoutCancel(ctx))
 		srcMore, dstMore = more.src, more.dst
 	}
-	warmUp(ctx, env, srcMore, dstMore, m.Range)
+	warmUp(ctx, env, srcMore, dstMore, cols, m.Range)
 	tombs, err := FencesOverlap(ctx, env.Target, m.Range)
 	if err != nil {
 		return res, fmt.Errorf("cutover %s: target: %w", m.ID, err)
@@ -223,7 +228,7 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 				_ = seqs.wait() // the control connection is free once the sequences are done
 				conns = []Querier{env.Source}
 			}
-			srcDigests, err = digests(ctx, conns, env.Key, env.Tables, r)
+			srcDigests, err = digests(ctx, conns, env.Key, env.Tables, cols, r)
 			return err
 		})
 	}
@@ -249,7 +254,7 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 			_ = seqs.wait() // the control connection is free once the sequences are done
 			conns = []Querier{env.Target}
 		}
-		dstDigests, verr = digests(ctx, conns, env.Key, env.Tables, r)
+		dstDigests, verr = digests(ctx, conns, env.Key, env.Tables, cols, r)
 		if verr != nil {
 			verr = fmt.Errorf("target: %w", verr)
 		}
@@ -363,7 +368,7 @@ func (vc *verifyConns) close(ctx context.Context) {
 // send on each connection (the drain's poll, the sequences and the tombstones on the
 // control connections, the digests on the extra ones): the first statement of a backend on a set of tables or
 // views loads their catalog entries, which on a busy shard costs tens of milliseconds.
-func warmUp(ctx context.Context, env Env, srcMore, dstMore []Querier, r catalog.KeyRange) {
+func warmUp(ctx context.Context, env Env, srcMore, dstMore []Querier, cols Columns, r catalog.KeyRange) {
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
@@ -371,8 +376,8 @@ func warmUp(ctx context.Context, env Env, srcMore, dstMore []Querier, r catalog.
 		_, _, _ = stragglers(ctx, env.Source, time.Now())
 		warmSequences(ctx, env.Source, env.Target, env.Tables)
 	}()
-	go func() { defer wg.Done(); warmDigests(ctx, srcMore, env.Key, env.Tables, r) }()
-	go func() { defer wg.Done(); warmDigests(ctx, dstMore, env.Key, env.Tables, r) }()
+	go func() { defer wg.Done(); warmDigests(ctx, srcMore, env.Key, env.Tables, cols, r) }()
+	go func() { defer wg.Done(); warmDigests(ctx, dstMore, env.Key, env.Tables, cols, r) }()
 	wg.Wait()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 
@@ -25,30 +26,81 @@ type TableDigest struct {
 	Text  bool   `json:"text_hash,omitempty"` // hashed through the row's text form
 }
 
+// Columns are each table's column names, sorted bytewise, that the verify hashes rows by.
+type Columns map[string][]string
+
+// columnsSQL reads the live columns of the tables in one round trip.
+const columnsSQL = `
+SELECT t.name, a.attname::text
+FROM unnest($1::text[]) AS t(name)
+JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(t.name)) AND a.attnum > 0 AND NOT a.attisdropped`
+
+// ReadColumns reads the tables' columns on one shard (the source: preflight made sure the
+// target has the same names and types). Rows are hashed as a row of these columns in name
+// order, not as the table's row: a table's physical column order differs between shards
+// when its columns were added in another order or one was dropped on one side only, and
+// preflight, which compares columns by name, lets such tables move.
+func ReadColumns(ctx context.Context, db Querier, tables []string) (Columns, error) {
+	rows, err := db.Query(ctx, columnsSQL, tables)
+	if err != nil {
+		return nil, fmt.Errorf("cutover: read the columns of %s: %w", quoteList(tables), err)
+	}
+	defer rows.Close()
+	cols := Columns{}
+	for rows.Next() {
+		var t, c string
+		if err := rows.Scan(&t, &c); err != nil {
+			return nil, fmt.Errorf("cutover: read the columns of %s: %w", quoteList(tables), err)
+		}
+		cols[t] = append(cols[t], c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cutover: read the columns of %s: %w", quoteList(tables), err)
+	}
+	for _, t := range tables {
+		if len(cols[t]) == 0 {
+			return nil, fmt.Errorf("cutover: table %s not found: check the cluster's table list", pgx.Identifier{t}.Sanitize())
+		}
+		sort.Strings(cols[t])
+	}
+	return cols, nil
+}
+
+// rowExpr is the row of table alias x that the verify hashes: its columns in name order.
+func rowExpr(cols []string) string {
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = "x." + pgx.Identifier{c}.Sanitize()
+	}
+	return "ROW(" + strings.Join(q, ", ") + ")"
+}
+
 // digestSQL sums a 64-bit hash of each row as numeric: a sum (unlike XOR) changes when a
 // row is duplicated, and numeric cannot overflow. hash_record_extended hashes each column
 // with its type's own hash function, three times faster than hashing the row's text, which
 // matters because verify runs inside the write-unavailability window. Both sides have the
-// same column types (preflight checks it), so equal rows hash equally.
-func digestSQL(table, key string, r catalog.KeyRange, text bool) string {
+// same column names and types (preflight checks it) and the row lists them in name order,
+// so equal rows hash equally whatever the tables' physical column order.
+func digestSQL(table, key string, cols []string, r catalog.KeyRange, text bool) string {
 	t := pgx.Identifier{table}.Sanitize()
-	h := "hash_record_extended(x, 0)"
+	h := "hash_record_extended(" + rowExpr(cols) + ", 0)"
 	if text {
-		h = "hashtextextended(x::text, 0)"
+		h = "hashtextextended(" + rowExpr(cols) + "::text, 0)"
 	}
 	return fmt.Sprintf(`SELECT count(*) AS n, coalesce(sum(%s), 0)::text AS h FROM %s x WHERE %s`,
 		h, t, r.SQL("x."+pgx.Identifier{key}.Sanitize()))
 }
 
-// Digest computes the digest of one table's range. A table with a column type that has no
-// hash function (json, point, ...) is hashed through the row's text form instead.
-func Digest(ctx context.Context, db Querier, table, key string, r catalog.KeyRange) (TableDigest, error) {
+// Digest computes the digest of one table's range, hashing its columns cols (ReadColumns).
+// A table with a column type that has no hash function (json, point, ...) is hashed
+// through the row's text form instead.
+func Digest(ctx context.Context, db Querier, table, key string, cols []string, r catalog.KeyRange) (TableDigest, error) {
 	d := TableDigest{Table: table}
-	err := db.QueryRow(ctx, digestSQL(table, key, r, false)).Scan(&d.Rows, &d.Hash)
+	err := db.QueryRow(ctx, digestSQL(table, key, cols, r, false)).Scan(&d.Rows, &d.Hash)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: no hash for a type
 		d.Text = true
-		err = db.QueryRow(ctx, digestSQL(table, key, r, true)).Scan(&d.Rows, &d.Hash)
+		err = db.QueryRow(ctx, digestSQL(table, key, cols, r, true)).Scan(&d.Rows, &d.Hash)
 	}
 	if err != nil {
 		return d, fmt.Errorf("cutover: digest of %s %s: %w", table, r, err)
@@ -64,19 +116,24 @@ type Verification struct {
 }
 
 // Verify compares count and hash of every table's range on source and target (in
-// parallel on the two shards). A difference is ErrMismatch naming each differing table.
+// parallel on the two shards), hashing the source's columns by name. A difference is
+// ErrMismatch naming each differing table.
 func Verify(ctx context.Context, src, dst Querier, key string, tables []string, r catalog.KeyRange) (Verification, error) {
+	cols, err := ReadColumns(ctx, src, tables)
+	if err != nil {
+		return Verification{}, fmt.Errorf("source: %w", err)
+	}
 	var s, d []TableDigest
 	var g errgroup.Group
 	g.Go(func() (err error) {
-		s, err = digests(ctx, []Querier{src}, key, tables, r)
+		s, err = digests(ctx, []Querier{src}, key, tables, cols, r)
 		if err != nil {
 			err = fmt.Errorf("source: %w", err)
 		}
 		return err
 	})
 	g.Go(func() (err error) {
-		d, err = digests(ctx, []Querier{dst}, key, tables, r)
+		d, err = digests(ctx, []Querier{dst}, key, tables, cols, r)
 		if err != nil {
 			err = fmt.Errorf("target: %w", err)
 		}
@@ -92,7 +149,7 @@ func Verify(ctx context.Context, src, dst Querier, key string, tables []string, 
 // out among the connections, which hash at once, each its share in one statement (one
 // round trip). A failure does not cancel the others: cancelling a query would break its
 // connection, which the caller still needs.
-func digests(ctx context.Context, conns []Querier, key string, tables []string, r catalog.KeyRange) ([]TableDigest, error) {
+func digests(ctx context.Context, conns []Querier, key string, tables []string, cols Columns, r catalog.KeyRange) ([]TableDigest, error) {
 	out := make([]TableDigest, len(tables))
 	n := min(len(conns), len(tables))
 	var g errgroup.Group
@@ -102,7 +159,7 @@ func digests(ctx context.Context, conns []Querier, key string, tables []string, 
 			for i := lane; i < len(tables); i += n {
 				idx = append(idx, i)
 			}
-			ds, err := digestGroup(ctx, conns[lane], key, tables, idx, r)
+			ds, err := digestGroup(ctx, conns[lane], key, tables, cols, idx, r)
 			for j, i := range idx {
 				out[i] = ds[j]
 			}
@@ -115,17 +172,17 @@ func digests(ctx context.Context, conns []Querier, key string, tables []string, 
 // digestGroup computes the digests of tables[idx] in one statement (a UNION ALL of each
 // table's aggregate). When a table has a column type without a hash function, it falls
 // back to one statement per table, where Digest hashes that table through text.
-func digestGroup(ctx context.Context, db Querier, key string, tables []string, idx []int, r catalog.KeyRange) ([]TableDigest, error) {
+func digestGroup(ctx context.Context, db Querier, key string, tables []string, cols Columns, idx []int, r catalog.KeyRange) ([]TableDigest, error) {
 	out := make([]TableDigest, len(idx))
 	if len(idx) == 1 {
-		d, err := Digest(ctx, db, tables[idx[0]], key, r)
+		d, err := Digest(ctx, db, tables[idx[0]], key, cols[tables[idx[0]]], r)
 		out[0] = d
 		return out, err
 	}
 	parts := make([]string, len(idx))
 	for j, i := range idx {
 		out[j].Table = tables[i]
-		parts[j] = fmt.Sprintf("SELECT %d AS j, n, h FROM (%s) d%d", j, digestSQL(tables[i], key, r, false), j)
+		parts[j] = fmt.Sprintf("SELECT %d AS j, n, h FROM (%s) d%d", j, digestSQL(tables[i], key, cols[tables[i]], r, false), j)
 	}
 	rows, err := db.Query(ctx, strings.Join(parts, "\nUNION ALL\n"))
 	if err == nil {
@@ -145,7 +202,7 @@ func digestGroup(ctx context.Context, db Querier, key string, tables []string, i
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: no hash for a type
 		for j, i := range idx {
-			if out[j], err = Digest(ctx, db, tables[i], key, r); err != nil {
+			if out[j], err = Digest(ctx, db, tables[i], key, cols[tables[i]], r); err != nil {
 				return out, err
 			}
 		}
@@ -162,7 +219,7 @@ func digestGroup(ctx context.Context, db Querier, key string, tables []string, i
 // pays for loading their catalog entries and statistics (several times the cost of hashing
 // a small range), and hashing one row looks up the columns' hash functions. It is run
 // before the freeze; errors are ignored (the verify reports them).
-func warmDigests(ctx context.Context, conns []Querier, key string, tables []string, r catalog.KeyRange) {
+func warmDigests(ctx context.Context, conns []Querier, key string, tables []string, cols Columns, r catalog.KeyRange) {
 	n := min(len(conns), len(tables))
 	var wg sync.WaitGroup
 	for lane := range n {
@@ -171,8 +228,8 @@ func warmDigests(ctx context.Context, conns []Querier, key string, tables []stri
 			defer wg.Done()
 			var parts []string
 			for i := lane; i < len(tables); i += n {
-				parts = append(parts, fmt.Sprintf("(SELECT hash_record_extended(x, 0) FROM %s x WHERE %s LIMIT 1)",
-					pgx.Identifier{tables[i]}.Sanitize(), r.SQL("x."+pgx.Identifier{key}.Sanitize())))
+				parts = append(parts, fmt.Sprintf("(SELECT hash_record_extended(%s, 0) FROM %s x WHERE %s LIMIT 1)",
+					rowExpr(cols[tables[i]]), pgx.Identifier{tables[i]}.Sanitize(), r.SQL("x."+pgx.Identifier{key}.Sanitize())))
 			}
 			_, _ = conns[lane].Exec(ctx, strings.Join(parts, " UNION ALL "))
 		}()

@@ -149,10 +149,14 @@ func TestDigestsLanes(t *testing.T) {
 		INSERT INTO docs SELECT g % 30, json_build_object('g', g) FROM generate_series(1, 90) g;`)
 	conns := []Querier{connect(t, pg.DSNApp()), connect(t, pg.DSNApp()), connect(t, pg.DSNApp())}
 	r := catalog.NewRange(10, 20)
+	cols, err := ReadColumns(ctx, conns[0], []string{"tenants", "orders", "docs"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tables := range [][]string{{"tenants", "orders"}, {"tenants", "orders", "docs"}} {
 		var want []TableDigest
 		for _, tb := range tables {
-			d, err := Digest(ctx, conns[0], tb, "tenant_id", r)
+			d, err := Digest(ctx, conns[0], tb, "tenant_id", cols[tb], r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +164,7 @@ func TestDigestsLanes(t *testing.T) {
 		}
 		for lanes := 1; lanes <= len(conns); lanes++ {
 			t.Run(fmt.Sprintf("%d tables on %d connections", len(tables), lanes), func(t *testing.T) {
-				got, err := digests(ctx, conns[:lanes], "tenant_id", tables, r)
+				got, err := digests(ctx, conns[:lanes], "tenant_id", tables, cols, r)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -169,7 +173,7 @@ func TestDigestsLanes(t *testing.T) {
 						t.Errorf("table %d: %+v, want %+v", i, got[i], want[i])
 					}
 				}
-				warmDigests(ctx, conns[:lanes], "tenant_id", tables, r) // must not break a connection
+				warmDigests(ctx, conns[:lanes], "tenant_id", tables, cols, r) // must not break a connection
 			})
 		}
 	}
