@@ -283,3 +283,64 @@ func TestClearTombstones(t *testing.T) {
 		t.Errorf("after DropFence of the cut tombstone: %v", err)
 	}
 }
+
+// TestFenceStopsReplicaRoleWriters: the guard fires for every session, whatever its
+// session_replication_role (an ORIGIN-enabled trigger does not fire in replica mode, the
+// mode of logical replication apply workers, pg_restore --disable-triggers and some
+// tools), on plain tables and on every partition, present or created later; only
+// reshard.bypass lets a session through.
+func TestFenceStopsReplicaRoleWriters(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, schema+`
+		CREATE TABLE events (tenant_id bigint, at date, PRIMARY KEY (tenant_id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');`)
+	db := connect(t, pg.DSNApp())
+	tables := []string{"tenants", "orders", "events"}
+	for range 2 { // a second install keeps the trigger ALWAYS-enabled
+		if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pg.Exec(ctx, `CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`)
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20)); err != nil {
+		t.Fatal(err)
+	}
+	writes := []string{
+		`INSERT INTO tenants VALUES (12, 'x')`,
+		`INSERT INTO orders (tenant_id, total) VALUES (12, 1)`,
+		`INSERT INTO events VALUES (12, '2024-06-01')`,
+		`INSERT INTO events VALUES (12, '2025-06-01')`,
+	}
+	for _, role := range []string{"origin", "replica", "local"} {
+		app := connect(t, pg.DSNApp())
+		if _, err := app.Exec(ctx, "SET session_replication_role = "+role); err != nil {
+			t.Fatal(err)
+		}
+		for _, sql := range writes {
+			if _, err := app.Exec(ctx, "BEGIN"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := app.Exec(ctx, sql)
+			if _, rerr := app.Exec(ctx, "ROLLBACK"); rerr != nil {
+				t.Fatal(rerr)
+			}
+			if !IsFenceError(err) {
+				t.Errorf("session_replication_role=%s: %s: err = %v, want SQLSTATE %s", role, sql, err, FenceSQLState)
+			}
+		}
+		if _, err := app.Exec(ctx, "SET reshard.bypass = on"); err != nil {
+			t.Fatal(err)
+		}
+		for _, sql := range writes {
+			tx, err := app.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				t.Errorf("session_replication_role=%s with %s=on: %s: %v", role, BypassSetting, sql, err)
+			}
+			_ = tx.Rollback(ctx)
+		}
+	}
+}

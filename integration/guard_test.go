@@ -1,0 +1,79 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/internal/demo"
+)
+
+// TestMoveWithGuardAlwaysOnBothShards: with the fence trigger ALWAYS-enabled (it fires in
+// replica-mode sessions too) on the source and on a target that holds a tombstone fence
+// over the incoming range (the range once left it), a move still copies and catches up:
+// every reshard session that writes through the trigger passes by reshard.bypass. Writes
+// made during the catch-up (one of them by a replica-mode session) reach the target, and
+// afterwards every tenant's rows, moved or not, are on its owner exactly as they were on
+// the source, and nowhere else.
+func TestMoveWithGuardAlwaysOnBothShards(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 9})
+	tenant := s.tenants[0].ID
+	r := catalog.NewRange(tenant, tenant+1)
+	s.carve(r)
+	st, _ := s.store.Load(ctx)
+	from, _ := st.Owner(tenant)
+	to := map[string]string{"s1": "s2", "s2": "s1"}[from.Shard]
+	target := s.conns[to]
+	if err := cutover.InstallGuard(ctx, target, demo.Key, demo.Tables); err != nil {
+		t.Fatal(err)
+	}
+	if err := cutover.SetFence(ctx, target, "earlier_move_away", r); err != nil {
+		t.Fatal(err)
+	}
+	if err := cutover.MarkTombstone(ctx, target, "earlier_move_away"); err != nil {
+		t.Fatal(err)
+	}
+	catchupWrites := func() {
+		// While the catch-up runs: writes to the moving tenant, one of them from a
+		// replica-mode session (the guard fires for it, and no fence is set yet), and to
+		// a tenant that stays.
+		c := s.conns[from.Shard]
+		stay := s.tenants[1].ID
+		for _, sql := range []string{
+			fmt.Sprintf(`INSERT INTO ledger (tenant_id, amount, memo) VALUES (%d, 1.50, 'catch-up')`, tenant),
+			fmt.Sprintf(`UPDATE tenants SET balance = balance + 1.50 WHERE tenant_id = %d`, tenant),
+			fmt.Sprintf(`SET session_replication_role = replica; INSERT INTO ledger (tenant_id, amount, memo) VALUES (%d, 2.25, 'replica'); UPDATE tenants SET balance = balance + 2.25 WHERE tenant_id = %d; RESET session_replication_role`, tenant, tenant),
+			fmt.Sprintf(`INSERT INTO ledger (tenant_id, amount, memo) VALUES (%d, 3.00, 'stays'); UPDATE tenants SET balance = balance + 3.00 WHERE tenant_id = %d`, stay, stay),
+		} {
+			if _, err := c.Exec(ctx, sql); err != nil {
+				t.Errorf("write during the catch-up: %s: %v", sql, err)
+			}
+		}
+		// Every tenant's rows as they must end up (check compares with s.before); the
+		// target's copy is not the range's yet.
+		before, err := demo.TakeSnapshot(ctx, s.queriers(), demo.Tables)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[to] = before[to].Only(func(tn int64) bool { return !r.Contains(tn) })
+		s.before = before
+	}
+	ex := s.executor(cutover.ExecOptions{BeforeCutover: catchupWrites})
+	m, err := ex.Move(ctx, cutover.MoveRequest{ID: "always_guard", Range: r, Target: to})
+	if err != nil || m.Phase != catalog.PhaseDone {
+		t.Fatalf("move: %v, %+v", err, m)
+	}
+	for name, c := range s.conns {
+		var notAlways int
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'reshard_fence' AND tgenabled <> 'A'`).Scan(&notAlways); err != nil {
+			t.Fatal(err)
+		}
+		if notAlways != 0 {
+			t.Errorf("shard %s: %d fence triggers not ALWAYS-enabled", name, notAlways)
+		}
+	}
+	s.check(ctx, nil)
+}
