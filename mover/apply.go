@@ -1,6 +1,7 @@
 package mover
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -101,9 +102,9 @@ type rowRef struct {
 // group is a run of row changes that one statement per groupMax rows applies.
 type group struct {
 	rel    *relation
-	op     byte       // 'I' insert, 'U' update by unchanged key, 'K' update that changes the key, 'D' delete
-	shape  string     // 'U'/'K': which columns are set
-	set    []int      // 'U'/'K': the columns set
+	op     byte       // 'I' insert, 'U' update by unchanged key, 'K' update that changes the key, 'R' replace, 'D' delete
+	shape  string     // 'U'/'K'/'R': which columns are set
+	set    []int      // 'U'/'K'/'R': the columns set
 	rows   [][][]byte // nil: folded into a later change
 	keys   map[string]bool
 	closed bool
@@ -340,7 +341,7 @@ func (a *applier) addRow(rel *relation, op byte, shape string, set []int, vals [
 		return
 	}
 	g := a.open[rel.dst]
-	fits := g != nil && !g.closed && g.rel == rel && g.op == op && g.shape == shape && op != 'K' && !g.keys[key]
+	fits := g != nil && !g.closed && g.rel == rel && g.op == op && g.shape == shape && op != 'K' && op != 'R' && !g.keys[key]
 	if !fits {
 		if g != nil {
 			g.closed = true
@@ -356,8 +357,9 @@ func (a *applier) addRow(rel *relation, op byte, shape string, set []int, vals [
 	}
 	g.rows = append(g.rows, vals)
 	g.keys[key] = true
-	if op == 'K' {
-		// A key change: nothing before it folds with what comes after (see forget).
+	if op == 'K' || op == 'R' {
+		// A key change or a replace: nothing before it folds with what comes after (see
+		// forget).
 		return
 	}
 	a.pending[key] = rowRef{g: g, i: len(g.rows) - 1}
@@ -413,7 +415,7 @@ func (a *applier) emit(ctx context.Context, g *group, rows [][][]byte) error {
 		vals = append(vals, r...)
 	}
 	a.batch.ExecPrepared(name, vals, nil, nil)
-	what := map[byte]string{'I': "an INSERT", 'U': "an UPDATE", 'K': "an UPDATE", 'D': "a DELETE"}[g.op]
+	what := map[byte]string{'I': "an INSERT", 'U': "an UPDATE", 'K': "an UPDATE", 'R': "a replace (DELETE and INSERT)", 'D': "a DELETE"}[g.op]
 	a.expect = append(a.expect, expectation{rows: int64(len(rows)), what: what, table: g.rel.name})
 	return nil
 }
@@ -438,15 +440,7 @@ func (a *applier) add(ctx context.Context, c *change) error {
 			return a.upsert(ctx, c)
 		}
 		byOld := c.oldTup != nil
-		var set []int
-		shape := make([]byte, len(rel.cols))
-		for i, v := range c.newTup {
-			shape[i] = v.kind
-			if v.kind == 'u' || (rel.isWhere[i] && !byOld) {
-				continue
-			}
-			set = append(set, i)
-		}
+		set, shape, replace := c.updateColumns()
 		if len(set) == 0 {
 			return nil // only unchanged values: nothing to write
 		}
@@ -455,19 +449,22 @@ func (a *applier) add(ctx context.Context, c *change) error {
 			vals = append(vals, c.newTup[i].data)
 		}
 		op := byte('U')
-		if byOld || rel.dst.ExtraUnique {
+		switch {
+		case replace:
+			op = 'R'
+		case byOld || rel.dst.ExtraUnique:
 			// One statement per row: a key change, or updates that a unique index
 			// besides the key could see in a different order than the source did.
 			op = 'K'
 		}
-		if byOld {
+		if byOld || replace {
 			newKey := make([][]byte, len(rel.where))
 			for i, w := range rel.where {
 				newKey[i] = c.newTup[w].data
 			}
 			a.forget(key, phantomKeyOf(rel.dst.Name, newKey))
 		}
-		a.addRow(rel, op, string(shape), set, append(vals, where...), key, c.size)
+		a.addRow(rel, op, shape, set, append(vals, where...), key, c.size)
 	case 'D':
 		where, err := c.whereValues()
 		if err != nil {
@@ -480,6 +477,39 @@ func (a *applier) add(ctx context.Context, c *change) error {
 		a.addRow(rel, 'D', "", nil, where, key, c.size)
 	}
 	return nil
+}
+
+// updateColumns returns the columns an update sets and its shape (per column: its kind
+// if set, 'u' an unchanged TOASTed value, 'k' a key column left as it is, '=' an identity
+// column left as it is), and whether it must be applied as a replace.
+//
+// PostgreSQL lets an UPDATE set a GENERATED ALWAYS identity column only to DEFAULT. Such a
+// column is left out when it is known not to change: a key column of an update that keeps
+// its key, or one whose old value the change carries (a key change, REPLICA IDENTITY FULL)
+// and equals the new one. Otherwise (it changed, or its old value is not in the stream)
+// the row is replaced: deleted and inserted again with OVERRIDING SYSTEM VALUE.
+func (c *change) updateColumns() (set []int, shape string, replace bool) {
+	rel := c.rel
+	byOld := c.oldTup != nil
+	sh := make([]byte, len(rel.cols))
+	for i, v := range c.newTup {
+		sh[i] = v.kind
+		switch {
+		case v.kind == 'u':
+			continue
+		case rel.isWhere[i] && !byOld:
+			sh[i] = 'k'
+			continue
+		case rel.cols[i].identityAlways:
+			if byOld && c.oldTup[i].kind == 't' && v.kind == 't' && bytes.Equal(c.oldTup[i].data, v.data) {
+				sh[i] = '='
+				continue
+			}
+			replace = true
+		}
+		set = append(set, i)
+	}
+	return set, string(sh), replace
 }
 
 // upsert writes the change's new row whole (an INSERT: see insertSQL).
@@ -625,9 +655,11 @@ func groupSQL(g *group, n int) string {
 		for i, c := range rel.cols {
 			cols[i], types[i] = ident(c.name), c.typ
 		}
-		return fmt.Sprintf("INSERT INTO %s (%s) VALUES %s", rel.dst.Qualified(), strings.Join(cols, ", "), valuesList(types, n))
+		return fmt.Sprintf("INSERT INTO %s (%s)%s VALUES %s", rel.dst.Qualified(), strings.Join(cols, ", "), overriding(rel), valuesList(types, n))
 	case 'K':
 		return updateSQL(rel, g.set)
+	case 'R':
+		return replaceSQL(rel, g.set)
 	case 'U':
 		var types, alias, sets, conds []string
 		for j, i := range g.set {
@@ -679,6 +711,38 @@ func updateSQL(rel *relation, set []int) string {
 		sets[j] = fmt.Sprintf("%s = $%d::%s", ident(rel.cols[i].name), j+1, rel.cols[i].typ)
 	}
 	return fmt.Sprintf("UPDATE %s SET %s WHERE %s", rel.dst.Qualified(), strings.Join(sets, ", "), whereClause(rel, len(set)+1))
+}
+
+// overriding is the clause that lets an INSERT write the source's values into the target's
+// GENERATED ALWAYS identity columns, as the copy's COPY FROM does.
+func overriding(rel *relation) string {
+	if rel.overriding {
+		return " OVERRIDING SYSTEM VALUE"
+	}
+	return ""
+}
+
+// replaceSQL replaces one row found by its identity with one holding the given columns'
+// new values and the old row's other values (unchanged TOASTed values, the key), in one
+// statement: the way to change a GENERATED ALWAYS identity column (see updateColumns).
+// Generated columns are computed again by the INSERT. It reports 1 row if the row was there.
+func replaceSQL(rel *relation, set []int) string {
+	param := map[int]int{}
+	for j, i := range set {
+		param[i] = j + 1
+	}
+	cols := make([]string, len(rel.cols))
+	vals := make([]string, len(rel.cols))
+	for i, c := range rel.cols {
+		cols[i] = ident(c.name)
+		vals[i] = "d." + ident(c.name)
+		if p, ok := param[i]; ok {
+			vals[i] = fmt.Sprintf("$%d::%s", p, c.typ)
+		}
+	}
+	t := rel.dst.Qualified()
+	return fmt.Sprintf("WITH d AS (DELETE FROM %s WHERE %s RETURNING *) INSERT INTO %s (%s)%s SELECT %s FROM d",
+		t, whereClause(rel, len(set)+1), t, strings.Join(cols, ", "), overriding(rel), strings.Join(vals, ", "))
 }
 
 func deleteSQL(rel *relation) string {

@@ -25,12 +25,17 @@ type relation struct {
 	key int
 	// isWhere marks the columns in where.
 	isWhere []bool
+	// overriding: the target has a GENERATED ALWAYS identity column among cols, so an
+	// INSERT must say OVERRIDING SYSTEM VALUE to write the source's values.
+	overriding bool
 }
 
 type relColumn struct {
 	name string
 	typ  string // the target column's type, for casts
 	pk   bool   // part of the target's primary key
+	// identityAlways: GENERATED ALWAYS AS IDENTITY on the target; an UPDATE cannot set it.
+	identityAlways bool
 }
 
 // newRelation resolves a Relation message against the target tables (keyed schema.table).
@@ -53,7 +58,8 @@ func newRelation(msg *pglogrepl.RelationMessage, tables map[string]*table, key s
 		if dc == nil || dc.Generated {
 			return nil, fatalf("column %q of %s is not a plain column on the target (was the table altered during the move?): add it on the target, then restart the mover", c.Name, name)
 		}
-		r.cols = append(r.cols, relColumn{name: c.Name, typ: dc.Type, pk: pk[c.Name]})
+		r.cols = append(r.cols, relColumn{name: c.Name, typ: dc.Type, pk: pk[c.Name], identityAlways: dc.IdentityAlways})
+		r.overriding = r.overriding || dc.IdentityAlways
 		if c.Name == key {
 			r.key = i
 		}

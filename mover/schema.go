@@ -21,6 +21,9 @@ type column struct {
 	Name      string
 	Type      string // format_type(atttypid, atttypmod): used in casts and compared across shards
 	Generated bool
+	// IdentityAlways: GENERATED ALWAYS AS IDENTITY. An INSERT may write it only with
+	// OVERRIDING SYSTEM VALUE, an UPDATE never (COPY FROM always may).
+	IdentityAlways bool
 	// binaryUnsafe: binary COPY encodes the type's OID (composites, arrays of user-defined
 	// types), which differs between databases.
 	binaryUnsafe bool
@@ -111,7 +114,7 @@ func loadTable(ctx context.Context, q querier, name string) (*table, error) {
 	if t.Kind != 'r' && t.Kind != 'p' {
 		return nil, fmt.Errorf("%s is not a table (relkind %q)", name, kind)
 	}
-	rows, err := q.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '',
+	rows, err := q.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '', a.attidentity = 'a',
 		       t.typtype = 'c' OR (t.typelem <> 0 AND (t.typelem >= 16384 OR et.typtype = 'c'))
 		FROM pg_attribute a
 		JOIN pg_type t ON t.oid = a.atttypid
@@ -122,7 +125,7 @@ func loadTable(ctx context.Context, q querier, name string) (*table, error) {
 	}
 	for rows.Next() {
 		var c column
-		if err := rows.Scan(&c.Name, &c.Type, &c.Generated, &c.binaryUnsafe); err != nil {
+		if err := rows.Scan(&c.Name, &c.Type, &c.Generated, &c.IdentityAlways, &c.binaryUnsafe); err != nil {
 			rows.Close()
 			return nil, err
 		}
