@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
@@ -212,6 +213,10 @@ func TestVerifySequencesDelete(t *testing.T) {
 	if err := SetFence(ctx, src, "m1", r); err != nil {
 		t.Fatal(err)
 	}
+	before, err := demo.Fingerprint(ctx, src, tables)
+	if err != nil {
+		t.Fatal(err)
+	}
 	got, err := DeleteRange(ctx, src, "tenant_id", tables, r, DeleteOptions{BatchRows: 128})
 	if err != nil || got["orders"] != 1000 {
 		t.Fatalf("DeleteRange = %v, %v", got, err)
@@ -220,6 +225,15 @@ func TestVerifySequencesDelete(t *testing.T) {
 	_ = src.QueryRow(ctx, `SELECT count(*) FILTER (WHERE tenant_id >= 10 AND tenant_id < 20), count(*) FILTER (WHERE tenant_id < 10 OR tenant_id >= 20) FROM orders`).Scan(&left, &others)
 	if left != 0 || others != 2000 {
 		t.Fatalf("after delete: %d in range, %d others; want 0, 2000", left, others)
+	}
+	// Every other tenant's rows are exactly as they were.
+	after, err := demo.Fingerprint(ctx, src, tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := func(tenant int64) bool { return !r.Contains(tenant) }
+	if err := before.Only(outside).Diff("the source", after); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -19,6 +19,7 @@ func TestMoveUnderConcurrentWrites(t *testing.T) {
 	srcPG, dstPG, src, dst := pair(t, ctx, schema)
 	seed(t, ctx, src, 10, 5, 400, 30)
 	rng := catalog.NewRange(3, 7)
+	seedNeighbours(t, ctx, src, dst, testTables, rng)
 
 	w := startWriter(ctx, src, 10, 3)
 	defer func() {
@@ -106,6 +107,7 @@ func TestResumeAfterKill(t *testing.T) {
 	srcPG, dstPG, src, dst := pair(t, ctx, schema)
 	seed(t, ctx, src, 8, 5, 1500, 60)
 	rng := catalog.From(4) // unbounded above
+	seedNeighbours(t, ctx, src, dst, testTables, rng)
 	j := newMemJournal()
 	w := startWriter(ctx, src, 8, 2)
 	defer func() {
@@ -192,4 +194,11 @@ func TestResumeAfterKill(t *testing.T) {
 	if l := leftovers(t, ctx, src); len(l) > 0 {
 		t.Fatalf("left on the source after Cancel: %v", l)
 	}
+	// The cancel removed the copy of the range, and only it.
+	for _, tbl := range testTables {
+		if n := len(rangeRows(t, ctx, dst, tbl, rng)); n != 0 {
+			t.Errorf("%s: %d rows of the range left on the target after Cancel", tbl, n)
+		}
+	}
+	assertOthers(t, ctx, dst, testTables, rng)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/internal/testenv"
 	"github.com/reshard/reshard/partitions"
 )
@@ -76,6 +77,44 @@ func (e *env) scalar(sql string, args ...any) any {
 		e.t.Fatalf("%s: %v", sql, err)
 	}
 	return v
+}
+
+// rows fingerprints every tenant's rows in each named relation (a partitioned table, a
+// partition, a detached partition).
+func (e *env) rows(rels ...string) demo.Fingerprints {
+	e.t.Helper()
+	f, err := demo.Fingerprint(e.ctx, e.conn(), rels)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return f
+}
+
+// checkRows checks every tenant's rows after retention against before (the fingerprint of
+// every partition of parent before it ran): each partition still attached and each detached
+// one holds exactly its rows, and parent holds exactly the attached partitions' rows. Only
+// the rows of dropped partitions are gone.
+func (e *env) checkRows(parent string, before demo.Fingerprints, detached []string) {
+	e.t.Helper()
+	var attached []string
+	for p := range e.bounds(parent) {
+		attached = append(attached, p)
+	}
+	kept := append(append([]string(nil), attached...), detached...)
+	if err := before.Tables(kept...).Diff("its partition", e.rows(kept...)); err != nil {
+		e.t.Errorf("%s: partitions that were kept changed: %v", parent, err)
+	}
+	if err := before.Merge(parent, attached...).Diff(parent, e.rows(parent)); err != nil {
+		e.t.Errorf("%s does not hold exactly the rows of its attached partitions: %v", parent, err)
+	}
+}
+
+func partitionNames(b map[string]string) []string {
+	var out []string
+	for p := range b {
+		out = append(out, p)
+	}
+	return out
 }
 
 func names(cs []partitions.Change) string {
@@ -198,7 +237,9 @@ WHERE x.indrelid = $1::regclass AND x.indisreplident AND i.inhparent = 'ev1_ri':
 	run("retention detaches only expired partitions, concurrently without a default", func(e *env) {
 		pg.Exec(ctx, eventsDDL("ev2", "timestamptz"))
 		e.apply([]catalog.PartitionSpec{daily("ev2", 9, "", "")}, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), partitions.Options{})
-		pg.Exec(ctx, `INSERT INTO ev2 SELECT 1, d, '2026-03-01 06:00+00'::timestamptz + (d - 1) * interval '1 day', 'x' FROM generate_series(1, 10) d`)
+		pg.Exec(ctx, `INSERT INTO ev2 SELECT t, d, '2026-03-01 06:00+00'::timestamptz + (d - 1) * interval '1 day' + t * interval '1 min', 'x' || t
+			FROM generate_series(1, 10) d, generate_series(1, 3) t`)
+		before := e.rows(partitionNames(e.bounds("ev2"))...)
 		specs := []catalog.PartitionSpec{daily("ev2", 2, "3d", "")}
 		plan, err := partitions.Plan(ctx, e.conn(), specs, fakeNow)
 		if err != nil {
@@ -217,13 +258,14 @@ WHERE x.indrelid = $1::regclass AND x.indisreplident AND i.inhparent = 'ev1_ri':
 		if got := names(tr.Created); got != "ev2_p20260311 ev2_p20260312" {
 			e.t.Errorf("created %q", got)
 		}
-		if n := e.scalar(`SELECT count(*) FROM ev2`); n != int64(4) {
-			e.t.Errorf("ev2 sees %v rows, want 4 (7..10 March)", n)
+		if n := e.scalar(`SELECT count(*) FROM ev2`); n != int64(12) {
+			e.t.Errorf("ev2 sees %v rows, want 12 (7..10 March, 3 tenants)", n)
 		}
 		// Detached, not dropped: the data is still there in a table of its own.
-		if n := e.scalar(`SELECT count(*) FROM ev2_p20260301`); n != int64(1) {
-			e.t.Errorf("detached ev2_p20260301 holds %v rows, want 1", n)
+		if n := e.scalar(`SELECT count(*) FROM ev2_p20260301`); n != int64(3) {
+			e.t.Errorf("detached ev2_p20260301 holds %v rows, want 3", n)
 		}
+		e.checkRows("ev2", before, strings.Fields(want))
 		if again := e.apply(specs, fakeNow, partitions.Options{}); again.Changes() != 0 {
 			e.t.Errorf("second apply changed %d things", again.Changes())
 		}
@@ -234,7 +276,10 @@ WHERE x.indrelid = $1::regclass AND x.indisreplident AND i.inhparent = 'ev1_ri':
 CREATE TABLE ev3_default PARTITION OF ev3 DEFAULT;
 CREATE TABLE ev3_old1 PARTITION OF ev3 FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2026-01-02 00:00+00');
 CREATE TABLE ev3_old2 PARTITION OF ev3 FOR VALUES FROM ('2026-01-02 00:00+00') TO ('2026-01-03 00:00+00');
-INSERT INTO ev3 VALUES (1, 1, '2026-03-10 01:00+00', 'x'), (1, 2, '2026-03-11 01:00+00', 'x')`)
+INSERT INTO ev3 VALUES (1, 1, '2026-03-10 01:00+00', 'x'), (1, 2, '2026-03-11 01:00+00', 'x');
+INSERT INTO ev3 SELECT t, 10 + d, '2026-01-01 05:00+00'::timestamptz + (d - 1) * interval '1 day', 'old' FROM generate_series(1, 3) t, generate_series(1, 2) d;
+INSERT INTO ev3 SELECT t, 20, '2026-03-10 02:00+00', 'y' FROM generate_series(2, 3) t`)
+		before := e.rows(partitionNames(e.bounds("ev3"))...)
 		// Every period of the window has rows in the default partition, so nothing can be
 		// created, and the newest old partition must stay.
 		specs := []catalog.PartitionSpec{daily("ev3", 1, "7d", "drop")}
@@ -255,6 +300,7 @@ INSERT INTO ev3 VALUES (1, 1, '2026-03-10 01:00+00', 'x'), (1, 2, '2026-03-11 01
 		if _, ok := e.bounds("ev3")["ev3_default"]; !ok {
 			e.t.Error("the default partition was touched")
 		}
+		e.checkRows("ev3", before, nil)
 	})
 
 	run("default partition trap is reported, other tables go on, the fix works", func(e *env) {
@@ -263,6 +309,7 @@ CREATE TABLE ev4_default PARTITION OF ev4 DEFAULT;
 GRANT SELECT ON ev4 TO reader;
 INSERT INTO ev4 VALUES (1, 1, '2026-03-11 08:00+00', 'a'), (2, 2, '2026-03-11 09:30+00', 'b'), (3, 3, '2026-03-11 23:59:59+00', 'c'), (4, 4, '2026-04-01 00:00+00', 'later');
 `+eventsDDL("ev5", "timestamptz"))
+		before := e.rows("ev4")
 		specs := []catalog.PartitionSpec{daily("ev4", 2, "", ""), daily("ev5", 2, "", "")}
 		plan, err := partitions.Plan(ctx, e.conn(), specs, fakeNow)
 		if err != nil {
@@ -305,6 +352,10 @@ INSERT INTO ev4 VALUES (1, 1, '2026-03-11 08:00+00', 'a'), (2, 2, '2026-03-11 09
 		}
 		if n := e.scalar(`SELECT count(*) FROM ev4_default`); n != int64(1) {
 			e.t.Errorf("default holds %v rows, want 1 (April)", n)
+		}
+		// The fix moved rows between partitions: every tenant's rows are as they were.
+		if err := before.Diff("ev4", e.rows("ev4")); err != nil {
+			e.t.Error(err)
 		}
 		if ok := e.scalar(`SELECT has_table_privilege('reader', 'ev4_p20260311', 'SELECT')`); ok != true {
 			e.t.Error("the grant was not copied to the partition made by the fix")

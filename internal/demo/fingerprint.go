@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -27,15 +29,40 @@ type Fingerprints map[int64]map[string]TableFingerprint
 type Snapshot map[string]Fingerprints
 
 // fingerprintSQL hashes whole rows per tenant like the cutover's verify does:
-// hash_record_extended with each column type's own hash function, summed as numeric (no
-// overflow, duplicates count). The text form is the fallback for a type without one.
-func fingerprintSQL(table string, text bool) string {
-	h := "hash_record_extended(x, 0)"
+// hash_record_extended with each column type's own hash function over the row's columns
+// in name order (so shards whose tables have another physical column order agree), summed
+// as numeric (no overflow, duplicates count). The text form is the fallback for a type
+// without a hash function.
+func fingerprintSQL(table string, cols []string, text bool) string {
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = "x." + pgx.Identifier{c}.Sanitize()
+	}
+	row := "ROW(" + strings.Join(q, ", ") + ")"
+	h := "hash_record_extended(" + row + ", 0)"
 	if text {
-		h = "hashtextextended(x::text, 0)"
+		h = "hashtextextended(" + row + "::text, 0)"
 	}
 	k := pgx.Identifier{Key}.Sanitize()
 	return fmt.Sprintf(`SELECT x.%s, count(*), coalesce(sum(%s), 0)::text FROM %s x GROUP BY 1`, k, h, pgx.Identifier{table}.Sanitize())
+}
+
+// columns returns a table's live column names, sorted bytewise.
+func columns(ctx context.Context, db Querier, table string) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT attname::text FROM pg_attribute
+		WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped`, table)
+	if err != nil {
+		return nil, err
+	}
+	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("table %s not found", pgx.Identifier{table}.Sanitize())
+	}
+	sort.Strings(cols)
+	return cols, nil
 }
 
 // Fingerprint counts and hashes the rows of every tenant (by its tenant_id) in each of the
@@ -45,10 +72,13 @@ func fingerprintSQL(table string, text bool) string {
 func Fingerprint(ctx context.Context, db Querier, tables []string) (Fingerprints, error) {
 	out := Fingerprints{}
 	for _, table := range tables {
-		err := fingerprintTable(ctx, db, table, false, out)
+		cols, err := columns(ctx, db, table)
+		if err == nil {
+			err = fingerprintTable(ctx, db, table, cols, false, out)
+		}
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "42883" { // undefined_function: a type without a hash
-			err = fingerprintTable(ctx, db, table, true, out)
+			err = fingerprintTable(ctx, db, table, cols, true, out)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("demo: fingerprint of %s: %w", table, err)
@@ -57,8 +87,8 @@ func Fingerprint(ctx context.Context, db Querier, tables []string) (Fingerprints
 	return out, nil
 }
 
-func fingerprintTable(ctx context.Context, db Querier, table string, text bool, out Fingerprints) error {
-	rows, err := db.Query(ctx, fingerprintSQL(table, text))
+func fingerprintTable(ctx context.Context, db Querier, table string, cols []string, text bool, out Fingerprints) error {
+	rows, err := db.Query(ctx, fingerprintSQL(table, cols, text))
 	if err != nil {
 		return err
 	}
@@ -111,6 +141,49 @@ func (f Fingerprints) Only(keep func(tenant int64) bool) Fingerprints {
 	for t, tables := range f {
 		if keep(t) {
 			out[t] = tables
+		}
+	}
+	return out
+}
+
+// Tables returns the fingerprints of the named tables only.
+func (f Fingerprints) Tables(names ...string) Fingerprints {
+	out := Fingerprints{}
+	for t, tables := range f {
+		for _, n := range names {
+			if v, ok := tables[n]; ok {
+				if out[t] == nil {
+					out[t] = map[string]TableFingerprint{}
+				}
+				out[t][n] = v
+			}
+		}
+	}
+	return out
+}
+
+// Merge returns, per tenant, the fingerprint of the named tables' rows taken together
+// (counts and hashes added), under the name into: what a partitioned table holds when
+// those are its partitions.
+func (f Fingerprints) Merge(into string, names ...string) Fingerprints {
+	out := Fingerprints{}
+	for t, tables := range f {
+		var rows int64
+		sum := new(big.Int)
+		for _, n := range names {
+			v, ok := tables[n]
+			if !ok {
+				continue
+			}
+			h, ok := new(big.Int).SetString(v.Hash, 10)
+			if !ok {
+				h = big.NewInt(0) // not a sum of hashes: the merged hash will not match
+			}
+			rows += v.Rows
+			sum.Add(sum, h)
+		}
+		if rows > 0 {
+			out[t] = map[string]TableFingerprint{into: {Rows: rows, Hash: sum.String()}}
 		}
 	}
 	return out
