@@ -28,12 +28,31 @@ func appName(id, what string) string {
 	return n
 }
 
+// textSettings fix how a session writes values as text and reads them back, whatever the
+// server's, database's or role's defaults, as PostgreSQL's own walreceiver does: the
+// catch-up stream, the text-format copy and the values read from the source for the apply
+// are text, and the target must parse them as the source meant them (a DMY date read as
+// MDY is another day; extra_float_digits below 1 rounds floats).
+var textSettings = map[string]string{
+	"DateStyle":          "ISO",
+	"IntervalStyle":      "postgres",
+	"extra_float_digits": "3",
+	"client_encoding":    "UTF8",
+}
+
+func pinTextSettings(params map[string]string) {
+	for k, v := range textSettings {
+		params[k] = v
+	}
+}
+
 // connect opens one ordinary connection; settings go in the startup packet (no round trip).
 func connect(ctx context.Context, r role, dsn, app string, settings ...string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("%s: bad connection string %s: %w", r, catalog.MaskDSN(dsn), err)
 	}
+	pinTextSettings(cfg.RuntimeParams)
 	cfg.RuntimeParams["application_name"] = app
 	for i := 0; i+1 < len(settings); i += 2 {
 		cfg.RuntimeParams[settings[i]] = settings[i+1]
@@ -53,6 +72,7 @@ func openPool(ctx context.Context, r role, dsn, app string, size int32) (*pgxpoo
 	}
 	cfg.MaxConns = size
 	cfg.MinConns = 0
+	pinTextSettings(cfg.ConnConfig.RuntimeParams)
 	cfg.ConnConfig.RuntimeParams["application_name"] = app
 	if r == target {
 		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
@@ -101,6 +121,7 @@ func connectReplication(ctx context.Context, dsn, app string) (*pgconn.PgConn, e
 	if err != nil {
 		return nil, fmt.Errorf("source: bad connection string %s: %w", catalog.MaskDSN(dsn), err)
 	}
+	pinTextSettings(cfg.RuntimeParams)
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["application_name"] = app
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
