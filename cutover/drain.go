@@ -17,10 +17,13 @@ var ErrStragglers = errors.New("transactions that started before the fence are s
 
 // Straggler is a transaction that was running when the fence committed.
 type Straggler struct {
-	PID        int
+	PID int
+	// XactStart is zero when PostgreSQL does not say (track_activities off for the
+	// session, or a session of a role this one may not see).
 	XactStart  time.Time
 	State      string
 	Query      string
+	Type       string // backend_type: client backend, logical replication worker, ...
 	ReadOnly   bool
 	Terminated bool
 }
@@ -30,7 +33,15 @@ func (s Straggler) String() string {
 	if len(q) > 80 {
 		q = q[:77] + "..."
 	}
-	return fmt.Sprintf("pid %d (%s since %s): %s", s.PID, s.State, s.XactStart.Format(time.RFC3339Nano), q)
+	since := "since " + s.XactStart.Format(time.RFC3339Nano)
+	if s.XactStart.IsZero() {
+		since = "start unknown: track_activities off, or a role this one may not see (grant it pg_read_all_stats)"
+	}
+	kind := ""
+	if s.Type != "" && s.Type != "client backend" {
+		kind = s.Type + ", "
+	}
+	return fmt.Sprintf("pid %d (%s%s %s): %s", s.PID, kind, s.State, since, q)
 }
 
 // fenceTime returns the source's clock right after the fence committed. Every
@@ -44,26 +55,38 @@ func fenceTime(ctx context.Context, db Querier) (time.Time, error) {
 	return t, nil
 }
 
-// stragglersSQL lists, in one round trip, the sessions of this database (other than the
-// caller's) whose transaction started before the cutoff $1, and every prepared
+// stragglersSQL lists, in one round trip, the backends of this database (other than the
+// caller's) whose transaction may have started before the cutoff $1, and every prepared
 // transaction, which outlives its session and cannot be killed from here (it must be
 // committed or rolled back by whoever prepared it). A NULL cutoff means the statement's
 // own start, which, sent after the fence committed, is a valid cutoff: that is how the
 // first poll of a drain reads the fence time for free. It returns the cutoff on every row
 // and one row of NULLs when there is nothing.
+//
+// Every kind of backend counts, not only client backends: a logical replication apply
+// worker, a background worker (pg_cron, an extension's) or a parallel worker writes
+// through the fence like a client. Only autovacuum and WAL senders are left out: they
+// write no rows of a table. A backend whose transaction start is not shown (NULL
+// xact_start: track_activities off, or a role this one may not see, which also hides
+// backend_type) may predate the fence: it counts while it holds an xid or a snapshot
+// (backend_xid, backend_xmin, shown even then) and did not connect after the cutoff.
+// Without either its next statement takes a snapshot that sees the fence.
 const stragglersSQL = `
 WITH c AS (SELECT coalesce($1::timestamptz, statement_timestamp()) AS at)
-SELECT c.at, s.pid, s.xact_start, s.state, s.query
+SELECT c.at, s.pid, s.xact_start, s.state, s.query, s.backend_type
 FROM c LEFT JOIN LATERAL (
-	SELECT a.pid, a.xact_start, coalesce(a.state, '') AS state, coalesce(a.query, '') AS query
+	SELECT a.pid, a.xact_start, coalesce(a.state, '') AS state, coalesce(a.query, '') AS query,
+	       coalesce(a.backend_type, '') AS backend_type
 	FROM pg_stat_activity a
 	WHERE a.datname = current_database()
-	  AND a.backend_type = 'client backend'
+	  AND coalesce(a.backend_type, '') NOT IN ('autovacuum launcher', 'autovacuum worker', 'walsender')
 	  AND a.pid <> pg_backend_pid()
-	  AND a.xact_start IS NOT NULL
-	  AND a.xact_start < c.at
+	  AND (a.xact_start < c.at
+	       OR a.xact_start IS NULL
+	          AND (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL)
+	          AND coalesce(a.backend_start < c.at, true))
 	UNION ALL
-	SELECT -1, p.prepared, 'prepared', 'PREPARE TRANSACTION ' || p.gid
+	SELECT -1, p.prepared, 'prepared', 'PREPARE TRANSACTION ' || p.gid, 'prepared transaction'
 	FROM pg_prepared_xacts p
 	WHERE p.database = current_database()
 ) s ON true
@@ -95,14 +118,18 @@ func look(ctx context.Context, db Querier, before time.Time) (poll, error) {
 			start *time.Time
 			state *string
 			query *string
+			kind  *string
 		)
-		if err := rows.Scan(&p.at, &pid, &start, &state, &query); err != nil {
+		if err := rows.Scan(&p.at, &pid, &start, &state, &query, &kind); err != nil {
 			return p, fmt.Errorf("cutover: list transactions older than the fence: %w", err)
 		}
 		if pid == nil {
 			continue
 		}
-		s := Straggler{PID: *pid, XactStart: *start, State: *state, Query: *query}
+		s := Straggler{PID: *pid, State: *state, Query: *query, Type: *kind}
+		if start != nil {
+			s.XactStart = *start
+		}
 		if s.PID < 0 {
 			p.prepared = append(p.prepared, s)
 		} else {
@@ -166,12 +193,14 @@ func drain(ctx context.Context, db Querier, before time.Time, bound time.Duratio
 	wait := pollFast
 	var killed []Straggler
 	var held map[string]bool // prepared transactions present once the sessions were drained
+	var sus suspects
 	for {
 		p, err := look(ctx, db, before)
 		if err != nil {
 			return p.at, killed, err
 		}
 		before = p.at
+		p.sessions = sus.filter(p.sessions)
 		if held == nil && len(p.sessions) == 0 {
 			held = map[string]bool{}
 			for _, s := range p.prepared {
@@ -216,6 +245,29 @@ func drain(ctx context.Context, db Querier, before time.Time, bound time.Duratio
 		case <-t.C:
 		}
 	}
+}
+
+// suspects are the backends that straggled at every poll of a drain so far. A
+// transaction's start is not always shown (see stragglersSQL): one of unknown start is a
+// straggler only while its backend has been one since the first poll, which ran after
+// the fence committed. Once seen without an old transaction (gone, between transactions,
+// or in one begun after the cutoff), any later transaction of it began after the fence.
+// A known start is exact and needs no history.
+type suspects map[int]bool
+
+// filter returns the sessions of one poll that are still stragglers, and remembers them.
+func (sp *suspects) filter(ss []Straggler) []Straggler {
+	first := *sp == nil
+	next := suspects{}
+	out := ss[:0:0]
+	for _, s := range ss {
+		if first || !s.XactStart.IsZero() || (*sp)[s.PID] {
+			out = append(out, s)
+			next[s.PID] = true
+		}
+	}
+	*sp = next
+	return out
 }
 
 func describe(ss []Straggler) string {
