@@ -2,7 +2,8 @@
 # `make demo`: reshard's whole story on a local stack, in a couple of minutes.
 #
 #   dev stack (PostgreSQL shards + etcd, skewed multi-tenant data) -> rows per shard
-#   -> catalog -> live write load -> stats -> plan -> apply -> summary -> dev down
+#   -> catalog -> fingerprint of every tenant's rows -> live write load -> stats -> plan
+#   -> apply -> summary -> every tenant's rows checked (a difference fails the demo) -> dev down
 #
 # Steps whose command is not in this build yet are skipped with a note. Environment:
 #   KEEP=1      leave the stack running at the end (stop it with: bin/reshard dev down)
@@ -95,9 +96,15 @@ else
 fi
 
 # ---- live write load, stats, plan, apply (issues 3, 4, 6) --------------------------------
+CHECK=0
 if has stats collect; then
-  say "a live write load on the demo tenants, in the background (routed by the catalog)"
-  "$BIN" dev load --dir "$DIR" --duration 0 --workers 4 >"$LOAD_OUT" 2>&1 &
+  if has dev check; then
+    say "reshard dev check --save: fingerprint every tenant's rows on every shard, before the load and the moves"
+    run dev check --dir "$DIR" --save
+    CHECK=1
+  fi
+  say "a live write load on the demo tenants, in the background (routed by the catalog; every third tenant left quiet)"
+  "$BIN" dev load --dir "$DIR" --duration 0 --workers 4 --quiet 3 >"$LOAD_OUT" 2>&1 &
   LOAD_PID=$!
   sleep 2
 
@@ -137,3 +144,8 @@ fi
 
 say "rows per shard at the end"
 if command -v psql >/dev/null 2>&1; then rows_per_shard; else "$BIN" dev status --dir "$DIR"; fi
+
+if [ "$CHECK" = 1 ]; then
+  say "reshard dev check: every tenant's rows, moved or not, against the fingerprint and what the load did"
+  run dev check --dir "$DIR"
+fi

@@ -92,7 +92,7 @@ and an etcd, as background processes that outlive the command, all in one folder
 hold a multi-tenant demo schema with skewed data (a few tenants much bigger and busier than the
 rest), and <dir>/cluster.yaml describes them for ` + "`reshard init -f`" + `.`,
 	}
-	cmd.AddCommand(newDevUpCmd(), newDevDownCmd(), newDevStatusCmd(), newDevLoadCmd(), newDevEtcdCmd())
+	cmd.AddCommand(newDevUpCmd(), newDevDownCmd(), newDevStatusCmd(), newDevLoadCmd(), newDevCheckCmd(), newDevEtcdCmd())
 	return cmd
 }
 
@@ -894,6 +894,7 @@ func newDevLoadCmd() *cobra.Command {
 		workers  int
 		rate     float64
 		route    string
+		quiet    int
 	)
 	cmd := &cobra.Command{
 		Use:   "load",
@@ -905,10 +906,13 @@ events, status updates and deletes. Busier tenants get more of the load.
 Routing: --route catalog asks the catalog in etcd where each tenant lives (a watched
 copy), holds writes to a frozen range, and retries a write rejected by a cutover fence
 (SQLSTATE ` + cutover.FenceSQLState + `); --route static uses the ranges the stack was created with; auto
-(the default) uses the catalog once ` + "`reshard init`" + ` has written it.`,
+(the default) uses the catalog once ` + "`reshard init`" + ` has written it.
+
+What it did (rows each acknowledged transaction inserted and deleted per tenant, the tenants
+it left alone with --quiet) is recorded in <dir>/` + devLoadsDir + `/ for ` + "`reshard dev check`" + `.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return devLoad(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), dirFlag, duration, workers, rate, route)
+			return devLoad(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), dirFlag, duration, workers, rate, route, quiet)
 		},
 	}
 	fl := cmd.Flags()
@@ -917,22 +921,17 @@ copy), holds writes to a frozen range, and retries a write rejected by a cutover
 	fl.IntVar(&workers, "workers", 4, "concurrent writers")
 	fl.Float64Var(&rate, "rate", 0, "transactions per second over all workers (0: as fast as possible)")
 	fl.StringVar(&route, "route", "auto", "where a tenant lives: auto, catalog or static")
+	fl.IntVar(&quiet, "quiet", 0, "leave every N-th tenant in key order alone (never the hot ones), so `dev check` can expect their rows exactly (0: none)")
 	return cmd
 }
 
-func devLoad(ctx context.Context, out, errw io.Writer, dirFlag string, duration time.Duration, workers int, rate float64, route string) error {
-	dir, err := devAbsDir(dirFlag)
+func devLoad(ctx context.Context, out, errw io.Writer, dirFlag string, duration time.Duration, workers int, rate float64, route string, quiet int) error {
+	if quiet < 0 {
+		return fmt.Errorf("--quiet %d: use 0 (none) or N to leave every N-th tenant alone", quiet)
+	}
+	st, err := readyDevState(dirFlag)
 	if err != nil {
 		return err
-	}
-	st, err := readDevState(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no dev stack in %s (start one with `reshard dev up`)", dir)
-	} else if err != nil {
-		return err
-	}
-	if !st.Ready {
-		return fmt.Errorf("the dev stack in %s did not finish starting: run `reshard dev down --dir %s`, then `reshard dev up`", dir, dirFlag)
 	}
 	opts, err := st.Data.options()
 	if err != nil {
@@ -972,15 +971,25 @@ func devLoad(ctx context.Context, out, errw io.Writer, dirFlag string, duration 
 	default:
 		return fmt.Errorf("--route %q: use auto, catalog or static", route)
 	}
+	quietSet := demo.QuietTenants(tenants, quiet, demo.DefaultHot)
 	l, err := demo.NewLoader(demo.LoadOptions{
 		Tenants: tenants, Router: router, Workers: workers, Duration: duration, Rate: rate,
 		Seed:    uint64(time.Now().UnixNano()),
 		RetryIf: func(err error) bool { return cutover.IsFenceError(err) || errors.Is(err, errRangeFrozen) },
+		Quiet:   quietSet,
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(errw, "load: %d workers on %d tenants, routed by %s, %s\n", workers, len(tenants), route, devDurationText(duration))
+	finish, err := devStartLoadRecord(st.Dir, quietSet)
+	if err != nil {
+		return err
+	}
+	left := ""
+	if len(quietSet) > 0 {
+		left = fmt.Sprintf(" (%d left quiet)", len(quietSet))
+	}
+	fmt.Fprintf(errw, "load: %d workers on %d tenants%s, routed by %s, %s\n", workers, len(tenants), left, route, devDurationText(duration))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && errw == io.Writer(os.Stderr) {
@@ -1006,6 +1015,7 @@ func devLoad(ctx context.Context, out, errw io.Writer, dirFlag string, duration 
 	if err != nil {
 		return err
 	}
+	finish(res)
 	if globals.output == "json" {
 		return writeJSON(out, res)
 	}

@@ -263,12 +263,19 @@ func TestDevUpDown(t *testing.T) {
 	}
 
 	// A short load through the binary keeps every invariant, routed by the ranges the
-	// stack was made with, then by the catalog once it is written.
+	// stack was made with, then by the catalog once it is written; `dev check` finds every
+	// tenant's rows as they should be against the fingerprint taken before.
+	if r := runReshard(t, bin, "dev", "check", "--dir", dir); r.code == 0 || !strings.Contains(r.stderr, "dev check --save") {
+		t.Errorf("dev check without a fingerprint: exit %d, want a refusal saying to take one", r.code)
+	}
+	if r := runReshard(t, bin, "dev", "check", "--save", "--dir", dir); r.code != 0 || !strings.Contains(r.stdout, "fingerprint of every tenant's rows taken") {
+		t.Fatalf("dev check --save: exit %d", r.code)
+	}
 	for _, route := range []string{"the ranges the stack was created with", "the catalog"} {
 		if route == "the catalog" {
 			devInitCatalog(t, st)
 		}
-		r = runReshard(t, bin, "dev", "load", "--dir", dir, "--duration", "2s", "--workers", "2", "-o", "json")
+		r = runReshard(t, bin, "dev", "load", "--dir", dir, "--duration", "2s", "--workers", "2", "--quiet", "3", "-o", "json")
 		var lr demo.Result
 		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &lr) != nil || lr.Acked == 0 || lr.Failed != 0 {
 			t.Errorf("dev load: exit %d, %+v", r.code, lr.Counters)
@@ -276,6 +283,38 @@ func TestDevUpDown(t *testing.T) {
 		if !strings.Contains(r.stderr, "routed by "+route) {
 			t.Errorf("dev load was not routed by %s", route)
 		}
+	}
+	r = runReshard(t, bin, "dev", "check", "--dir", dir)
+	if r.code != 0 || !strings.Contains(r.stdout, "owners from the catalog, 2 load(s)") || !strings.Contains(r.stdout, "ok: every tenant's rows are what they should be") {
+		t.Errorf("dev check after the loads: exit %d", r.code)
+	}
+	for _, s := range st.Shards {
+		if !strings.Contains(r.stdout, "  "+s.Name+": ") || strings.Contains(r.stdout, "(0 quiet)") {
+			t.Errorf("dev check does not report quiet tenants checked on %s", s.Name)
+		}
+	}
+	// A quiet tenant's event vanishes behind everyone's back: the check names it.
+	opts, _ := st.Data.options()
+	tenants, _ := demo.GenerateTenants(opts)
+	quiet := demo.QuietTenants(tenants, 3, demo.DefaultHot)
+	var victim int64
+	for id := range quiet {
+		victim = id
+		break
+	}
+	ranges := catalog.EvenRanges([]string{st.Shards[0].Name, st.Shards[1].Name})
+	owner, _ := (&catalog.State{Ranges: ranges}).Owner(victim)
+	conn, err := pgx.Connect(ctx, st.Shards[devShardIndex(st.Shards, owner.Shard)].DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `DELETE FROM events WHERE (tenant_id, id, created_at) IN (SELECT tenant_id, id, created_at FROM events WHERE tenant_id = $1 LIMIT 1)`, victim); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	r = runReshard(t, bin, "dev", "check", "--dir", dir)
+	if want := fmt.Sprintf("tenant %d (quiet): events on %s: ", victim, owner.Shard); r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Errorf("dev check after a quiet tenant lost an event: exit %d, want 1 and %q", r.code, want)
 	}
 	for _, s := range st.Shards {
 		conn, err := pgx.Connect(ctx, s.DSN)

@@ -83,7 +83,7 @@ type TenantReport struct {
 // Print writes one line per shard.
 func (r *TenantReport) Print(w io.Writer) {
 	for _, s := range r.Shards {
-		fmt.Fprintf(w, "  %s: %d tenants checked, %d rows: %d untouched equal to the start in count and hash (%d of them quiet), %d written with counts = start + acknowledged changes, %d uncertain (invariants only)\n",
+		fmt.Fprintf(w, "  %s: %d tenants, %d rows: %d untouched (%d quiet) equal to the start in count and hash, %d written with count = start + acknowledged changes, %d uncertain (invariants only)\n",
 			s.Shard, s.Exact+s.Counted+s.Uncertain, s.Rows, s.Exact, s.Quiet, s.Counted, s.Uncertain)
 	}
 }

@@ -105,7 +105,7 @@ func TestCompareTenantsReport(t *testing.T) {
 	}
 	var b strings.Builder
 	rep.Print(&b)
-	if !strings.Contains(b.String(), "s1: 3 tenants checked, 17 rows: 2 untouched equal to the start in count and hash (1 of them quiet), 1 written") {
+	if !strings.Contains(b.String(), "s1: 3 tenants, 17 rows: 2 untouched (1 quiet) equal to the start in count and hash, 1 written") {
 		t.Errorf("printed:\n%s", b.String())
 	}
 }
