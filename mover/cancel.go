@@ -11,8 +11,9 @@ import (
 	"github.com/reshard/reshard/catalog"
 )
 
-// DropReplication stops the catch-up and drops the slot and the publication, and the
-// migration's reshard.progress row on the target; the copied rows stay. The cutover calls
+// DropReplication stops the catch-up and drops the slot and the publication (and the
+// TRUNCATE triggers, once no other move uses the source), and the migration's
+// reshard.progress row on the target; the copied rows stay. The cutover calls
 // it once the target owns the range.
 func (m *Mover) DropReplication(ctx context.Context) error {
 	m.halt(ctx)
@@ -21,14 +22,19 @@ func (m *Mover) DropReplication(ctx context.Context) error {
 	}
 	defer m.closePools()
 	src, dst := m.pools()
-	return errors.Join(
+	err := errors.Join(
 		dropSlot(ctx, src, m.slot),
 		dropPublication(ctx, src, m.pub),
 		deleteProgress(ctx, dst, m.cfg.ID),
 	)
+	if err == nil {
+		m.removeTruncateTriggersQuietly(ctx, src)
+	}
+	return err
 }
 
-// Cancel stops the mover, drops the slot and the publication, and deletes the range's rows
+// Cancel stops the mover, drops the slot and the publication (and the TRUNCATE triggers,
+// once no other move uses the source), and deletes the range's rows
 // from the target. It works from the journal alone (a migration whose process died), is
 // idempotent, and refuses a migration that has flipped: the target's rows are then the
 // only copy. The record ends in phase cancelled (a rolled_back one keeps its phase).
@@ -67,6 +73,7 @@ func (m *Mover) Cancel(ctx context.Context) error {
 	if err := dropPublication(ctx, src, pub); err != nil {
 		return err
 	}
+	m.removeTruncateTriggersQuietly(ctx, src)
 	// Only a migration that got as far as copying wrote rows on the target; before that,
 	// rows of the range there are someone else's (preflight refused them).
 	switch phase {

@@ -31,6 +31,12 @@ func (m *Mover) launchCatchup(ctx context.Context) {
 		err := m.runCatchup(ctx)
 		close(stop)
 		<-cpDone
+		if err != nil {
+			// In the journal before anyone waiting is told: whoever stops on it (and
+			// exits) leaves the reason for `reshard status`.
+			m.log.Error("catch-up stopped", "err", err)
+			m.noteError(err)
+		}
 		m.mu.Lock()
 		m.running = false
 		if err != nil {
@@ -39,10 +45,6 @@ func (m *Mover) launchCatchup(ctx context.Context) {
 		close(m.notify) // wake WaitApplied to see the end
 		m.notify = make(chan struct{})
 		m.mu.Unlock()
-		if err != nil {
-			m.log.Error("catch-up stopped", "err", err)
-			m.noteError(err)
-		}
 	}()
 }
 
@@ -129,7 +131,8 @@ func (m *Mover) session(ctx context.Context) error {
 		Mode: pglogrepl.LogicalReplication,
 		// Plugin arguments go to the server verbatim: values must be quoted. Protocol 1
 		// is what pglogrepl decodes completely; large transactions are not streamed.
-		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(m.pub)},
+		// Messages carry the TRUNCATE notices of partitions (truncate.go).
+		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(m.pub), "messages 'true'"},
 	})
 	if err != nil {
 		return classifyStreamErr(fmt.Errorf("start replication from %s: %w", start, err))
@@ -138,7 +141,7 @@ func (m *Mover) session(ctx context.Context) error {
 
 	segs := make(chan []segment, 16)
 	g, gctx := errgroup.WithContext(ctx)
-	rcv := &receiver{conn: repl, tables: tables, key: cfg.Key, start: start, applied: m.AppliedLSN, th: m.th, out: segs,
+	rcv := &receiver{id: cfg.ID, conn: repl, tables: tables, key: cfg.Key, start: start, applied: m.AppliedLSN, th: m.th, out: segs,
 		eager: func() bool { return m.waiters.Load() > 0 }}
 	app := newApplier(conn, cfg.ID, replica, phantoms, m.fetchRow, func(lsn pglogrepl.LSN, at time.Time, txs int) {
 		m.appliedTxs.Add(int64(txs))

@@ -118,7 +118,7 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 			return 0, err
 		}
 	}
-	if err := deleteProgress(ctx, dst, cfg.ID); err != nil {
+	if err := claimTarget(ctx, dst, cfg.ID, m.log); err != nil {
 		return 0, err
 	}
 
@@ -161,7 +161,7 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 		return 0, err
 	}
 
-	if err := createPublication(ctx, src, m.pub, cfg.Key, cfg.Range, md.src); err != nil {
+	if err := createPublication(ctx, src, m.pub, cfg.Key, cfg.Range, md.src, m.log); err != nil {
 		return 0, err
 	}
 	opened := time.Now()

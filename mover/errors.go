@@ -45,3 +45,8 @@ func transient(err error) bool {
 	// Anything else is the network or the connection going away.
 	return true
 }
+
+// ErrTruncated: a TRUNCATE on the source removed rows of a table of the move. TRUNCATE
+// writes no row changes, so the target cannot follow it and its copy of the range is no
+// longer complete; the move has to be cancelled and started again.
+var ErrTruncated = errors.New("a TRUNCATE on the source removed rows without row changes, so the target's copy of the range is no longer complete")

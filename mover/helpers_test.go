@@ -30,6 +30,8 @@ type memJournal struct {
 	mu    sync.Mutex
 	recs  map[string][]byte
 	saves int
+	// onSave, if set, sees every record saved, after the save.
+	onSave func(*catalog.Migration)
 }
 
 func newMemJournal() *memJournal { return &memJournal{recs: map[string][]byte{}} }
@@ -54,9 +56,13 @@ func (j *memJournal) Save(_ context.Context, m *catalog.Migration) error {
 		return err
 	}
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	j.recs[m.ID] = b
 	j.saves++
+	hook := j.onSave
+	j.mu.Unlock()
+	if hook != nil {
+		hook(m)
+	}
 	return nil
 }
 

@@ -38,6 +38,7 @@ const (
 // keepalives and reports the applied position to the source. It is the only user of the
 // replication connection.
 type receiver struct {
+	id      string // the migration's, for messages
 	conn    *pgconn.PgConn
 	tables  map[string]*table // target tables by schema.table
 	key     string
@@ -226,15 +227,37 @@ func (r *receiver) run(ctx context.Context) error {
 				r.queue(*cur)
 				cur = nil
 			case *pglogrepl.TruncateMessage:
+				// Never applied: row filters do not apply to TRUNCATE, which would empty
+				// the target's table of every tenant.
 				if skip {
 					continue
 				}
-				return fatalf("source: a TRUNCATE arrived, which a row-filtered move cannot follow: cancel the migration and start it again")
+				return truncatedError(r.id, r.relNames(m.RelationIDs))
+			case *pglogrepl.LogicalDecodingMessage:
+				if skip {
+					continue
+				}
+				if err := truncateMessage(r.id, m.Prefix, m.Content, r.tables); err != nil {
+					return err
+				}
 			default:
-				// Type, Origin and logical decoding messages change nothing on the target.
+				// Type and Origin messages change nothing on the target.
 			}
 		}
 	}
+}
+
+// relNames names relations by their Relation messages.
+func (r *receiver) relNames(ids []uint32) []string {
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		if rel, ok := r.rels[id]; ok {
+			names[i] = rel.name
+		} else {
+			names[i] = fmt.Sprintf("relation %d", id)
+		}
+	}
+	return names
 }
 
 func (r *receiver) queue(s segment) {

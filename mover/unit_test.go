@@ -163,7 +163,7 @@ func TestPublicationSQL(t *testing.T) {
 	tb := testTable()
 	got := publicationSQL("reshard_m1", "tenant_id", catalog.NewRange(10, 20), []*table{tb, tb})
 	want := `CREATE PUBLICATION "reshard_m1" FOR TABLE "public"."orders" WHERE ("tenant_id" >= 10 AND "tenant_id" < 20), ` +
-		`TABLE "public"."orders" WHERE ("tenant_id" >= 10 AND "tenant_id" < 20) WITH (publish = 'insert, update, delete', publish_via_partition_root = true)`
+		`TABLE "public"."orders" WHERE ("tenant_id" >= 10 AND "tenant_id" < 20) WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)`
 	if got != want {
 		t.Errorf("publicationSQL =\n%s\nwant\n%s", got, want)
 	}

@@ -29,6 +29,9 @@ type Options struct {
 	// MaxBackoff. Defaults 500ms and 10s.
 	Backoff    time.Duration
 	MaxBackoff time.Duration
+	// HoldRetention, when set, says why retention must not remove partitions on this
+	// shard now (moves use it: see MovesOn); partitions are still created.
+	HoldRetention string
 }
 
 func (o Options) withDefaults() Options {
@@ -50,12 +53,20 @@ func (o Options) withDefaults() Options {
 // Plan reports, for one shard, what Apply would do at instant now. It changes nothing and
 // takes no lock stronger than a catalog read (plus a read of the DEFAULT partition to find
 // the rows that would block a creation).
-func Plan(ctx context.Context, conn *pgx.Conn, specs []catalog.PartitionSpec, now time.Time) (*Report, error) {
+// opts (at most one) may hold retention as Apply's would.
+func Plan(ctx context.Context, conn *pgx.Conn, specs []catalog.PartitionSpec, now time.Time, opts ...Options) (*Report, error) {
 	ss, err := normalize(specs)
 	if err != nil {
 		return nil, err
 	}
-	a := &applier{conn: conn, opts: Options{}.withDefaults(), now: now}
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	a := &applier{conn: conn, opts: o.withDefaults(), now: now, hold: o.HoldRetention}
+	if err := a.holdReason(ctx); err != nil {
+		return nil, err
+	}
 	rep := &Report{Now: now, DryRun: true}
 	for _, s := range ss {
 		rep.Tables = append(rep.Tables, a.planOne(ctx, s))
@@ -90,7 +101,11 @@ func Apply(ctx context.Context, conn *pgx.Conn, specs []catalog.PartitionSpec, n
 	defer func() {
 		_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtext('reshard.partitions'))")
 	}()
-	a := &applier{conn: conn, opts: opts.withDefaults(), now: now}
+	a := &applier{conn: conn, opts: opts.withDefaults(), now: now, hold: opts.HoldRetention}
+	// Read under the maintenance lock: a move that starts later waits for it (mover).
+	if err := a.holdReason(ctx); err != nil {
+		return nil, err
+	}
 	rep := &Report{Now: now}
 	for _, s := range ss {
 		rep.Tables = append(rep.Tables, a.applyOne(ctx, s))
@@ -105,6 +120,7 @@ type applier struct {
 	conn *pgx.Conn
 	opts Options
 	now  time.Time
+	hold string // why retention waits on this shard, if it does
 }
 
 func (a *applier) change(ck clock, name string, from, to time.Time, reason string) Change {
@@ -141,8 +157,10 @@ func (a *applier) planOne(ctx context.Context, s spec) TableReport {
 	for _, f := range p.fixes {
 		tr.Fixed = append(tr.Fixed, Change{Partition: f.c.name, From: ck.show(f.c.from), To: ck.show(f.c.to), Reason: f.reason(ti)})
 	}
-	a.reportRemoves(&tr, s, ti, p.removes, nil)
 	tr.Skipped = append(p.skipped, p.kept...)
+	if !a.holdRemoves(&tr, ti, p.removes) {
+		a.reportRemoves(&tr, s, ti, p.removes, nil)
+	}
 	tr.Errors = append(tr.Errors, p.errors...)
 	tr.Partitions = len(ti.attached())
 	tr.Runway, tr.RunwayUntil = runway(s, ti, a.now)
@@ -223,6 +241,9 @@ func (a *applier) applyOne(ctx context.Context, s spec) TableReport {
 		}
 		removes, kept := planRetention(s, ti, a.now, 0) // what was created is in ti now
 		tr.Skipped = append(tr.Skipped, kept...)
+		if a.holdRemoves(&tr, ti, removes) {
+			removes = nil
+		}
 		var done []removeOp
 		var attempts []int
 		for _, r := range removes {

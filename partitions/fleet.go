@@ -19,6 +19,9 @@ type FleetOptions struct {
 	Options
 	DryRun   bool // Plan instead of Apply
 	Parallel int  // shards worked on at once; default 4
+	// Migrations are the catalog's: retention waits on the shards of those that have not
+	// flipped (MovesOn).
+	Migrations map[string]catalog.Migration
 }
 
 // Fleet plans or applies the specs on every shard, several shards at a time, and returns
@@ -69,10 +72,12 @@ func oneShard(ctx context.Context, sh catalog.Shard, specs []catalog.PartitionSp
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var rep *Report
+	opts := fo.Options
+	opts.HoldRetention = MovesOn(sh.Name, fo.Migrations)
 	if fo.DryRun {
-		rep, err = Plan(ctx, conn, specs, now)
+		rep, err = Plan(ctx, conn, specs, now, opts)
 	} else {
-		rep, err = Apply(ctx, conn, specs, now, fo.Options)
+		rep, err = Apply(ctx, conn, specs, now, opts)
 	}
 	if rep == nil {
 		return fail(err)

@@ -14,15 +14,18 @@ type Report struct {
 // TableReport is the outcome for one partitioned table. In a plan, Created, Detached,
 // Dropped and Fixed are what apply would do; Runway is the runway before it.
 type TableReport struct {
-	Table      string   `json:"table"`
-	Interval   string   `json:"interval"`
-	Created    []Change `json:"created,omitempty"`
-	Detached   []Change `json:"detached,omitempty"`
-	Dropped    []Change `json:"dropped,omitempty"`
-	Fixed      []Change `json:"fixed,omitempty"` // replica identity, owner or grants brought in line with the parent
-	Skipped    []Change `json:"skipped,omitempty"`
-	Errors     []string `json:"errors,omitempty"`
-	Partitions int      `json:"partitions"` // attached partitions (DEFAULT excluded) after the run
+	Table    string   `json:"table"`
+	Interval string   `json:"interval"`
+	Created  []Change `json:"created,omitempty"`
+	Detached []Change `json:"detached,omitempty"`
+	Dropped  []Change `json:"dropped,omitempty"`
+	Fixed    []Change `json:"fixed,omitempty"` // replica identity, owner or grants brought in line with the parent
+	Skipped  []Change `json:"skipped,omitempty"`
+	Errors   []string `json:"errors,omitempty"`
+	// RetentionHeld says why partitions past retention were kept (listed in Skipped): a
+	// move uses the shard.
+	RetentionHeld string `json:"retention_held,omitempty"`
+	Partitions    int    `json:"partitions"` // attached partitions (DEFAULT excluded) after the run
 	// Runway is how many whole periods after the current one are covered by partitions
 	// without a gap (0 if the current period itself is not covered).
 	Runway      int        `json:"runway"`

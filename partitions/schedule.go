@@ -192,10 +192,19 @@ func (s *Scheduler) once(ctx context.Context, leader *catalog.Leader) {
 	case len(st.Config.Partitions) == 0:
 		rec.Outcome = "idle"
 	default:
-		reps, err := Fleet(ctx, st.Shards, st.Config.Partitions, now, s.Fleet, s.Connect)
+		fo := s.Fleet
+		fo.Migrations = st.Migrations
+		reps, err := Fleet(ctx, st.Shards, st.Config.Partitions, now, fo, s.Connect)
 		if reps == nil {
 			rec.Errors = []string{err.Error()}
 			break
+		}
+		for _, rep := range reps {
+			for _, t := range rep.Tables {
+				if t.RetentionHeld != "" {
+					s.logf("skipped retention of %s on %s: %s", t.Table, rep.Shard, t.RetentionHeld)
+				}
+			}
 		}
 		rec = Summarize(now, time.Since(start), reps)
 		if err != nil {

@@ -112,6 +112,7 @@ func newPartitionsRunCmd(dryRun bool) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				fo.Migrations = st.Migrations
 				reps, err := partitions.Fleet(ctx, shards, st.Config.Partitions, now, fo, connectShardPartitions)
 				if reps == nil {
 					return err
@@ -226,6 +227,9 @@ func printPartitionReports(w io.Writer, reps []*partitions.Report, asJSON bool) 
 				if c.Reason != "exists" && !strings.HasPrefix(c.Reason, "covered by") {
 					fmt.Fprintf(w, "    = keep %s: %s\n", c.Partition, c.Reason)
 				}
+			}
+			if t.RetentionHeld != "" {
+				fmt.Fprintf(w, "    = skipped retention of %s on %s: %s\n", t.Table, r.Shard, t.RetentionHeld)
 			}
 			for _, e := range t.Errors {
 				fmt.Fprintf(w, "    ! %s\n", e)

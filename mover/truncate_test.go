@@ -1,0 +1,146 @@
+package mover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// truncSchema has a parent and a child with a foreign key, a table partitioned by date
+// and a table that is not part of the move.
+const truncSchema = `
+CREATE TABLE accounts (tenant_id bigint NOT NULL, id bigint NOT NULL, name text, PRIMARY KEY (tenant_id, id));
+CREATE TABLE ledger (tenant_id bigint NOT NULL, id bigint NOT NULL, account_id bigint NOT NULL, amount numeric,
+	PRIMARY KEY (tenant_id, id), FOREIGN KEY (tenant_id, account_id) REFERENCES accounts (tenant_id, id));
+CREATE TABLE events (tenant_id bigint NOT NULL, id bigint NOT NULL, at date NOT NULL, payload text,
+	PRIMARY KEY (tenant_id, id, at)) PARTITION BY RANGE (at);
+CREATE TABLE events_p1 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+CREATE TABLE events_p2 PARTITION OF events FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+CREATE TABLE unrelated (tenant_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (tenant_id, id));
+`
+
+const truncDrop = `DROP TABLE IF EXISTS ledger, accounts, events, unrelated CASCADE`
+
+const truncSeed = `
+INSERT INTO accounts SELECT t, a, 'a' || a FROM generate_series(1, 9) t, generate_series(1, 5) a;
+INSERT INTO ledger SELECT t, l, 1 + l % 5, l FROM generate_series(1, 9) t, generate_series(1, 100) l;
+INSERT INTO events SELECT t, i, date '2024-01-01' + (i % 59), 'e' || i FROM generate_series(1, 9) t, generate_series(1, 100) i;
+INSERT INTO unrelated SELECT t, i FROM generate_series(1, 9) t, generate_series(1, 10) i;
+`
+
+var truncTables = []string{"accounts", "ledger", "events"}
+
+// TestTruncateOnSourceStopsTheMove: a TRUNCATE of a table of the move on the source,
+// during the catch-up or during the copy (after the slot's snapshot), removes rows without
+// row changes; the catch-up stops with ErrTruncated, naming the table and saying to cancel
+// and start again, and the journal's last_error says so. That holds for a plain table, a
+// TRUNCATE ... CASCADE, a partitioned table and a single partition (which pgoutput does not
+// publish under publish_via_partition_root). A TRUNCATE of a table outside the move changes
+// nothing. After Cancel nothing of reshard is left on the source, and the target holds its
+// other tenants' rows exactly as before.
+func TestTruncateOnSourceStopsTheMove(t *testing.T) {
+	ctx := context.Background()
+	srcPG, dstPG, src, dst := pair(t, ctx, truncSchema)
+	rng := catalog.NewRange(3, 6)
+	cases := []struct {
+		name       string
+		sql        string
+		duringCopy bool
+		want       []string // names in the error; none: the move goes on
+	}{
+		{"table", "TRUNCATE ledger", false, []string{"public.ledger"}},
+		{"cascade", "TRUNCATE accounts CASCADE", false, []string{"public.accounts", "public.ledger"}},
+		{"partitioned table", "TRUNCATE events", false, []string{"public.events"}},
+		{"partition", "TRUNCATE events_p1", false, []string{"public.events_p1", "partition of public.events"}},
+		{"table during the copy", "TRUNCATE ledger", true, []string{"public.ledger"}},
+		{"partition during the copy", "TRUNCATE events_p2", true, []string{"public.events_p2"}},
+		{"table outside the move", "TRUNCATE unrelated", false, nil},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, db := range []execer{src, dst} {
+				mustExec(t, ctx, db, truncDrop)
+				mustExec(t, ctx, db, truncSchema)
+			}
+			mustExec(t, ctx, src, truncSeed)
+			seedNeighbours(t, ctx, src, dst, append(truncTables, "unrelated"), rng)
+			id := fmt.Sprintf("trunc%d", i)
+			j := newMemJournal()
+			var once sync.Once
+			if tc.duringCopy {
+				// Right after the slot's snapshot is taken, before any row is copied.
+				j.onSave = func(r *catalog.Migration) {
+					if r.Phase == catalog.PhaseCopying && r.ConsistentLSN != "" {
+						once.Do(func() { mustExec(t, ctx, src, tc.sql) })
+					}
+				}
+			}
+			m, err := New(Config{ID: id, SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
+				Tables: truncTables, Range: rng, Logger: testLogger(t)}, j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer m.Stop(ctx)
+			if !tc.duringCopy {
+				mustExec(t, ctx, src, tc.sql)
+			}
+			mustExec(t, ctx, src, `INSERT INTO accounts VALUES (4, 100, 'after')`)
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			err = m.WaitApplied(wctx, currentLSN(t, ctx, src))
+			cancel()
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("a TRUNCATE outside the move stopped it: %v", err)
+				}
+				assertSame(t, ctx, src, dst, truncTables, rng)
+				return
+			}
+			if !errors.Is(err, ErrTruncated) {
+				t.Fatalf("catch-up after %q: %v, want ErrTruncated", tc.sql, err)
+			}
+			for _, w := range append(tc.want, "reshard cancel "+id, "start the move again") {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q: %v", w, err)
+				}
+			}
+			t.Logf("%s: %v", tc.sql, err)
+			if rec := j.get(t, id); !strings.Contains(rec.LastError, tc.want[0]) || !strings.Contains(rec.LastError, "TRUNCATE") {
+				t.Errorf("journal last_error = %q", rec.LastError)
+			}
+			if err := m.Cancel(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if l := leftovers(t, ctx, src); len(l) > 0 {
+				t.Errorf("left on the source after Cancel: %v", l)
+			}
+			if n := truncateTriggers(t, ctx, src); n != 0 {
+				t.Errorf("%d reshard_truncate triggers left on the source after Cancel", n)
+			}
+			for _, tbl := range append(truncTables, "unrelated") {
+				if n := len(rangeRows(t, ctx, dst, tbl, rng)); n != 0 {
+					t.Errorf("target %s: %d rows of the range after Cancel", tbl, n)
+				}
+			}
+			assertOthers(t, ctx, dst, append(truncTables, "unrelated"), rng)
+		})
+	}
+}
+
+// truncateTriggers counts reshard's TRUNCATE triggers on a database.
+func truncateTriggers(t testing.TB, ctx context.Context, db querier) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'reshard_truncate'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
