@@ -91,16 +91,25 @@ func digestSQL(table, key string, cols []string, r catalog.KeyRange, text bool) 
 		h, t, r.SQL("x."+pgx.Identifier{key}.Sanitize()))
 }
 
+// textStyleSQL makes the session write values as text the same way on every server, for
+// the text hash: dates, times, intervals, floats and bytea are written as the session's
+// settings say, and the two shards' defaults may differ. It stays set on the connection,
+// which is reshard's own and only reads values in binary otherwise.
+const textStyleSQL = `SELECT set_config('DateStyle', 'ISO', false), set_config('IntervalStyle', 'postgres', false),
+	set_config('extra_float_digits', '3', false), set_config('TimeZone', 'UTC', false), set_config('bytea_output', 'hex', false)`
+
 // Digest computes the digest of one table's range, hashing its columns cols (ReadColumns).
 // A table with a column type that has no hash function (json, point, ...) is hashed
-// through the row's text form instead.
+// through the row's text form instead, written in fixed styles (textStyleSQL).
 func Digest(ctx context.Context, db Querier, table, key string, cols []string, r catalog.KeyRange) (TableDigest, error) {
 	d := TableDigest{Table: table}
 	err := db.QueryRow(ctx, digestSQL(table, key, cols, r, false)).Scan(&d.Rows, &d.Hash)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: no hash for a type
 		d.Text = true
-		err = db.QueryRow(ctx, digestSQL(table, key, cols, r, true)).Scan(&d.Rows, &d.Hash)
+		if _, err = db.Exec(ctx, textStyleSQL); err == nil {
+			err = db.QueryRow(ctx, digestSQL(table, key, cols, r, true)).Scan(&d.Rows, &d.Hash)
+		}
 	}
 	if err != nil {
 		return d, fmt.Errorf("cutover: digest of %s %s: %w", table, r, err)

@@ -54,3 +54,31 @@ func TestVerifyHashesColumnsByName(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyTextFallbackWhateverTheServersSettings: a table hashed through text (json has
+// no hash function) verifies equal on two servers whose defaults write dates, times,
+// floats and bytea differently.
+func TestVerifyTextFallbackWhateverTheServersSettings(t *testing.T) {
+	ctx := context.Background()
+	pgs := testenv.Postgres(t, 2)
+	pgs[0].Exec(ctx, `ALTER DATABASE app SET DateStyle = 'SQL, DMY'`)
+	pgs[0].Exec(ctx, `ALTER DATABASE app SET extra_float_digits = 0`)
+	pgs[1].Exec(ctx, `ALTER DATABASE app SET TimeZone = 'Asia/Kolkata'`)
+	pgs[1].Exec(ctx, `ALTER DATABASE app SET IntervalStyle = 'sql_standard'`)
+	pgs[1].Exec(ctx, `ALTER DATABASE app SET bytea_output = 'escape'`)
+	for _, p := range pgs {
+		p.Exec(ctx, `CREATE TABLE docs (tenant_id bigint, id bigint, body json, d date, ts timestamptz, iv interval, f float8, b bytea, PRIMARY KEY (tenant_id, id));
+			INSERT INTO docs SELECT g % 30, g, json_build_object('g', g), date '2024-02-01' + g, timestamptz '2024-03-04 05:06:07.5+00' + g * interval '5 hours',
+				interval '1 day -02:00:00' * g, 1.0::float8 / (g + 2), ('\x00ff' || lpad(to_hex(g), 4, '0'))::bytea FROM generate_series(1, 300) g`)
+	}
+	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
+	r := catalog.NewRange(10, 20)
+	v, err := Verify(ctx, src, dst, "tenant_id", []string{"docs"}, r)
+	if err != nil || v.Rows != 100 || !v.Source[0].Text {
+		t.Fatalf("Verify = %+v, %v; want 100 equal rows hashed through text", v, err)
+	}
+	pgs[1].Exec(ctx, `UPDATE docs SET f = f + 1e-15 WHERE tenant_id = 12 AND id = 12`)
+	if _, err := Verify(ctx, src, dst, "tenant_id", []string{"docs"}, r); !errors.Is(err, ErrMismatch) {
+		t.Errorf("after a change in the 15th digit of a float: Verify = %v; want ErrMismatch", err)
+	}
+}
