@@ -64,16 +64,27 @@ refused: re-plan.`,
 				return nil
 			}
 			return withStore(ctx, func(store *catalog.Store) error {
+				a := &applier{store: store, plan: p, flags: &f, parallel: parallel, out: out}
+				// Everything that can refuse the plan, before the first write (the lock).
+				st, err := store.Load(ctx)
+				if err != nil {
+					return err
+				}
+				if err := a.check(ctx, st); err != nil {
+					return err
+				}
+				if err := a.precheck(ctx, st); err != nil {
+					return err
+				}
 				lock, err := store.TryLockMigration(ctx, "apply_"+p.ID, catalog.WithTTL(f.lockTTL))
 				if err != nil {
 					return fmt.Errorf("plan %s: %w (another reshard apply runs it; wait for it, or watch it with reshard status)", p.ID, err)
 				}
 				defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
-				st, err := store.Load(ctx)
-				if err != nil {
+				// Read again under the lock: another apply of the plan may have moved it on.
+				if st, err = store.Load(ctx); err != nil {
 					return err
 				}
-				a := &applier{store: store, plan: p, flags: &f, parallel: parallel, out: out}
 				if err := a.check(ctx, st); err != nil {
 					return err
 				}
@@ -182,6 +193,26 @@ func (a *applier) check(ctx context.Context, st *catalog.State) error {
 			if !ok || r.Shard != s.From || (!r.Range.Equal(s.Range) && !a.fromSplit(s)) {
 				return fmt.Errorf("%w (step %d moves %s from %s, which no longer holds it)", ErrStalePlan, s.N, s.Range, s.From)
 			}
+		}
+	}
+	return nil
+}
+
+// precheck checks each move of the plan that has not started (checkMove), reading only.
+func (a *applier) precheck(ctx context.Context, st *catalog.State) error {
+	for _, s := range a.plan.Steps {
+		if s.Kind != planner.StepMove {
+			continue
+		}
+		_, err := a.store.GetMigration(ctx, a.migrationID(s))
+		if err == nil {
+			continue // started: a re-run resumes it
+		}
+		if !errors.Is(err, catalog.ErrNotFound) {
+			return err
+		}
+		if err := checkMove(ctx, st, s.Range, s.To, a.migrationID(s), a.flags); err != nil {
+			return fmt.Errorf("step %d (move %s %s -> %s): %w", s.N, s.Range, s.From, s.To, err)
 		}
 	}
 	return nil

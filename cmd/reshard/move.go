@@ -133,6 +133,10 @@ are), then the part moves. Re-running with the same --id resumes an interrupted 
 			}
 			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
 				if _, err := store.GetMigration(ctx, id); errors.Is(err, catalog.ErrNotFound) {
+					// Everything that can refuse the move, before the first write.
+					if err := checkMove(ctx, st, r, to, id, &f); err != nil {
+						return err
+					}
 					if st, err = cutover.Carve(ctx, store, store, r); err != nil {
 						return err
 					}

@@ -47,15 +47,21 @@ moved to SHARD like reshard move does.`,
 				if !ok || !owner.Range.Equal(r) {
 					return fmt.Errorf("range %s is not a catalog range (see reshard catalog show); to split part of one, give the whole range", r)
 				}
+				if id == "" {
+					id = newID("m")
+				}
+				if to != "" {
+					// The move is checked before the split: a refused one changes nothing.
+					if err := checkMove(ctx, st, right, to, id, &f); err != nil && !errors.Is(err, cutover.ErrNothingToDo) {
+						return err
+					}
+				}
 				if err := store.Split(ctx, st, r.Lo, key); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "split %s into %s and %s on %s\n", r, left, right, owner.Shard)
 				if to == "" {
 					return nil
-				}
-				if id == "" {
-					id = newID("m")
 				}
 				ex := newExecutor(store, st, &f, newProgress(cmd.ErrOrStderr(), id), newLogger())
 				m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: right, Target: to})

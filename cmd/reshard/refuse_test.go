@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/planner"
+)
+
+// TestRefusedMoveChangesNothing: bad input to move, split --to and apply is refused with
+// one clear line and exit 1 before anything is written: the etcd revision and every
+// shard's rows and reshard objects are unchanged. A good move then goes through.
+func TestRefusedMoveChangesNothing(t *testing.T) {
+	etcd, cli, store, pgs := moveFleet(t, "refuse")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	run := func(args ...string) cliResult {
+		return runCLI(t, ctx, append([]string{"--etcd", etcd, "--cluster", "refuse"}, args...)...)
+	}
+	// s2 holds a stray row of tenant 7, which lives on s1.
+	pgs["s2"].Exec(ctx, `INSERT INTO orders VALUES (7, 99999, 'stray')`)
+	// An unfinished migration of 1500:1600 (its journal only).
+	live, _ := json.Marshal(catalog.Migration{ID: "m_live", Kind: "move", Range: catalog.NewRange(1500, 1600), Source: "s2", Target: "s1", Phase: catalog.PhaseCatchingUp})
+	if _, err := cli.Put(ctx, "/reshard/refuse/"+catalog.MigrationKey("m_live"), string(live)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := func(to string) string {
+		p := planner.Plan{Version: planner.FormatVersion, ID: "pbad" + to, Cluster: "refuse", Revision: st.Revision,
+			Steps: []planner.Step{
+				{N: 1, Kind: planner.StepSplit, Range: catalog.KeyRange{Lo: catalog.Full.Lo, Hi: 1000}, At: []int64{5},
+					Parts: []catalog.KeyRange{{Lo: catalog.Full.Lo, Hi: 5}, catalog.NewRange(5, 1000)}, From: "s1"},
+				{N: 2, Kind: planner.StepMove, Range: catalog.NewRange(5, 1000), From: "s1", To: to},
+			},
+			Ranges: []planner.RangeRevision{{Range: catalog.KeyRange{Lo: catalog.Full.Lo, Hi: 1000}, Key: catalog.RangeKey(catalog.Full.Lo),
+				ModRevision: st.ModRev[catalog.RangeKey(catalog.Full.Lo)]}},
+			Moves: 1, Splits: 1}
+		b, _ := json.Marshal(p)
+		return writeFile(t, t.TempDir(), "plan.json", string(b))
+	}
+	cases := []struct {
+		name string
+		args []string
+		want []string
+		prep func()
+		undo func()
+	}{
+		{"unknown target", []string{"move", "--range", "5:10", "--to", "s9"}, []string{`unknown target shard "s9"`, "s1, s2, s3"}, nil, nil},
+		{"target is the owner", []string{"move", "--range", "5:10", "--to", "s1"}, []string{"range 5:10 is on s1: the range is already on that shard"}, nil, nil},
+		{"range spans two ranges", []string{"move", "--range", "900:1100", "--to", "s2"}, []string{"spans several catalog ranges"}, nil, nil},
+		{"range of an unfinished migration", []string{"move", "--range", "1550:1560", "--to", "s1"}, []string{"migration m_live", "catching_up"}, nil, nil},
+		{"target holds rows of the range", []string{"move", "--range", "5:10", "--to", "s2"},
+			[]string{"target: table orders already holds rows of range 5:10", "--overwrite", "nothing was changed"}, nil, nil},
+		{"target unreachable", []string{"move", "--range", "5:10", "--to", "s3"}, []string{"target", "connect"}, nil, nil},
+		{"source replica identity", []string{"move", "--range", "20:30", "--to", "s2"}, []string{"source:", "orders", "replica identity"},
+			func() { pgs["s1"].Exec(ctx, `ALTER TABLE orders REPLICA IDENTITY NOTHING`) },
+			func() { pgs["s1"].Exec(ctx, `ALTER TABLE orders REPLICA IDENTITY DEFAULT`) }},
+		{"split to an unknown shard", []string{"split", "--range", ":1000", "--at", "500", "--to", "s9"}, []string{`unknown target shard "s9"`}, nil, nil},
+		{"split to a target holding rows", []string{"split", "--range", ":1000", "--at", "5", "--to", "s2"},
+			[]string{"target: table orders already holds rows of range 5:1000"}, nil, nil},
+		{"apply moving to a target holding rows", []string{"apply", "--auto-approve", plan("s2")},
+			[]string{"step 2", "target: table orders already holds rows of range 5:1000"}, nil, nil},
+		{"apply moving to an unknown shard", []string{"apply", "--auto-approve", plan("s9")}, []string{"step 2", `unknown target shard "s9"`}, nil, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.prep != nil {
+				tc.prep()
+				defer tc.undo()
+			}
+			rev := etcdRevision(t, cli)
+			before := map[string]string{}
+			for name, pg := range pgs {
+				before[name] = shardState(t, ctx, pg)
+			}
+			res := run(tc.args...)
+			if res.code != 1 {
+				t.Errorf("exit %d, want 1\nstdout: %s\nstderr: %s", res.code, res.stdout, res.stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(res.stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, res.stderr)
+				}
+			}
+			if n := strings.Count(strings.TrimSpace(res.stderr), "\n"); n != 0 {
+				t.Errorf("want one line, got %d:\n%s", n+1, res.stderr)
+			}
+			t.Logf("%s", strings.TrimSpace(res.stderr))
+			if got := etcdRevision(t, cli); got != rev {
+				t.Errorf("etcd revision %d -> %d: the refused command wrote to the catalog", rev, got)
+			}
+			for name, pg := range pgs {
+				if after := shardState(t, ctx, pg); after != before[name] {
+					t.Errorf("shard %s changed:\nbefore %s\nafter  %s", name, before[name], after)
+				}
+			}
+		})
+	}
+
+	// A good move goes through: tenants 20..29 leave s1 for s2 with the same rows, every
+	// other tenant's rows stay as they were on both shards.
+	before := map[string]map[string]string{}
+	for name, pg := range pgs {
+		before[name] = tenantEntries(shardState(t, ctx, pg))
+	}
+	if res := run("move", "--range", "20:30", "--to", "s2"); res.code != 0 {
+		t.Fatalf("a good move: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	moved := func(k string) bool { n, _ := strconv.Atoi(strings.SplitN(k, "/", 2)[1]); return n >= 20 && n < 30 }
+	want := map[string]map[string]string{"s1": {}, "s2": {}}
+	for k, v := range before["s1"] {
+		if moved(k) {
+			want["s2"][k] = v
+		} else {
+			want["s1"][k] = v
+		}
+	}
+	for k, v := range before["s2"] {
+		want["s2"][k] = v
+	}
+	for name, pg := range pgs {
+		got := tenantEntries(shardState(t, ctx, pg))
+		for k, v := range want[name] {
+			if got[k] != v {
+				t.Errorf("%s: tenant rows %s = %q, want %q", name, k, got[k], v)
+			}
+		}
+		for k, v := range got {
+			if _, ok := want[name][k]; !ok {
+				t.Errorf("%s: unexpected rows %s = %q", name, k, v)
+			}
+		}
+	}
+}
