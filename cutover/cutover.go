@@ -186,7 +186,7 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		return res, cause
 	}
 	// 2. Fence.
-	if err := SetFence(ctx, env.Source, m.ID, m.Range); err != nil {
+	if err := SetFence(ctx, env.Source, m.ID, m.Range, env.Tables); err != nil {
 		return fail("fence", err)
 	}
 	mark("fence")
@@ -374,6 +374,7 @@ func warmUp(ctx context.Context, env Env, srcMore, dstMore []Querier, cols Colum
 	go func() {
 		defer wg.Done()
 		_, _, _ = stragglers(ctx, env.Source, time.Now())
+		_, _ = guardMissing(ctx, env.Source, env.Tables) // the fence's check reads the same catalogs
 		warmSequences(ctx, env.Source, env.Target, env.Tables)
 	}()
 	go func() { defer wg.Done(); warmDigests(ctx, srcMore, env.Key, env.Tables, cols, r) }()

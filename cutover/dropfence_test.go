@@ -32,7 +32,7 @@ func TestDropFenceMatchesIDExactly(t *testing.T) {
 	for _, tt := range tests {
 		pg.Exec(ctx, `TRUNCATE reshard.fence`)
 		for i, id := range all {
-			if err := SetFence(ctx, db, id, catalog.NewRange(int64(i*10), int64(i*10+10))); err != nil {
+			if err := SetFence(ctx, db, id, catalog.NewRange(int64(i*10), int64(i*10+10)), []string{"tenants"}); err != nil {
 				t.Fatal(err)
 			}
 		}

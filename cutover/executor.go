@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"time"
 
@@ -153,7 +154,6 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 		return ss.m, nil
 	}
 	m, env, srcDSN, dstDSN := ss.m, &ss.env, ss.srcDSN, ss.dstDSN
-	src := env.Source
 	switch m.Phase {
 	case catalog.PhaseFlipped, catalog.PhaseCleaningUp:
 		return m, e.finish(ctx, *env, m, srcDSN, dstDSN)
@@ -164,12 +164,14 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 			return m, err
 		}
 	}
-	// The fence guard goes in before anything is copied, so the cutover takes no DDL lock.
-	if err := InstallGuard(ctx, src, env.Key, env.Tables); err != nil {
-		return m, err
-	}
 	attempts := e.Options.CutoverRetries + 1
 	for attempt := 1; ; attempt++ {
+		// The fence guard goes in before anything is copied, so the cutover takes no DDL
+		// lock; again before each retry, in case it was removed meanwhile (SetFence checks
+		// it; a cleanup of another migration may race this one's start).
+		if err := InstallGuard(ctx, env.Source, env.Key, env.Tables); err != nil {
+			return m, err
+		}
 		j := NewJournal(e.Catalog, m)
 		mv, err := e.NewMover(m, srcDSN, dstDSN, j)
 		if err != nil {
@@ -220,7 +222,7 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 }
 
 func retryable(err error) bool {
-	return errors.Is(err, ErrStragglers) || errors.Is(err, context.DeadlineExceeded)
+	return errors.Is(err, ErrStragglers) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrGuardMissing)
 }
 
 func (e *Executor) waitLag(ctx context.Context, mv Mover) error {
@@ -306,7 +308,7 @@ func (e *Executor) Cleanup(ctx context.Context, id string, dropFence bool) (*cat
 		if err := DropFence(ctx, ss.env.Source, m.ID); err != nil {
 			return m, err
 		}
-		if _, err := RemoveGuard(ctx, ss.env.Source, ss.env.Tables); err != nil {
+		if err := releaseGuard(ctx, ss.env.Source, ss.env, m.Source, m.ID, e.log()); err != nil {
 			return m, err
 		}
 	}
@@ -454,4 +456,40 @@ func (e *Executor) reconnect(ctx context.Context, env *Env, srcDSN, dstDSN strin
 		*c.conn = nc
 	}
 	return nil
+}
+
+// releaseGuard removes the fence guard from shard (reached on db) unless it is still
+// needed there, and logs why when it keeps it.
+func releaseGuard(ctx context.Context, db Conn, env Env, shard, self string, log *slog.Logger) error {
+	kept, err := RemoveGuard(ctx, db, env.Tables, guardInUse(env.Catalog, shard, self))
+	if err != nil {
+		return fmt.Errorf("shard %s: %w", shard, err)
+	}
+	if kept != "" {
+		log.Warn("fence guard trigger kept", "shard", shard, "why", kept)
+	}
+	return nil
+}
+
+// guardInUse is RemoveGuard's question for shard: the unfinished migrations other than
+// self that have it as source or target. Each of them fences the shard at its cutover
+// (the source; the target until the flip), so its trigger must stay.
+func guardInUse(cat Catalog, shard, self string) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		st, err := cat.Load(ctx)
+		if err != nil {
+			return "", fmt.Errorf("read the migrations using shard %s: %w", shard, err)
+		}
+		var users []string
+		for _, m := range st.Migrations {
+			if m.ID != self && !m.Terminal() && (m.Source == shard || m.Target == shard) {
+				users = append(users, fmt.Sprintf("%s (%s, %s -> %s)", m.ID, m.Phase, m.Source, m.Target))
+			}
+		}
+		if len(users) == 0 {
+			return "", nil
+		}
+		sort.Strings(users)
+		return "unfinished migrations use the shard: " + strings.Join(users, ", "), nil
+	}
 }

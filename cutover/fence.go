@@ -103,18 +103,19 @@ func guardTrigger(t string) string {
 ALTER TABLE %[1]s ENABLE ALWAYS TRIGGER reshard_fence`, qt, BypassSetting)
 }
 
-// guardMissingSQL lists the tables of $1 whose guard is not as guardTrigger makes it, on
-// the table or on any of its partitions (pg_partition_tree lists nothing for a plain
-// table). A missing table is listed too, so that creating its trigger fails with
+// guardMissingWhere is true for a table t (a name) whose guard is not as guardTrigger
+// makes it, on the table or on any of its partitions (pg_partition_tree lists nothing for
+// a plain table). A missing table counts too, so that creating its trigger fails with
 // PostgreSQL's message.
-const guardMissingSQL = `
-SELECT t FROM unnest($1::text[]) AS t
-WHERE to_regclass(quote_ident(t)) IS NULL
+const guardMissingWhere = `to_regclass(quote_ident(t)) IS NULL
    OR EXISTS (SELECT 1 FROM (SELECT to_regclass(quote_ident(t)) AS relid
                              UNION SELECT relid FROM pg_partition_tree(to_regclass(quote_ident(t)))) p
               WHERE NOT EXISTS (SELECT 1 FROM pg_trigger g
                                 WHERE g.tgrelid = p.relid AND g.tgname = 'reshard_fence'
                                   AND g.tgenabled = 'A' AND g.tgqual IS NOT NULL))`
+
+// guardMissingSQL lists the tables of $1 whose guard is not in place.
+const guardMissingSQL = `SELECT t FROM unnest($1::text[]) AS t WHERE ` + guardMissingWhere
 
 // InstallGuard creates the fence table, the guard function and the trigger on every
 // table. It is idempotent and is run at migration start, so the cutover itself takes no
@@ -154,30 +155,71 @@ func guardMissing(ctx context.Context, db Querier, tables []string) ([]string, e
 	return missing, nil
 }
 
-// RemoveGuard drops the triggers and the function once no fence row is left on the shard.
-// It reports whether it removed them.
-func RemoveGuard(ctx context.Context, db Querier, tables []string) (bool, error) {
-	var n int
-	err := db.QueryRow(ctx, `SELECT count(*) FROM reshard.fence`).Scan(&n)
+// RemoveGuard drops the triggers and the function once the shard needs them no more: no
+// fence row is left on it, and inUse (nil: not asked) finds no reason to keep them, such
+// as another unfinished migration that has the shard as its source or target and will
+// fence it at its cutover. It returns why it kept them ("" when it removed them, or when
+// nothing was installed).
+//
+// The last checks and the drops are one transaction that holds reshard.fence in SHARE
+// mode: a SetFence running meanwhile waits for it and then, its statement's snapshot
+// taken after that wait, finds the triggers gone and fails its check.
+func RemoveGuard(ctx context.Context, db Conn, tables []string, inUse func(context.Context) (string, error)) (kept string, err error) {
+	// A look without locks first: keeping the guard is the common answer while other
+	// migrations run, and the drops below hold every table's ACCESS EXCLUSIVE lock.
+	if kept, err := guardKept(ctx, db, inUse); kept != "" || err != nil {
+		return noGuard(kept, err)
+	}
+	tx, err := db.Begin(ctx)
 	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table: nothing installed
-			return false, nil
+		return "", fmt.Errorf("cutover: remove the fence guard: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
+	for _, t := range tables {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS reshard_fence ON %s`, pgx.Identifier{t}.Sanitize())); err != nil {
+			return "", fmt.Errorf("cutover: drop fence trigger on %s: %w", t, err)
 		}
-		return false, fmt.Errorf("cutover: count fences: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `DROP FUNCTION IF EXISTS reshard.fence_guard()`); err != nil {
+		return "", fmt.Errorf("cutover: drop reshard.fence_guard(): %w", err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE reshard.fence IN SHARE MODE`); err != nil {
+		return noGuard("", err)
+	}
+	if kept, err := guardKept(ctx, tx, inUse); kept != "" || err != nil {
+		return noGuard(kept, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return "", fmt.Errorf("cutover: remove the fence guard: %w", err)
+	}
+	return "", nil
+}
+
+// guardKept says why the guard must stay: fences left on the shard, or inUse's reason.
+func guardKept(ctx context.Context, db Querier, inUse func(context.Context) (string, error)) (string, error) {
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM reshard.fence`).Scan(&n); err != nil {
+		return "", err
 	}
 	if n > 0 {
-		return false, nil
+		return fmt.Sprintf("%d fence(s) left on the shard (see reshard.fence)", n), nil
 	}
-	for _, t := range tables {
-		if _, err := db.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS reshard_fence ON %s`, pgx.Identifier{t}.Sanitize())); err != nil {
-			return false, fmt.Errorf("cutover: drop fence trigger on %s: %w", t, err)
-		}
+	if inUse == nil {
+		return "", nil
 	}
-	if _, err := db.Exec(ctx, `DROP FUNCTION IF EXISTS reshard.fence_guard()`); err != nil {
-		return false, fmt.Errorf("cutover: drop reshard.fence_guard(): %w", err)
+	return inUse(ctx)
+}
+
+// noGuard maps "reshard.fence does not exist" (nothing was ever installed) to nothing to do.
+func noGuard(kept string, err error) (string, error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+		return "", nil
 	}
-	return true, nil
+	if err != nil {
+		return "", fmt.Errorf("cutover: remove the fence guard: %w", err)
+	}
+	return kept, nil
 }
 
 func bounds(r catalog.KeyRange) (lo, hi *int64) {
@@ -192,15 +234,29 @@ func bounds(r catalog.KeyRange) (lo, hi *int64) {
 	return lo, hi
 }
 
+// setFenceSQL inserts (or re-arms) a migration's fence row and, in the same statement,
+// lists the tables of $4 whose guard is not in place: a fence without its trigger would
+// stop no write. The check's snapshot is taken after the INSERT's lock on reshard.fence
+// is granted, so a RemoveGuard that held it has committed its drops by then.
+const setFenceSQL = `WITH f AS (
+	INSERT INTO reshard.fence (migration, lo, hi) VALUES ($1, $2, $3)
+	ON CONFLICT (migration) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi, tombstone = false)
+SELECT coalesce(array_agg(t), '{}') FROM unnest($4::text[]) AS t WHERE ` + guardMissingWhere
+
 // SetFence inserts the fence row for a migration (idempotent) and commits it, so that
-// every statement that starts after it returns sees it.
-func SetFence(ctx context.Context, db Execer, migration string, r catalog.KeyRange) error {
+// every statement that starts after it returns sees it. It fails with ErrGuardMissing,
+// the fence row committed (the caller undoes the cutover, which drops it), when a table
+// of tables lacks the guard.
+func SetFence(ctx context.Context, db Querier, migration string, r catalog.KeyRange, tables []string) error {
 	lo, hi := bounds(r)
+	var missing []string
 	// QueryExecModeExec: one round trip, no statement preparation, inside the window.
-	_, err := db.Exec(ctx, `INSERT INTO reshard.fence (migration, lo, hi) VALUES ($1, $2, $3)
-		ON CONFLICT (migration) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi, tombstone = false`, pgx.QueryExecModeExec, migration, lo, hi)
+	err := db.QueryRow(ctx, setFenceSQL, pgx.QueryExecModeExec, migration, lo, hi, tables).Scan(&missing)
 	if err != nil {
 		return fmt.Errorf("cutover: set fence %s on %s: %w", migration, r, err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("cutover: set fence %s on %s: %w on %s (re-run the move: it installs the guard before each cutover)", migration, r, ErrGuardMissing, quoteList(missing))
 	}
 	return nil
 }
@@ -339,3 +395,8 @@ func fenceRange(lo, hi *int64) catalog.KeyRange {
 	}
 	return r
 }
+
+// ErrGuardMissing is returned by SetFence when a table of the shard lacks the guard
+// trigger (or has it disabled, or enabled for origin sessions only): the fence would not
+// stop writes there.
+var ErrGuardMissing = errors.New("the fence guard trigger is missing or not enabled ALWAYS")

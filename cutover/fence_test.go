@@ -42,7 +42,7 @@ func TestFenceGuard(t *testing.T) {
 		t.Fatalf("second install must be a no-op: %v", err)
 	}
 	pg.Exec(ctx, `INSERT INTO tenants VALUES (5, 'a'), (15, 'b'), (25, 'c')`)
-	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20)); err != nil {
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), tables); err != nil {
 		t.Fatal(err)
 	}
 	app := connect(t, pg.DSNApp())
@@ -86,8 +86,8 @@ func TestFenceGuard(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if removed, err := RemoveGuard(ctx, db, tables); err != nil || removed {
-		t.Fatalf("RemoveGuard with a fence left = %v, %v; want false", removed, err)
+	if kept, err := RemoveGuard(ctx, db, tables, nil); err != nil || kept == "" {
+		t.Fatalf("RemoveGuard with a fence left = %q, %v; want it kept", kept, err)
 	}
 	if err := DropFence(ctx, db, "m1"); err != nil {
 		t.Fatal(err)
@@ -95,8 +95,16 @@ func TestFenceGuard(t *testing.T) {
 	if _, err := app.Exec(ctx, `INSERT INTO tenants VALUES (13, 'x')`); err != nil {
 		t.Fatalf("after DropFence: %v", err)
 	}
-	if removed, err := RemoveGuard(ctx, db, tables); err != nil || !removed {
-		t.Fatalf("RemoveGuard = %v, %v; want true", removed, err)
+	inUse := func(context.Context) (string, error) { return "another migration uses the shard", nil }
+	if kept, err := RemoveGuard(ctx, db, tables, inUse); err != nil || kept != "another migration uses the shard" {
+		t.Fatalf("RemoveGuard while in use = %q, %v; want it kept, saying why", kept, err)
+	}
+	if kept, err := RemoveGuard(ctx, db, tables, nil); err != nil || kept != "" {
+		t.Fatalf("RemoveGuard = %q, %v; want it removed", kept, err)
+	}
+	var left int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'reshard_fence'`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d fence triggers left after RemoveGuard (%v)", left, err)
 	}
 }
 
@@ -119,7 +127,7 @@ func TestWaitStragglers(t *testing.T) {
 	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil { // takes the snapshot
 		t.Fatal(err)
 	}
-	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20)); err != nil {
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), []string{"tenants"}); err != nil {
 		t.Fatal(err)
 	}
 	at, err := fenceTime(ctx, db)
@@ -210,7 +218,7 @@ func TestVerifySequencesDelete(t *testing.T) {
 	if err := InstallGuard(ctx, src, "tenant_id", tables); err != nil {
 		t.Fatal(err)
 	}
-	if err := SetFence(ctx, src, "m1", r); err != nil {
+	if err := SetFence(ctx, src, "m1", r, tables); err != nil {
 		t.Fatal(err)
 	}
 	before, err := demo.Fingerprint(ctx, src, tables)
@@ -264,14 +272,14 @@ func TestClearTombstones(t *testing.T) {
 	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := SetFence(ctx, db, "old", catalog.NewRange(0, 100)); err != nil {
+	if err := SetFence(ctx, db, "old", catalog.NewRange(0, 100), []string{"tenants"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := MarkTombstone(ctx, db, "old"); err != nil {
 		t.Fatal(err)
 	}
 	// An active (non-tombstone) fence of a running cutover is not touched.
-	if err := SetFence(ctx, db, "live", catalog.NewRange(200, 300)); err != nil {
+	if err := SetFence(ctx, db, "live", catalog.NewRange(200, 300), []string{"tenants"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := ClearTombstones(ctx, db, catalog.NewRange(20, 50)); err != nil {
@@ -317,7 +325,7 @@ func TestFenceStopsReplicaRoleWriters(t *testing.T) {
 		}
 	}
 	pg.Exec(ctx, `CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`)
-	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20)); err != nil {
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), tables); err != nil {
 		t.Fatal(err)
 	}
 	writes := []string{
@@ -356,5 +364,48 @@ func TestFenceStopsReplicaRoleWriters(t *testing.T) {
 			}
 			_ = tx.Rollback(ctx)
 		}
+	}
+}
+
+// TestSetFenceFailsWithoutGuard: setting a fence also checks, in the same statement, that
+// every table (and partition) has the guard trigger enabled ALWAYS; a fence that would not
+// stop writes fails, naming the table.
+func TestSetFenceFailsWithoutGuard(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, schema+`
+		CREATE TABLE events (tenant_id bigint, at date, PRIMARY KEY (tenant_id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');`)
+	db := connect(t, pg.DSNApp())
+	tables := []string{"tenants", "orders", "events"}
+	tests := []struct {
+		name, breakSQL, table string
+	}{
+		{"intact", ``, ``},
+		{"dropped", `DROP TRIGGER reshard_fence ON orders`, "orders"},
+		{"disabled", `ALTER TABLE tenants DISABLE TRIGGER reshard_fence`, "tenants"},
+		{"origin only", `ALTER TABLE orders ENABLE TRIGGER reshard_fence`, "orders"},
+		{"one partition disabled", `ALTER TABLE events_2024 DISABLE TRIGGER reshard_fence`, "events"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+				t.Fatal(err)
+			}
+			if tt.breakSQL != "" {
+				pg.Exec(ctx, tt.breakSQL)
+			}
+			err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), tables)
+			if tt.table == "" {
+				if err != nil {
+					t.Fatalf("SetFence with the guard in place: %v", err)
+				}
+			} else if !errors.Is(err, ErrGuardMissing) || !strings.Contains(err.Error(), tt.table) {
+				t.Fatalf("SetFence = %v, want ErrGuardMissing naming %s", err, tt.table)
+			}
+			if err := DropFence(ctx, db, "m1"); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -164,3 +164,27 @@ func TestFlipRefusedTwice(t *testing.T) {
 		t.Errorf("owner = %+v", r)
 	}
 }
+
+// TestRunUndoneWhenGuardMissing: a cutover whose source lost its guard trigger on a table
+// (removed by hand, or by a cleanup that raced the migration) fails right after setting
+// the fence and is undone: the range serves from the source again, no fence is left.
+func TestRunUndoneWhenGuardMissing(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	f.env.Mover = &copiedReplicator{}
+	if _, err := f.env.Source.Exec(ctx, `DROP TRIGGER reshard_fence ON orders`); err != nil {
+		t.Fatal(err)
+	}
+	m := newMigration(t, f)
+	if _, err := Run(ctx, f.env, m, Options{}); !errors.Is(err, ErrGuardMissing) {
+		t.Fatalf("Run = %v, want ErrGuardMissing", err)
+	}
+	st, _ := f.store.Load(ctx)
+	if r, _ := st.Owner(15); r.Shard != "s1" || r.State != catalog.RangeServing {
+		t.Errorf("after the failed cutover, owner of 15 = %+v; want s1 serving", r)
+	}
+	var fences int
+	if err := f.env.Source.QueryRow(ctx, `SELECT count(*) FROM reshard.fence`).Scan(&fences); err != nil || fences != 0 {
+		t.Errorf("fences left: %d, %v", fences, err)
+	}
+}

@@ -30,7 +30,7 @@ func TestMoveWithGuardAlwaysOnBothShards(t *testing.T) {
 	if err := cutover.InstallGuard(ctx, target, demo.Key, demo.Tables); err != nil {
 		t.Fatal(err)
 	}
-	if err := cutover.SetFence(ctx, target, "earlier_move_away", r); err != nil {
+	if err := cutover.SetFence(ctx, target, "earlier_move_away", r, demo.Tables); err != nil {
 		t.Fatal(err)
 	}
 	if err := cutover.MarkTombstone(ctx, target, "earlier_move_away"); err != nil {
@@ -74,6 +74,77 @@ func TestMoveWithGuardAlwaysOnBothShards(t *testing.T) {
 		if notAlways != 0 {
 			t.Errorf("shard %s: %d fence triggers not ALWAYS-enabled", name, notAlways)
 		}
+	}
+	s.check(ctx, nil)
+}
+
+// TestDropFenceKeepsGuardOfAnotherMigration: two migrations leave the same source. The
+// first finishes and is cleaned up with --drop-fence while the second is catching up; the
+// guard trigger must stay (the second migration has the shard as its source), so the
+// second one's cutover still fences: a write to its range during its window fails with
+// RS001.
+func TestDropFenceKeepsGuardOfAnotherMigration(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 4})
+	st, _ := s.store.Load(ctx)
+	var on1 []int64 // tenants on s1, to move to s2
+	for _, tn := range s.tenants {
+		if o, _ := st.Owner(tn.ID); o.Shard == "s1" {
+			on1 = append(on1, tn.ID)
+		}
+	}
+	if len(on1) < 2 {
+		t.Fatalf("want two tenants on s1, have %d", len(on1))
+	}
+	r1, r2 := catalog.NewRange(on1[0], on1[0]+1), catalog.NewRange(on1[1], on1[1]+1)
+	s.carve(r1)
+	s.carve(r2)
+
+	caughtUp, release := make(chan struct{}), make(chan struct{})
+	var fencedWrite error
+	ex2 := s.executor(cutover.ExecOptions{BeforeCutover: func() {
+		close(caughtUp)
+		<-release
+	}})
+	ex2.Options.Cutover.AfterStep = func(step string) {
+		if step == "fence" {
+			_, fencedWrite = s.conns["s1"].Exec(ctx, `UPDATE tenants SET name = name WHERE tenant_id = $1`, on1[1])
+		}
+	}
+	done2 := make(chan error, 1)
+	go func() {
+		_, err := ex2.Move(ctx, cutover.MoveRequest{ID: "second", Range: r2, Target: "s2"})
+		done2 <- err
+	}()
+	select {
+	case <-caughtUp:
+	case err := <-done2:
+		t.Fatalf("second move ended before its cutover: %v", err)
+	}
+
+	ex1 := s.executor(cutover.ExecOptions{CleanupLater: true})
+	if m, err := ex1.Move(ctx, cutover.MoveRequest{ID: "first", Range: r1, Target: "s2"}); err != nil || m.Phase != catalog.PhaseCleaningUp {
+		close(release)
+		t.Fatalf("first move: %v, %+v", err, m)
+	}
+	if m, err := ex1.Cleanup(ctx, "first", true); err != nil || m.Phase != catalog.PhaseDone {
+		close(release)
+		t.Fatalf("cleanup --drop-fence of the first move: %v, %+v", err, m)
+	}
+	var triggers int
+	if err := s.conns["s1"].QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'reshard_fence' AND tgenabled = 'A'`).Scan(&triggers); err != nil {
+		t.Fatal(err)
+	}
+	if triggers == 0 {
+		t.Errorf("cleanup --drop-fence of the first move removed the guard trigger the second move (catching up on s1) needs")
+	}
+
+	close(release)
+	if err := <-done2; err != nil {
+		t.Fatalf("second move: %v", err)
+	}
+	if !cutover.IsFenceError(fencedWrite) {
+		t.Errorf("write to the second move's range during its window: %v, want SQLSTATE %s", fencedWrite, cutover.FenceSQLState)
 	}
 	s.check(ctx, nil)
 }

@@ -38,7 +38,8 @@ func newCleanupCmd() *cobra.Command {
 		Long: `Deletes the moved range's rows from the old shard in small throttled batches and marks the
 migration done. The fence stays on the old shard as a tombstone, so a stale client's write fails
 with SQLSTATE RS001 instead of landing on the wrong shard; --drop-fence removes it (and the
-fence trigger once no fence is left on that shard) when no client can be stale any more.`,
+fence trigger once no fence is left on that shard and no unfinished migration uses the shard)
+when no client can be stale any more.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runMigration(cmd, &f, func(ctx context.Context, ex *cutover.Executor) (*catalog.Migration, error) {
