@@ -198,15 +198,20 @@ func (a *applier) check(ctx context.Context, st *catalog.State) error {
 	return nil
 }
 
-// precheck checks each move of the plan that has not started (checkMove), reading only.
+// precheck checks each move of the plan that has not started (checkMove), and that none
+// that started ended without moving, reading only.
 func (a *applier) precheck(ctx context.Context, st *catalog.State) error {
 	for _, s := range a.plan.Steps {
 		if s.Kind != planner.StepMove {
 			continue
 		}
-		_, err := a.store.GetMigration(ctx, a.migrationID(s))
+		m, err := a.store.GetMigration(ctx, a.migrationID(s))
 		if err == nil {
-			continue // started: a re-run resumes it
+			// Started: a re-run resumes it, unless it ended without moving.
+			if err := endedUnmoved(m); err != nil {
+				return fmt.Errorf("step %d (move %s %s -> %s): %w; this plan cannot move it again: re-plan (reshard plan --out FILE) and apply the new plan", s.N, s.Range, s.From, s.To, err)
+			}
+			continue
 		}
 		if !errors.Is(err, catalog.ErrNotFound) {
 			return err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -75,6 +76,38 @@ func reportMigration(w io.Writer, m *catalog.Migration, err error) error {
 	return err
 }
 
+// resumable refuses `move --id` of a migration that moves another range or to another
+// shard, or that ended without moving its range (rolled back or cancelled): running it
+// again would only print its old outcome, and a script could not tell that nothing moved.
+// A done migration is fine: it did move.
+func resumable(m *catalog.Migration, r catalog.KeyRange, to string) error {
+	if !m.Range.Equal(r) || m.Target != to {
+		return fmt.Errorf("migration %s moves %s from %s to %s, not %s to %s: use another id (or leave --id out)", m.ID, m.Range, m.Source, m.Target, r, to)
+	}
+	if err := endedUnmoved(m); err != nil {
+		return fmt.Errorf("%w: to move %s to %s, run reshard move --range %s --to %s without --id (or with a new id)", err, r, to, r, to)
+	}
+	return nil
+}
+
+// endedUnmoved says, with the journal's reason, that m was rolled back or cancelled.
+func endedUnmoved(m *catalog.Migration) error {
+	var how string
+	switch m.Phase {
+	case catalog.PhaseRolledBack:
+		how = "was rolled back"
+	case catalog.PhaseCancelled:
+		how = "was cancelled"
+	default:
+		return nil
+	}
+	why := strings.Join(strings.Fields(m.LastError), " ")
+	if why == "" {
+		why = "no reason recorded"
+	}
+	return fmt.Errorf("migration %s %s and moved nothing (%s)", m.ID, how, why)
+}
+
 // humanBytes is a byte count for people (binary units).
 func humanBytes(n int64) string {
 	const unit = 1024
@@ -114,7 +147,9 @@ func newMoveCmd() *cobra.Command {
 		Short: "Move one key range to another shard (copy, catch up, cutover, cleanup)",
 		Long: `Moves the tenants of one key range to another shard while the application keeps writing.
 If the range is part of a catalog range, that range is split first (both parts stay where they
-are), then the part moves. Re-running with the same --id resumes an interrupted move.`,
+are), then the part moves. Re-running with the same --id resumes an interrupted move; for a
+move that is done it prints the result (exit 0); for one that was rolled back or cancelled it
+exits 1 with the reason: move again without --id.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -132,12 +167,20 @@ are), then the part moves. Re-running with the same --id resumes an interrupted 
 				id = newID("m")
 			}
 			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
-				if _, err := store.GetMigration(ctx, id); errors.Is(err, catalog.ErrNotFound) {
+				existing, err := store.GetMigration(ctx, id)
+				switch {
+				case errors.Is(err, catalog.ErrNotFound):
 					// Everything that can refuse the move, before the first write.
 					if err := checkMove(ctx, st, r, to, id, &f); err != nil {
 						return err
 					}
 					if st, err = cutover.Carve(ctx, store, store, r); err != nil {
+						return err
+					}
+				case err != nil:
+					return err
+				default:
+					if err := resumable(existing, r, to); err != nil {
 						return err
 					}
 				}
