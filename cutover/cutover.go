@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -79,6 +80,7 @@ type Env struct {
 	Target  Conn // and to the target
 	Key     string
 	Tables  []string
+	Log     *slog.Logger // nil: no log
 }
 
 // Result is what a finished cutover reports.
@@ -494,9 +496,16 @@ func rollback(ctx context.Context, env Env, m *catalog.Migration, cause error, p
 		m.LastError = cause.Error()
 	}
 	if i := rangeOf(st, m.Range.Lo); i >= 0 && st.Ranges[i].State == catalog.RangeFrozen && st.Ranges[i].Migration == m.ID {
-		return env.Catalog.Unfreeze(ctx, st, m.Range.Lo, m)
+		err = env.Catalog.Unfreeze(ctx, st, m.Range.Lo, m)
+	} else {
+		err = env.Catalog.PutMigration(ctx, m)
 	}
-	return env.Catalog.PutMigration(ctx, m)
+	if err != nil {
+		return err
+	}
+	// Last, once the migration has ended: its shards' guards, unless still needed there.
+	releaseGuards(ctx, env, m)
+	return nil
 }
 
 func rangeOf(st *catalog.State, lo int64) int {

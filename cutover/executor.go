@@ -308,8 +308,12 @@ func (e *Executor) Cleanup(ctx context.Context, id string, dropFence bool) (*cat
 		if err := DropFence(ctx, ss.env.Source, m.ID); err != nil {
 			return m, err
 		}
-		if err := releaseGuard(ctx, ss.env.Source, ss.env, m.Source, m.ID, e.log()); err != nil {
-			return m, err
+		kept, err := RemoveGuard(ctx, ss.env.Source, ss.env.Tables, guardInUse(e.Catalog, m.Source, m.ID))
+		if err != nil {
+			return m, fmt.Errorf("shard %s: %w", m.Source, err)
+		}
+		if kept != "" {
+			e.log().Warn("fence guard trigger kept", "shard", m.Source, "why", kept)
 		}
 	}
 	return m, nil
@@ -390,7 +394,7 @@ func (e *Executor) open(ctx context.Context, id string) (*session, error) {
 		ss.close(ctx)
 		return ss, err
 	}
-	ss.env = Env{Catalog: e.Catalog, Key: st.Config.Key, Tables: st.Config.Tables}
+	ss.env = Env{Catalog: e.Catalog, Key: st.Config.Key, Tables: st.Config.Tables, Log: e.log()}
 	var src, dst *pgx.Conn
 	if src, dst, ss.srcDSN, ss.dstDSN, err = e.connect(ctx, st, ss.m); err != nil {
 		ss.close(ctx)
@@ -458,17 +462,31 @@ func (e *Executor) reconnect(ctx context.Context, env *Env, srcDSN, dstDSN strin
 	return nil
 }
 
-// releaseGuard removes the fence guard from shard (reached on db) unless it is still
-// needed there, and logs why when it keeps it.
-func releaseGuard(ctx context.Context, db Conn, env Env, shard, self string, log *slog.Logger) error {
-	kept, err := RemoveGuard(ctx, db, env.Tables, guardInUse(env.Catalog, shard, self))
-	if err != nil {
-		return fmt.Errorf("shard %s: %w", shard, err)
+// releaseGuards removes the fence guard from the source and the target of m, which has
+// ended without flipping, where no fence is left and no other unfinished migration uses
+// the shard. The migration has ended by then, so a guard that cannot go now is only
+// logged: it costs a trigger call per write, and the next rollback, cancel or
+// `cleanup --drop-fence` on the shard removes it.
+func releaseGuards(ctx context.Context, env Env, m *catalog.Migration) {
+	log := env.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	if kept != "" {
-		log.Warn("fence guard trigger kept", "shard", shard, "why", kept)
+	for _, sh := range []struct {
+		db    Conn
+		shard string
+	}{{env.Source, m.Source}, {env.Target, m.Target}} {
+		if sh.db == nil {
+			continue
+		}
+		kept, err := RemoveGuard(ctx, sh.db, env.Tables, guardInUse(env.Catalog, sh.shard, m.ID))
+		switch {
+		case err != nil:
+			log.Warn("fence guard trigger not removed", "shard", sh.shard, "migration", m.ID, "err", err)
+		case kept != "":
+			log.Info("fence guard trigger kept", "shard", sh.shard, "migration", m.ID, "why", kept)
+		}
 	}
-	return nil
 }
 
 // guardInUse is RemoveGuard's question for shard: the unfinished migrations other than
