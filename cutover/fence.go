@@ -121,8 +121,14 @@ const guardMissingSQL = `SELECT t FROM unnest($1::text[]) AS t WHERE ` + guardMi
 // table. It is idempotent and is run at migration start, so the cutover itself takes no
 // DDL lock: CREATE TRIGGER needs a SHARE ROW EXCLUSIVE lock, which would queue behind long
 // transactions at exactly the wrong moment. Tables whose guard is already in place are
-// left alone: no lock is taken on them.
-func InstallGuard(ctx context.Context, db Querier, key string, tables []string) error {
+// left alone: no lock is taken on them. Each table's trigger waits for its lock as
+// DefaultLockRetry says; a table whose lock is not granted fails the install with
+// ErrLockNotGranted (the tables done before keep their trigger: a re-run does the rest).
+func InstallGuard(ctx context.Context, db Conn, key string, tables []string) error {
+	return installGuard(ctx, db, key, tables, DefaultLockRetry)
+}
+
+func installGuard(ctx context.Context, db Conn, key string, tables []string, lr LockRetry) error {
 	if _, err := db.Exec(ctx, schemaSQL); err != nil {
 		return fmt.Errorf("cutover: create reshard.fence: %w", err)
 	}
@@ -134,7 +140,14 @@ func InstallGuard(ctx context.Context, db Querier, key string, tables []string) 
 		return err
 	}
 	for _, t := range missing {
-		if _, err := db.Exec(ctx, guardTrigger(t)); err != nil {
+		err := lr.inTx(ctx, db, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, guardTrigger(t))
+			return err
+		})
+		if errors.Is(err, ErrLockNotGranted) {
+			return fmt.Errorf("cutover: install fence trigger on %s: %w; nothing was changed on %s: end that transaction and run again", t, err, t)
+		}
+		if err != nil {
 			return fmt.Errorf("cutover: install fence trigger on %s: %w", t, err)
 		}
 	}
@@ -159,41 +172,53 @@ func guardMissing(ctx context.Context, db Querier, tables []string) ([]string, e
 // fence row is left on it, and inUse (nil: not asked) finds no reason to keep them, such
 // as another unfinished migration that has the shard as its source or target and will
 // fence it at its cutover. It returns why it kept them ("" when it removed them, or when
-// nothing was installed).
+// nothing was installed), including when a table's lock was not granted in time (see
+// DefaultLockRetry): the guard then stays whole, and a later removal tries again.
 //
 // The last checks and the drops are one transaction that holds reshard.fence in SHARE
 // mode: a SetFence running meanwhile waits for it and then, its statement's snapshot
 // taken after that wait, finds the triggers gone and fails its check.
 func RemoveGuard(ctx context.Context, db Conn, tables []string, inUse func(context.Context) (string, error)) (kept string, err error) {
+	return removeGuard(ctx, db, tables, inUse, DefaultLockRetry)
+}
+
+func removeGuard(ctx context.Context, db Conn, tables []string, inUse func(context.Context) (string, error), lr LockRetry) (string, error) {
 	// A look without locks first: keeping the guard is the common answer while other
 	// migrations run, and the drops below hold every table's ACCESS EXCLUSIVE lock.
 	if kept, err := guardKept(ctx, db, inUse); kept != "" || err != nil {
 		return noGuard(kept, err)
 	}
-	tx, err := db.Begin(ctx)
-	if err != nil {
-		return "", fmt.Errorf("cutover: remove the fence guard: %w", err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
-	for _, t := range tables {
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS reshard_fence ON %s`, pgx.Identifier{t}.Sanitize())); err != nil {
-			return "", fmt.Errorf("cutover: drop fence trigger on %s: %w", t, err)
+	var kept string
+	err := lr.inTx(ctx, db, func(tx pgx.Tx) error {
+		kept = ""
+		for _, t := range tables {
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS reshard_fence ON %s`, pgx.Identifier{t}.Sanitize())); err != nil {
+				return fmt.Errorf("drop fence trigger on %s: %w", t, err)
+			}
 		}
+		if _, err := tx.Exec(ctx, `DROP FUNCTION IF EXISTS reshard.fence_guard()`); err != nil {
+			return fmt.Errorf("drop reshard.fence_guard(): %w", err)
+		}
+		if _, err := tx.Exec(ctx, `LOCK TABLE reshard.fence IN SHARE MODE`); err != nil {
+			return err
+		}
+		var err error
+		if kept, err = guardKept(ctx, tx, inUse); kept != "" && err == nil {
+			return errKept // roll the drops back
+		}
+		return err
+	})
+	switch {
+	case errors.Is(err, errKept):
+		return kept, nil
+	case errors.Is(err, ErrLockNotGranted):
+		return fmt.Sprintf("%v; the guard stays (one trigger call per write) until a later cleanup --drop-fence, cancel or rollback on the shard removes it", err), nil
 	}
-	if _, err := tx.Exec(ctx, `DROP FUNCTION IF EXISTS reshard.fence_guard()`); err != nil {
-		return "", fmt.Errorf("cutover: drop reshard.fence_guard(): %w", err)
-	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE reshard.fence IN SHARE MODE`); err != nil {
-		return noGuard("", err)
-	}
-	if kept, err := guardKept(ctx, tx, inUse); kept != "" || err != nil {
-		return noGuard(kept, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return "", fmt.Errorf("cutover: remove the fence guard: %w", err)
-	}
-	return "", nil
+	return noGuard("", err)
 }
+
+// errKept ends RemoveGuard's transaction without dropping anything.
+var errKept = errors.New("guard kept")
 
 // guardKept says why the guard must stay: fences left on the shard, or inUse's reason.
 func guardKept(ctx context.Context, db Querier, inUse func(context.Context) (string, error)) (string, error) {
@@ -400,3 +425,7 @@ func fenceRange(lo, hi *int64) catalog.KeyRange {
 // trigger (or has it disabled, or enabled for origin sessions only): the fence would not
 // stop writes there.
 var ErrGuardMissing = errors.New("the fence guard trigger is missing or not enabled ALWAYS")
+
+// ErrLockNotGranted is returned when the guard's DDL did not get its table lock within
+// lock_timeout in any of its attempts.
+var ErrLockNotGranted = errors.New("lock not granted within lock_timeout")

@@ -409,3 +409,86 @@ func TestSetFenceFailsWithoutGuard(t *testing.T) {
 		})
 	}
 }
+
+// TestGuardDDLDoesNotQueueWriters: while a long transaction holds a lock on a sharded
+// table, installing or removing the guard waits for its lock at most lock_timeout per
+// attempt, so a writer queued behind that wait goes through while the long transaction
+// is still open; after its attempts, InstallGuard fails saying what to do, RemoveGuard
+// leaves the trigger and says why. Once the transaction ends, both succeed.
+func TestGuardDDLDoesNotQueueWriters(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, schema)
+	tables := []string{"tenants", "orders"}
+	tests := []struct {
+		name, mode string
+		installed  bool
+		run        func(db *pgx.Conn) (kept string, err error)
+	}{
+		{"install", "ShareRowExclusiveLock", false, func(db *pgx.Conn) (string, error) {
+			return "", InstallGuard(ctx, db, "tenant_id", tables)
+		}},
+		{"remove", "AccessExclusiveLock", true, func(db *pgx.Conn) (string, error) {
+			return RemoveGuard(ctx, db, tables, nil)
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := connect(t, pg.DSNApp())
+			if tt.installed {
+				if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+					t.Fatal(err)
+				}
+			}
+			long := connect(t, pg.DSNApp())
+			tx, err := long.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx) //nolint:errcheck
+			if _, err := tx.Exec(ctx, `INSERT INTO tenants VALUES ($1, 'long')`, 1000+i); err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				kept string
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				kept, err := tt.run(db)
+				done <- result{kept, err}
+			}()
+			waitFor(t, time.Minute, "the guard's DDL to wait for its lock", func() bool {
+				var waiting bool
+				err := long.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted
+					AND relation = 'tenants'::regclass AND mode = $1)`, tt.mode).Scan(&waiting)
+				return err == nil && waiting
+			})
+			// A writer queued behind the DDL's lock request.
+			w := connect(t, pg.DSNApp())
+			if _, err := w.Exec(ctx, `SET statement_timeout = '30s'`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Exec(ctx, `INSERT INTO tenants VALUES ($1, 'writer')`, 2000+i); err != nil {
+				t.Fatalf("a writer queued behind the guard's lock wait, while the long transaction is open: %v", err)
+			}
+			r := <-done
+			if tt.installed {
+				if r.err != nil || !strings.Contains(r.kept, "lock") {
+					t.Fatalf("RemoveGuard under a long transaction = %q, %v; want the guard kept, saying a lock was not granted", r.kept, r.err)
+				}
+				if missing, err := guardMissing(ctx, db, tables); err != nil || len(missing) > 0 {
+					t.Fatalf("guard after a RemoveGuard that gave up: missing on %v (%v)", missing, err)
+				}
+			} else if !errors.Is(r.err, ErrLockNotGranted) || !strings.Contains(r.err.Error(), "tenants") {
+				t.Fatalf("InstallGuard under a long transaction = %v, want ErrLockNotGranted naming tenants", r.err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if kept, err := tt.run(db); err != nil || kept != "" {
+				t.Fatalf("%s once the long transaction ended = %q, %v", tt.name, kept, err)
+			}
+		})
+	}
+}
