@@ -199,3 +199,21 @@ func (s *Store) LeaderOf(ctx context.Context, name string) (string, error) {
 	}
 	return string(resp.Kvs[0].Value), nil
 }
+
+// MigrationLockHolder reports whether a driver holds migration id's lock, and who (the
+// description it wrote; "" for a moment after it took the lock). It only reads: a
+// migration no process holds is one nobody is running.
+func (s *Store) MigrationLockHolder(ctx context.Context, id string) (holder string, held bool, err error) {
+	pfx, err := s.migrationLockPrefix(id)
+	if err != nil {
+		return "", false, err
+	}
+	resp, err := s.cli.Get(ctx, pfx+"/", clientv3.WithFirstCreate()...)
+	if err != nil {
+		return "", false, fmt.Errorf("read the lock of migration %s: %w", id, s.wrapEtcd(err))
+	}
+	if len(resp.Kvs) == 0 {
+		return "", false, nil
+	}
+	return string(resp.Kvs[0].Value), true, nil
+}

@@ -75,11 +75,8 @@ func printStatus(ctx context.Context, store *catalog.Store, w io.Writer, ids []s
 			shown = append(shown, m)
 		}
 	}
+	reports := migrationStatuses(ctx, store, shown)
 	if globals.output == "json" {
-		reports := make([]moveReport, len(shown))
-		for i := range shown {
-			reports[i] = reportOf(&shown[i])
-		}
 		out := map[string]any{"migrations": reports}
 		for _, h := range statusHooks {
 			if err := h(ctx, store, w, true, out); err != nil {
@@ -116,6 +113,7 @@ func printStatus(ctx context.Context, store *catalog.Store, w io.Writer, ids []s
 				fmt.Fprintf(w, "%s: last error: %s\n", m.ID, m.LastError)
 			}
 		}
+		printSlots(w, reports)
 	}
 	for _, h := range statusHooks {
 		if err := h(ctx, store, w, false, nil); err != nil {
