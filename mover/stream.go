@@ -223,6 +223,13 @@ func (r *receiver) run(ctx context.Context) error {
 					skip, cur = false, nil
 					continue
 				}
+				if cur.begin && len(cur.changes) == 0 {
+					// Only a logical message (a fence marker, a nudge): a position for the
+					// applier, not a target transaction the cutover would wait for.
+					r.queue(segment{keepalive: true, walEnd: m.TransactionEndLSN, serverTime: m.CommitTime})
+					cur = nil
+					continue
+				}
 				cur.commit, cur.endLSN, cur.commitTime = true, m.TransactionEndLSN, m.CommitTime
 				r.queue(*cur)
 				cur = nil
