@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -39,16 +42,126 @@ type lockOpts struct{ ttl int }
 // lock is released. etcd rounds very small values up to its minimum TTL.
 func WithTTL(seconds int) LockOption { return func(o *lockOpts) { o.ttl = seconds } }
 
-// Lock is a held lease-based lock. Lost is closed if the lease is lost (etcd unreachable
-// for longer than the TTL): the holder must stop acting on what the lock protects.
+// ErrLockLost: this process held a lock but no longer does (its lease expired or was
+// revoked, or may have: the process could not renew it in time). Another process may hold
+// it now; whatever the lock protected must not be touched any more.
+var ErrLockLost = errors.New("the lock was lost (its lease expired): another process may hold it now; stop and re-run")
+
+// Lock is a held lease-based lock. Lost is closed once the lock may have been lost: the
+// holder must stop acting on what the lock protects.
+//
+// "May have been lost" is decided on this process's own clock as well as by etcd: a
+// process that was paused (SIGSTOP, a VM freeze, a long GC) past its lease does not learn
+// from etcd that it lost the lock until its next round trip, and may act before that. So
+// the lock keeps its own conservative deadline: the send time of the last renewal that
+// etcd acknowledged plus the TTL etcd granted (etcd starts the TTL when it handles the
+// renewal, which is after the send). Past that deadline, minus a margin for clock rate,
+// Err reports ErrLockLost whatever etcd would say.
 type Lock struct {
 	name    string
 	session *concurrency.Session
 	mutex   *concurrency.Mutex
+	token   int64
+
+	mu       sync.Mutex
+	deadline time.Time // the lease is ours until then, by our own clock
+	lost     chan struct{}
+	lostOnce sync.Once
+	stop     context.CancelFunc
 }
 
-// Lost is closed when the lock's lease has expired or been revoked.
-func (l *Lock) Lost() <-chan struct{} { return l.session.Done() }
+// Lost is closed when the lock may have been lost (see Lock).
+func (l *Lock) Lost() <-chan struct{} { return l.lost }
+
+// Err returns nil while the lock is held for certain, and an error wrapping ErrLockLost
+// once it may have been lost. Check it right before an action the lock guards that no
+// etcd compare can guard (a statement on PostgreSQL).
+func (l *Lock) Err() error {
+	select {
+	case <-l.lost:
+		return fmt.Errorf("%s: %w", l.name, ErrLockLost)
+	default:
+	}
+	l.mu.Lock()
+	past := !time.Now().Before(l.deadline)
+	l.mu.Unlock()
+	if past {
+		l.markLost()
+		return fmt.Errorf("%s: %w", l.name, ErrLockLost)
+	}
+	return nil
+}
+
+// Token is a fencing token: the etcd revision at which this holder's lock key was created.
+// Every later holder of the same lock has a greater token, so a resource that remembers the
+// greatest token it has seen can refuse a holder that lost the lock to a newer one.
+func (l *Lock) Token() int64 { return l.token }
+
+// Context returns a context that ends when parent does or when the lock may have been lost.
+func (l *Lock) Context(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	go func() {
+		select {
+		case <-l.lost:
+			cancel(fmt.Errorf("%s: %w", l.name, ErrLockLost))
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(context.Canceled) }
+}
+
+func (l *Lock) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
+
+// margin is how much earlier than the computed lease deadline the lock counts as lost: the
+// local and etcd's clocks may run at slightly different rates.
+func margin(ttl time.Duration) time.Duration { return min(time.Second, ttl/10) }
+
+// renew keeps the lock's own deadline: every third of the TTL it renews the lease once and,
+// on success, moves the deadline to the send time plus the TTL etcd granted. It ends when
+// the lease is gone, the deadline passes, or ctx ends (Unlock).
+func (l *Lock) renew(ctx context.Context, cli *clientv3.Client, ttl time.Duration) {
+	every := max(ttl/3, 100*time.Millisecond)
+	timer := time.NewTimer(l.untilDeadline())
+	defer timer.Stop()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.session.Done():
+			l.markLost()
+			return
+		case <-timer.C:
+			if l.untilDeadline() <= 0 {
+				l.markLost()
+				return
+			}
+			timer.Reset(l.untilDeadline())
+		case <-tick.C:
+			sent := time.Now()
+			rctx, cancel := context.WithTimeout(ctx, every)
+			resp, err := cli.KeepAliveOnce(rctx, l.session.Lease())
+			cancel()
+			switch {
+			case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
+				l.markLost()
+				return
+			case err == nil:
+				l.mu.Lock()
+				l.deadline = sent.Add(time.Duration(resp.TTL)*time.Second - margin(ttl))
+				l.mu.Unlock()
+				timer.Reset(l.untilDeadline())
+			}
+		}
+	}
+}
+
+func (l *Lock) untilDeadline() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(time.Until(l.deadline), 0)
+}
 
 // Key is the etcd key that holds the lock, for compares (IsOwner).
 func (l *Lock) Key() string { return l.mutex.Key() }
@@ -58,6 +171,9 @@ func (l *Lock) IsOwner() clientv3.Cmp { return l.mutex.IsOwner() }
 
 // Unlock releases the lock and its lease.
 func (l *Lock) Unlock(ctx context.Context) error {
+	if l.stop != nil {
+		l.stop()
+	}
 	err := l.mutex.Unlock(ctx)
 	if cerr := l.session.Close(); err == nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
 		err = cerr
@@ -68,19 +184,19 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	return nil
 }
 
-func (s *Store) newSession(opts []LockOption) (*concurrency.Session, error) {
+func (s *Store) newSession(opts []LockOption) (*concurrency.Session, time.Duration, error) {
 	o := lockOpts{ttl: 10}
 	for _, f := range opts {
 		f(&o)
 	}
 	if o.ttl <= 0 {
-		return nil, fmt.Errorf("%w: lock TTL %ds: use a positive number of seconds", ErrInvalid, o.ttl)
+		return nil, 0, fmt.Errorf("%w: lock TTL %ds: use a positive number of seconds", ErrInvalid, o.ttl)
 	}
 	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(o.ttl))
 	if err != nil {
-		return nil, fmt.Errorf("etcd session: %w", s.wrapEtcd(err))
+		return nil, 0, fmt.Errorf("etcd session: %w", s.wrapEtcd(err))
 	}
-	return sess, nil
+	return sess, time.Duration(o.ttl) * time.Second, nil
 }
 
 func (s *Store) migrationLockPrefix(id string) (string, error) {
@@ -112,7 +228,7 @@ func (s *Store) TryLockMigration(ctx context.Context, id string, opts ...LockOpt
 }
 
 func (s *Store) lock(ctx context.Context, name, pfx string, wait bool, opts []LockOption) (*Lock, error) {
-	sess, err := s.newSession(opts)
+	sess, ttl, err := s.newSession(opts)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
@@ -129,14 +245,50 @@ func (s *Store) lock(ctx context.Context, name, pfx string, wait bool, opts []Lo
 		}
 		return nil, fmt.Errorf("lock %s: %w", name, s.wrapEtcd(err))
 	}
+	// The wait for the lock may have lasted longer than the TTL (the session renewed the
+	// lease meanwhile): start the lock's own deadline from a renewal sent now.
+	renewed := time.Now()
+	ka, err := s.cli.KeepAliveOnce(ctx, sess.Lease())
+	if err == nil && ka.TTL <= 0 {
+		err = rpctypes.ErrLeaseNotFound
+	}
+	if err != nil {
+		mu.Unlock(context.WithoutCancel(ctx))
+		sess.Close()
+		return nil, fmt.Errorf("lock %s: renew its lease: %w", name, s.wrapEtcd(err))
+	}
 	// The mutex key's value is empty; write who we are into it (same lease, same create
-	// revision, so the lock order is unchanged) for LockedError and `etcdctl get`.
-	if _, err := s.cli.Txn(ctx).If(mu.IsOwner()).Then(clientv3.OpPut(mu.Key(), s.holder, clientv3.WithLease(sess.Lease()))).Commit(); err != nil {
+	// revision, so the lock order is unchanged) for LockedError and `etcdctl get`, and read
+	// its create revision back: the lock's fencing token.
+	resp, err := s.cli.Txn(ctx).If(mu.IsOwner()).Then(clientv3.OpPut(mu.Key(), s.holder, clientv3.WithLease(sess.Lease())), clientv3.OpGet(mu.Key())).Commit()
+	if err == nil && !resp.Succeeded {
+		err = fmt.Errorf("the lock key %s vanished right after it was taken (lease expired?)", mu.Key())
+	}
+	if err != nil {
 		mu.Unlock(context.WithoutCancel(ctx))
 		sess.Close()
 		return nil, fmt.Errorf("lock %s: %w", name, s.wrapEtcd(err))
 	}
-	return &Lock{name: name, session: sess, mutex: mu}, nil
+	l := &Lock{name: name, session: sess, mutex: mu, lost: make(chan struct{}),
+		deadline: renewed.Add(time.Duration(ka.TTL)*time.Second - margin(ttl))}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		l.token = kvs[0].CreateRevision
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	l.stop = stop
+	go l.renew(rctx, s.cli, ttl)
+	return l, nil
+}
+
+// held reports, by asking etcd, whether l's lock key still exists with l's token: what
+// l.IsOwner compares. A guarded write that failed its compares asks it to tell a lost
+// lock from an ordinary conflict.
+func (s *Store) held(ctx context.Context, l *Lock) (bool, error) {
+	resp, err := s.cli.Get(ctx, l.Key())
+	if err != nil {
+		return false, s.wrapEtcd(err)
+	}
+	return len(resp.Kvs) == 1 && resp.Kvs[0].CreateRevision == l.token, nil
 }
 
 // holderOf reads the value of the oldest key under pfx: the lock holder's description.
@@ -175,7 +327,7 @@ func (s *Store) Campaign(ctx context.Context, name string, opts ...LockOption) (
 	if !ValidName(name) {
 		return nil, fmt.Errorf("%w: election name %q", ErrInvalid, name)
 	}
-	sess, err := s.newSession(opts)
+	sess, _, err := s.newSession(opts)
 	if err != nil {
 		return nil, fmt.Errorf("campaign %s: %w", name, err)
 	}

@@ -119,8 +119,12 @@ const (
 	PhaseFlipped    = "flipped" // commit point passed: target owns the range
 	PhaseCleaningUp = "cleaning_up"
 	PhaseDone       = "done"
-	PhaseRolledBack = "rolled_back"
-	PhaseCancelled  = "cancelled"
+	// PhaseRollingBack: the migration will never flip; its copy, slot, publication and
+	// fences are being removed. It ends in RollbackTo (rolled_back or cancelled). The
+	// journal enters it, by compare-and-swap, before any of that PostgreSQL work starts.
+	PhaseRollingBack = "rolling_back"
+	PhaseRolledBack  = "rolled_back"
+	PhaseCancelled   = "cancelled"
 )
 
 // TableProgress is the copy progress of one table.
@@ -166,10 +170,25 @@ type Migration struct {
 	Created       time.Time                `json:"created"`
 	Updated       time.Time                `json:"updated"`
 	LastError     string                   `json:"last_error,omitempty"`
+	// RollbackTo is the phase a rolling_back migration ends in: rolled_back or cancelled.
+	RollbackTo string `json:"rollback_to,omitempty"`
+	// KeepTarget: the migration rolls back from before its copy, so the range's rows on
+	// the target (if any) are not its own and stay.
+	KeepTarget bool `json:"keep_target,omitempty"`
 
 	// ModRev is the etcd mod revision this record was read at (0: not stored yet). Store
 	// compares it on every write, so two drivers cannot both advance one journal.
 	ModRev int64 `json:"-"`
+}
+
+// Flipped reports whether the migration has passed its commit point: the target owns the
+// range, and it can only go forward to done.
+func (m *Migration) Flipped() bool {
+	switch m.Phase {
+	case PhaseFlipped, PhaseCleaningUp, PhaseDone:
+		return true
+	}
+	return false
 }
 
 // Terminal reports whether the migration will not change any more.

@@ -228,6 +228,7 @@ type write struct {
 	cmps   []clientv3.Cmp
 	ops    []clientv3.Op
 	events []Event
+	locks  []*Lock // held locks the write is guarded by (HeldBy)
 }
 
 func (w *write) put(s *Store, rel string, v any) error {
@@ -260,8 +261,20 @@ func (s *Store) commit(ctx context.Context, w *write) (int64, error) {
 type seqRead struct{ seq, rev int64 }
 
 // commitSeq is commit with the history counter already read (nil: read it here). A
-// stale counter costs one retry, never a wrong history.
+// stale counter costs one retry, never a wrong history. A write guarded by a lock that is
+// gone fails with ErrLockLost rather than ErrConflict.
 func (s *Store) commitSeq(ctx context.Context, w *write, pre *seqRead) (int64, error) {
+	if err := w.checkLocks(); err != nil {
+		return 0, err
+	}
+	rev, err := s.commitTxn(ctx, w, pre)
+	if err != nil {
+		return 0, s.whyConflict(ctx, w, err)
+	}
+	return rev, nil
+}
+
+func (s *Store) commitTxn(ctx context.Context, w *write, pre *seqRead) (int64, error) {
 	if len(w.events) == 0 {
 		if n := max(len(w.ops), len(w.cmps)); n > s.maxTxnOps {
 			return 0, s.tooMany(n)

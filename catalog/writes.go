@@ -188,7 +188,7 @@ func (s *Store) SetShardState(ctx context.Context, st *State, name, state string
 // fenced for a cutover) and writes m with phase frozen, in one transaction that compares
 // the range's and the migration's revisions. The range must be serving, equal m.Range and
 // be owned by m.Source.
-func (s *Store) Freeze(ctx context.Context, st *State, lo int64, m *Migration) error {
+func (s *Store) Freeze(ctx context.Context, st *State, lo int64, m *Migration, opts ...WriteOption) error {
 	i, err := st.rangeIndex(lo)
 	if err != nil {
 		return err
@@ -207,12 +207,12 @@ func (s *Store) Freeze(ctx context.Context, st *State, lo int64, m *Migration) e
 	nr.State, nr.Migration = RangeFrozen, m.ID
 	nm := *m
 	nm.Phase = PhaseFrozen
-	return s.rangeAndMigration(ctx, st, i, nr, &nm, m, Event{Kind: EventRangeState, Range: &r.Range, Shard: r.Shard, From: RangeServing, To: RangeFrozen, Epoch: r.Epoch, Migration: m.ID})
+	return s.rangeAndMigration(ctx, st, i, nr, &nm, m, Event{Kind: EventRangeState, Range: &r.Range, Shard: r.Shard, From: RangeServing, To: RangeFrozen, Epoch: r.Epoch, Migration: m.ID}, opts)
 }
 
 // Unfreeze puts a range frozen by m back to serving (a rollback before the flip), and writes
 // m as given (the caller sets its phase, e.g. rolled_back), in one transaction.
-func (s *Store) Unfreeze(ctx context.Context, st *State, lo int64, m *Migration) error {
+func (s *Store) Unfreeze(ctx context.Context, st *State, lo int64, m *Migration, opts ...WriteOption) error {
 	i, err := st.rangeIndex(lo)
 	if err != nil {
 		return err
@@ -227,13 +227,13 @@ func (s *Store) Unfreeze(ctx context.Context, st *State, lo int64, m *Migration)
 	nr := r
 	nr.State, nr.Migration = RangeServing, ""
 	nm := *m
-	return s.rangeAndMigration(ctx, st, i, nr, &nm, m, Event{Kind: EventRangeState, Range: &r.Range, Shard: r.Shard, From: RangeFrozen, To: RangeServing, Epoch: r.Epoch, Migration: m.ID})
+	return s.rangeAndMigration(ctx, st, i, nr, &nm, m, Event{Kind: EventRangeState, Range: &r.Range, Shard: r.Shard, From: RangeFrozen, To: RangeServing, Epoch: r.Epoch, Migration: m.ID}, opts)
 }
 
 // Flip is the commit point of a cutover: ONE transaction compares the range's and the
 // migration's revisions, then puts the range owned by newShard (serving, epoch+1), the
 // migration in phase flipped, and a history event. The range must be frozen by m.
-func (s *Store) Flip(ctx context.Context, st *State, lo int64, m *Migration, newShard string) error {
+func (s *Store) Flip(ctx context.Context, st *State, lo int64, m *Migration, newShard string, opts ...WriteOption) error {
 	i, err := st.rangeIndex(lo)
 	if err != nil {
 		return err
@@ -258,7 +258,10 @@ func (s *Store) Flip(ctx context.Context, st *State, lo int64, m *Migration, new
 	nm := *m
 	nm.Phase = PhaseFlipped
 	ev := Event{Kind: EventFlip, Range: &r.Range, From: r.Shard, To: newShard, Shard: newShard, Epoch: nr.Epoch, Migration: m.ID}
-	return s.rangeAndMigration(ctx, st, i, nr, &nm, m, ev, clientv3.Compare(clientv3.CreateRevision(s.key(ShardKey(newShard))), "!=", 0))
+	shardExists := func(w *write) {
+		w.cmps = append(w.cmps, clientv3.Compare(clientv3.CreateRevision(s.key(ShardKey(newShard))), "!=", 0))
+	}
+	return s.rangeAndMigration(ctx, st, i, nr, &nm, m, ev, append(opts, shardExists))
 }
 
 func checkMigrationRange(r Range, m *Migration) error {
@@ -276,7 +279,7 @@ func checkMigrationRange(r Range, m *Migration) error {
 
 // rangeAndMigration writes range i and migration nm in one transaction comparing both
 // revisions; on success it updates st and *m.
-func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Range, nm, m *Migration, ev Event, extra ...clientv3.Cmp) error {
+func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Range, nm, m *Migration, ev Event, opts []WriteOption) error {
 	from, seq, err := s.storedPhaseAndSeq(ctx, m)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", ev.Kind, nr.Range, err)
@@ -294,7 +297,7 @@ func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Rang
 	var w write
 	w.cmpRev(s, rk, st.ModRev[rk])
 	w.cmpRev(s, MigrationKey(m.ID), m.ModRev)
-	w.cmps = append(w.cmps, extra...)
+	w.with(opts)
 	if err := w.put(s, rk, nr); err != nil {
 		return err
 	}
@@ -414,12 +417,14 @@ func (s *Store) Split(ctx context.Context, st *State, lo, at int64) error {
 var phaseOrder = map[string]int{
 	PhasePlanned: 0, PhasePreflight: 1, PhaseCopying: 2, PhaseCatchingUp: 3, PhaseFrozen: 4,
 	PhaseVerifying: 5, PhaseFlipped: 6, PhaseCleaningUp: 7, PhaseDone: 8,
-	PhaseRolledBack: 9, PhaseCancelled: 9,
+	PhaseRollingBack: 9, PhaseRolledBack: 10, PhaseCancelled: 10,
 }
 
 // checkPhaseChange enforces the journal's rules: a terminal migration is never written again; once
 // flipped (the commit point) it never goes back before flipped nor rolls back; before
 // that, phases may repeat or go back (a retried cutover) and may end rolled_back/cancelled.
+// A rolling_back migration only ends (rolled_back or cancelled): the decision never to
+// flip, once journaled, is final, so no driver can freeze or flip it again.
 func checkPhaseChange(from, to string) error {
 	if _, ok := phaseOrder[to]; !ok {
 		return fmt.Errorf("%w: migration phase %q is unknown", ErrInvalid, to)
@@ -431,10 +436,16 @@ func checkPhaseChange(from, to string) error {
 	if from == "" || from == to {
 		return nil
 	}
+	if from == PhaseRollingBack {
+		if to != PhaseRolledBack && to != PhaseCancelled {
+			return fmt.Errorf("%w: migration is rolling back and cannot move to %s: re-run it (or `reshard cancel`) to finish the rollback", ErrInvalid, to)
+		}
+		return nil
+	}
 	if phaseOrder[from] >= phaseOrder[PhaseFlipped] && phaseOrder[to] < phaseOrder[from] {
 		return fmt.Errorf("%w: migration passed its commit point (%s) and cannot move to %s: finish it with `reshard cleanup`", ErrInvalid, from, to)
 	}
-	if phaseOrder[from] >= phaseOrder[PhaseFlipped] && (to == PhaseRolledBack || to == PhaseCancelled) {
+	if phaseOrder[from] >= phaseOrder[PhaseFlipped] && (to == PhaseRollingBack || to == PhaseRolledBack || to == PhaseCancelled) {
 		return fmt.Errorf("%w: migration passed its commit point (%s) and cannot be %s: finish it with `reshard cleanup`", ErrInvalid, from, to)
 	}
 	return nil
@@ -463,8 +474,8 @@ func ValidateMigration(m *Migration) error {
 // PutMigration creates (m.ModRev == 0: ErrExists if the id is taken) or updates (compare
 // m.ModRev: ErrConflict if another driver wrote it since) a migration journal. A phase
 // change is appended to the history in the same transaction. On success m.ModRev is the
-// new revision.
-func (s *Store) PutMigration(ctx context.Context, m *Migration) error {
+// new revision. A driver passes HeldBy(its lock) so a write of a lock it lost fails.
+func (s *Store) PutMigration(ctx context.Context, m *Migration, opts ...WriteOption) error {
 	if err := ValidateMigration(m); err != nil {
 		return err
 	}
@@ -483,6 +494,7 @@ func (s *Store) PutMigration(ctx context.Context, m *Migration) error {
 	nm.Updated = now
 	var w write
 	w.cmpRev(s, MigrationKey(m.ID), m.ModRev)
+	w.with(opts)
 	if m.ModRev == 0 {
 		w.cmps = append(w.cmps, clientv3.Compare(clientv3.CreateRevision(s.key(keyConfig)), "!=", 0))
 	}

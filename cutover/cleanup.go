@@ -15,6 +15,9 @@ type DeleteOptions struct {
 	BatchRows int           // rows per DELETE; default 5000
 	Pause     time.Duration // sleep between batches, to leave room for the live load
 	Progress  func(table string, deleted int64)
+	// Check, if set, is called before each batch; an error stops the deletion (the
+	// executor's: the driver may have lost its migration lock).
+	Check func() error
 }
 
 // Conn is a connection that can run a transaction.
@@ -38,6 +41,11 @@ func DeleteRange(ctx context.Context, db Conn, key string, tables []string, r ca
 		qt := pgx.Identifier{t}.Sanitize()
 		sql := batchDeleteSQL(qt, r.SQL(k), opts.BatchRows)
 		for {
+			if opts.Check != nil {
+				if err := opts.Check(); err != nil {
+					return out, err
+				}
+			}
 			n, err := deleteBatch(ctx, db, sql)
 			if err != nil {
 				return out, fmt.Errorf("cutover: delete %s rows of %s: %w", r, t, err)

@@ -59,7 +59,7 @@ func TestCleanupKeepsOtherTenantsOfPartitionedTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := catalog.NewRange(1, 2)
-	if err := SetFence(ctx, db, "m1", r, tables); err != nil {
+	if err := SetFence(ctx, db, "m1", r, tables, 1); err != nil {
 		t.Fatal(err)
 	}
 	for _, batch := range []int{7, 128, 5000} {

@@ -18,10 +18,10 @@ import (
 type Catalog interface {
 	Load(ctx context.Context) (*catalog.State, error)
 	GetMigration(ctx context.Context, id string) (*catalog.Migration, error)
-	PutMigration(ctx context.Context, m *catalog.Migration) error
-	Freeze(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration) error
-	Unfreeze(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration) error
-	Flip(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, newShard string) error
+	PutMigration(ctx context.Context, m *catalog.Migration, opts ...catalog.WriteOption) error
+	Freeze(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, opts ...catalog.WriteOption) error
+	Unfreeze(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, opts ...catalog.WriteOption) error
+	Flip(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, newShard string, opts ...catalog.WriteOption) error
 }
 
 // Replicator is what a cutover needs of the mover that keeps the target caught up.
@@ -29,7 +29,19 @@ type Replicator interface {
 	WaitApplied(ctx context.Context, lsn pglogrepl.LSN) error
 	Stop(ctx context.Context) error
 	DropReplication(ctx context.Context) error
-	Cancel(ctx context.Context) error
+	// Remove drops slot, publication and progress row and, with targetRows, the range's
+	// rows on the target; it is called only once the journal says the migration will
+	// never flip.
+	Remove(ctx context.Context, targetRows bool) error
+}
+
+// Lease is a driver's hold on its migration (*catalog.Lock implements it).
+type Lease interface {
+	// Err is non-nil once the lease may have been lost: checked right before each
+	// statement on PostgreSQL that no etcd compare can guard.
+	Err() error
+	// Token is the driver's fencing token, written into the fence rows it sets.
+	Token() int64
 }
 
 // Options tune a cutover.
@@ -51,7 +63,7 @@ type Options struct {
 	// not the hashing, is most of a statement's time, and the waits overlap.
 	VerifyConns int
 	// AfterStep, if set, is called after each step of the window with its name (freeze,
-	// fence, drain, catch up, verify, sequences, tombstones, flip), in that order, from
+	// fence, drain, catch up, verify, sequences, flip, open), in that order, from
 	// Run's goroutine, then after "stop apply", which ends after the flip. The fault tests
 	// use it to kill the driver at a chosen point.
 	AfterStep func(step string)
@@ -74,6 +86,7 @@ func (o *Options) defaults() {
 
 // Env is everything one cutover works on.
 type Env struct {
+	// Catalog takes the migration's writes; the executor's compares its lock in each.
 	Catalog Catalog
 	Mover   Replicator
 	Source  Conn // reshard's control connection to the source shard
@@ -81,11 +94,32 @@ type Env struct {
 	Key     string
 	Tables  []string
 	Log     *slog.Logger // nil: no log
+	// Lease is the driver's lock on the migration; nil (tests that run a cutover
+	// directly) checks nothing and writes token 0.
+	Lease Lease
+}
+
+// mayWrite is checked right before a statement that changes a shard on the migration's
+// behalf: a driver whose lock may have been lost must not act on what it read before.
+func (env Env) mayWrite() error {
+	if env.Lease == nil {
+		return nil
+	}
+	return env.Lease.Err()
+}
+
+func (env Env) token() int64 {
+	if env.Lease == nil {
+		return 0
+	}
+	return env.Lease.Token()
 }
 
 // Result is what a finished cutover reports.
 type Result struct {
-	Window     time.Duration // frozen -> flipped: the range's write-unavailability window
+	// Window is frozen -> flipped and open on the target: the range's write-unavailability
+	// window as a client sees it.
+	Window     time.Duration
 	FenceLSN   pglogrepl.LSN
 	Rows       int64 // rows verified
 	Stragglers []Straggler
@@ -145,10 +179,6 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		srcMore, dstMore = more.src, more.dst
 	}
 	warmUp(ctx, env, srcMore, dstMore, cols, m.Range)
-	tombs, err := FencesOverlap(ctx, env.Target, m.Range)
-	if err != nil {
-		return res, fmt.Errorf("cutover %s: target: %w", m.ID, err)
-	}
 	if res.CatchupBefore, err = catchUpBefore(ctx, env, m.ID, opts.CatchupTimeout); err != nil {
 		return res, fmt.Errorf("cutover %s: %w", m.ID, err)
 	}
@@ -188,7 +218,10 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		return res, cause
 	}
 	// 2. Fence.
-	if err := SetFence(ctx, env.Source, m.ID, m.Range, env.Tables); err != nil {
+	if err := env.mayWrite(); err != nil {
+		return fail("fence", err)
+	}
+	if err := SetFence(ctx, env.Source, m.ID, m.Range, env.Tables, env.token()); err != nil {
 		return fail("fence", err)
 	}
 	mark("fence")
@@ -288,22 +321,24 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 	}
 	// 6. Sequences (done above, during the catch-up).
 	step("sequences", seqs.took)
-	// A range moving back to a shard it once left finds a tombstone there: lift it for
-	// the range's keys, so writes land once the flip sends them here.
-	if tombs {
-		if err := ClearTombstones(ctx, env.Target, m.Range); err != nil {
-			return fail("tombstones", err)
-		}
-	}
-	mark("tombstones")
+	lap = opts.Now()
 	// 7. Flip.
-	window := opts.Now().Sub(start)
-	m.Timings.CutoverWindow = window.Seconds()
+	m.Timings.CutoverWindow = opts.Now().Sub(start).Seconds()
 	if err := env.Catalog.Flip(ctx, flipState, m.Range.Lo, m, m.Target); err != nil {
-		return res, flipFailed(ctx, env, m, err)
+		if err := flipFailed(ctx, env, m, err); err != nil {
+			return res, err
+		}
+		// It did commit; only its answer was lost.
 	}
 	mark("flip")
+	// 8a. The target takes writes for the range from now on: its incoming fence and any
+	// tombstone for the range's keys go. A failure here is not the cutover's (it has
+	// flipped): the caller's cleanup opens the range again first thing.
+	if err := OpenRange(ctx, env.Target, m.ID, m.Range); err == nil {
+		mark("open")
+	}
 	res.Window = opts.Now().Sub(start)
+	m.Timings.CutoverWindow = res.Window.Seconds()
 	// The range is the target's now; whether the apply stopped cleanly changes nothing
 	// there (the caller's DropReplication halts it again before any delete).
 	_ = env.Mover.Stop(ctx)
@@ -405,51 +440,75 @@ func catchUpBefore(ctx context.Context, env Env, id string, bound time.Duration)
 }
 
 // flipFailed decides what a failed flip means. If the journal says flipped, the flip did
-// commit (its response was lost). If it says not flipped, roll back. If etcd cannot say,
-// leave everything as it is: the fence keeps the range safe until a re-run.
+// commit (its response was lost). If not, the cutover is undone, and the undo moves the
+// journal by compare-and-swap before it drops the fence: should the flip still be in
+// flight, exactly one of the two commits, and the fence goes only if the undo did. If etcd
+// cannot say, or this driver lost its lock, everything stays as it is: the fence keeps the
+// range safe until a re-run (or the driver that holds the lock now) decides.
 func flipFailed(ctx context.Context, env Env, m *catalog.Migration, ferr error) error {
 	rctx := context.WithoutCancel(ctx)
+	cause := fmt.Errorf("cutover %s: flip: %w", m.ID, ferr)
+	if errors.Is(ferr, catalog.ErrLockLost) {
+		return fmt.Errorf("%w; the range stays fenced on %s for the driver that holds the lock now", cause, m.Source)
+	}
 	for attempt := 0; attempt < 5; attempt++ {
 		cur, err := env.Catalog.GetMigration(rctx, m.ID)
-		if err == nil {
-			if cur.Phase == catalog.PhaseFlipped || cur.Phase == catalog.PhaseCleaningUp || cur.Phase == catalog.PhaseDone {
-				*m = *cur
-				return nil
-			}
+		if err == nil && cur.Flipped() {
 			*m = *cur
-			cause := fmt.Errorf("cutover %s: flip: %w", m.ID, ferr)
-			if uerr := Undo(rctx, env, m); uerr != nil {
+			return nil
+		}
+		if err == nil {
+			*m = *cur
+			uerr := Undo(rctx, env, m)
+			switch {
+			case uerr == nil:
+				return cause
+			case errors.Is(uerr, catalog.ErrConflict):
+				// The journal moved since it was read: the flip may have landed. Read again.
+			default:
 				return fmt.Errorf("%w; undoing the cutover failed too, the range stays fenced (re-run to finish or roll back): %v", cause, uerr)
 			}
-			return cause
 		}
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 	}
 	return fmt.Errorf("cutover %s: %w: %v; the range stays fenced on %s: re-run the migration to finish or roll back", m.ID, ErrAmbiguous, ferr, m.Source)
 }
 
-// Undo reverses steps 1-2 of a cutover that has not flipped: the fence is removed and
-// the range serves again from the source, with the migration back to catching up. It
-// is idempotent; the journal's revision compare in Flip guarantees the flip did not
-// happen when the journal says frozen or verifying.
+// Undo reverses steps 1-2 of a cutover that has not flipped: the range serves again from
+// the source, with the migration back to catching up, and the fence is removed. The
+// journal moves first, by compare-and-swap (and, in the executor, only while the driver
+// holds the migration's lock); only then is the fence dropped. So a flip still in flight
+// can never commit after the fence went, and a driver that lost its lock drops nothing.
+// It is idempotent.
 func Undo(ctx context.Context, env Env, m *catalog.Migration) error {
 	cur, err := env.Catalog.GetMigration(ctx, m.ID)
 	if err != nil {
 		return err
 	}
 	*m = *cur
-	switch m.Phase {
-	case catalog.PhaseFlipped, catalog.PhaseCleaningUp, catalog.PhaseDone:
+	switch {
+	case m.Flipped():
 		return fmt.Errorf("migration %s has flipped: its cutover cannot be undone", m.ID)
-	}
-	if err := DropFence(ctx, env.Source, m.ID); err != nil {
-		return err
+	case m.Phase == catalog.PhaseRollingBack || m.Terminal():
+		return fmt.Errorf("migration %s is %s: its cutover cannot be undone, only its rollback finished", m.ID, m.Phase)
 	}
 	st, err := env.Catalog.Load(ctx)
 	if err != nil {
 		return err
 	}
 	m.Phase = catalog.PhaseCatchingUp
+	if err := unfreezeOrPut(ctx, env, st, m); err != nil {
+		return err
+	}
+	if err := env.mayWrite(); err != nil {
+		return err
+	}
+	return DropFence(ctx, env.Source, m.ID, env.token())
+}
+
+// unfreezeOrPut writes m: with the range back to serving if m froze it, in one
+// transaction; as a plain journal write otherwise.
+func unfreezeOrPut(ctx context.Context, env Env, st *catalog.State, m *catalog.Migration) error {
 	if i := rangeOf(st, m.Range.Lo); i >= 0 && st.Ranges[i].State == catalog.RangeFrozen && st.Ranges[i].Migration == m.ID {
 		return env.Catalog.Unfreeze(ctx, st, m.Range.Lo, m)
 	}
@@ -463,49 +522,84 @@ func Rollback(ctx context.Context, env Env, m *catalog.Migration, cause error) e
 	return rollback(ctx, env, m, cause, catalog.PhaseRolledBack)
 }
 
-// rollback ends the migration in phase (rolled_back, or cancelled by the operator).
+// rollback ends the migration in phase (rolled_back, or cancelled by the operator), in
+// three steps:
+//
+//  1. The journal goes to rolling_back (and the range back to serving if the migration
+//     froze it) in one compare-and-swap. From then on no driver can freeze or flip it,
+//     so nothing on either shard is still needed; before it, nothing is touched. A
+//     journal already rolling_back (an earlier rollback that stopped) skips this step.
+//  2. PostgreSQL: this driver's token goes into the target's fence row; the source's
+//     fence goes; slot, publication and the target's copy go (deleted only while the
+//     target's fence row carries this driver's token); then the target's fence goes.
+//  3. The journal takes its final phase.
 func rollback(ctx context.Context, env Env, m *catalog.Migration, cause error, phase string) error {
 	cur, err := env.Catalog.GetMigration(ctx, m.ID)
 	if err != nil {
 		return err
 	}
 	*m = *cur
-	switch m.Phase {
-	case catalog.PhaseFlipped, catalog.PhaseCleaningUp, catalog.PhaseDone:
+	switch {
+	case m.Flipped():
 		return fmt.Errorf("migration %s has flipped: it cannot be rolled back (finish it with `reshard cleanup %s`)", m.ID, m.ID)
+	case m.Terminal():
+		return nil
+	}
+	if err := beginRollback(ctx, env, m, cause, phase); err != nil {
+		return err
+	}
+	if err := env.mayWrite(); err != nil {
+		return err
+	}
+	// The target's copy is deleted only under this driver's token: write it there first
+	// (a driver that lost its lock to this one deletes nothing from then on).
+	if err := ClaimFence(ctx, env.Target, m.ID, m.Range, env.token()); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if err := DropFence(ctx, env.Source, m.ID, env.token()); err != nil {
+		return err
 	}
 	if env.Mover != nil {
-		if err := env.Mover.Cancel(ctx); err != nil {
-			return fmt.Errorf("cancel the copy: %w", err)
+		if err := env.Mover.Remove(ctx, !m.KeepTarget); err != nil {
+			return fmt.Errorf("remove the copy: %w", err)
 		}
-		// The mover journals its cancel: continue from the record it wrote.
-		if cur, err = env.Catalog.GetMigration(ctx, m.ID); err != nil {
-			return err
-		}
-		*m = *cur
 	}
-	if err := DropFence(ctx, env.Source, m.ID); err != nil {
+	if err := env.mayWrite(); err != nil {
 		return err
 	}
-	st, err := env.Catalog.Load(ctx)
-	if err != nil {
+	if err := DropFence(ctx, env.Target, m.ID, env.token()); err != nil {
 		return err
 	}
-	m.Phase = phase
-	if cause != nil {
-		m.LastError = cause.Error()
-	}
-	if i := rangeOf(st, m.Range.Lo); i >= 0 && st.Ranges[i].State == catalog.RangeFrozen && st.Ranges[i].Migration == m.ID {
-		err = env.Catalog.Unfreeze(ctx, st, m.Range.Lo, m)
-	} else {
-		err = env.Catalog.PutMigration(ctx, m)
-	}
-	if err != nil {
+	m.Phase = m.RollbackTo
+	if err := env.Catalog.PutMigration(ctx, m); err != nil {
 		return err
 	}
 	// Last, once the migration has ended: its shards' guards, unless still needed there.
 	releaseGuards(ctx, env, m)
 	return nil
+}
+
+// beginRollback is step 1 of rollback.
+func beginRollback(ctx context.Context, env Env, m *catalog.Migration, cause error, phase string) error {
+	if m.Phase == catalog.PhaseRollingBack {
+		if phase == catalog.PhaseCancelled && m.RollbackTo != phase {
+			m.RollbackTo = phase // the operator's cancel names the outcome
+			return env.Catalog.PutMigration(ctx, m)
+		}
+		return nil
+	}
+	st, err := env.Catalog.Load(ctx)
+	if err != nil {
+		return err
+	}
+	// A migration that never got to copy wrote nothing on the target: rows of the range
+	// there are someone else's (preflight refused them).
+	m.KeepTarget = m.Phase == catalog.PhasePlanned || m.Phase == catalog.PhasePreflight
+	m.Phase, m.RollbackTo = catalog.PhaseRollingBack, phase
+	if cause != nil {
+		m.LastError = cause.Error()
+	}
+	return unfreezeOrPut(ctx, env, st, m)
 }
 
 func rangeOf(st *catalog.State, lo int64) int {

@@ -60,7 +60,7 @@ func TestDrainWaitsForBackgroundWorkers(t *testing.T) {
 			WHERE backend_type = 'logical replication worker' AND xact_start IS NOT NULL AND wait_event_type = 'Lock'`).Scan(&worker)
 		return err == nil
 	})
-	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), []string{"tenants", "orders"}); err != nil {
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), []string{"tenants", "orders"}, 1); err != nil {
 		t.Fatal(err)
 	}
 	at, err := fenceTime(ctx, db)
@@ -136,7 +136,7 @@ func TestDrainWaitsForTransactionsOfUnknownStart(t *testing.T) {
 	if state != "disabled" || start != nil {
 		t.Fatalf("pg_stat_activity shows the untracked transaction as %q since %v; the test expects 'disabled' and NULL", state, start)
 	}
-	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), []string{"tenants"}); err != nil {
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), []string{"tenants"}, 1); err != nil {
 		t.Fatal(err)
 	}
 	at, err := fenceTime(ctx, db)

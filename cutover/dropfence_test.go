@@ -32,11 +32,11 @@ func TestDropFenceMatchesIDExactly(t *testing.T) {
 	for _, tt := range tests {
 		pg.Exec(ctx, `TRUNCATE reshard.fence`)
 		for i, id := range all {
-			if err := SetFence(ctx, db, id, catalog.NewRange(int64(i*10), int64(i*10+10)), []string{"tenants"}); err != nil {
+			if err := SetFence(ctx, db, id, catalog.NewRange(int64(i*10), int64(i*10+10)), []string{"tenants"}, 1); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := DropFence(ctx, db, tt.drop); err != nil {
+		if err := DropFence(ctx, db, tt.drop, 1); err != nil {
 			t.Fatalf("DropFence(%s): %v", tt.drop, err)
 		}
 		rows, err := db.Query(ctx, `SELECT migration FROM reshard.fence ORDER BY migration COLLATE "C"`)

@@ -23,16 +23,23 @@ type Mover interface {
 }
 
 // MoverFactory builds the mover of migration m between two shards' connection strings,
-// checkpointing into j.
-type MoverFactory func(m *catalog.Migration, sourceDSN, targetDSN string, j *Journal) (Mover, error)
+// checkpointing into j, for the driver with fencing token token (see mover.Config.Token).
+type MoverFactory func(m *catalog.Migration, sourceDSN, targetDSN string, j *Journal, token int64) (Mover, error)
 
 // Executor runs migrations end to end: mover, cutover, cleanup, each step journaled in
 // the catalog so that a re-run after a crash at any point finishes or rolls back.
+//
+// A driver acts on a migration only while it holds the migration's lease lock: every
+// journal and catalog write of the migration compares the lock (catalog.HeldBy), the work
+// stops when the lock may have been lost (its context ends), each statement that changes
+// a shard on the migration's behalf is preceded by a check of the lock, and the fence
+// rows it writes carry the lock's fencing token, so a driver that was paused past its
+// lease cannot undo what the driver that took over did.
 type Executor struct {
 	Catalog  Catalog
 	NewMover MoverFactory
-	// Lock takes the migration's lease lock; nil means the caller holds it.
-	Lock func(ctx context.Context, id string) (unlock func(), err error)
+	// Lock takes the migration's lease lock, without waiting (required).
+	Lock func(ctx context.Context, id string) (*catalog.Lock, error)
 	// DSN resolves a shard's connection string (dsn or dsn_env).
 	DSN     func(catalog.Shard) (string, error)
 	Options ExecOptions
@@ -104,6 +111,10 @@ func Carve(ctx context.Context, cat Catalog, sp Splitter, r catalog.KeyRange) (*
 // ErrNothingToDo is returned for a move of a range to the shard that already owns it.
 var ErrNothingToDo = errors.New("the range is already on that shard")
 
+// ErrRolledBack is returned for a migration that ended (or ends now) rolled back or
+// cancelled: nothing moved.
+var ErrRolledBack = errors.New("the migration was rolled back: nothing moved")
+
 func (e *Executor) log() *slog.Logger {
 	if e.Log != nil {
 		return e.Log
@@ -112,88 +123,155 @@ func (e *Executor) log() *slog.Logger {
 }
 
 // Move creates (or resumes, for an existing id) the migration of req.Range to req.Target
-// and runs it to the end. The range must be exactly one catalog range; see SplitFor.
+// and runs it to the end. The range must be exactly one catalog range; see Carve. The
+// migration's lock is taken before its journal is created.
 func (e *Executor) Move(ctx context.Context, req MoveRequest) (*catalog.Migration, error) {
-	m, err := e.Catalog.GetMigration(ctx, req.ID)
-	switch {
-	case errors.Is(err, catalog.ErrNotFound):
-		st, err := e.Catalog.Load(ctx)
-		if err != nil {
-			return nil, err
-		}
-		i := rangeOf(st, req.Range.Lo)
-		if i < 0 || !st.Ranges[i].Range.Equal(req.Range) {
-			return nil, fmt.Errorf("move %s: no catalog range is exactly %s (split it first: reshard split)", req.ID, req.Range)
-		}
-		r := st.Ranges[i]
-		if r.Shard == req.Target {
-			return nil, fmt.Errorf("move %s: range %s is on %s: %w", req.ID, r.Range, r.Shard, ErrNothingToDo)
-		}
-		if _, ok := st.Shards[req.Target]; !ok {
-			return nil, fmt.Errorf("move %s: unknown target shard %q (see reshard shard list)", req.ID, req.Target)
-		}
-		m = &catalog.Migration{ID: req.ID, Kind: catalog.KindMove, Range: r.Range, Source: r.Shard, Target: req.Target,
-			Phase: catalog.PhasePlanned, Plan: req.Plan}
-		if err := e.Catalog.PutMigration(ctx, m); err != nil {
-			return nil, err
-		}
-	case err != nil:
+	ss, err := e.open(ctx, req.ID, func(ctx context.Context, cat Catalog) (*catalog.Migration, error) {
+		return create(ctx, cat, req)
+	})
+	if err != nil {
+		return ss.migration(), err
+	}
+	defer ss.close()
+	return e.drive(ss)
+}
+
+// create writes the journal of a new migration, after checking the request against the
+// catalog: the range is exactly one catalog range, on another shard than the target, and
+// no unfinished migration overlaps it (a move back before the first one's cleanup would
+// let that cleanup delete rows of the range from its new owner).
+func create(ctx context.Context, cat Catalog, req MoveRequest) (*catalog.Migration, error) {
+	st, err := cat.Load(ctx)
+	if err != nil {
 		return nil, err
 	}
-	return e.Resume(ctx, m.ID)
+	i := rangeOf(st, req.Range.Lo)
+	if i < 0 || !st.Ranges[i].Range.Equal(req.Range) {
+		return nil, fmt.Errorf("move %s: no catalog range is exactly %s (split it first: reshard split)", req.ID, req.Range)
+	}
+	r := st.Ranges[i]
+	if r.Shard == req.Target {
+		return nil, fmt.Errorf("move %s: range %s is on %s: %w", req.ID, r.Range, r.Shard, ErrNothingToDo)
+	}
+	if _, ok := st.Shards[req.Target]; !ok {
+		return nil, fmt.Errorf("move %s: unknown target shard %q (see reshard shard list)", req.ID, req.Target)
+	}
+	for _, o := range st.Migrations {
+		if !o.Terminal() && o.Range.Overlaps(r.Range) {
+			return nil, fmt.Errorf("move %s: migration %s (%s, %s) of range %s is not finished: finish it first (re-run it, `reshard cleanup %s` or `reshard cancel %s`)",
+				req.ID, o.ID, o.Phase, o.Source+" -> "+o.Target, o.Range, o.ID, o.ID)
+		}
+	}
+	m := &catalog.Migration{ID: req.ID, Kind: catalog.KindMove, Range: r.Range, Source: r.Shard, Target: req.Target,
+		Phase: catalog.PhasePlanned, Plan: req.Plan}
+	if err := cat.PutMigration(ctx, m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Resume drives migration id from wherever its journal says it is.
 func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, error) {
-	ss, err := e.open(ctx, id)
+	ss, err := e.open(ctx, id, nil)
 	if err != nil {
 		return ss.migration(), err
 	}
-	defer ss.close(ctx)
-	if ss.m.Terminal() {
-		return ss.m, nil
-	}
-	m, env, srcDSN, dstDSN := ss.m, &ss.env, ss.srcDSN, ss.dstDSN
-	switch m.Phase {
-	case catalog.PhaseFlipped, catalog.PhaseCleaningUp:
-		return m, e.finish(ctx, *env, m, srcDSN, dstDSN)
-	case catalog.PhaseFrozen, catalog.PhaseVerifying:
+	defer ss.close()
+	return e.drive(ss)
+}
+
+// drive runs an open migration to its end.
+func (e *Executor) drive(ss *session) (*catalog.Migration, error) {
+	ctx, m, env := ss.ctx, ss.m, &ss.env
+	switch {
+	case m.Phase == catalog.PhaseDone:
+		return m, nil
+	case m.Terminal():
+		return m, fmt.Errorf("migration %s %w (%s): %s; start a new one", m.ID, ErrRolledBack, m.Phase, orNone(m.LastError))
+	case m.Phase == catalog.PhaseRollingBack:
+		// A rollback stopped half way: finish it.
+		err := rollback(ctx, *env, m, nil, m.RollbackTo)
+		return m, errors.Join(fmt.Errorf("migration %s %w: %s", m.ID, ErrRolledBack, orNone(m.LastError)), err)
+	case m.Flipped():
+		return m, e.finish(ss)
+	case m.Phase == catalog.PhaseFrozen || m.Phase == catalog.PhaseVerifying:
 		// A driver died mid-cutover, before the flip: undo the cutover (not the copy)
 		// and go again. The journal's revision compare in Flip made sure it did not flip.
 		if err := Undo(ctx, *env, m); err != nil {
 			return m, err
 		}
 	}
+	if err := e.copyAndCutover(ss); err != nil {
+		return ss.m, ss.interrupted(err)
+	}
+	return ss.m, e.finish(ss)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no error recorded"
+	}
+	return s
+}
+
+// guard installs the fence trigger on both shards before anything is copied, so the
+// cutover takes no DDL lock, and fences the range on the target with this driver's token:
+// until the flip, the target refuses client writes to the incoming range (reshard's own
+// sessions pass), so no write a misrouted client made there can be lost to a rollback.
+func (e *Executor) guard(ss *session) error {
+	ctx, m, env := ss.ctx, ss.m, ss.env
+	if err := InstallGuard(ctx, env.Source, env.Key, env.Tables); err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	if err := InstallGuard(ctx, env.Target, env.Key, env.Tables); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if err := env.mayWrite(); err != nil {
+		return err
+	}
+	if err := SetFence(ctx, env.Target, m.ID, m.Range, env.Tables, env.token()); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	return nil
+}
+
+// copyAndCutover runs the mover and the cutover, retrying a cutover undone for a transient
+// reason, and rolls the migration back on any other failure. On success ss.m is flipped.
+func (e *Executor) copyAndCutover(ss *session) error {
+	ctx, env := ss.ctx, &ss.env
+	m := ss.m
 	attempts := e.Options.CutoverRetries + 1
 	for attempt := 1; ; attempt++ {
-		// The fence guard goes in before anything is copied, so the cutover takes no DDL
-		// lock; again before each retry, in case it was removed meanwhile (SetFence checks
-		// it; a cleanup of another migration may race this one's start).
-		if err := InstallGuard(ctx, env.Source, env.Key, env.Tables); err != nil {
-			return m, err
+		// Again before each retry, in case the guard was removed meanwhile (SetFence
+		// checks it; a cleanup of another migration may race this one's start).
+		if err := e.guard(ss); err != nil {
+			return err
 		}
-		j := NewJournal(e.Catalog, m)
-		mv, err := e.NewMover(m, srcDSN, dstDSN, j)
+		j := NewJournal(env.Catalog, m)
+		mv, err := e.NewMover(m, ss.srcDSN, ss.dstDSN, j, env.token())
 		if err != nil {
-			return m, err
+			return err
 		}
 		env.Mover = mv
 		copyStart := time.Now()
 		if err := mv.Start(ctx); err != nil {
-			return j.Seal(), fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", m.ID, err, m.ID)
+			ss.m = j.Seal()
+			return ss.interrupted(fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", m.ID, err, m.ID))
 		}
 		if err := e.waitLag(ctx, mv); err != nil {
 			_ = mv.Stop(context.WithoutCancel(ctx))
-			return j.Seal(), fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", m.ID, err, m.ID)
+			ss.m = j.Seal()
+			return ss.interrupted(fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", m.ID, err, m.ID))
 		}
 		if e.Options.BeforeCutover != nil {
 			e.Options.BeforeCutover()
 		}
 		m = j.Seal()
+		ss.m = m
 		// The control connections may have died with a source or target restart during
 		// the catch-up: the cutover needs them alive.
-		if err := e.reconnect(ctx, env, srcDSN, dstDSN); err != nil {
-			return m, err
+		if err := e.reconnect(ctx, m.ID, env, ss.srcDSN, ss.dstDSN); err != nil {
+			return err
 		}
 		if m.Timings.Catchup == 0 {
 			m.Timings.Catchup = time.Since(copyStart).Seconds() - m.Timings.Copy
@@ -202,11 +280,14 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 		res, err := Run(ctx, *env, m, e.Options.Cutover)
 		if err == nil {
 			e.log().Info("flipped", "migration", m.ID, "window", res.Window, "steps", fmtSteps(res.Steps))
-			break
+			return nil
 		}
 		// The catch-up may still run (a cutover that failed before it stopped apply): stop
 		// it, so a retry's mover can take the slot and nothing writes the target meanwhile.
 		_ = mv.Stop(context.WithoutCancel(ctx))
+		if ierr := ss.interrupted(err); ierr != err {
+			return ierr
+		}
 		if attempt < attempts && retryable(err) && ctx.Err() == nil {
 			// The cutover was undone but the copy kept: catch up again and retry.
 			e.log().Warn("cutover undone, retrying", "migration", m.ID, "attempt", attempt, "err", err)
@@ -214,12 +295,25 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 		}
 		rctx := context.WithoutCancel(ctx)
 		if rerr := Rollback(rctx, *env, m, err); rerr != nil {
-			return m, fmt.Errorf("%w; rolling back failed too (re-run or reshard cancel %s): %v", err, m.ID, rerr)
+			return fmt.Errorf("%w; rolling back failed too (re-run or reshard cancel %s): %v", err, m.ID, rerr)
 		}
-		return m, fmt.Errorf("%w (rolled back: the range serves from %s)", err, m.Source)
+		return fmt.Errorf("%w (rolled back: the range serves from %s)", err, m.Source)
 	}
-	return m, e.finish(ctx, *env, m, srcDSN, dstDSN)
 }
+
+// interrupted says so when err comes of the driver's lock being lost: the driver stops
+// there, leaving everything to the process that holds the lock now.
+func (ss *session) interrupted(err error) error {
+	if err == nil || errors.Is(err, errInterrupted) {
+		return err
+	}
+	if cause := context.Cause(ss.ctx); errors.Is(cause, catalog.ErrLockLost) || errors.Is(err, catalog.ErrLockLost) {
+		return fmt.Errorf("migration %s: %w; the process that holds it now (or a re-run) carries on: %w", ss.m.ID, errInterrupted, errors.Join(err, cause))
+	}
+	return err
+}
+
+var errInterrupted = errors.New("this driver lost the migration's lock and stopped")
 
 func retryable(err error) bool {
 	return errors.Is(err, ErrStragglers) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrGuardMissing)
@@ -246,15 +340,23 @@ func (e *Executor) waitLag(ctx context.Context, mv Mover) error {
 	}
 }
 
-// finish is step 8: tombstone the fence, drop slot and publication, delete the range's
-// rows from the source (unless CleanupLater), and mark the migration done.
-func (e *Executor) finish(ctx context.Context, env Env, m *catalog.Migration, srcDSN, dstDSN string) error {
+// finish is step 8: open the range on the target (again: idempotent), tombstone the fence
+// on the source, drop slot and publication, delete the range's rows from the source
+// (unless CleanupLater), and mark the migration done.
+func (e *Executor) finish(ss *session) error {
+	ctx, env, m := ss.ctx, ss.env, ss.m
 	start := time.Now()
-	if err := MarkTombstone(ctx, env.Source, m.ID); err != nil {
+	if err := env.mayWrite(); err != nil {
+		return ss.interrupted(err)
+	}
+	if err := OpenRange(ctx, env.Target, m.ID, m.Range); err != nil {
+		return fmt.Errorf("cleanup %s: target: %w", m.ID, err)
+	}
+	if err := MarkTombstone(ctx, env.Source, m.ID, m.Range, env.token()); err != nil {
 		return err
 	}
 	if env.Mover == nil {
-		mv, err := e.NewMover(m, srcDSN, dstDSN, sealedJournal(e.Catalog, m))
+		mv, err := e.NewMover(m, ss.srcDSN, ss.dstDSN, sealedJournal(env.Catalog, m), env.token())
 		if err != nil {
 			return err
 		}
@@ -265,50 +367,53 @@ func (e *Executor) finish(ctx context.Context, env Env, m *catalog.Migration, sr
 	}
 	if m.Phase != catalog.PhaseCleaningUp {
 		m.Phase = catalog.PhaseCleaningUp
-		if err := e.Catalog.PutMigration(ctx, m); err != nil {
-			return err
+		if err := env.Catalog.PutMigration(ctx, m); err != nil {
+			return ss.interrupted(err)
 		}
 	}
-	if !e.Options.CleanupLater {
-		if _, err := DeleteRange(ctx, env.Source, env.Key, env.Tables, m.Range, e.Options.Delete); err != nil {
-			return fmt.Errorf("cleanup %s: %w (re-run `reshard cleanup %s`)", m.ID, err, m.ID)
-		}
-		m.Timings.Cleanup = time.Since(start).Seconds()
-		m.Phase = catalog.PhaseDone
-		return e.Catalog.PutMigration(ctx, m)
+	if e.Options.CleanupLater {
+		return nil
 	}
-	return nil
+	del := e.Options.Delete
+	del.Check = env.mayWrite
+	if _, err := DeleteRange(ctx, env.Source, env.Key, env.Tables, m.Range, del); err != nil {
+		return ss.interrupted(fmt.Errorf("cleanup %s: %w (re-run `reshard cleanup %s`)", m.ID, err, m.ID))
+	}
+	m.Timings.Cleanup = time.Since(start).Seconds()
+	m.Phase = catalog.PhaseDone
+	return ss.interrupted(env.Catalog.PutMigration(ctx, m))
 }
 
 // Cleanup deletes a flipped migration's rows from its old shard and marks it done;
 // dropFence also removes the tombstone fence (and the guard trigger once no fence is
 // left), for when no stale client can still write to the old shard.
 func (e *Executor) Cleanup(ctx context.Context, id string, dropFence bool) (*catalog.Migration, error) {
-	ss, err := e.open(ctx, id)
+	ss, err := e.open(ctx, id, nil)
 	if err != nil {
 		return ss.migration(), err
 	}
-	defer ss.close(ctx)
+	defer ss.close()
 	m := ss.m
-	switch m.Phase {
-	case catalog.PhaseFlipped, catalog.PhaseCleaningUp, catalog.PhaseDone:
-	default:
+	if !m.Flipped() {
 		return m, fmt.Errorf("migration %s is %s: only a flipped migration can be cleaned up (use reshard cancel for one that has not flipped)", id, m.Phase)
 	}
 	if m.Phase != catalog.PhaseDone {
 		saved := e.Options.CleanupLater
 		e.Options.CleanupLater = false
-		err := e.finish(ctx, ss.env, m, ss.srcDSN, ss.dstDSN)
+		err := e.finish(ss)
 		e.Options.CleanupLater = saved
 		if err != nil {
 			return m, err
 		}
 	}
 	if dropFence {
-		if err := DropFence(ctx, ss.env.Source, m.ID); err != nil {
+		if err := ss.env.mayWrite(); err != nil {
 			return m, err
 		}
-		kept, err := RemoveGuard(ctx, ss.env.Source, ss.env.Tables, guardInUse(e.Catalog, m.Source, m.ID))
+		if err := DropFence(ss.ctx, ss.env.Source, m.ID, ss.env.token()); err != nil {
+			return m, err
+		}
+		kept, err := RemoveGuard(ss.ctx, ss.env.Source, ss.env.Tables, guardInUse(e.Catalog, m.Source, m.ID))
 		if err != nil {
 			return m, fmt.Errorf("shard %s: %w", m.Source, err)
 		}
@@ -322,111 +427,19 @@ func (e *Executor) Cleanup(ctx context.Context, id string, dropFence bool) (*cat
 // Cancel rolls back a migration that has not flipped: slot, publication, fence and the
 // target's copy are removed and the range serves from its source.
 func (e *Executor) Cancel(ctx context.Context, id string) (*catalog.Migration, error) {
-	ss, err := e.open(ctx, id)
+	ss, err := e.open(ctx, id, nil)
 	if err != nil {
 		return ss.migration(), err
 	}
-	defer ss.close(ctx)
-	if ss.m.Terminal() {
-		return ss.m, nil
-	}
+	defer ss.close()
 	m := ss.m
-	if ss.env.Mover, err = e.NewMover(m, ss.srcDSN, ss.dstDSN, sealedJournal(e.Catalog, m)); err != nil {
+	if m.Terminal() {
+		return m, nil
+	}
+	if ss.env.Mover, err = e.NewMover(m, ss.srcDSN, ss.dstDSN, sealedJournal(ss.env.Catalog, m), ss.env.token()); err != nil {
 		return m, err
 	}
-	return m, rollback(ctx, ss.env, m, errors.New("cancelled by the operator"), catalog.PhaseCancelled)
-}
-
-// session is one migration opened for work: its lock held, its journal read, and (unless
-// the migration has ended) control connections to its two shards.
-type session struct {
-	m              *catalog.Migration
-	env            Env
-	srcDSN, dstDSN string
-	unlock         func()
-}
-
-func (s *session) migration() *catalog.Migration {
-	if s == nil {
-		return nil
-	}
-	return s.m
-}
-
-// close closes the connections (the current ones: reconnect may have replaced them) and
-// releases the lock.
-func (s *session) close(ctx context.Context) {
-	ctx = context.WithoutCancel(ctx)
-	for _, c := range []Conn{s.env.Source, s.env.Target} {
-		if pc, ok := c.(*pgx.Conn); ok {
-			pc.Close(ctx)
-		}
-	}
-	s.env.Source, s.env.Target = nil, nil
-	if s.unlock != nil {
-		s.unlock()
-		s.unlock = nil
-	}
-}
-
-// open takes migration id's lock, reads its journal and, unless it was rolled back or
-// cancelled, connects to its shards. On error everything is released; otherwise the
-// caller closes the session.
-func (e *Executor) open(ctx context.Context, id string) (*session, error) {
-	ss := &session{}
-	if e.Lock != nil {
-		unlock, err := e.Lock(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		ss.unlock = unlock
-	}
-	var err error
-	if ss.m, err = e.Catalog.GetMigration(ctx, id); err != nil {
-		ss.close(ctx)
-		return ss, err
-	}
-	if ss.m.Terminal() && ss.m.Phase != catalog.PhaseDone {
-		return ss, nil // nothing left to connect for
-	}
-	st, err := e.Catalog.Load(ctx)
-	if err != nil {
-		ss.close(ctx)
-		return ss, err
-	}
-	ss.env = Env{Catalog: e.Catalog, Key: st.Config.Key, Tables: st.Config.Tables, Log: e.log()}
-	var src, dst *pgx.Conn
-	if src, dst, ss.srcDSN, ss.dstDSN, err = e.connect(ctx, st, ss.m); err != nil {
-		ss.close(ctx)
-		return ss, err
-	}
-	ss.env.Source, ss.env.Target = src, dst
-	return ss, nil
-}
-
-func (e *Executor) connect(ctx context.Context, st *catalog.State, m *catalog.Migration) (src, dst *pgx.Conn, srcDSN, dstDSN string, err error) {
-	ss, ok := st.Shards[m.Source]
-	if !ok {
-		return nil, nil, "", "", fmt.Errorf("migration %s: source shard %q is not in the catalog", m.ID, m.Source)
-	}
-	ts, ok := st.Shards[m.Target]
-	if !ok {
-		return nil, nil, "", "", fmt.Errorf("migration %s: target shard %q is not in the catalog", m.ID, m.Target)
-	}
-	if srcDSN, err = e.DSN(ss); err != nil {
-		return nil, nil, "", "", err
-	}
-	if dstDSN, err = e.DSN(ts); err != nil {
-		return nil, nil, "", "", err
-	}
-	if src, err = pgx.Connect(ctx, srcDSN); err != nil {
-		return nil, nil, "", "", fmt.Errorf("connect to source %s (%s): %w", ss.Name, catalog.MaskDSN(srcDSN), err)
-	}
-	if dst, err = pgx.Connect(ctx, dstDSN); err != nil {
-		src.Close(ctx)
-		return nil, nil, "", "", fmt.Errorf("connect to target %s (%s): %w", ts.Name, catalog.MaskDSN(dstDSN), err)
-	}
-	return src, dst, srcDSN, dstDSN, nil
+	return m, ss.interrupted(rollback(ss.ctx, ss.env, m, errors.New("cancelled by the operator"), catalog.PhaseCancelled))
 }
 
 func fmtSteps(steps []StepTiming) string {
@@ -438,7 +451,7 @@ func fmtSteps(steps []StepTiming) string {
 }
 
 // reconnect replaces a control connection that no longer answers.
-func (e *Executor) reconnect(ctx context.Context, env *Env, srcDSN, dstDSN string) error {
+func (e *Executor) reconnect(ctx context.Context, id string, env *Env, srcDSN, dstDSN string) error {
 	for _, c := range []struct {
 		conn *Conn
 		dsn  string
@@ -452,7 +465,7 @@ func (e *Executor) reconnect(ctx context.Context, env *Env, srcDSN, dstDSN strin
 			continue
 		}
 		e.log().Warn("control connection lost; reconnecting", "role", c.role, "err", err)
-		nc, err := pgx.Connect(ctx, c.dsn)
+		nc, err := connectAs(ctx, c.dsn, id)
 		if err != nil {
 			return fmt.Errorf("reconnect to the %s (%s): %w", c.role, catalog.MaskDSN(c.dsn), err)
 		}

@@ -41,6 +41,10 @@ type Querier interface {
 
 // schemaSQL creates the reshard schema and the fence table. A fence row with lo NULL is
 // unbounded below, hi NULL unbounded above.
+//
+// token is the fencing token of the driver that wrote the row (its migration lock's
+// token): a driver that lost its lock to a newer one has a smaller token, and the
+// statements below refuse to let it change or remove a newer driver's row.
 const schemaSQL = `
 CREATE SCHEMA IF NOT EXISTS reshard;
 CREATE TABLE IF NOT EXISTS reshard.fence (
@@ -49,7 +53,8 @@ CREATE TABLE IF NOT EXISTS reshard.fence (
 	hi         bigint,
 	created_at timestamptz NOT NULL DEFAULT now(),
 	tombstone  boolean NOT NULL DEFAULT false
-);`
+);
+ALTER TABLE reshard.fence ADD COLUMN IF NOT EXISTS token bigint NOT NULL DEFAULT 0;`
 
 // guardSQL is the trigger function. The key column is the same in every sharded table of
 // the keyspace, so it is written into the function rather than looked up per row: a
@@ -259,26 +264,39 @@ func bounds(r catalog.KeyRange) (lo, hi *int64) {
 	return lo, hi
 }
 
-// setFenceSQL inserts (or re-arms) a migration's fence row and, in the same statement,
-// lists the tables of $4 whose guard is not in place: a fence without its trigger would
-// stop no write. The check's snapshot is taken after the INSERT's lock on reshard.fence
-// is granted, so a RemoveGuard that held it has committed its drops by then.
+// setFenceSQL inserts (or re-arms) a migration's fence row as the driver with token $5 and,
+// in the same statement, lists the tables of $4 whose guard is not in place: a fence
+// without its trigger would stop no write. A row a newer driver (a greater token) wrote
+// is left alone, and the first column says how many rows were written (0: stale driver).
+// The check's snapshot is taken after the INSERT's lock on reshard.fence is granted, so a
+// RemoveGuard that held it has committed its drops by then.
 const setFenceSQL = `WITH f AS (
-	INSERT INTO reshard.fence (migration, lo, hi) VALUES ($1, $2, $3)
-	ON CONFLICT (migration) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi, tombstone = false)
-SELECT coalesce(array_agg(t), '{}') FROM unnest($4::text[]) AS t WHERE ` + guardMissingWhere
+	INSERT INTO reshard.fence (migration, lo, hi, token) VALUES ($1, $2, $3, $5)
+	ON CONFLICT (migration) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi, tombstone = false, token = EXCLUDED.token
+	WHERE reshard.fence.token <= EXCLUDED.token
+	RETURNING 1)
+SELECT (SELECT count(*) FROM f), coalesce(array_agg(t), '{}') FROM unnest($4::text[]) AS t WHERE ` + guardMissingWhere
 
-// SetFence inserts the fence row for a migration (idempotent) and commits it, so that
-// every statement that starts after it returns sees it. It fails with ErrGuardMissing,
-// the fence row committed (the caller undoes the cutover, which drops it), when a table
-// of tables lacks the guard.
-func SetFence(ctx context.Context, db Querier, migration string, r catalog.KeyRange, tables []string) error {
+// ErrStaleDriver is returned when a fence row of the migration was written by a newer
+// driver (a greater lock token) than the caller: the caller lost its lock and must stop.
+var ErrStaleDriver = errors.New("a newer driver of this migration has taken over (this process lost its lock): stop")
+
+// SetFence inserts the fence row for a migration, or updates it (idempotent), as the driver
+// with the given lock token, and commits it, so that every statement that starts after it
+// returns sees it. A row left by a newer driver is not touched: ErrStaleDriver. It fails
+// with ErrGuardMissing, the fence row committed (the caller undoes the cutover, which
+// drops it), when a table of tables lacks the guard.
+func SetFence(ctx context.Context, db Querier, migration string, r catalog.KeyRange, tables []string, token int64) error {
 	lo, hi := bounds(r)
+	var written int64
 	var missing []string
 	// QueryExecModeExec: one round trip, no statement preparation, inside the window.
-	err := db.QueryRow(ctx, setFenceSQL, pgx.QueryExecModeExec, migration, lo, hi, tables).Scan(&missing)
+	err := db.QueryRow(ctx, setFenceSQL, pgx.QueryExecModeExec, migration, lo, hi, tables, token).Scan(&written, &missing)
 	if err != nil {
 		return fmt.Errorf("cutover: set fence %s on %s: %w", migration, r, err)
+	}
+	if written == 0 {
+		return fmt.Errorf("cutover: set fence %s on %s: %w", migration, r, ErrStaleDriver)
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("cutover: set fence %s on %s: %w on %s (re-run the move: it installs the guard before each cutover)", migration, r, ErrGuardMissing, quoteList(missing))
@@ -286,22 +304,44 @@ func SetFence(ctx context.Context, db Querier, migration string, r catalog.KeyRa
 	return nil
 }
 
+// ClaimFence is SetFence on a shard that may not have the fence table yet (a migration
+// rolled back before it got to install its guard), without the guard check: the rollback
+// writes its token there before it deletes the copy.
+func ClaimFence(ctx context.Context, db Querier, migration string, r catalog.KeyRange, token int64) error {
+	if _, err := db.Exec(ctx, schemaSQL); err != nil {
+		return fmt.Errorf("cutover: create reshard.fence: %w", err)
+	}
+	return SetFence(ctx, db, migration, r, nil, token)
+}
+
 // MarkTombstone keeps the fence after the flip, so a stale client's write fails loudly
-// instead of landing on the old shard.
-func MarkTombstone(ctx context.Context, db Execer, migration string) error {
-	if _, err := db.Exec(ctx, `UPDATE reshard.fence SET tombstone = true WHERE migration = $1`, migration); err != nil {
+// instead of landing on the old shard. It recreates the row if it is missing: whatever
+// removed it, the old shard must never take writes for a range it gave away. (A range
+// that later moves back lifts the tombstone in that move, which cannot start before this
+// migration is done.)
+func MarkTombstone(ctx context.Context, db Execer, migration string, r catalog.KeyRange, token int64) error {
+	lo, hi := bounds(r)
+	tag, err := db.Exec(ctx, `INSERT INTO reshard.fence (migration, lo, hi, tombstone, token) VALUES ($1, $2, $3, true, $4)
+		ON CONFLICT (migration) DO UPDATE SET tombstone = true, token = greatest(reshard.fence.token, EXCLUDED.token)`,
+		migration, lo, hi, token)
+	if err != nil {
 		return fmt.Errorf("cutover: mark fence %s as tombstone: %w", migration, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("cutover: mark fence %s as tombstone: no row written", migration)
 	}
 	return nil
 }
 
-// DropFence removes a migration's fence row (rollback, or `cleanup --drop-fence`).
-func DropFence(ctx context.Context, db Execer, migration string) error {
-	// ClearTombstones may have cut the migration's tombstone into parts "<id>.<n>" (and
-	// those into "<id>.<n>.<m>"). Matched exactly: with LIKE, an '_' in the id would be a
-	// wildcard and reach another migration's fence.
-	_, err := db.Exec(ctx, `DELETE FROM reshard.fence WHERE migration = $1
-		OR (starts_with(migration, $1 || '.') AND substr(migration, length($1) + 2) ~ '^[0-9]+(\.[0-9]+)*$')`, migration)
+// fenceRowsOf matches the fence rows of migration $1: its own, and the parts "<id>.<n>"
+// (and "<id>.<n>.<m>") that OpenRange cut its tombstone into. Matched exactly: in a LIKE pattern an
+// "_" of the id would be a wildcard and match other migrations' rows.
+const fenceRowsOf = `(migration = $1 OR (starts_with(migration, $1 || '.') AND substr(migration, length($1) + 2) ~ '^[0-9]+(\.[0-9]+)*$'))`
+
+// DropFence removes a migration's fence rows (undo, rollback, or `cleanup --drop-fence`)
+// that drivers up to token wrote; a newer driver's rows stay.
+func DropFence(ctx context.Context, db Execer, migration string, token int64) error {
+	_, err := db.Exec(ctx, `DELETE FROM reshard.fence WHERE `+fenceRowsOf+` AND token <= $2`, migration, token)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
 		return nil
@@ -321,32 +361,70 @@ func quoteList(names []string) string {
 	return strings.Join(q, ", ")
 }
 
-// ClearTombstones lifts the tombstone fences on a shard for the keys of r, right before r
-// flips to that shard: a range that moves back to a shard it once left must take writes
-// there again. A tombstone that also covers keys outside r keeps fencing those (it is cut
-// into the parts outside r), since the shard still does not own them.
-func ClearTombstones(ctx context.Context, db Conn, r catalog.KeyRange) error {
+// OpenRange makes a shard take writes for r once it owns r, right after the flip that gave
+// it r: it removes the fence that migration set there when it started (which kept
+// misrouted clients' writes out of the copy) and lifts the tombstones of earlier moves
+// away for r's keys (a range that moves back to a shard it once left). A tombstone that
+// also covers keys outside r keeps fencing those (it is cut into the parts outside r), as
+// the shard still does not own them. One transaction; idempotent.
+//
+// It runs after the flip, never before: until the catalog says the shard owns r, a write
+// the shard accepted for r could be lost with a rollback. Clients routed here by the flip
+// meet RS001 for the moment until this commits, and retry.
+func OpenRange(ctx context.Context, db Conn, migration string, r catalog.KeyRange) error {
 	tx, err := db.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("cutover: clear tombstones: %w", err)
+		return fmt.Errorf("cutover: open %s on the new owner: %w", r, err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
-	rows, err := tx.Query(ctx, `SELECT migration, lo, hi FROM reshard.fence WHERE tombstone FOR UPDATE`)
-	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+	if migration != "" {
+		_, err := tx.Exec(ctx, `DELETE FROM reshard.fence WHERE migration = $1 AND NOT tombstone`, migration)
+		if isUndefinedTable(err) {
 			return nil // no fence was ever set on this shard
 		}
-		return fmt.Errorf("cutover: read tombstones: %w", err)
+		if err != nil {
+			return fmt.Errorf("cutover: lift the incoming fence of %s: %w", migration, err)
+		}
 	}
-	type tomb struct {
-		id     string
-		lo, hi *int64
+	if err := liftTombstones(ctx, tx, r); errors.Is(err, errNoFenceTable) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+var errNoFenceTable = errors.New("no reshard.fence table on this shard")
+
+func isUndefinedTable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
+}
+
+// ClearTombstones lifts the tombstones on a shard for the keys of r (OpenRange without a
+// migration's own fence).
+func ClearTombstones(ctx context.Context, db Conn, r catalog.KeyRange) error {
+	return OpenRange(ctx, db, "", r)
+}
+
+type tomb struct {
+	id     string
+	lo, hi *int64
+	token  int64
+}
+
+func liftTombstones(ctx context.Context, tx pgx.Tx, r catalog.KeyRange) error {
+	rows, err := tx.Query(ctx, `SELECT migration, lo, hi, token FROM reshard.fence WHERE tombstone FOR UPDATE`)
+	if isUndefinedTable(err) {
+		return errNoFenceTable
+	}
+	if err != nil {
+		return fmt.Errorf("cutover: read tombstones: %w", err)
 	}
 	var overlapping []tomb
 	for rows.Next() {
 		var tb tomb
-		if err := rows.Scan(&tb.id, &tb.lo, &tb.hi); err != nil {
+		if err := rows.Scan(&tb.id, &tb.lo, &tb.hi, &tb.token); err != nil {
 			rows.Close()
 			return err
 		}
@@ -359,55 +437,34 @@ func ClearTombstones(ctx context.Context, db Conn, r catalog.KeyRange) error {
 		return err
 	}
 	for _, tb := range overlapping {
-		fr := fenceRange(tb.lo, tb.hi)
-		if _, err := tx.Exec(ctx, `DELETE FROM reshard.fence WHERE migration = $1`, tb.id); err != nil {
-			return fmt.Errorf("cutover: lift tombstone %s: %w", tb.id, err)
-		}
-		var rest []catalog.KeyRange
-		if fr.Lo < r.Lo {
-			rest = append(rest, catalog.KeyRange{Lo: fr.Lo, Hi: r.Lo})
-		}
-		if !r.HiInf && (fr.HiInf || fr.Hi > r.Hi) {
-			rest = append(rest, catalog.KeyRange{Lo: r.Hi, Hi: fr.Hi, HiInf: fr.HiInf})
-		}
-		for i, part := range rest {
-			lo, hi := bounds(part)
-			if _, err := tx.Exec(ctx, `INSERT INTO reshard.fence (migration, lo, hi, tombstone) VALUES ($1, $2, $3, true)
-				ON CONFLICT (migration) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi`, fmt.Sprintf("%s.%d", tb.id, i+1), lo, hi); err != nil {
-				return fmt.Errorf("cutover: keep tombstone %s outside %s: %w", tb.id, r, err)
-			}
+		if err := cutTombstone(ctx, tx, tb, r); err != nil {
+			return err
 		}
 	}
-	return tx.Commit(ctx)
+	return nil
 }
 
-// FencesOverlap reports whether the shard holds any fence row, tombstone or not, that
-// overlaps r. Run asks before the freeze: when the target holds none, none can appear
-// before the flip (a new fence there needs a cutover of keys the target owns, and r is
-// the source's; MarkTombstone only changes rows that exist), so the window skips
-// ClearTombstones and its three round trips.
-func FencesOverlap(ctx context.Context, db Querier, r catalog.KeyRange) (bool, error) {
-	rows, err := db.Query(ctx, `SELECT lo, hi FROM reshard.fence`)
-	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
-			return false, nil // no fence was ever set on this shard
+// cutTombstone replaces tombstone tb by its parts outside r, named "<id>.<n>", with its token.
+func cutTombstone(ctx context.Context, tx pgx.Tx, tb tomb, r catalog.KeyRange) error {
+	fr := fenceRange(tb.lo, tb.hi)
+	if _, err := tx.Exec(ctx, `DELETE FROM reshard.fence WHERE migration = $1`, tb.id); err != nil {
+		return fmt.Errorf("cutover: lift tombstone %s: %w", tb.id, err)
+	}
+	var rest []catalog.KeyRange
+	if fr.Lo < r.Lo {
+		rest = append(rest, catalog.KeyRange{Lo: fr.Lo, Hi: r.Lo})
+	}
+	if !r.HiInf && (fr.HiInf || fr.Hi > r.Hi) {
+		rest = append(rest, catalog.KeyRange{Lo: r.Hi, Hi: fr.Hi, HiInf: fr.HiInf})
+	}
+	for i, part := range rest {
+		lo, hi := bounds(part)
+		if _, err := tx.Exec(ctx, `INSERT INTO reshard.fence (migration, lo, hi, tombstone, token) VALUES ($1, $2, $3, true, $4)
+			ON CONFLICT (migration) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi`, fmt.Sprintf("%s.%d", tb.id, i+1), lo, hi, tb.token); err != nil {
+			return fmt.Errorf("cutover: keep tombstone %s outside %s: %w", tb.id, r, err)
 		}
-		return false, fmt.Errorf("cutover: read fences: %w", err)
 	}
-	defer rows.Close()
-	found := false
-	for rows.Next() {
-		var lo, hi *int64
-		if err := rows.Scan(&lo, &hi); err != nil {
-			return false, fmt.Errorf("cutover: read fences: %w", err)
-		}
-		found = found || fenceRange(lo, hi).Overlaps(r)
-	}
-	if err := rows.Err(); err != nil {
-		return false, fmt.Errorf("cutover: read fences: %w", err)
-	}
-	return found, nil
+	return nil
 }
 
 func fenceRange(lo, hi *int64) catalog.KeyRange {

@@ -42,7 +42,7 @@ func TestFenceGuard(t *testing.T) {
 		t.Fatalf("second install must be a no-op: %v", err)
 	}
 	pg.Exec(ctx, `INSERT INTO tenants VALUES (5, 'a'), (15, 'b'), (25, 'c')`)
-	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), tables); err != nil {
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), tables, 1); err != nil {
 		t.Fatal(err)
 	}
 	app := connect(t, pg.DSNApp())
@@ -89,7 +89,7 @@ func TestFenceGuard(t *testing.T) {
 	if kept, err := RemoveGuard(ctx, db, tables, nil); err != nil || kept == "" {
 		t.Fatalf("RemoveGuard with a fence left = %q, %v; want it kept", kept, err)
 	}
-	if err := DropFence(ctx, db, "m1"); err != nil {
+	if err := DropFence(ctx, db, "m1", 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := app.Exec(ctx, `INSERT INTO tenants VALUES (13, 'x')`); err != nil {
@@ -127,7 +127,7 @@ func TestWaitStragglers(t *testing.T) {
 	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil { // takes the snapshot
 		t.Fatal(err)
 	}
-	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), []string{"tenants"}); err != nil {
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), []string{"tenants"}, 1); err != nil {
 		t.Fatal(err)
 	}
 	at, err := fenceTime(ctx, db)
@@ -218,7 +218,7 @@ func TestVerifySequencesDelete(t *testing.T) {
 	if err := InstallGuard(ctx, src, "tenant_id", tables); err != nil {
 		t.Fatal(err)
 	}
-	if err := SetFence(ctx, src, "m1", r, tables); err != nil {
+	if err := SetFence(ctx, src, "m1", r, tables, 1); err != nil {
 		t.Fatal(err)
 	}
 	before, err := demo.Fingerprint(ctx, src, tables)
@@ -272,14 +272,14 @@ func TestClearTombstones(t *testing.T) {
 	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := SetFence(ctx, db, "old", catalog.NewRange(0, 100), []string{"tenants"}); err != nil {
+	if err := SetFence(ctx, db, "old", catalog.NewRange(0, 100), []string{"tenants"}, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := MarkTombstone(ctx, db, "old"); err != nil {
+	if err := MarkTombstone(ctx, db, "old", catalog.NewRange(0, 100), 1); err != nil {
 		t.Fatal(err)
 	}
 	// An active (non-tombstone) fence of a running cutover is not touched.
-	if err := SetFence(ctx, db, "live", catalog.NewRange(200, 300), []string{"tenants"}); err != nil {
+	if err := SetFence(ctx, db, "live", catalog.NewRange(200, 300), []string{"tenants"}, 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := ClearTombstones(ctx, db, catalog.NewRange(20, 50)); err != nil {
@@ -298,7 +298,7 @@ func TestClearTombstones(t *testing.T) {
 			t.Errorf("write to %d: %v, fenced want %v", tt.key, err, tt.fenced)
 		}
 	}
-	if err := DropFence(ctx, db, "old"); err != nil {
+	if err := DropFence(ctx, db, "old", 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := app.Exec(ctx, `INSERT INTO tenants VALUES (60, 'x')`); err != nil {
@@ -325,7 +325,7 @@ func TestFenceStopsReplicaRoleWriters(t *testing.T) {
 		}
 	}
 	pg.Exec(ctx, `CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`)
-	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), tables); err != nil {
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), tables, 1); err != nil {
 		t.Fatal(err)
 	}
 	writes := []string{
@@ -395,7 +395,7 @@ func TestSetFenceFailsWithoutGuard(t *testing.T) {
 			if tt.breakSQL != "" {
 				pg.Exec(ctx, tt.breakSQL)
 			}
-			err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), tables)
+			err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), tables, 1)
 			if tt.table == "" {
 				if err != nil {
 					t.Fatalf("SetFence with the guard in place: %v", err)
@@ -403,7 +403,7 @@ func TestSetFenceFailsWithoutGuard(t *testing.T) {
 			} else if !errors.Is(err, ErrGuardMissing) || !strings.Contains(err.Error(), tt.table) {
 				t.Fatalf("SetFence = %v, want ErrGuardMissing naming %s", err, tt.table)
 			}
-			if err := DropFence(ctx, db, "m1"); err != nil {
+			if err := DropFence(ctx, db, "m1", 1); err != nil {
 				t.Fatal(err)
 			}
 		})

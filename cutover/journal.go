@@ -30,7 +30,9 @@ func NewJournal(cat Catalog, m *catalog.Migration) *Journal {
 func (j *Journal) Load(ctx context.Context, id string) (*catalog.Migration, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.cur == nil || j.cur.ID != id {
+	// A sealed journal is the executor's: its record may have moved on (a flip, a
+	// rollback) since the copy was cached, and whoever reads it decides on it.
+	if j.sealed || j.cur == nil || j.cur.ID != id {
 		m, err := j.cat.GetMigration(ctx, id)
 		if errors.Is(err, catalog.ErrNotFound) {
 			return nil, nil

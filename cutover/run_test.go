@@ -19,7 +19,7 @@ type copiedReplicator struct{ stopped, dropped, cancelled int }
 func (r *copiedReplicator) WaitApplied(context.Context, pglogrepl.LSN) error { return nil }
 func (r *copiedReplicator) Stop(context.Context) error                       { r.stopped++; return nil }
 func (r *copiedReplicator) DropReplication(context.Context) error            { r.dropped++; return nil }
-func (r *copiedReplicator) Cancel(context.Context) error                     { r.cancelled++; return nil }
+func (r *copiedReplicator) Remove(context.Context, bool) error               { r.cancelled++; return nil }
 
 type fixture struct {
 	env   Env
@@ -238,7 +238,10 @@ func TestRollbackAndCancelRemoveGuard(t *testing.T) {
 			var err error
 			if tt.cancel {
 				ex := &Executor{Catalog: f.store, DSN: catalog.Shard.ConnString,
-					NewMover: func(*catalog.Migration, string, string, *Journal) (Mover, error) {
+					Lock: func(ctx context.Context, id string) (*catalog.Lock, error) {
+						return f.store.TryLockMigration(ctx, id)
+					},
+					NewMover: func(*catalog.Migration, string, string, *Journal, int64) (Mover, error) {
 						return fakeMover{&copiedReplicator{}}, nil
 					}}
 				_, err = ex.Cancel(ctx, m.ID)

@@ -198,18 +198,18 @@ type timedCatalog struct {
 	windows map[string]time.Duration
 }
 
-func (c *timedCatalog) Freeze(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration) error {
+func (c *timedCatalog) Freeze(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, opts ...catalog.WriteOption) error {
 	c.mu.Lock()
 	if c.frozeAt == nil {
 		c.frozeAt, c.windows = map[string]time.Time{}, map[string]time.Duration{}
 	}
 	c.frozeAt[m.ID] = time.Now()
 	c.mu.Unlock()
-	return c.Store.Freeze(ctx, st, lo, m)
+	return c.Store.Freeze(ctx, st, lo, m, opts...)
 }
 
-func (c *timedCatalog) Flip(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, to string) error {
-	err := c.Store.Flip(ctx, st, lo, m, to)
+func (c *timedCatalog) Flip(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, to string, opts ...catalog.WriteOption) error {
+	err := c.Store.Flip(ctx, st, lo, m, to, opts...)
 	if err == nil {
 		c.mu.Lock()
 		c.windows[m.ID] = time.Since(c.frozeAt[m.ID])

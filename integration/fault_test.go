@@ -65,10 +65,13 @@ type driver struct {
 	mu     sync.Mutex
 }
 
-func (s *stack) startMove(t *testing.T, id string, r catalog.KeyRange, to, hold, holdFile string) *driver {
+// startMove starts `reshard move` for r; hold names the step to hold after (see testHold in
+// cmd/reshard), extra are more flags.
+func (s *stack) startMove(t *testing.T, id string, r catalog.KeyRange, to, hold, holdFile string, extra ...string) *driver {
 	t.Helper()
 	args := []string{"move", "--etcd", s.endpoint(), "--cluster", cluster, "--id", id, "--range", r.String(), "--to", to,
 		"--lock-ttl", "2", "--catchup-timeout", "20s", "--straggler-timeout", "2s", "--cleanup", "now"}
+	args = append(args, extra...)
 	cmd := exec.Command(reshardBinary(t), args...)
 	cmd.Env = append(os.Environ(), "RESHARD_LOG=info")
 	if hold != "" {

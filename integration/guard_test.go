@@ -30,10 +30,7 @@ func TestMoveWithGuardAlwaysOnBothShards(t *testing.T) {
 	if err := cutover.InstallGuard(ctx, target, demo.Key, demo.Tables); err != nil {
 		t.Fatal(err)
 	}
-	if err := cutover.SetFence(ctx, target, "earlier_move_away", r, demo.Tables); err != nil {
-		t.Fatal(err)
-	}
-	if err := cutover.MarkTombstone(ctx, target, "earlier_move_away"); err != nil {
+	if err := cutover.MarkTombstone(ctx, target, "earlier_move_away", r, 0); err != nil {
 		t.Fatal(err)
 	}
 	catchupWrites := func() {

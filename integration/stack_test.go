@@ -203,16 +203,12 @@ func (s *stack) executor(opts cutover.ExecOptions) *cutover.Executor {
 	return &cutover.Executor{
 		Catalog: s.store,
 		DSN:     catalog.Shard.ConnString,
-		Lock: func(ctx context.Context, id string) (func(), error) {
-			l, err := s.store.TryLockMigration(ctx, id, catalog.WithTTL(5))
-			if err != nil {
-				return nil, err
-			}
-			return func() { _ = l.Unlock(context.Background()) }, nil
+		Lock: func(ctx context.Context, id string) (*catalog.Lock, error) {
+			return s.store.TryLockMigration(ctx, id, catalog.WithTTL(5))
 		},
-		NewMover: func(m *catalog.Migration, src, dst string, j *cutover.Journal) (cutover.Mover, error) {
+		NewMover: func(m *catalog.Migration, src, dst string, j *cutover.Journal, token int64) (cutover.Mover, error) {
 			return mover.New(mover.Config{ID: m.ID, SourceDSN: src, TargetDSN: dst, Key: demo.Key, Tables: demo.Tables,
-				Range: m.Range, Workers: 2, MaxConnections: 6}, j)
+				Range: m.Range, Workers: 2, MaxConnections: 6, Token: token}, j)
 		},
 		Options: opts,
 		Log:     slog.New(slog.NewTextHandler(testWriter{s.t}, &slog.HandlerOptions{Level: slog.LevelInfo})),

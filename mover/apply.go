@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,7 +47,10 @@ type applier struct {
 	conn    *pgx.Conn
 	id      string
 	replica bool
-	fetch   rowFetcher
+	// token: each target transaction first share-locks the migration's fence row on the
+	// target and checks it still carries this driver's token (0: no check).
+	token int64
+	fetch rowFetcher
 	// advance publishes an applied position (after commit): lsn, source time, transactions.
 	advance func(lsn pglogrepl.LSN, at time.Time, txs int)
 	log     func(msg string, args ...any)
@@ -183,6 +187,10 @@ func (a *applier) handle(ctx context.Context, seg segment) error {
 		if !a.txOpen {
 			a.batch.ExecParams("BEGIN", nil, nil, nil, nil)
 			a.expect = append(a.expect, expectation{rows: -1})
+			if a.token != 0 {
+				a.batch.ExecParams(tokenCheckSQL, [][]byte{[]byte(a.id), []byte(strconv.FormatInt(a.token, 10))}, nil, nil, nil)
+				a.expect = append(a.expect, expectation{rows: 1, what: "token"})
+			}
 			a.txOpen, a.txStarted = true, time.Now()
 		}
 	}
@@ -264,6 +272,8 @@ func (a *applier) exec(ctx context.Context) error {
 		e := expect[i]
 		n := r.CommandTag.RowsAffected()
 		switch {
+		case e.what == "token" && n != 1:
+			return &fatalError{fmt.Errorf("target: apply of migration %s: %w", a.id, ErrStaleDriver)}
 		case e.what == "progress" && n != 1:
 			return fatalf("target: reshard.progress of migration %s is already past this transaction: is another mover running with the same id? Stop it; this one stops", a.id)
 		case e.what == "COMMIT" && r.CommandTag.String() != "COMMIT":

@@ -38,6 +38,11 @@ type Config struct {
 	MaxSourceLag int64
 	// Overwrite allows target rows in the range; they are deleted before the copy.
 	Overwrite bool
+	// Token is the fencing token of the driver running this mover (its migration lock's),
+	// 0 for none. With a token, the mover deletes the range's rows on the target only
+	// while the target's fence row of the migration carries this very token: a driver that
+	// lost its lock to a newer one, which wrote its own token there, deletes nothing.
+	Token int64
 	// Progress, if set, is called at most a few times per second from a mover goroutine.
 	Progress func(Progress)
 	Logger   *slog.Logger

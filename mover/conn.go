@@ -20,8 +20,14 @@ const (
 	target role = "target"
 )
 
+// SessionPrefix starts the application_name of every session a mover of migration id
+// opens ("reshard/<id>/<what>"): a driver that takes a migration over finds the sessions
+// of the one that lost it by this prefix. A migration id is at most 48 characters, so the
+// prefix survives PostgreSQL's 63-byte cut of the name.
+func SessionPrefix(id string) string { return "reshard/" + id + "/" }
+
 func appName(id, what string) string {
-	n := "reshard/" + what + "/" + id
+	n := SessionPrefix(id) + what
 	if len(n) > 63 {
 		n = n[:63]
 	}

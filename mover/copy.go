@@ -114,7 +114,8 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 		for i := len(md.dst) - 1; i >= 0; i-- {
 			children = append(children, md.dst[i])
 		}
-		if err := deleteRange(ctx, dst, children, rangePred, m.log); err != nil {
+		d := rangeDeleter{pool: dst, pred: rangePred, migration: cfg.ID, token: cfg.Token, log: m.log}
+		if err := d.run(ctx, children); err != nil {
 			return 0, err
 		}
 	}
@@ -379,7 +380,22 @@ func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred str
 		ts.bytes.Add(int64(n))
 		return nil
 	}
+	if m.cfg.Token != 0 {
+		// The chunk and the token check commit together: a driver that lost its lock to
+		// a newer one copies nothing more into the target.
+		if _, err := w.dst.Exec(ctx, "BEGIN"); err != nil {
+			return fmt.Errorf("target: copy %s (chunk %d): %w", c.dst.Name, c.index, err)
+		}
+		if err := checkToken(ctx, w.dst, m.cfg.ID, m.cfg.Token); err != nil {
+			return &fatalError{fmt.Errorf("target: copy %s (chunk %d): %w", c.dst.Name, c.index, err)}
+		}
+	}
 	rows, err := relayCopy(ctx, w.src.PgConn(), w.dst.PgConn(), out, in, meter)
+	if err == nil && m.cfg.Token != 0 {
+		if _, cerr := w.dst.Exec(ctx, "COMMIT"); cerr != nil {
+			err = &relayError{side: "target", err: cerr}
+		}
+	}
 	if err != nil {
 		var re *relayError
 		if errors.As(err, &re) && re.side == "target" {

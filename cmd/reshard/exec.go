@@ -66,19 +66,16 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 		Catalog: store,
 		DSN:     catalog.Shard.ConnString,
 		Log:     log,
-		Lock: func(ctx context.Context, id string) (func(), error) {
-			l, err := store.TryLockMigration(ctx, id, catalog.WithTTL(lockTTL))
-			if err != nil {
-				return nil, err // it names the migration and the holder
-			}
-			return func() { _ = l.Unlock(context.Background()) }, nil
+		Lock: func(ctx context.Context, id string) (*catalog.Lock, error) {
+			// The error names the migration and the holder.
+			return store.TryLockMigration(ctx, id, catalog.WithTTL(lockTTL))
 		},
-		NewMover: func(m *catalog.Migration, src, dst string, j *cutover.Journal) (cutover.Mover, error) {
+		NewMover: func(m *catalog.Migration, src, dst string, j *cutover.Journal, token int64) (cutover.Mover, error) {
 			return mover.New(mover.Config{
 				ID: m.ID, SourceDSN: src, TargetDSN: dst,
 				Key: st.Config.Key, Tables: st.Config.Tables, Range: m.Range,
 				Workers: f.workers, MaxConnections: f.maxConns, MaxRate: f.maxRate, MaxSourceLag: f.maxSourceLag,
-				Overwrite: f.overwrite, Progress: progress, Logger: log,
+				Overwrite: f.overwrite, Token: token, Progress: progress, Logger: log,
 			}, j)
 		},
 		Options: cutover.ExecOptions{

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -21,9 +22,10 @@ type Options struct {
 
 // Server is a running embedded etcd.
 type Server struct {
-	e        *embed.Etcd
-	endpoint string
-	peerPort int
+	e         *embed.Etcd
+	endpoint  string
+	peerPort  int
+	closeOnce sync.Once
 }
 
 // Start starts an etcd member with its data in dir and waits until it serves.
@@ -90,7 +92,8 @@ func (s *Server) PeerPort() int { return s.peerPort }
 func (s *Server) Done() <-chan error { return s.e.Err() }
 
 // Close stops the server.
-func (s *Server) Close() { s.e.Close() }
+// A second Close does nothing (a test may stop the server before its cleanup does).
+func (s *Server) Close() { s.closeOnce.Do(s.e.Close) }
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

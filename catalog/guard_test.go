@@ -1,0 +1,115 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+// TestGuardedWritesNeedTheLock: a driver's journal and catalog writes are conditional on
+// holding the migration's lock. Once its lease is gone (here revoked, as expiry would),
+// every guarded write fails with ErrLockLost and changes nothing, the lock reports the
+// loss, and the driver's context ends with it as the cause.
+func TestGuardedWritesNeedTheLock(t *testing.T) {
+	s, cli := testStore(t)
+	ctx := context.Background()
+	st := initDemo(t, s)
+	m := newMigration(t, s, "mv1", st.Ranges[1], "s3")
+	l, err := s.TryLockMigration(ctx, "mv1", WithTTL(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := HeldBy(l)
+	if l.Token() <= 0 {
+		t.Fatalf("token %d", l.Token())
+	}
+	m.Phase = PhaseCopying
+	if err := s.PutMigration(ctx, m, held); err != nil {
+		t.Fatalf("guarded write while holding the lock: %v", err)
+	}
+	dctx, cancel := l.Context(ctx)
+	defer cancel()
+
+	if _, err := cli.Revoke(ctx, l.session.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	rev := m.ModRev
+	m.Phase = PhaseCatchingUp
+	if err := s.PutMigration(ctx, m, held); !errors.Is(err, ErrLockLost) {
+		t.Fatalf("guarded write after the lease was revoked = %v, want ErrLockLost", err)
+	}
+	st, _ = s.Load(ctx)
+	if err := s.Freeze(ctx, st, st.Ranges[1].Range.Lo, m, held); !errors.Is(err, ErrLockLost) {
+		t.Fatalf("guarded freeze = %v, want ErrLockLost", err)
+	}
+	got, err := s.GetMigration(ctx, "mv1")
+	if err != nil || got.ModRev != rev || got.Phase != PhaseCopying {
+		t.Fatalf("journal changed by a driver without the lock: %+v, %v", got, err)
+	}
+	if st2, _ := s.Load(ctx); st2.Ranges[1].State != RangeServing {
+		t.Fatalf("range frozen by a driver without the lock")
+	}
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lost not closed")
+	}
+	if err := l.Err(); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Err = %v", err)
+	}
+	select {
+	case <-dctx.Done():
+		if !errors.Is(context.Cause(dctx), ErrLockLost) {
+			t.Errorf("driver context cause = %v", context.Cause(dctx))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the driver's context did not end")
+	}
+	// Whoever takes the lock next has a greater token and may write.
+	l2, err := s.TryLockMigration(ctx, "mv1", WithTTL(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Unlock(ctx)
+	if l2.Token() <= l.Token() {
+		t.Errorf("tokens %d then %d: must grow", l.Token(), l2.Token())
+	}
+	m.ModRev = rev
+	if err := s.PutMigration(ctx, m, HeldBy(l2)); err != nil {
+		t.Fatalf("the new holder's write: %v", err)
+	}
+}
+
+// TestLockLostWhenEtcdIsUnreachable: a driver cut off from etcd cannot learn that its lease
+// expired, nor be told; its lock must count as lost on its own clock once the lease may have
+// expired (TTL after the last renewal etcd acknowledged), so it stops acting before another
+// driver can take over.
+func TestLockLostWhenEtcdIsUnreachable(t *testing.T) {
+	srv, cli := testenv.Etcd(t)
+	s, err := NewStore(cli, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	l, err := s.TryLockMigration(ctx, "mv1", WithTTL(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatalf("Err right after locking: %v", err)
+	}
+	srv.Close() // a graceful stop: it may answer renewals for a while
+	cut := time.Now()
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lock did not count as lost within 10s of losing etcd (TTL 2s)")
+	}
+	t.Logf("lock counted as lost %v after etcd stopped (TTL 2s)", time.Since(cut).Round(time.Millisecond))
+	if err := l.Err(); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Err = %v", err)
+	}
+}
