@@ -2,6 +2,7 @@ package cutover
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -18,7 +19,16 @@ type DeleteOptions struct {
 	// Check, if set, is called before each batch; an error stops the deletion (the
 	// executor's: the driver may have lost its migration lock).
 	Check func() error
+	// Tombstone, if set, is the migration whose tombstone must fence exactly the range on
+	// this shard for a batch to run: each batch share-locks it first. Once the range (or a
+	// part) belongs to the shard again, a move back lifts the tombstone, and a cleanup
+	// still running (a driver paused past its lease, say) deletes nothing more.
+	Tombstone string
 }
+
+// ErrNotTombstoned is returned by DeleteRange when the migration's tombstone does not
+// fence the range on the shard any more: the shard may own the range again.
+var ErrNotTombstoned = errors.New("the range is not tombstoned on this shard any more (it may belong to it again): nothing more is deleted")
 
 // Conn is a connection that can run a transaction.
 type Conn interface {
@@ -46,7 +56,7 @@ func DeleteRange(ctx context.Context, db Conn, key string, tables []string, r ca
 					return out, err
 				}
 			}
-			n, err := deleteBatch(ctx, db, sql)
+			n, err := deleteBatch(ctx, db, sql, opts.Tombstone, r)
 			if err != nil {
 				return out, fmt.Errorf("cutover: delete %s rows of %s: %w", r, t, err)
 			}
@@ -79,14 +89,31 @@ func batchDeleteSQL(qt, pred string, n int) string {
 		(SELECT tableoid, ctid FROM %[1]s WHERE %[2]s LIMIT %[3]d)`, qt, pred, n)
 }
 
-func deleteBatch(ctx context.Context, db Conn, sql string) (int64, error) {
+// batchStartSQL opens a batch: the fence bypass for this transaction, and whether the
+// migration's tombstone ($2; none: true) still fences exactly the range, share-locked so
+// that no move back lifts it while the batch runs.
+const batchStartSQL = `SELECT set_config($1, 'on', true), $2::text IS NULL OR EXISTS (
+	SELECT 1 FROM reshard.fence WHERE migration = $2 AND tombstone
+	  AND lo IS NOT DISTINCT FROM $3 AND hi IS NOT DISTINCT FROM $4 FOR SHARE)`
+
+func deleteBatch(ctx context.Context, db Conn, sql, tombstone string, r catalog.KeyRange) (int64, error) {
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
-	if _, err := tx.Exec(ctx, "SELECT set_config($1, 'on', true)", BypassSetting); err != nil {
+	var mig *string
+	if tombstone != "" {
+		mig = &tombstone
+	}
+	lo, hi := bounds(r)
+	var bypass string
+	var fenced bool
+	if err := tx.QueryRow(ctx, batchStartSQL, BypassSetting, mig, lo, hi).Scan(&bypass, &fenced); err != nil {
 		return 0, err
+	}
+	if !fenced {
+		return 0, ErrNotTombstoned
 	}
 	tag, err := tx.Exec(ctx, sql)
 	if err != nil {

@@ -2,6 +2,7 @@ package cutover
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/reshard/reshard/catalog"
@@ -96,5 +97,43 @@ func TestCleanupKeepsOtherTenantsOfPartitionedTable(t *testing.T) {
 		if again, err := DeleteRange(ctx, db, "tenant_id", tables, r, DeleteOptions{BatchRows: batch}); err != nil || again["events"]+again["plain"] != 0 {
 			t.Errorf("batch %d: second DeleteRange = %v, %v; want nothing deleted", batch, again, err)
 		}
+	}
+}
+
+// TestCleanupStopsWhenTheTombstoneGoes: the cleanup of a flipped migration deletes only
+// while its tombstone fences the range on the old shard. A move back to that shard lifts
+// the tombstone (the shard owns the range again); a cleanup still running, such as one of a
+// driver that was paused past its lease, must delete nothing more.
+func TestCleanupStopsWhenTheTombstoneGoes(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, partitionedSchema)
+	db := connect(t, pg.DSNApp())
+	tables := []string{"plain"}
+	if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+		t.Fatal(err)
+	}
+	pg.Exec(ctx, `INSERT INTO plain (tenant_id) SELECT k FROM generate_series(1, 100) g, (VALUES (1), (2)) k(k)`)
+	r := catalog.NewRange(1, 2)
+	if _, err := DeleteRange(ctx, db, "tenant_id", tables, r, DeleteOptions{BatchRows: 10, Tombstone: "m1"}); !errors.Is(err, ErrNotTombstoned) {
+		t.Fatalf("cleanup without a tombstone = %v, want ErrNotTombstoned", err)
+	}
+	if err := MarkTombstone(ctx, db, "m1", r, 1); err != nil {
+		t.Fatal(err)
+	}
+	batches := 0
+	opts := DeleteOptions{BatchRows: 10, Tombstone: "m1", Progress: func(string, int64) {
+		batches++
+		if batches == 3 { // the range moves back meanwhile
+			if err := OpenRange(ctx, db, "back", r); err != nil {
+				t.Error(err)
+			}
+		}
+	}}
+	if _, err := DeleteRange(ctx, db, "tenant_id", tables, r, opts); !errors.Is(err, ErrNotTombstoned) {
+		t.Fatalf("cleanup after the move back = %v, want ErrNotTombstoned", err)
+	}
+	if got := tenantCounts(t, ctx, db, "plain"); got[1] != 70 || got[2] != 100 {
+		t.Errorf("rows per tenant after the stopped cleanup: %v; want 70 of tenant 1 (3 batches) and 100 of tenant 2", got)
 	}
 }

@@ -159,6 +159,7 @@ func stragglers(ctx context.Context, db Querier, before time.Time) (time.Time, [
 // transactions of a live load end (each millisecond of overshoot is a millisecond of the
 // window), then backing off to pollSlow for long stragglers.
 const (
+	killGrace   = 2 * time.Second // for backends terminated by --kill-stragglers to exit
 	pollFast    = time.Millisecond
 	pollFastFor = 200 * time.Millisecond
 	pollSlow    = 20 * time.Millisecond
@@ -230,8 +231,10 @@ func drain(ctx context.Context, db Querier, before time.Time, bound time.Duratio
 				s.Terminated = true
 				killed = append(killed, s)
 			}
-			// Give the terminated backends a moment to go away, then look again.
-			deadline = time.Now().Add(bound)
+			// Give the terminated backends a moment to go away, then look again. A
+			// terminated backend exits in milliseconds on an idle server but may take
+			// longer on a busy one, whatever the bound for the stragglers was.
+			deadline = time.Now().Add(max(bound, killGrace))
 			kill = false
 		}
 		if time.Since(start) > pollFastFor {

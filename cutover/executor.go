@@ -375,7 +375,7 @@ func (e *Executor) finish(ss *session) error {
 		return nil
 	}
 	del := e.Options.Delete
-	del.Check = env.mayWrite
+	del.Check, del.Tombstone = env.mayWrite, m.ID
 	if _, err := DeleteRange(ctx, env.Source, env.Key, env.Tables, m.Range, del); err != nil {
 		return ss.interrupted(fmt.Errorf("cleanup %s: %w (re-run `reshard cleanup %s`)", m.ID, err, m.ID))
 	}
