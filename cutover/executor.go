@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/mover"
 )
 
 // Mover is what the executor needs of a mover for one migration (mover.Mover implements it).
@@ -256,12 +257,12 @@ func (e *Executor) copyAndCutover(ss *session) error {
 		copyStart := time.Now()
 		if err := mv.Start(ctx); err != nil {
 			ss.m = j.Seal()
-			return ss.interrupted(fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", m.ID, err, m.ID))
+			return ss.interrupted(stopped(m.ID, err))
 		}
 		if err := e.waitLag(ctx, mv); err != nil {
 			_ = mv.Stop(context.WithoutCancel(ctx))
 			ss.m = j.Seal()
-			return ss.interrupted(fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", m.ID, err, m.ID))
+			return ss.interrupted(stopped(m.ID, err))
 		}
 		if e.Options.BeforeCutover != nil {
 			e.Options.BeforeCutover()
@@ -314,6 +315,15 @@ func (ss *session) interrupted(err error) error {
 }
 
 var errInterrupted = errors.New("this driver lost the migration's lock and stopped")
+
+// stopped says what to do about a move whose copy or catch-up stopped: re-run it, unless
+// a re-run can only stop the same way.
+func stopped(id string, err error) error {
+	if errors.Is(err, mover.ErrTruncated) {
+		return fmt.Errorf("move %s: %w (reshard cancel %s, then move again)", id, err, id)
+	}
+	return fmt.Errorf("move %s: %w (re-run to resume, or reshard cancel %s)", id, err, id)
+}
 
 func retryable(err error) bool {
 	return errors.Is(err, ErrStragglers) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrGuardMissing)
