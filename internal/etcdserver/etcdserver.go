@@ -49,23 +49,8 @@ func Start(ctx context.Context, dir string, opts Options) (*Server, error) {
 		}
 		l.Close()
 	}
-	cfg := embed.NewConfig()
-	cfg.Name = "reshard"
-	cfg.Dir = dir
-	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", cport))
-	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", pport))
-	cfg.ListenClientUrls = []url.URL{*cu}
-	cfg.AdvertiseClientUrls = []url.URL{*cu}
-	cfg.ListenPeerUrls = []url.URL{*pu}
-	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg := memberConfig("reshard", dir, cport, pport, opts.Logger)
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.LogLevel = "error"
-	logger := opts.Logger
-	if logger == nil {
-		// etcd logs "server closed" at error level on every clean shutdown; keep it quiet.
-		logger = zap.NewNop()
-	}
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logger)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcd: start in %s: %w", dir, err)
@@ -79,7 +64,7 @@ func Start(ctx context.Context, dir string, opts Options) (*Server, error) {
 		e.Close()
 		return nil, fmt.Errorf("etcd: not ready after 30s in %s", dir)
 	}
-	return &Server{e: e, endpoint: cu.Host, peerPort: pport}, nil
+	return &Server{e: e, endpoint: fmt.Sprintf("127.0.0.1:%d", cport), peerPort: pport}, nil
 }
 
 // Endpoint is host:port of the client URL.
@@ -94,6 +79,27 @@ func (s *Server) Done() <-chan error { return s.e.Err() }
 // Close stops the server.
 // A second Close does nothing (a test may stop the server before its cleanup does).
 func (s *Server) Close() { s.closeOnce.Do(s.e.Close) }
+
+// memberConfig is the embedded configuration of one member on loopback ports, quiet unless
+// a logger is given. The caller sets the initial cluster.
+func memberConfig(name, dir string, cport, pport int, logger *zap.Logger) *embed.Config {
+	cfg := embed.NewConfig()
+	cfg.Name = name
+	cfg.Dir = dir
+	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", cport))
+	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", pport))
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.LogLevel = "error"
+	if logger == nil {
+		// etcd logs "server closed" at error level on every clean shutdown; keep it quiet.
+		logger = zap.NewNop()
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logger)
+	return cfg
+}
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/reshard/reshard/internal/etcdserver"
 	"github.com/reshard/reshard/internal/pgcluster"
@@ -160,6 +161,38 @@ func Etcd(t testing.TB) (*etcdserver.Server, *clientv3.Client) {
 	})
 	t.Logf("testenv: etcd started on %s", srv.Endpoint())
 	return srv, cli
+}
+
+// EtcdCluster starts an n-member etcd (embedded members, see etcdserver.Cluster) and returns
+// it with a client that lists every member's endpoint, as a production client does; both
+// are closed at cleanup. Tests kill and restart members through the cluster.
+func EtcdCluster(t testing.TB, n int) (*etcdserver.Cluster, *clientv3.Client) {
+	t.Helper()
+	Integration(t)
+	dir, err := os.MkdirTemp("", "reshard-etcd-cluster-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := etcdserver.StartCluster(ctx, dir, n, etcdserver.Options{})
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatalf("testenv: %v", err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		c.Close()
+		os.RemoveAll(dir)
+		t.Fatalf("testenv: etcd client: %v", err)
+	}
+	t.Cleanup(func() {
+		cli.Close()
+		c.Close()
+		os.RemoveAll(dir)
+	})
+	t.Logf("testenv: %d-member etcd started on %v", n, c.Endpoints())
+	return c, cli
 }
 
 func itoa(i int) string { return string(rune('0' + i)) }
