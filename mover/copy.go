@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/reshard/reshard/catalog"
@@ -105,47 +106,17 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 	cfg := m.cfg
 	src, dst := m.pools()
 	rangePred := cfg.Range.SQL(ident(cfg.Key))
-
-	if err := ensureProgressTable(ctx, dst); err != nil {
-		return 0, err
-	}
-	if cfg.Overwrite {
-		children := make([]*table, 0, len(md.dst))
-		for i := len(md.dst) - 1; i >= 0; i-- {
-			children = append(children, md.dst[i])
-		}
-		d := rangeDeleter{pool: dst, pred: rangePred, migration: cfg.ID, token: cfg.Token, log: m.log}
-		if err := d.run(ctx, children); err != nil {
-			return 0, err
-		}
-	}
-	if err := claimTarget(ctx, dst, cfg.ID, m.log); err != nil {
+	if err := m.prepareTarget(ctx, dst, md, rangePred); err != nil {
 		return 0, err
 	}
 
 	// Plan the chunks before the slot exists: the snapshot then waits for nothing.
 	began := time.Now()
-	nw := cfg.copyWorkers()
-	st := &copyStats{start: time.Now(), tables: map[string]*tableStats{}}
-	var perTable [][]chunk
-	total := 0
-	share := (nw + len(md.src) - 1) / len(md.src)
-	for i, t := range md.src {
-		cs, est, err := planChunks(ctx, src, t, md.dst[i], rangePred, nw, share)
-		if err != nil {
-			return 0, err
-		}
-		by := "key"
-		if cs[0].blocks {
-			by = "blocks"
-		}
-		m.log.Info("copy plan", "table", t.Name, "chunks", len(cs), "by", by, "est_bytes", est)
-		perTable = append(perTable, cs)
-		st.order = append(st.order, t.Name)
-		st.tables[t.Name] = &tableStats{chunksTotal: len(cs), estBytes: est}
-		total += len(cs)
+	perTable, st, total, err := m.planCopy(ctx, src, md, rangePred)
+	if err != nil {
+		return 0, err
 	}
-	nw = min(nw, total)
+	nw := min(cfg.copyWorkers(), total)
 	m.mu.Lock()
 	m.copyStat = st
 	m.mu.Unlock()
@@ -161,34 +132,7 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 	if err != nil {
 		return 0, err
 	}
-
-	if err := createPublication(ctx, src, m.pub, cfg.Key, cfg.Range, md.src, m.log); err != nil {
-		return 0, err
-	}
-	opened := time.Now()
-	repl, err := connectReplication(ctx, cfg.SourceDSN, appName(cfg.ID, "slot"))
-	if err != nil {
-		return 0, err
-	}
-	consistent, snapshot, err := createSlot(ctx, repl, m.slot)
-	if err != nil {
-		closeReplQuietly(repl)
-		return 0, err
-	}
-	// Every worker imports the snapshot before anything else is sent on the replication
-	// connection: the next command there, even a failed one, would end the snapshot.
-	g, gctx := errgroup.WithContext(ctx)
-	for _, w := range workers {
-		g.Go(func() error {
-			_, err := w.src.PgConn().Exec(gctx, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshot)).ReadAll()
-			if err != nil {
-				return fmt.Errorf("source: import snapshot %s: %w", snapshot, err)
-			}
-			return nil
-		})
-	}
-	err = g.Wait()
-	closeReplQuietly(repl)
+	consistent, snapshot, opened, err := m.shareSnapshot(ctx, src, md, workers)
 	if err != nil {
 		return 0, err
 	}
@@ -207,21 +151,106 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 	if err := m.runChunks(ctx, workers, stages(perTable, replica), rangePred, st); err != nil {
 		return 0, err
 	}
+	if err := m.finishCopy(ctx, dst, workers, consistent); err != nil {
+		return 0, err
+	}
+	return consistent, nil
+}
+
+// prepareTarget readies the target for the copy: the progress table, the range's old rows
+// deleted under --overwrite, and the claim that fences the range there.
+func (m *Mover) prepareTarget(ctx context.Context, dst *pgxpool.Pool, md *metadata, rangePred string) error {
+	cfg := m.cfg
+	if err := ensureProgressTable(ctx, dst); err != nil {
+		return err
+	}
+	if cfg.Overwrite {
+		children := make([]*table, 0, len(md.dst))
+		for i := len(md.dst) - 1; i >= 0; i-- {
+			children = append(children, md.dst[i])
+		}
+		d := rangeDeleter{pool: dst, pred: rangePred, migration: cfg.ID, token: cfg.Token, log: m.log}
+		if err := d.run(ctx, children); err != nil {
+			return err
+		}
+	}
+	return claimTarget(ctx, dst, cfg.ID, m.log)
+}
+
+// planCopy cuts every table's part of the range into chunks for the configured number of
+// workers and sets up the counters of the copy.
+func (m *Mover) planCopy(ctx context.Context, src *pgxpool.Pool, md *metadata, rangePred string) ([][]chunk, *copyStats, int, error) {
+	nw := m.cfg.copyWorkers()
+	st := &copyStats{start: time.Now(), tables: map[string]*tableStats{}}
+	var perTable [][]chunk
+	total := 0
+	share := (nw + len(md.src) - 1) / len(md.src)
+	for i, t := range md.src {
+		cs, est, err := planChunks(ctx, src, t, md.dst[i], rangePred, nw, share)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		by := "key"
+		if cs[0].blocks {
+			by = "blocks"
+		}
+		m.log.Info("copy plan", "table", t.Name, "chunks", len(cs), "by", by, "est_bytes", est)
+		perTable = append(perTable, cs)
+		st.order = append(st.order, t.Name)
+		st.tables[t.Name] = &tableStats{chunksTotal: len(cs), estBytes: est}
+		total += len(cs)
+	}
+	return perTable, st, total, nil
+}
+
+// shareSnapshot creates the publication and the slot, and has every worker import the
+// slot's snapshot. It returns the slot's consistent point, the snapshot's name and when
+// the publication was made (for the copy's timings).
+func (m *Mover) shareSnapshot(ctx context.Context, src *pgxpool.Pool, md *metadata, workers []*worker) (pglogrepl.LSN, string, time.Time, error) {
+	cfg := m.cfg
+	if err := createPublication(ctx, src, m.pub, cfg.Key, cfg.Range, md.src, m.log); err != nil {
+		return 0, "", time.Time{}, err
+	}
+	opened := time.Now()
+	repl, err := connectReplication(ctx, cfg.SourceDSN, appName(cfg.ID, "slot"))
+	if err != nil {
+		return 0, "", opened, err
+	}
+	defer closeReplQuietly(repl)
+	consistent, snapshot, err := createSlot(ctx, repl, m.slot)
+	if err != nil {
+		return 0, "", opened, err
+	}
+	// Every worker imports the snapshot before anything else is sent on the replication
+	// connection: the next command there, even a failed one, would end the snapshot.
+	g, gctx := errgroup.WithContext(ctx)
+	for _, w := range workers {
+		g.Go(func() error {
+			_, err := w.src.PgConn().Exec(gctx, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshot)).ReadAll()
+			if err != nil {
+				return fmt.Errorf("source: import snapshot %s: %w", snapshot, err)
+			}
+			return nil
+		})
+	}
+	return consistent, snapshot, opened, g.Wait()
+}
+
+// finishCopy ends the workers' snapshot transactions and makes the copied rows durable
+// before the catch-up starts from consistent.
+func (m *Mover) finishCopy(ctx context.Context, dst *pgxpool.Pool, workers []*worker, consistent pglogrepl.LSN) error {
 	for _, w := range workers {
 		// Read-only: the end of the snapshot's transaction.
 		if _, err := w.src.Exec(ctx, "COMMIT"); err != nil {
-			return 0, fmt.Errorf("source: end the copy transaction: %w", err)
+			return fmt.Errorf("source: end the copy transaction: %w", err)
 		}
 	}
 	// The copy sessions commit asynchronously; this synchronous commit flushes the
 	// target's WAL past all of them before the journal says the copy is done.
 	if _, err := dst.Exec(ctx, "SET synchronous_commit = on"); err != nil {
-		return 0, fmt.Errorf("target: %w", err)
+		return fmt.Errorf("target: %w", err)
 	}
-	if err := resetProgress(ctx, dst, cfg.ID, consistent); err != nil {
-		return 0, err
-	}
-	return consistent, nil
+	return resetProgress(ctx, dst, m.cfg.ID, consistent)
 }
 
 // openWorkers opens n source and n target connections and prepares their sessions.

@@ -62,6 +62,12 @@ type receiver struct {
 
 	drained      time.Time // when the read buffer last ran empty
 	sinceDrained int       // messages read since
+	deadline     time.Time // the socket's read deadline (renewDeadline)
+
+	// The source transaction being decoded: cur is its segment (nil outside one), skip
+	// says it was applied before a reconnect.
+	cur        *segment
+	inTx, skip bool
 }
 
 // coalesce waits a moment before a read of a busy stream that would return only a few
@@ -84,174 +90,209 @@ func (r *receiver) coalesce(now time.Time) {
 func (r *receiver) run(ctx context.Context) error {
 	defer close(r.out)
 	r.rels = map[uint32]*relation{}
-	var cur *segment
-	inTx, skip := false, false
-	// Reads wake up at least every receiveDeadline to report status and notice ctx. A
-	// deadline on the socket, renewed only when it draws near, costs nothing per message
-	// (a context per ReceiveMessage would cost a timer and a callback each).
-	var deadline time.Time
 	defer r.conn.Conn().SetReadDeadline(time.Time{})
 	// A stop wakes a waiting read at once rather than at its deadline: Stop is on the
 	// path of every cutover.
 	wake := context.AfterFunc(ctx, func() { _ = r.conn.Conn().SetReadDeadline(time.Unix(1, 0)) })
 	defer wake()
 	for {
-		if err := r.status(false); err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		now := time.Now()
-		if len(r.pending) > 0 && (r.pendingChanges >= handOffChanges || now.Sub(r.pendingSince) >= handOffDelay) {
-			if err := r.handOff(ctx); err != nil {
-				return err
-			}
-		}
-		want := now.Add(receiveDeadline)
-		if len(r.pending) > 0 {
-			want = r.pendingSince.Add(handOffDelay)
-		}
-		if want.Before(deadline) || deadline.Sub(now) < receiveDeadline/4 {
-			deadline = want
-			if err := r.conn.Conn().SetReadDeadline(deadline); err != nil {
-				return fmt.Errorf("source: replication stream: %w", err)
-			}
-			if ctx.Err() != nil { // stopped between the check above and the new deadline
-				return ctx.Err()
-			}
-		}
-		r.coalesce(now)
-		raw, err := r.conn.ReceiveMessage(context.Background())
+		data, err := r.receive(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if pgconn.Timeout(err) {
-				deadline = time.Time{}
-				continue
-			}
-			return fmt.Errorf("source: replication stream: %w", err)
-		}
-		var data []byte
-		switch msg := raw.(type) {
-		case *pgproto3.CopyData:
-			data = msg.Data
-		case *pgproto3.ErrorResponse:
-			return classifyStreamErr(pgconn.ErrorResponseToPgError(msg))
-		case *pgproto3.CopyDone:
-			return errStreamEnded
-		default:
-			continue
+			return err
 		}
 		if len(data) == 0 {
 			continue
 		}
 		switch data[0] {
 		case pglogrepl.PrimaryKeepaliveMessageByteID:
-			pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
-			if err != nil {
-				return fatalf("source: bad keepalive: %v", err)
-			}
-			if pkm.ReplyRequested {
-				// Answer at once, or wal_sender_timeout drops the connection.
-				if err := r.status(true); err != nil {
-					return err
-				}
-			}
-			// Everything before the server's WAL end has been sent; when no transaction is
-			// open, the applier may move the position there once it has applied the rest.
-			if !inTx && pkm.ServerWALEnd > r.lastWalEnd {
-				r.lastWalEnd = pkm.ServerWALEnd
-				r.queue(segment{keepalive: true, walEnd: pkm.ServerWALEnd, serverTime: pkm.ServerTime})
-			}
+			err = r.keepalive(data[1:])
 		case pglogrepl.XLogDataByteID:
-			xld, err := pglogrepl.ParseXLogData(data[1:])
-			if err != nil {
-				return fatalf("source: bad XLogData: %v", err)
-			}
-			if err := r.th.wait(ctx, len(xld.WALData)); err != nil {
-				return err
-			}
-			if len(xld.WALData) == 0 {
-				continue
-			}
-			if k := xld.WALData[0]; k == 'I' || k == 'U' || k == 'D' {
-				// Row changes, the bulk of the stream, take the short way.
-				if skip {
-					continue
-				}
-				if cur == nil {
-					return fatalf("source: a change arrived outside a transaction")
-				}
-				c, err := decodeChange(xld.WALData, r.rels)
-				if err != nil {
-					return err
-				}
-				cur.changes = append(cur.changes, c)
-				cur.size += c.size
-				if len(cur.changes) >= segmentChanges || cur.size >= segmentBytes {
-					// A large transaction goes on in pieces; memory stays bounded.
-					r.queue(*cur)
-					if err := r.handOff(ctx); err != nil {
-						return err
-					}
-					cur = &segment{}
-				}
-				continue
-			}
-			lm, err := pglogrepl.Parse(xld.WALData)
-			if err != nil {
-				return fatalf("source: cannot decode a pgoutput message: %v", err)
-			}
-			switch m := lm.(type) {
-			case *pglogrepl.BeginMessage:
-				inTx = true
-				// After a reconnect the server may resend from its confirmed position:
-				// a transaction whose commit lies before the start was applied already.
-				skip = m.FinalLSN < r.start
-				cur = &segment{begin: true, finalLSN: m.FinalLSN}
-			case *pglogrepl.RelationMessage:
-				rel, err := newRelation(m, r.tables, r.key)
-				if err != nil {
-					return err
-				}
-				r.rels[m.RelationID] = rel
-			case *pglogrepl.CommitMessage:
-				inTx = false
-				if skip || cur == nil {
-					skip, cur = false, nil
-					continue
-				}
-				if cur.begin && len(cur.changes) == 0 {
-					// Only a logical message (a fence marker, a nudge): a position for the
-					// applier, not a target transaction the cutover would wait for.
-					r.queue(segment{keepalive: true, walEnd: m.TransactionEndLSN, serverTime: m.CommitTime})
-					cur = nil
-					continue
-				}
-				cur.commit, cur.endLSN, cur.commitTime = true, m.TransactionEndLSN, m.CommitTime
-				r.queue(*cur)
-				cur = nil
-			case *pglogrepl.TruncateMessage:
-				// Never applied: row filters do not apply to TRUNCATE, which would empty
-				// the target's table of every tenant.
-				if skip {
-					continue
-				}
-				return truncatedError(r.id, r.relNames(m.RelationIDs))
-			case *pglogrepl.LogicalDecodingMessage:
-				if skip {
-					continue
-				}
-				if err := truncateMessage(r.id, m.Prefix, m.Content, r.tables); err != nil {
-					return err
-				}
-			default:
-				// Type and Origin messages change nothing on the target.
-			}
+			err = r.xlogData(ctx, data[1:])
+		}
+		if err != nil {
+			return err
 		}
 	}
+}
+
+// receive reports status and hands pending segments off when they are due, then reads
+// the next message. It returns no data, and no error, when there is nothing to decode:
+// the read timed out, or the message was not CopyData.
+func (r *receiver) receive(ctx context.Context) ([]byte, error) {
+	if err := r.status(false); err != nil {
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	now := time.Now()
+	if len(r.pending) > 0 && (r.pendingChanges >= handOffChanges || now.Sub(r.pendingSince) >= handOffDelay) {
+		if err := r.handOff(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.renewDeadline(ctx, now); err != nil {
+		return nil, err
+	}
+	r.coalesce(now)
+	raw, err := r.conn.ReceiveMessage(context.Background())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if pgconn.Timeout(err) {
+			r.deadline = time.Time{}
+			return nil, nil
+		}
+		return nil, fmt.Errorf("source: replication stream: %w", err)
+	}
+	switch msg := raw.(type) {
+	case *pgproto3.CopyData:
+		return msg.Data, nil
+	case *pgproto3.ErrorResponse:
+		return nil, classifyStreamErr(pgconn.ErrorResponseToPgError(msg))
+	case *pgproto3.CopyDone:
+		return nil, errStreamEnded
+	}
+	return nil, nil
+}
+
+// renewDeadline moves the socket's read deadline when it draws near, or earlier when
+// pending segments are due. Reads wake up at least every receiveDeadline to report status
+// and notice ctx. A deadline on the socket, renewed only when it draws near, costs nothing
+// per message (a context per ReceiveMessage would cost a timer and a callback each).
+func (r *receiver) renewDeadline(ctx context.Context, now time.Time) error {
+	want := now.Add(receiveDeadline)
+	if len(r.pending) > 0 {
+		want = r.pendingSince.Add(handOffDelay)
+	}
+	if want.Before(r.deadline) || r.deadline.Sub(now) < receiveDeadline/4 {
+		r.deadline = want
+		if err := r.conn.Conn().SetReadDeadline(r.deadline); err != nil {
+			return fmt.Errorf("source: replication stream: %w", err)
+		}
+		if ctx.Err() != nil { // stopped between the caller's check and the new deadline
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// keepalive answers a keepalive that asks for a reply and, between transactions, queues
+// its WAL end as a position for the applier.
+func (r *receiver) keepalive(data []byte) error {
+	pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data)
+	if err != nil {
+		return fatalf("source: bad keepalive: %v", err)
+	}
+	if pkm.ReplyRequested {
+		// Answer at once, or wal_sender_timeout drops the connection.
+		if err := r.status(true); err != nil {
+			return err
+		}
+	}
+	// Everything before the server's WAL end has been sent; when no transaction is
+	// open, the applier may move the position there once it has applied the rest.
+	if !r.inTx && pkm.ServerWALEnd > r.lastWalEnd {
+		r.lastWalEnd = pkm.ServerWALEnd
+		r.queue(segment{keepalive: true, walEnd: pkm.ServerWALEnd, serverTime: pkm.ServerTime})
+	}
+	return nil
+}
+
+// xlogData decodes one pgoutput message, after the throttle lets its bytes through.
+func (r *receiver) xlogData(ctx context.Context, data []byte) error {
+	xld, err := pglogrepl.ParseXLogData(data)
+	if err != nil {
+		return fatalf("source: bad XLogData: %v", err)
+	}
+	if err := r.th.wait(ctx, len(xld.WALData)); err != nil {
+		return err
+	}
+	if len(xld.WALData) == 0 {
+		return nil
+	}
+	if k := xld.WALData[0]; k == 'I' || k == 'U' || k == 'D' {
+		// Row changes, the bulk of the stream, take the short way.
+		return r.change(ctx, xld.WALData)
+	}
+	lm, err := pglogrepl.Parse(xld.WALData)
+	if err != nil {
+		return fatalf("source: cannot decode a pgoutput message: %v", err)
+	}
+	switch m := lm.(type) {
+	case *pglogrepl.BeginMessage:
+		r.inTx = true
+		// After a reconnect the server may resend from its confirmed position:
+		// a transaction whose commit lies before the start was applied already.
+		r.skip = m.FinalLSN < r.start
+		r.cur = &segment{begin: true, finalLSN: m.FinalLSN}
+	case *pglogrepl.RelationMessage:
+		rel, err := newRelation(m, r.tables, r.key)
+		if err != nil {
+			return err
+		}
+		r.rels[m.RelationID] = rel
+	case *pglogrepl.CommitMessage:
+		r.commit(m)
+	case *pglogrepl.TruncateMessage:
+		// Never applied: row filters do not apply to TRUNCATE, which would empty
+		// the target's table of every tenant.
+		if !r.skip {
+			return truncatedError(r.id, r.relNames(m.RelationIDs))
+		}
+	case *pglogrepl.LogicalDecodingMessage:
+		if !r.skip {
+			return truncateMessage(r.id, m.Prefix, m.Content, r.tables)
+		}
+	default:
+		// Type and Origin messages change nothing on the target.
+	}
+	return nil
+}
+
+// change adds an insert, update or delete to the open transaction's segment; a large
+// transaction goes on to the applier in pieces, so memory stays bounded.
+func (r *receiver) change(ctx context.Context, wal []byte) error {
+	if r.skip {
+		return nil
+	}
+	if r.cur == nil {
+		return fatalf("source: a change arrived outside a transaction")
+	}
+	c, err := decodeChange(wal, r.rels)
+	if err != nil {
+		return err
+	}
+	r.cur.changes = append(r.cur.changes, c)
+	r.cur.size += c.size
+	if len(r.cur.changes) >= segmentChanges || r.cur.size >= segmentBytes {
+		r.queue(*r.cur)
+		if err := r.handOff(ctx); err != nil {
+			return err
+		}
+		r.cur = &segment{}
+	}
+	return nil
+}
+
+// commit closes the open transaction's last segment and queues it.
+func (r *receiver) commit(m *pglogrepl.CommitMessage) {
+	r.inTx = false
+	cur := r.cur
+	r.cur = nil
+	if r.skip || cur == nil {
+		r.skip = false
+		return
+	}
+	if cur.begin && len(cur.changes) == 0 {
+		// Only a logical message (a fence marker, a nudge): a position for the
+		// applier, not a target transaction the cutover would wait for.
+		r.queue(segment{keepalive: true, walEnd: m.TransactionEndLSN, serverTime: m.CommitTime})
+		return
+	}
+	cur.commit, cur.endLSN, cur.commitTime = true, m.TransactionEndLSN, m.CommitTime
+	r.queue(*cur)
 }
 
 // relNames names relations by their Relation messages.

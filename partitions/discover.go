@@ -29,6 +29,22 @@ func discover(ctx context.Context, conn *pgx.Conn, s spec, now time.Time, lockTi
 	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL lock_timeout = %d", lockTimeout.Milliseconds())); err != nil {
 		return nil, fmt.Errorf("read the catalog: %w", err)
 	}
+	ti, nsOID, err := readTable(ctx, tx, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := readPartitions(ctx, tx, ti); err != nil {
+		return nil, err
+	}
+	if err := readTakenNames(ctx, tx, ti, s, now, nsOID); err != nil {
+		return nil, err
+	}
+	return ti, tx.Commit(ctx)
+}
+
+// readTable reads the partitioned table itself and checks that it is partitioned by range
+// on the spec's date column; it returns the table and the oid of its schema.
+func readTable(ctx context.Context, tx pgx.Tx, s spec) (*tableInfo, uint32, error) {
 	ti := &tableInfo{name: s.Table}
 	var (
 		found                   bool
@@ -38,7 +54,7 @@ func discover(ctx context.Context, conn *pgx.Conn, s spec, now time.Time, lockTi
 		natts                   int16
 		keyAttnum               int16
 	)
-	err = tx.QueryRow(ctx, `
+	err := tx.QueryRow(ctx, `
 SELECT true, c.oid, c.relnamespace, n.nspname, c.relkind::text, pg_get_userbyid(c.relowner), c.relreplident::text,
        coalesce(pt.partstrat::text, ''), coalesce(pt.partnatts, 0::int2), coalesce(pt.partattrs[0], 0::int2),
        coalesce(a.attname::text, ''), coalesce(format_type(a.atttypid, a.atttypmod), ''),
@@ -54,31 +70,36 @@ WHERE c.oid = to_regclass(quote_ident($1))`, s.Table).Scan(&found, &ti.oid, &nsO
 		&strat, &natts, &keyAttnum, &attname, &typ, &ti.riIndex, &riName, &grantsJSON)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return nil, errTable{fmt.Sprintf("table %s not found on this shard (search_path): create it with PARTITION BY RANGE (%s), or remove its partitions spec from the catalog config", s.Table, s.Column)}
+		return nil, 0, errTable{fmt.Sprintf("table %s not found on this shard (search_path): create it with PARTITION BY RANGE (%s), or remove its partitions spec from the catalog config", s.Table, s.Column)}
 	case err != nil:
-		return nil, fmt.Errorf("read table %s from the catalog: %w", s.Table, err)
+		return nil, 0, fmt.Errorf("read table %s from the catalog: %w", s.Table, err)
 	}
 	ti.riIndexName = riName
 	switch {
 	case relkind != "p":
-		return nil, errTable{fmt.Sprintf("%s.%s is not a partitioned table: reshard maintains tables created with PARTITION BY RANGE (%s); turning a plain table into one is a migration of its own", ti.schema, s.Table, s.Column)}
+		return nil, 0, errTable{fmt.Sprintf("%s.%s is not a partitioned table: reshard maintains tables created with PARTITION BY RANGE (%s); turning a plain table into one is a migration of its own", ti.schema, s.Table, s.Column)}
 	case strat != "r":
-		return nil, errTable{fmt.Sprintf("%s.%s is partitioned by %s, not by range: date partitions need PARTITION BY RANGE (%s)", ti.schema, s.Table, map[string]string{"l": "list", "h": "hash"}[strat], s.Column)}
+		return nil, 0, errTable{fmt.Sprintf("%s.%s is partitioned by %s, not by range: date partitions need PARTITION BY RANGE (%s)", ti.schema, s.Table, map[string]string{"l": "list", "h": "hash"}[strat], s.Column)}
 	case natts != 1 || keyAttnum == 0:
-		return nil, errTable{fmt.Sprintf("%s.%s's partition key is not the single column %s (it has %d columns or an expression): fix the spec or the table", ti.schema, s.Table, s.Column, natts)}
+		return nil, 0, errTable{fmt.Sprintf("%s.%s's partition key is not the single column %s (it has %d columns or an expression): fix the spec or the table", ti.schema, s.Table, s.Column, natts)}
 	case attname != s.Column:
-		return nil, errTable{fmt.Sprintf("%s.%s is partitioned by column %s, but the spec says %s: fix column: in the partitions spec", ti.schema, s.Table, attname, s.Column)}
+		return nil, 0, errTable{fmt.Sprintf("%s.%s is partitioned by column %s, but the spec says %s: fix column: in the partitions spec", ti.schema, s.Table, attname, s.Column)}
 	}
 	kind, ok := kindOf(typ)
 	if !ok {
-		return nil, errTable{fmt.Sprintf("%s.%s: partition column %s is %s: date partitions need date, timestamp or timestamptz", ti.schema, s.Table, s.Column, typ)}
+		return nil, 0, errTable{fmt.Sprintf("%s.%s: partition column %s is %s: date partitions need date, timestamp or timestamptz", ti.schema, s.Table, s.Column, typ)}
 	}
 	ti.column = s.Column
 	ti.clock = newClock(kind, s.zone)
 	if err := json.Unmarshal([]byte(grantsJSON), &ti.grants); err != nil {
-		return nil, fmt.Errorf("read grants of %s: %w", s.Table, err)
+		return nil, 0, fmt.Errorf("read grants of %s: %w", s.Table, err)
 	}
+	return ti, nsOID, nil
+}
 
+// readPartitions reads every partition of the table with its bound, its default partition
+// among them.
+func readPartitions(ctx context.Context, tx pgx.Tx, ti *tableInfo) error {
 	rows, err := tx.Query(ctx, `
 SELECT n.nspname, c.relname, c.oid, pg_get_expr(c.relpartbound, c.oid), i.inhdetachpending,
        pg_get_userbyid(c.relowner), c.relreplident::text,
@@ -92,18 +113,18 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE i.inhparent = $1
 ORDER BY c.relname`, ti.oid)
 	if err != nil {
-		return nil, fmt.Errorf("read partitions of %s: %w", s.Table, err)
+		return fmt.Errorf("read partitions of %s: %w", ti.name, err)
 	}
 	for rows.Next() {
 		var c child
 		var expr, gj string
 		if err := rows.Scan(&c.schema, &c.name, &c.oid, &expr, &c.pending, &c.owner, &c.replIdent, &c.riParentIndex, &gj); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("read partitions of %s: %w", s.Table, err)
+			return fmt.Errorf("read partitions of %s: %w", ti.name, err)
 		}
 		if err := json.Unmarshal([]byte(gj), &c.grants); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("read grants of %s: %w", c.name, err)
+			return fmt.Errorf("read grants of %s: %w", c.name, err)
 		}
 		from, to, isDef, err := ti.clock.parseBoundExpr(expr)
 		switch {
@@ -118,36 +139,40 @@ ORDER BY c.relname`, ti.oid)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read partitions of %s: %w", s.Table, err)
+		return fmt.Errorf("read partitions of %s: %w", ti.name, err)
 	}
 	for i := range ti.children {
 		if ti.children[i].isDefault {
 			ti.def = &ti.children[i]
 		}
 	}
+	return nil
+}
 
-	// Which names premake would use are already taken by some relation in the schema.
+// readTakenNames finds which of the names premake would use are already taken by some
+// relation in the table's schema (nsOID).
+func readTakenNames(ctx context.Context, tx pgx.Tx, ti *tableInfo, s spec, now time.Time, nsOID uint32) error {
 	cur := periodStart(ti.clock.now(now), s.Interval, ti.clock.loc)
 	var cand []string
 	for k := 0; k <= s.premake; k++ {
 		cand = append(cand, partitionName(s.Table, addPeriods(cur, s.Interval, k)))
 	}
 	ti.taken = map[string]bool{}
-	rows, err = tx.Query(ctx, `SELECT relname::text FROM pg_class WHERE relnamespace = $1 AND relname = ANY($2::text[])`, nsOID, cand)
+	rows, err := tx.Query(ctx, `SELECT relname::text FROM pg_class WHERE relnamespace = $1 AND relname = ANY($2::text[])`, nsOID, cand)
 	if err != nil {
-		return nil, fmt.Errorf("read relation names of %s: %w", ti.schema, err)
+		return fmt.Errorf("read relation names of %s: %w", ti.schema, err)
 	}
 	for rows.Next() {
 		var n string
 		if err := rows.Scan(&n); err != nil {
 			rows.Close()
-			return nil, err
+			return err
 		}
 		ti.taken[n] = true
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read relation names of %s: %w", ti.schema, err)
+		return fmt.Errorf("read relation names of %s: %w", ti.schema, err)
 	}
-	return ti, tx.Commit(ctx)
+	return nil
 }

@@ -33,14 +33,7 @@ func Compute(state *catalog.State, stats *catalog.Stats, opts Options) (*Plan, e
 
 	balanced := w.balanced()
 	if !balanced {
-		if !w.noStats {
-			w.splitOversized()
-		}
-		w.countUnits()
-		w.drain()
-		if !w.noStats {
-			w.rebalance()
-		}
+		w.balance()
 	}
 	keep := w.prune()
 
@@ -60,6 +53,46 @@ func Compute(state *catalog.State, stats *catalog.Stats, opts Options) (*Plan, e
 		p.StatsRevision = stats.Revision
 	}
 	touched := map[int]bool{}
+	w.addSplits(p, keep, touched)
+	drained := w.addMoves(p, touched)
+	p.MaxMeanAfter = r4(w.maxMean())
+
+	// A rebalance never raises the largest load (every move lowers the larger of its two
+	// shards); draining may, since the drained load has to go somewhere.
+	if !drained && w.maxMean() > maxBefore+1e-9 {
+		return nil, fmt.Errorf("planner: internal error: the plan would raise max/mean from %.4f to %.4f; please report it with the catalog and stats", maxBefore, w.maxMean())
+	}
+
+	for i := range p.Steps {
+		p.Steps[i].N = i + 1
+	}
+	w.addRangeRevisions(p, state, touched)
+	w.addShardLoads(p, before, w.rangesAfter(nOrig, keep))
+	p.Notes = append(p.Notes, w.notes...)
+	if !balanced && !w.noStats {
+		if note := w.outsideNote(opts.Threshold, lb); note != "" {
+			p.Notes = append(p.Notes, note)
+		}
+	}
+	p.ID = planID(p)
+	return p, nil
+}
+
+// balance plans the steps of an unbalanced fleet: split what no shard can hold, empty the
+// draining shards, then even out the loads.
+func (w *world) balance() {
+	if !w.noStats {
+		w.splitOversized()
+	}
+	w.countUnits()
+	w.drain()
+	if !w.noStats {
+		w.rebalance()
+	}
+}
+
+// addSplits adds a step for each kept split and marks the catalog range it cuts as touched.
+func (w *world) addSplits(p *Plan, keep []bool, touched map[int]bool) {
 	for i, sr := range w.splits {
 		if !keep[i] {
 			continue
@@ -76,8 +109,12 @@ func Compute(state *catalog.State, stats *catalog.Stats, opts Options) (*Plan, e
 		p.Splits++
 		touched[u.origin] = true
 	}
+}
+
+// addMoves adds a step for each move and its bytes and writes to the plan's totals; it
+// says whether any move drains a shard.
+func (w *world) addMoves(p *Plan, touched map[int]bool) (drained bool) {
 	var movedBytes float64
-	drained := false
 	for _, m := range w.moves {
 		u := &w.units[m.unit]
 		p.Steps = append(p.Steps, Step{
@@ -92,17 +129,12 @@ func Compute(state *catalog.State, stats *catalog.Stats, opts Options) (*Plan, e
 	}
 	p.BytesToMove = int64(math.Round(movedBytes))
 	p.WritesMoved = r2(p.WritesMoved)
-	p.MaxMeanAfter = r4(w.maxMean())
+	return drained
+}
 
-	// A rebalance never raises the largest load (every move lowers the larger of its two
-	// shards); draining may, since the drained load has to go somewhere.
-	if !drained && w.maxMean() > maxBefore+1e-9 {
-		return nil, fmt.Errorf("planner: internal error: the plan would raise max/mean from %.4f to %.4f; please report it with the catalog and stats", maxBefore, w.maxMean())
-	}
-
-	for i := range p.Steps {
-		p.Steps[i].N = i + 1
-	}
+// addRangeRevisions records the revision of every catalog range the plan touches, in key
+// order, so that apply can refuse a plan whose ranges changed since.
+func (w *world) addRangeRevisions(p *Plan, state *catalog.State, touched map[int]bool) {
 	origins := make([]int, 0, len(touched))
 	for o := range touched {
 		origins = append(origins, o)
@@ -114,8 +146,10 @@ func Compute(state *catalog.State, stats *catalog.Stats, opts Options) (*Plan, e
 		key, rev := rk.lookup(r.Lo)
 		p.Ranges = append(p.Ranges, RangeRevision{Range: r, Key: key, ModRevision: rev})
 	}
+}
 
-	after := w.rangesAfter(nOrig, keep)
+// addShardLoads adds every shard's ranges, bytes, writes and load before and after the plan.
+func (w *world) addShardLoads(p *Plan, before shardTotals, after []int) {
 	for s, name := range w.names {
 		p.Shards = append(p.Shards, ShardLoad{
 			Shard: name, State: w.states[s],
@@ -125,25 +159,26 @@ func Compute(state *catalog.State, stats *catalog.Stats, opts Options) (*Plan, e
 			Load: r4(before.load[s]), LoadAfter: r4(w.load[s]),
 		})
 	}
-	p.Notes = append(p.Notes, w.notes...)
-	if !balanced && !w.noStats {
-		var out []string
-		for s := range w.names {
-			if w.active[s] && (w.load[s] > w.upper+1e-6 || w.load[s] < w.lower-1e-6) {
-				out = append(out, fmt.Sprintf("%s %.2fx", w.names[s], w.load[s]))
-			}
-		}
-		if len(out) > 0 {
-			shown := out
-			if len(shown) > 5 {
-				shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(out)-5))
-			}
-			p.Notes = append(p.Notes, fmt.Sprintf("%d shard(s) stay outside %.0f%% of the mean (%s); the lower bound is %.2fx",
-				len(out), 100*opts.Threshold, strings.Join(shown, ", "), lb))
+}
+
+// outsideNote names the active shards the plan leaves outside the threshold (the first
+// five), or returns "" when there are none.
+func (w *world) outsideNote(threshold, lb float64) string {
+	var out []string
+	for s := range w.names {
+		if w.active[s] && (w.load[s] > w.upper+1e-6 || w.load[s] < w.lower-1e-6) {
+			out = append(out, fmt.Sprintf("%s %.2fx", w.names[s], w.load[s]))
 		}
 	}
-	p.ID = planID(p)
-	return p, nil
+	if len(out) == 0 {
+		return ""
+	}
+	shown := out
+	if len(shown) > 5 {
+		shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(out)-5))
+	}
+	return fmt.Sprintf("%d shard(s) stay outside %.0f%% of the mean (%s); the lower bound is %.2fx",
+		len(out), 100*threshold, strings.Join(shown, ", "), lb)
 }
 
 type shardTotals struct {

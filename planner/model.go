@@ -103,9 +103,30 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 		return nil, fmt.Errorf("%w: %w; fix the catalog before planning", ErrInput, err)
 	}
 	w := &world{opts: opts, upper: 1 + opts.Threshold, lower: 1 - opts.Threshold}
+	index, nActive, err := w.addShards(state.Shards)
+	if err != nil {
+		return nil, err
+	}
+	w.addRanges(state.Ranges, index)
+	w.pinMigrations(state.Migrations)
+	if stats == nil {
+		stats = &catalog.Stats{}
+	}
+	if err := w.addRangeStats(stats.Ranges); err != nil {
+		return nil, err
+	}
+	w.addHotKeys(stats.HotKeys)
+	w.sumUnits()
+	w.weigh(nActive)
+	w.loadShards()
+	return w, nil
+}
 
-	w.names = make([]string, 0, len(state.Shards))
-	for name := range state.Shards {
+// addShards lists the shards by name with their states; it returns each name's index and
+// how many shards are active.
+func (w *world) addShards(shards map[string]catalog.Shard) (map[string]int, int, error) {
+	w.names = make([]string, 0, len(shards))
+	for name := range shards {
 		w.names = append(w.names, name)
 	}
 	sort.Strings(w.names)
@@ -113,7 +134,7 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 	nActive := 0
 	for i, name := range w.names {
 		index[name] = i
-		st := state.Shards[name].State
+		st := shards[name].State
 		if st == "" {
 			st = catalog.ShardActive
 		}
@@ -124,15 +145,20 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 		case catalog.ShardDraining:
 			w.active = append(w.active, false)
 		default:
-			return nil, fmt.Errorf("%w: shard %s has state %q: set it to active or draining", ErrInput, name, st)
+			return nil, 0, fmt.Errorf("%w: shard %s has state %q: set it to active or draining", ErrInput, name, st)
 		}
 		w.states = append(w.states, st)
 	}
 	if nActive == 0 {
-		return nil, fmt.Errorf("%w: every shard is draining, so no shard can take their ranges: add a shard with `reshard shard add`", ErrInput)
+		return nil, 0, fmt.Errorf("%w: every shard is draining, so no shard can take their ranges: add a shard with `reshard shard add`", ErrInput)
 	}
+	return index, nActive, nil
+}
 
-	w.ranges = append([]catalog.Range(nil), state.Ranges...)
+// addRanges makes a unit of each catalog range, in key order; a frozen range or one in a
+// migration is pinned to its shard.
+func (w *world) addRanges(ranges []catalog.Range, index map[string]int) {
+	w.ranges = append([]catalog.Range(nil), ranges...)
 	sort.Slice(w.ranges, func(i, j int) bool { return w.ranges[i].Range.Lo < w.ranges[j].Range.Lo })
 	// Room for the parts of splits, so cutting does not copy every unit again.
 	w.units = make([]unit, len(w.ranges), len(w.ranges)+len(w.ranges)/8+1024)
@@ -152,16 +178,18 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 			u.pinned = fmt.Sprintf("range %s is being migrated (migration %s)", r.Range, r.Migration)
 		}
 	}
+}
 
-	// A range with an unfinished migration is being copied or cut over: planning another
-	// step for it would race that migration.
-	ids := make([]string, 0, len(state.Migrations))
-	for id := range state.Migrations {
+// pinMigrations pins every unit an unfinished migration overlaps: the range is being
+// copied or cut over, and planning another step for it would race that migration.
+func (w *world) pinMigrations(migrations map[string]catalog.Migration) {
+	ids := make([]string, 0, len(migrations))
+	for id := range migrations {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		m := state.Migrations[id]
+		m := migrations[id]
 		if m.Terminal() {
 			continue
 		}
@@ -171,15 +199,11 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 			}
 		}
 	}
+}
 
-	if stats == nil {
-		stats = &catalog.Stats{}
-	}
-	if err := w.addRangeStats(stats.Ranges); err != nil {
-		return nil, err
-	}
-	w.addHotKeys(stats.HotKeys)
-
+// sumUnits settles each unit's bytes and writes from its stats and hot tenants, and adds
+// them to the fleet's totals.
+func (w *world) sumUnits() {
 	for i := range w.units {
 		u := &w.units[i]
 		var hb, hw float64
@@ -197,9 +221,13 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 		w.totalWrites += u.writes
 		u.setSpan(u.r)
 	}
+}
 
+// weigh sets the load of a byte and of a write/s for the strategy, so that the mean load
+// over the nActive active shards is 1; with nothing to weigh the world has no stats.
+func (w *world) weigh(nActive int) {
 	n := float64(nActive)
-	switch opts.Strategy {
+	switch w.opts.Strategy {
 	case StrategySize:
 		if w.totalBytes > 0 {
 			w.wb = n / w.totalBytes
@@ -221,7 +249,7 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 	if w.wb == 0 && w.ww == 0 {
 		w.noStats = true
 		what := "bytes or writes"
-		switch opts.Strategy {
+		switch w.opts.Strategy {
 		case StrategySize:
 			what = "bytes"
 		case StrategyWrites:
@@ -229,7 +257,10 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 		}
 		w.notef("the stats show no %s, so there is no load to balance: run `reshard stats collect` first (draining still works)", what)
 	}
+}
 
+// loadShards gives every unit its load and sums units into their shards.
+func (w *world) loadShards() {
 	ns := len(w.names)
 	w.load = make([]float64, ns)
 	w.bytes = make([]float64, ns)
@@ -241,7 +272,6 @@ func buildWorld(state *catalog.State, stats *catalog.Stats, opts Options) (*worl
 		w.bytes[u.shard] += u.bytes
 		w.writes[u.shard] += u.writes
 	}
-	return w, nil
 }
 
 func orNone(s string) string {
