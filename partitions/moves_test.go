@@ -42,7 +42,6 @@ func TestRetentionWaitsForMoves(t *testing.T) {
 		}
 		c.Close(ctx)
 	}
-	connect := func(ctx context.Context, sh catalog.Shard) (*pgx.Conn, error) { return pgx.Connect(ctx, sh.DSN) }
 	count := func(shard string) int64 {
 		t.Helper()
 		c, err := pgx.Connect(ctx, pg.DSN(shard))
@@ -68,7 +67,7 @@ func TestRetentionWaitsForMoves(t *testing.T) {
 	heldBy := map[string]string{"s1": "migration m1 is moving a range from it", "s2": "migration m1 is moving a range to it"}
 
 	for _, dry := range []bool{true, false} {
-		reps, err := partitions.Fleet(ctx, shards, specs, fakeNow, partitions.FleetOptions{DryRun: dry, Migrations: migrations}, connect)
+		reps, err := partitions.Fleet(ctx, shards, specs, fakeNow, partitions.FleetOptions{DryRun: dry, Migrations: migrations}, connectShard)
 		if err != nil || len(reps) != 3 {
 			t.Fatalf("fleet (dry run %v): %v, %d reports", dry, err, len(reps))
 		}
@@ -128,7 +127,7 @@ func TestRetentionWaitsForMoves(t *testing.T) {
 		if _, err := s3.Exec(ctx, mk.set); err != nil {
 			t.Fatal(err)
 		}
-		reps, err := partitions.Fleet(ctx, only3, specs, fakeNow.Add(48*time.Hour), partitions.FleetOptions{}, connect)
+		reps, err := partitions.Fleet(ctx, only3, specs, fakeNow.Add(48*time.Hour), partitions.FleetOptions{}, connectShard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,7 +142,7 @@ func TestRetentionWaitsForMoves(t *testing.T) {
 		}
 	}
 	// 7 and 8 March expire two days later, once no move uses s3.
-	reps, err := partitions.Fleet(ctx, only3, specs, fakeNow.Add(48*time.Hour), partitions.FleetOptions{}, connect)
+	reps, err := partitions.Fleet(ctx, only3, specs, fakeNow.Add(48*time.Hour), partitions.FleetOptions{}, connectShard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/reshard/reshard/catalog"
@@ -31,21 +30,6 @@ func (r *records) snapshot() []partitions.RunRecord {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]partitions.RunRecord(nil), r.runs...)
-}
-
-func connectShard(ctx context.Context, sh catalog.Shard) (*pgx.Conn, error) {
-	return pgx.Connect(ctx, sh.DSN)
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestTwoSchedulersOneActs runs two schedulers against a real etcd and two real shards:
