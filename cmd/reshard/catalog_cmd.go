@@ -15,8 +15,6 @@ import (
 	"github.com/reshard/reshard/catalog"
 )
 
-func init() { subcommands = append(subcommands, newCatalogCmd) }
-
 func newCatalogCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "catalog",
@@ -34,11 +32,11 @@ func newCatalogShowCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			return withCatalog(ctx, func(_ *catalog.Store, st *catalog.State) error {
-				if globals.output == "json" {
-					return writeJSON(cmd.OutOrStdout(), st)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "cluster %s at etcd revision %d\n", st.Config.Cluster, st.Revision)
-				return printCatalog(cmd.OutOrStdout(), st)
+				w := cmd.OutOrStdout()
+				return result.print(w, st, func() error {
+					fmt.Fprintf(w, "cluster %s at etcd revision %d\n", st.Config.Cluster, st.Revision)
+					return printCatalog(w, st)
+				})
 			})
 		},
 	}
@@ -159,12 +157,11 @@ locks.`,
 				if err != nil {
 					return err
 				}
-				if globals.output == "json" {
-					return writeJSON(cmd.OutOrStdout(), st)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "catalog of cluster %s restored from %s (revision %d): %d shards, %d ranges, %d migrations\n",
-					store.Cluster(), args[0], st.Revision, len(st.Shards), len(st.Ranges), len(st.Migrations))
-				return nil
+				return result.print(cmd.OutOrStdout(), st, func() error {
+					_, err := fmt.Fprintf(cmd.OutOrStdout(), "catalog of cluster %s restored from %s (revision %d): %d shards, %d ranges, %d migrations\n",
+						store.Cluster(), args[0], st.Revision, len(st.Shards), len(st.Ranges), len(st.Migrations))
+					return err
+				})
 			})
 		},
 	}
@@ -185,29 +182,31 @@ func newCatalogHistoryCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if globals.output == "json" {
-					return writeJSON(cmd.OutOrStdout(), evs)
-				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tRANGE\tCHANGE\tMIGRATION\tDETAIL")
-				for _, ev := range evs {
-					rng := ""
-					if ev.Range != nil {
-						rng = ev.Range.String()
-					}
-					change := ev.Shard
-					if ev.From != "" || ev.To != "" {
-						change = ev.From + " -> " + ev.To
-					}
-					if ev.Epoch != 0 {
-						change += fmt.Sprintf(" (epoch %d)", ev.Epoch)
-					}
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Local().Format(time.DateTime), ev.Kind, rng, change, ev.Migration, ev.Detail)
-				}
-				return tw.Flush()
+				return result.print(cmd.OutOrStdout(), evs, func() error { return printHistory(cmd.OutOrStdout(), evs) })
 			})
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 50, "show the last N events (0: all)")
 	return cmd
+}
+
+// printHistory writes catalog events as a text table.
+func printHistory(w io.Writer, evs []catalog.Event) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tRANGE\tCHANGE\tMIGRATION\tDETAIL")
+	for _, ev := range evs {
+		rng := ""
+		if ev.Range != nil {
+			rng = ev.Range.String()
+		}
+		change := ev.Shard
+		if ev.From != "" || ev.To != "" {
+			change = ev.From + " -> " + ev.To
+		}
+		if ev.Epoch != 0 {
+			change += fmt.Sprintf(" (epoch %d)", ev.Epoch)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Local().Format(time.DateTime), ev.Kind, rng, change, ev.Migration, ev.Detail)
+	}
+	return tw.Flush()
 }

@@ -26,8 +26,6 @@ import (
 	"github.com/reshard/reshard/internal/pgcluster"
 )
 
-func init() { subcommands = append(subcommands, newDevCmd) }
-
 // devState is <dir>/state.json: what a dev stack runs and where, written before anything
 // starts and updated as parts come up, so `dev down` can stop a half-started stack.
 type devState struct {
@@ -364,12 +362,6 @@ func devUp(ctx context.Context, out, errw io.Writer, f devUpFlags) (err error) {
 	}
 	printDevSummary(out, f.dir, st, placed, counts, time.Since(start))
 	return nil
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // forEachShard runs fn for every shard at once and returns the first error.

@@ -19,8 +19,6 @@ import (
 	"github.com/reshard/reshard/internal/pgmeta"
 )
 
-func init() { subcommands = append(subcommands, newInitCmd) }
-
 // clusterFile is cluster.yaml (see the Command line section of DESIGN.md).
 type clusterFile struct {
 	Cluster    string          `yaml:"cluster"`
@@ -241,12 +239,12 @@ Example cluster.yaml:
 			if err != nil {
 				return err
 			}
-			if globals.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), loaded)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "catalog of cluster %s written to etcd at %s (revision %d): %d shards, %d ranges\n",
-				cluster, strings.Join(store.Endpoints(), ","), loaded.Revision, len(st.Shards), len(st.Ranges))
-			return printCatalog(cmd.OutOrStdout(), loaded)
+			w := cmd.OutOrStdout()
+			return result.print(w, loaded, func() error {
+				fmt.Fprintf(w, "catalog of cluster %s written to etcd at %s (revision %d): %d shards, %d ranges\n",
+					cluster, strings.Join(store.Endpoints(), ","), loaded.Revision, len(st.Shards), len(st.Ranges))
+				return printCatalog(w, loaded)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "cluster file (YAML; - reads stdin)")

@@ -15,8 +15,6 @@ import (
 	"github.com/reshard/reshard/partitions"
 )
 
-func init() { subcommands = append(subcommands, newPartitionsCmd) }
-
 // partitionsFlags are shared by `partitions plan` and `partitions apply` (and schedule).
 type partitionsFlags struct {
 	now         string
@@ -117,7 +115,8 @@ func newPartitionsRunCmd(dryRun bool) *cobra.Command {
 				if reps == nil {
 					return err
 				}
-				if perr := printPartitionReports(cmd.OutOrStdout(), reps, globals.output == "json"); perr != nil {
+				w := cmd.OutOrStdout()
+				if perr := result.print(w, reps, func() error { printPartitionReports(w, reps); return nil }); perr != nil {
 					return perr
 				}
 				if err != nil {
@@ -186,10 +185,9 @@ func connectShardPartitions(ctx context.Context, sh catalog.Shard) (*pgx.Conn, e
 	return conn, nil
 }
 
-func printPartitionReports(w io.Writer, reps []*partitions.Report, asJSON bool) error {
-	if asJSON {
-		return writeJSON(w, reps)
-	}
+// printPartitionReports writes, per shard and table, what was (or would be) created,
+// fixed, detached, dropped or kept, and why.
+func printPartitionReports(w io.Writer, reps []*partitions.Report) {
 	for _, r := range reps {
 		fmt.Fprintf(w, "shard %s\n", r.Shard)
 		if r.Error != "" {
@@ -236,7 +234,6 @@ func printPartitionReports(w io.Writer, reps []*partitions.Report, asJSON bool) 
 			}
 		}
 	}
-	return nil
 }
 
 // countReason counts the periods already covered (exists or covered by), or the others.

@@ -2,19 +2,16 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/bytesize"
 	"github.com/reshard/reshard/planner"
 )
-
-func init() { subcommands = append(subcommands, newPlanCmd) }
 
 func newPlanCmd() *cobra.Command {
 	def := planner.DefaultOptions()
@@ -51,15 +48,9 @@ writes/s or both (--strategy). The lower bound is the best max/mean any plan cou
 			if err := opts.Validate(); err != nil {
 				return err
 			}
-			if opts.MaxBytes, err = parsePlanBytes(maxBytes); err != nil {
-				return err
+			if opts.MaxBytes, err = bytesize.Parse(maxBytes); err != nil {
+				return fmt.Errorf("--max-bytes %q: write a size such as 50GiB, 500MB or 2000000000", maxBytes)
 			}
-			switch globals.output {
-			case "text", "json":
-			default:
-				return fmt.Errorf("-o %q: use text or json", globals.output)
-			}
-
 			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
 				stats, err := store.LoadStats(ctx)
 				if err != nil {
@@ -76,21 +67,16 @@ writes/s or both (--strategy). The lower bound is the best max/mean any plan cou
 						return err
 					}
 				}
-				if globals.output == "json" {
-					b, err := p.MarshalIndent()
-					if err != nil {
-						return err
-					}
-					if _, err := w.Write(b); err != nil {
-						return err
-					}
-				} else {
+				if err := result.print(w, p, func() error {
 					if err := p.WriteText(w); err != nil {
 						return err
 					}
 					if out != "" && !p.Empty() {
 						fmt.Fprintf(w, "\nplan written to %s; run it with: reshard apply %s\n", out, out)
 					}
+					return nil
+				}); err != nil {
+					return err
 				}
 				if detailed && !p.Empty() {
 					return exitCodeError{2}
@@ -140,32 +126,4 @@ func writePlanFile(path string, p *planner.Plan) error {
 		return fmt.Errorf("write plan file %s: %w", path, err)
 	}
 	return nil
-}
-
-// parsePlanBytes reads a size: a plain byte count, or a number with a unit (kB, MB, GB, TB
-// in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024; B).
-func parsePlanBytes(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	if t == "" {
-		return 0, nil
-	}
-	units := []struct {
-		suffix string
-		mult   float64
-	}{
-		{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40},
-		{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}, {"b", 1},
-	}
-	num, mult := strings.ToLower(t), 1.0
-	for _, u := range units {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) || f*mult > math.MaxInt64 {
-		return 0, fmt.Errorf("--max-bytes %q: write a size such as 50GiB, 500MB or 2000000000", s)
-	}
-	return int64(math.Round(f * mult)), nil
 }

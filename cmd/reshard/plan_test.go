@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,27 +15,21 @@ import (
 	"github.com/reshard/reshard/planner"
 )
 
-func TestParsePlanBytes(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    int64
-		wantErr bool
+// TestPlanRefusesBadFlags: a bad --max-bytes or --strategy is one line naming the flag
+// and what to write, exit 1, before the catalog is read (etcd here does not answer).
+func TestPlanRefusesBadFlags(t *testing.T) {
+	etcd := fmt.Sprintf("127.0.0.1:%d", closedPort(t))
+	for _, tt := range []struct {
+		args []string
+		want string
 	}{
-		{"0", 0, false},
-		{"", 0, false},
-		{"2000000000", 2000000000, false},
-		{"50GiB", 50 << 30, false},
-		{"1.5 KiB", 1536, false},
-		{"500MB", 500e6, false},
-		{"7b", 7, false},
-		{"-1", 0, true},
-		{"lots", 0, true},
-		{"1e30", 0, true},
-	}
-	for _, tt := range tests {
-		got, err := parsePlanBytes(tt.in)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("parsePlanBytes(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		{[]string{"--max-bytes", "lots"}, `reshard: --max-bytes "lots": write a size such as 50GiB, 500MB or 2000000000`},
+		{[]string{"--max-bytes", "-1"}, `reshard: --max-bytes "-1": write a size such as 50GiB, 500MB or 2000000000`},
+		{[]string{"--strategy", "random"}, `reshard: invalid planner options: strategy "random": use size, writes or balanced`},
+	} {
+		res := runCLI(t, context.Background(), append([]string{"--etcd", etcd, "plan"}, tt.args...)...)
+		if res.code != 1 || !strings.HasPrefix(res.stderr, tt.want) || strings.Count(res.stderr, "\n") != 1 || strings.Contains(res.stderr, "etcd") {
+			t.Errorf("plan %v: exit %d, stderr %q; want exit 1 and one line starting %q", tt.args, res.code, res.stderr, tt.want)
 		}
 	}
 }

@@ -3,22 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
+	"github.com/reshard/reshard/internal/bytesize"
 	"github.com/reshard/reshard/mover"
 )
-
-// isTerminal reports whether w is a terminal: long work shows progress there and stays
-// quiet when piped.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
 
 // newProgress returns a mover progress callback that draws a bar on a terminal (copy:
 // bytes against the estimate, with rate and ETA; catch-up: lag) and nothing otherwise.
@@ -55,7 +47,7 @@ func newProgress(w io.Writer, id string) func(mover.Progress) {
 			bar.Describe(fmt.Sprintf("%s copy %d/%d chunks, %d rows", id, p.ChunksDone, p.ChunksTotal, p.RowsCopied))
 			_ = bar.Set64(p.BytesCopied)
 		default:
-			bar.Describe(fmt.Sprintf("%s catch-up: %d txs applied, lag %s / %.1fs", id, p.AppliedTxs, humanBytes(p.LagBytes), p.LagSeconds))
+			bar.Describe(fmt.Sprintf("%s catch-up: %d txs applied, lag %s / %.1fs", id, p.AppliedTxs, bytesize.Format(p.LagBytes), p.LagSeconds))
 		}
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// globalFlags are the flags every command shares (see the Command line section of DESIGN.md).
+// globalFlags are the flags every command shares (README.md, Global flags).
 type globalFlags struct {
 	etcd     string
 	cluster  string
@@ -19,8 +19,9 @@ type globalFlags struct {
 
 var globals globalFlags
 
-// subcommands is filled by each command file's init, so every command lives in its own file
-// and no file lists them all.
+// subcommands is no longer read: the root command lists every command itself. It stays
+// only while apply.go, move.go, split.go and cancel.go still append to it from init();
+// delete it with the last of those.
 var subcommands []func() *cobra.Command
 
 func newRootCmd() *cobra.Command {
@@ -29,6 +30,16 @@ func newRootCmd() *cobra.Command {
 		Short:         "Rebalance and re-partition multi-tenant PostgreSQL shards online",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// -o is checked once, before any command runs, and picks the printer every
+		// command writes its result through.
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			p, err := newPrinter(globals.output)
+			if err != nil {
+				return err
+			}
+			result = p
+			return nil
+		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&globals.etcd, "etcd", envOr("RESHARD_ETCD", "127.0.0.1:2379"), "etcd endpoints, comma-separated (env RESHARD_ETCD)")
@@ -38,9 +49,11 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&globals.etcdCert, "etcd-cert", os.Getenv("RESHARD_ETCD_CERT"), "client certificate for etcd TLS")
 	pf.StringVar(&globals.etcdKey, "etcd-key", os.Getenv("RESHARD_ETCD_KEY"), "client key for etcd TLS")
 	pf.StringVar(&globals.etcdUser, "etcd-user", os.Getenv("RESHARD_ETCD_USER"), "etcd user[:password]; the password may instead come from RESHARD_ETCD_PASSWORD")
-	for _, f := range subcommands {
-		root.AddCommand(f())
-	}
+	root.AddCommand(
+		newInitCmd(), newCatalogCmd(), newShardCmd(), newStatsCmd(), newPlanCmd(),
+		newApplyCmd(), newMoveCmd(), newSplitCmd(), newStatusCmd(), newCancelCmd(), newCleanupCmd(),
+		newVerifyCmd(), newPartitionsCmd(), newScheduleCmd(), newDevCmd(),
+	)
 	return root
 }
 

@@ -13,8 +13,6 @@ import (
 	"github.com/reshard/reshard/partitions"
 )
 
-func init() { subcommands = append(subcommands, newScheduleCmd) }
-
 func newScheduleCmd() *cobra.Command {
 	f := &partitionsFlags{}
 	var (

@@ -3,15 +3,15 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/bytesize"
 )
-
-func init() { subcommands = append(subcommands, newShardCmd) }
 
 func newShardCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -92,22 +92,23 @@ func newShardListCmd() *cobra.Command {
 					rows = append(rows, row)
 				}
 				sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
-				if globals.output == "json" {
-					return writeJSON(cmd.OutOrStdout(), rows)
-				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "SHARD\tSTATE\tRANGES\tSIZE\tROWS\tCONNECTION")
-				for _, r := range rows {
-					size, n := "-", "-"
-					if r.Bytes != nil {
-						size, n = humanBytes(*r.Bytes), fmt.Sprint(*r.Rows)
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.State, r.Ranges, size, n, r.Connection)
-				}
-				return tw.Flush()
+				return result.print(cmd.OutOrStdout(), rows, func() error { return printShardRows(cmd.OutOrStdout(), rows) })
 			})
 		},
 	}
+}
+
+func printShardRows(w io.Writer, rows []shardRow) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tSTATE\tRANGES\tSIZE\tROWS\tCONNECTION")
+	for _, r := range rows {
+		size, n := "-", "-"
+		if r.Bytes != nil {
+			size, n = bytesize.Format(*r.Bytes), fmt.Sprint(*r.Rows)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.State, r.Ranges, size, n, r.Connection)
+	}
+	return tw.Flush()
 }
 
 func newShardDrainCmd() *cobra.Command {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -15,10 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/bytesize"
 	"github.com/reshard/reshard/internal/pgmeta"
 )
-
-func init() { subcommands = append(subcommands, newStatsCmd) }
 
 func newStatsCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -63,7 +61,7 @@ If any shard cannot be measured, nothing is written.`,
 						include = append(include, hk.Key)
 					}
 				}
-				if o.sampleWrites > 0 && globals.output != "json" && isTTY(cmd.ErrOrStderr()) {
+				if o.sampleWrites > 0 && !result.isJSON() && isTerminal(cmd.ErrOrStderr()) {
 					fmt.Fprintf(cmd.ErrOrStderr(), "measuring %d shards, sampling writes for %s...\n", len(st.Shards), o.sampleWrites)
 				}
 				ms, problems := measureShards(ctx, st, o)
@@ -231,9 +229,11 @@ func printStats(w io.Writer, s *catalog.Stats, by string) error {
 		}
 		return a.Key < b.Key
 	})
-	if globals.output == "json" {
-		return writeJSON(w, s)
-	}
+	return result.print(w, s, func() error { printStatsText(w, s, by); return nil })
+}
+
+// printStatsText writes stats as text tables: shards, ranges, hot keys.
+func printStatsText(w io.Writer, s *catalog.Stats, by string) {
 	if len(s.Shards) == 0 {
 		fmt.Fprintln(w, "no stats yet: run `reshard stats collect`")
 	}
@@ -254,9 +254,9 @@ func printStats(w io.Writer, s *catalog.Stats, by string) error {
 			}
 			sort.Strings(tables)
 			for _, t := range tables {
-				parts = append(parts, fmt.Sprintf("%s %s/%d rows", t, humanBytes(ss.Tables[t].Bytes), ss.Tables[t].Rows))
+				parts = append(parts, fmt.Sprintf("%s %s/%d rows", t, bytesize.Format(ss.Tables[t].Bytes), ss.Tables[t].Rows))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n, humanBytes(ss.Bytes), ss.Rows, ss.CollectedAt.Local().Format(time.DateTime), strings.Join(parts, ", "))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n, bytesize.Format(ss.Bytes), ss.Rows, ss.CollectedAt.Local().Format(time.DateTime), strings.Join(parts, ", "))
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -265,7 +265,7 @@ func printStats(w io.Writer, s *catalog.Stats, by string) error {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "RANGE\tSHARD\tSIZE\tROWS\tKEYS\tWRITES/S")
 		for _, r := range s.Ranges {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.1f\n", r.Range, r.Shard, humanBytes(r.Bytes), r.Rows, r.Keys, r.WritesPerSec)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.1f\n", r.Range, r.Shard, bytesize.Format(r.Bytes), r.Rows, r.Keys, r.WritesPerSec)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -279,11 +279,10 @@ func printStats(w io.Writer, s *catalog.Stats, by string) error {
 				custom = append(custom, fmt.Sprintf("%s=%g", k, v))
 			}
 			sort.Strings(custom)
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%.1f\t%s\n", h.Key, h.Shard, humanBytes(h.Bytes), h.Rows, h.WritesPerSec, strings.Join(custom, " "))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%.1f\t%s\n", h.Key, h.Shard, bytesize.Format(h.Bytes), h.Rows, h.WritesPerSec, strings.Join(custom, " "))
 		}
 		tw.Flush()
 	}
-	return nil
 }
 
 func newStatsPutCmd() *cobra.Command {
@@ -321,14 +320,4 @@ func newStatsPutCmd() *cobra.Command {
 	cmd.Flags().Int64Var(&key, "key", 0, "the tenant key")
 	cmd.Flags().StringArrayVar(&metrics, "metric", nil, "NAME=VALUE (repeatable)")
 	return cmd
-}
-
-// isTTY reports whether w is a terminal (progress lines only go to one).
-func isTTY(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -11,13 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/bytesize"
 )
-
-func init() { subcommands = append(subcommands, newStatusCmd) }
-
-// statusHook lets other commands' files add sections to `reshard status` (the partition
-// scheduler adds its runs) without this file knowing them.
-var statusHooks []func(ctx context.Context, store *catalog.Store, w io.Writer, asJSON bool, out map[string]any) error
 
 func newStatusCmd() *cobra.Command {
 	var (
@@ -55,17 +50,41 @@ func newStatusCmd() *cobra.Command {
 }
 
 func printStatus(ctx context.Context, store *catalog.Store, w io.Writer, ids []string, all, clear bool) error {
+	shown, err := shownMigrations(ctx, store, ids, all)
+	if err != nil {
+		return err
+	}
+	reports := migrationStatuses(ctx, store, shown)
+	sched, err := readSchedulerStatus(ctx, store)
+	if err != nil {
+		return err
+	}
+	return result.print(w, map[string]any{"migrations": reports, "partition_scheduler": sched.jsonValue()}, func() error {
+		if clear {
+			fmt.Fprint(w, "\033[H\033[2J")
+		}
+		if err := printMigrations(w, shown, reports); err != nil {
+			return err
+		}
+		sched.print(w, time.Now())
+		return nil
+	})
+}
+
+// shownMigrations are the migrations status shows, oldest first: the one named, or the
+// unfinished ones and those finished within a day (all of them with --all).
+func shownMigrations(ctx context.Context, store *catalog.Store, ids []string, all bool) ([]catalog.Migration, error) {
 	var ms []catalog.Migration
 	if len(ids) == 1 {
 		m, err := store.GetMigration(ctx, ids[0])
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ms = append(ms, *m)
 	} else {
 		var err error
 		if ms, err = store.ListMigrations(ctx); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Created.Before(ms[j].Created) })
@@ -75,50 +94,38 @@ func printStatus(ctx context.Context, store *catalog.Store, w io.Writer, ids []s
 			shown = append(shown, m)
 		}
 	}
-	reports := migrationStatuses(ctx, store, shown)
-	if globals.output == "json" {
-		out := map[string]any{"migrations": reports}
-		for _, h := range statusHooks {
-			if err := h(ctx, store, w, true, out); err != nil {
-				return err
-			}
-		}
-		return writeJSON(w, out)
-	}
-	if clear {
-		fmt.Fprint(w, "\033[H\033[2J")
-	}
+	return shown, nil
+}
+
+// printMigrations writes the status table, each unfinished migration's last error, and
+// the slots and advice of the reports.
+func printMigrations(w io.Writer, shown []catalog.Migration, reports []migrationStatus) error {
 	if len(shown) == 0 {
 		fmt.Fprintln(w, "no migrations")
-	} else {
-		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tRANGE\tFROM\tTO\tPHASE\tCOPIED\tLAG\tWINDOW\tUPDATED")
-		for _, m := range shown {
-			lag := "-"
-			if m.Phase == catalog.PhaseCatchingUp || m.Phase == catalog.PhaseCopying {
-				lag = fmt.Sprintf("%s/%.1fs", humanBytes(m.LagBytes), m.LagSeconds)
-			}
-			win := "-"
-			if m.Timings.CutoverWindow > 0 {
-				win = fmt.Sprintf("%.1fms", m.Timings.CutoverWindow*1000)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d rows, %s\t%s\t%s\t%s\n", m.ID, m.Range, m.Source, m.Target, m.Phase,
-				m.RowsCopied, humanBytes(m.BytesCopied), lag, win, m.Updated.Local().Format("15:04:05"))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		for _, m := range shown {
-			if m.LastError != "" && !m.Terminal() {
-				fmt.Fprintf(w, "%s: last error: %s\n", m.ID, m.LastError)
-			}
-		}
-		printSlots(w, reports)
+		return nil
 	}
-	for _, h := range statusHooks {
-		if err := h(ctx, store, w, false, nil); err != nil {
-			return err
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRANGE\tFROM\tTO\tPHASE\tCOPIED\tLAG\tWINDOW\tUPDATED")
+	for _, m := range shown {
+		lag := "-"
+		if m.Phase == catalog.PhaseCatchingUp || m.Phase == catalog.PhaseCopying {
+			lag = fmt.Sprintf("%s/%.1fs", bytesize.Format(m.LagBytes), m.LagSeconds)
+		}
+		win := "-"
+		if m.Timings.CutoverWindow > 0 {
+			win = fmt.Sprintf("%.1fms", m.Timings.CutoverWindow*1000)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d rows, %s\t%s\t%s\t%s\n", m.ID, m.Range, m.Source, m.Target, m.Phase,
+			m.RowsCopied, bytesize.Format(m.BytesCopied), lag, win, m.Updated.Local().Format("15:04:05"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, m := range shown {
+		if m.LastError != "" && !m.Terminal() {
+			fmt.Fprintf(w, "%s: last error: %s\n", m.ID, m.LastError)
 		}
 	}
+	printSlots(w, reports)
 	return nil
 }

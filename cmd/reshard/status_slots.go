@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/bytesize"
 	"github.com/reshard/reshard/mover"
 )
 
@@ -165,7 +166,7 @@ func advice(m *catalog.Migration, s *migrationStatus) string {
 func printSlots(w io.Writer, ss []migrationStatus) {
 	for _, s := range ss {
 		if sl := s.Slot; sl != nil {
-			retained := humanBytes(sl.RetainedBytes)
+			retained := bytesize.Format(sl.RetainedBytes)
 			if sl.RetainedBytes < 0 {
 				retained = "an unknown amount"
 			}
@@ -174,7 +175,7 @@ func printSlots(w io.Writer, ss []migrationStatus) {
 				active = "active"
 			}
 			if sl.SafeWALSize != nil {
-				safe = humanBytes(*sl.SafeWALSize)
+				safe = bytesize.Format(*sl.SafeWALSize)
 			}
 			fmt.Fprintf(w, "%s: slot %s on %s retains %s of WAL (%s, wal_status %s, safe_wal_size %s)\n", s.ID, sl.Name, sl.Shard, retained, active, sl.WALStatus, safe)
 		}

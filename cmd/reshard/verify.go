@@ -11,8 +11,6 @@ import (
 	"github.com/reshard/reshard/cutover"
 )
 
-func init() { subcommands = append(subcommands, newVerifyCmd) }
-
 func newVerifyCmd() *cobra.Command {
 	var rangeStr, with, on string
 	cmd := &cobra.Command{
@@ -54,26 +52,26 @@ func newVerifyCmd() *cobra.Command {
 					conns[i] = c
 				}
 				v, verr := cutover.Verify(ctx, conns[0], conns[1], st.Config.Key, st.Config.Tables, r)
-				if globals.output == "json" {
-					out := map[string]any{"range": r.String(), "shards": []string{on, with}, "ok": verr == nil, "tables": v}
-					if verr != nil {
-						out["error"] = verr.Error()
+				out := map[string]any{"range": r.String(), "shards": []string{on, with}, "ok": verr == nil, "tables": v}
+				if verr != nil {
+					out["error"] = verr.Error()
+				}
+				w := cmd.OutOrStdout()
+				if err := result.print(w, out, func() error {
+					tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+					fmt.Fprintf(tw, "TABLE\tROWS ON %s\tROWS ON %s\tMATCH\n", on, with)
+					for i := range v.Source {
+						s, t := v.Source[i], v.Target[i]
+						fmt.Fprintf(tw, "%s\t%d\t%d\t%v\n", s.Table, s.Rows, t.Rows, s.Rows == t.Rows && s.Hash == t.Hash)
 					}
-					if err := writeJSON(cmd.OutOrStdout(), out); err != nil {
-						return err
-					}
-					if verr != nil {
-						return exitCodeError{1}
-					}
+					_ = tw.Flush()
 					return nil
+				}); err != nil {
+					return err
 				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
-				fmt.Fprintf(tw, "TABLE\tROWS ON %s\tROWS ON %s\tMATCH\n", on, with)
-				for i := range v.Source {
-					s, t := v.Source[i], v.Target[i]
-					fmt.Fprintf(tw, "%s\t%d\t%d\t%v\n", s.Table, s.Rows, t.Rows, s.Rows == t.Rows && s.Hash == t.Hash)
+				if verr != nil && result.isJSON() {
+					return exitCodeError{1} // the JSON says why
 				}
-				_ = tw.Flush()
 				return verr
 			})
 		},

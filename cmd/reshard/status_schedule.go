@@ -10,38 +10,45 @@ import (
 	"github.com/reshard/reshard/partitions"
 )
 
-func init() { statusHooks = append(statusHooks, scheduleStatus) }
-
 // shownRunErrors is how many of the last run's errors the text status prints; -o json
 // has them all.
 const shownRunErrors = 5
 
-// scheduleStatus adds the partition scheduler's leader and its last recorded run to
-// `reshard status`.
-func scheduleStatus(ctx context.Context, store *catalog.Store, w io.Writer, asJSON bool, out map[string]any) error {
+// schedulerStatus is the partition scheduler's part of `reshard status`: its leader and
+// its last recorded run.
+type schedulerStatus struct {
+	leader string
+	run    *catalog.PartitionRun
+}
+
+func readSchedulerStatus(ctx context.Context, store *catalog.Store) (schedulerStatus, error) {
 	leader, err := store.LeaderOf(ctx, partitions.ElectionName)
 	if err != nil {
-		return err
+		return schedulerStatus{}, err
 	}
 	run, err := store.LastPartitionRun(ctx)
 	if err != nil {
-		return err
+		return schedulerStatus{}, err
 	}
-	if asJSON {
-		sched := map[string]any{"leader": leader, "last_run": run}
-		if run != nil {
-			sched["fewest_runway"] = run.Shortest()
-		}
-		out["partition_scheduler"] = sched
-		return nil
+	return schedulerStatus{leader: leader, run: run}, nil
+}
+
+// jsonValue is the "partition_scheduler" of `reshard status -o json`.
+func (s schedulerStatus) jsonValue() map[string]any {
+	v := map[string]any{"leader": s.leader, "last_run": s.run}
+	if s.run != nil {
+		v["fewest_runway"] = s.run.Shortest()
 	}
-	if leader == "" {
+	return v
+}
+
+func (s schedulerStatus) print(w io.Writer, now time.Time) {
+	if s.leader == "" {
 		fmt.Fprintln(w, "partition scheduler: none running (start one with reshard schedule)")
 	} else {
-		fmt.Fprintf(w, "partition scheduler: leader %s\n", leader)
+		fmt.Fprintf(w, "partition scheduler: leader %s\n", s.leader)
 	}
-	printPartitionRun(w, run, time.Now())
-	return nil
+	printPartitionRun(w, s.run, now)
 }
 
 func printPartitionRun(w io.Writer, run *catalog.PartitionRun, now time.Time) {
