@@ -50,26 +50,34 @@ func (j *Journal) Save(ctx context.Context, m *catalog.Migration) error {
 	if j.sealed {
 		return nil
 	}
-	if j.stale {
-		// The last write's outcome is unknown (its context ended, or etcd did not answer):
-		// it may have committed. The mover is the record's only writer until Seal (the
-		// migration lock sees to that), so the stored revision is ours to build on.
-		cur, err := j.cat.GetMigration(ctx, m.ID)
-		if err != nil {
+	for attempt := 0; ; attempt++ {
+		if j.stale {
+			// The last write's outcome is unknown (its context ended, or etcd did not
+			// answer): it may have committed, or still be in flight and commit later. The
+			// mover is the record's only writer until Seal (the executor's catalog compares
+			// the migration lock in every write), so the stored revision is ours to build on.
+			cur, err := j.cat.GetMigration(ctx, m.ID)
+			if err != nil {
+				return err
+			}
+			j.cur.ModRev, j.stale = cur.ModRev, false
+		}
+		c := *m
+		c.ModRev = j.cur.ModRev
+		// The executor's fields are not the mover's to change.
+		c.Plan, c.Owner, c.Kind = j.cur.Plan, j.cur.Owner, j.cur.Kind
+		err := j.cat.PutMigration(ctx, &c)
+		if err == nil {
+			j.cur = &c
+			return nil
+		}
+		j.stale = true
+		// A conflict with the lock still held is one of our own earlier writes landing
+		// late: read the revision again and write on top of it (m is newer).
+		if attempt == 2 || !errors.Is(err, catalog.ErrConflict) || errors.Is(err, catalog.ErrLockLost) {
 			return err
 		}
-		j.cur.ModRev, j.stale = cur.ModRev, false
 	}
-	c := *m
-	c.ModRev = j.cur.ModRev
-	// The executor's fields are not the mover's to change.
-	c.Plan, c.Owner, c.Kind = j.cur.Plan, j.cur.Owner, j.cur.Kind
-	if err := j.cat.PutMigration(ctx, &c); err != nil {
-		j.stale = true
-		return err
-	}
-	j.cur = &c
-	return nil
 }
 
 // Seal stops mover checkpoints and returns the latest record for the executor.
