@@ -2,7 +2,6 @@ package mover
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -10,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // role names a side of the move in messages.
@@ -111,8 +111,7 @@ func setupTargetSession(ctx context.Context, c *pgx.Conn) (replica bool, err err
 		return false, fmt.Errorf("target: set %s and statement_timeout: %w", bypassSetting, err)
 	}
 	_, err = c.Exec(ctx, "SET session_replication_role = replica")
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient_privilege
+	if pgerr.Is(err, pgerr.InsufficientPrivilege) {
 		return false, nil
 	}
 	if err != nil {
@@ -131,8 +130,7 @@ func connectReplication(ctx context.Context, dsn, app string) (*pgconn.PgConn, e
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["application_name"] = app
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "28000" || pgErr.Code == "28P01" || pgErr.Code == "42501") {
+	if pgerr.Is(err, pgerr.InvalidAuthorizationSpecification, pgerr.InvalidPassword, pgerr.InsufficientPrivilege) {
 		return nil, fmt.Errorf("source: cannot open a replication connection to %s (the role needs the REPLICATION attribute and pg_hba.conf a replication entry): %w", catalog.MaskDSN(dsn), err)
 	}
 	if err != nil {

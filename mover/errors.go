@@ -4,9 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // fatalError marks an error that retrying cannot fix (a missing slot, a change the target
@@ -30,17 +29,12 @@ func transient(err error) bool {
 	if errors.As(err, &fe) {
 		return false
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case strings.HasPrefix(pgErr.Code, "08"), // connection exceptions
-			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutdown, crash, starting up
-			pgErr.Code == "55006",                        // object in use: the slot's previous WAL sender is still there
-			pgErr.Code == "53300", pgErr.Code == "53400", // too many connections, configuration limit
-			pgErr.Code == "40001", pgErr.Code == "40P01": // serialization failure, deadlock
-			return true
-		}
-		return false
+	if pgerr.Code(err) != "" {
+		return pgerr.InClass(err, pgerr.ClassConnectionException) ||
+			pgerr.Is(err, pgerr.AdminShutdown, pgerr.CrashShutdown, pgerr.CannotConnectNow,
+				pgerr.ObjectInUse, // the slot's previous WAL sender is still there
+				pgerr.TooManyConnections, pgerr.ConfigurationLimitExceeded,
+				pgerr.SerializationFailure, pgerr.DeadlockDetected)
 	}
 	// Anything else is the network or the connection going away.
 	return true

@@ -7,7 +7,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // reshard.progress on the target records, per migration, the end LSN of the last source
@@ -43,9 +44,8 @@ WHERE reshard.progress.lsn < EXCLUDED.lsn`
 func ensureProgressTable(ctx context.Context, db execer) error {
 	for attempt := 0; ; attempt++ {
 		_, err := db.Exec(ctx, progressDDL)
-		var pgErr *pgconn.PgError
 		// Two movers creating the schema at once race on the catalog's unique index.
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" && attempt < 3 {
+		if pgerr.Is(err, pgerr.UniqueViolation) && attempt < 3 {
 			continue
 		}
 		if err != nil {
@@ -59,8 +59,7 @@ func ensureProgressTable(ctx context.Context, db execer) error {
 func readProgress(ctx context.Context, q querier, id string) (pglogrepl.LSN, bool, error) {
 	var s string
 	err := q.QueryRow(ctx, `SELECT lsn::text FROM reshard.progress WHERE migration = $1`, id).Scan(&s)
-	var pgErr *pgconn.PgError
-	if errors.Is(err, pgx.ErrNoRows) || (errors.As(err, &pgErr) && pgErr.Code == "42P01") {
+	if errors.Is(err, pgx.ErrNoRows) || pgerr.Is(err, pgerr.UndefinedTable) {
 		return 0, false, nil
 	}
 	if err != nil {
@@ -84,8 +83,7 @@ func resetProgress(ctx context.Context, db execer, id string, lsn pglogrepl.LSN)
 func deleteProgress(ctx context.Context, db execer, id string) error {
 	for _, tbl := range []string{"reshard.progress", "reshard.phantoms"} {
 		_, err := db.Exec(ctx, `DELETE FROM `+tbl+` WHERE migration = $1`, id)
-		var pgErr *pgconn.PgError
-		if err != nil && !(errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")) {
+		if err != nil && !pgerr.Is(err, pgerr.UndefinedTable, pgerr.InvalidSchemaName) {
 			return fmt.Errorf("target: delete the migration's rows from %s: %w", tbl, err)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // createSlot creates the permanent pgoutput slot on a replication connection and exports
@@ -85,13 +87,12 @@ func dropSlot(ctx context.Context, db interface {
 			}
 		}
 		_, err = db.Exec(ctx, "SELECT pg_drop_replication_slot($1)", name)
-		var pgErr *pgconn.PgError
 		switch {
 		case err == nil:
 			return nil
-		case errors.As(err, &pgErr) && pgErr.Code == "42704": // undefined_object: gone meanwhile
+		case pgerr.Is(err, pgerr.UndefinedObject): // gone meanwhile
 			return nil
-		case errors.As(err, &pgErr) && pgErr.Code == "55006" && time.Now().Before(deadline.Add(10*time.Second)): // object_in_use
+		case pgerr.Is(err, pgerr.ObjectInUse) && time.Now().Before(deadline.Add(10*time.Second)):
 			if err := sleep(ctx, 200*time.Millisecond); err != nil {
 				return err
 			}

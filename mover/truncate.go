@@ -3,17 +3,16 @@ package mover
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // A TRUNCATE writes no row changes, so a move cannot follow one: it must stop. pgoutput
@@ -182,8 +181,7 @@ func untriggeredPartitions(ctx context.Context, q querier, root uint32) ([]strin
 }
 
 func lockHint(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
+	if pgerr.Is(err, pgerr.LockNotAvailable) {
 		return " (a long transaction holds the table: retry once it has ended)"
 	}
 	return ""

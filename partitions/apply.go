@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // ErrBusy is returned by Apply when another apply holds this shard's maintenance lock.
@@ -204,7 +204,7 @@ func (a *applier) applyOne(ctx context.Context, s spec) TableReport {
 		}
 		if err == nil && trap == "" {
 			n, err = a.retry(ctx, func() error { return a.create(ctx, ti, c) })
-			if isCode(err, "23514") { // rows reached the default partition since the check
+			if pgerr.Is(err, pgerr.CheckViolation) { // rows reached the default partition since the check
 				if t, terr := a.defaultTrap(ctx, ti, c); terr == nil && t != "" {
 					trap, err = t, nil
 				}
@@ -305,19 +305,6 @@ func (a *applier) session(ctx context.Context, sql string) error {
 	return err
 }
 
-func isCode(err error, codes ...string) bool {
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		return false
-	}
-	for _, c := range codes {
-		if pe.Code == c {
-			return true
-		}
-	}
-	return false
-}
-
 // retry runs fn until it succeeds, fails for a reason other than a lock wait, or runs out
 // of attempts. It returns how many attempts it made.
 func (a *applier) retry(ctx context.Context, fn func() error) (int, error) {
@@ -327,8 +314,8 @@ func (a *applier) retry(ctx context.Context, fn func() error) (int, error) {
 		if err == nil {
 			return attempt, nil
 		}
-		// 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
-		if !isCode(err, "55P03", "40P01") {
+		// lock_timeout expired, or a deadlock.
+		if !pgerr.Is(err, pgerr.LockNotAvailable, pgerr.DeadlockDetected) {
 			return attempt, err
 		}
 		if attempt >= a.opts.Attempts {

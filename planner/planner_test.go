@@ -547,18 +547,6 @@ func TestText(t *testing.T) {
 	}
 }
 
-func TestHumanBytes(t *testing.T) {
-	tests := []struct {
-		in   int64
-		want string
-	}{{0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"}, {5 << 30, "5.0 GiB"}}
-	for _, tt := range tests {
-		if got := HumanBytes(tt.in); got != tt.want {
-			t.Errorf("HumanBytes(%d) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestRevLookup(t *testing.T) {
 	hex := catalog.KeyHex(1000)
 	tests := []struct {

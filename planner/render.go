@@ -6,6 +6,8 @@ import (
 	"math"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/reshard/reshard/internal/bytesize"
 )
 
 // shardsShownInFull is how many shards the text lists before it keeps to those that change.
@@ -45,7 +47,7 @@ func (p *Plan) WriteText(out io.Writer) error {
 				rng += " at " + strings.Join(at, ",")
 				to = "-"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", s.N, s.Kind, rng, s.From, to, HumanBytes(s.Bytes), s.Load, s.Reason)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", s.N, s.Kind, rng, s.From, to, bytesize.Format(s.Bytes), s.Load, s.Reason)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -65,7 +67,7 @@ func (p *Plan) WriteText(out io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%.2f\t%s\n", s.Shard, s.State,
 			arrow(fmt.Sprint(s.Ranges), fmt.Sprint(s.RangesAfter)),
-			arrow(HumanBytes(s.Bytes), HumanBytes(s.BytesAfter)),
+			arrow(bytesize.Format(s.Bytes), bytesize.Format(s.BytesAfter)),
 			arrow(fmt.Sprintf("%.1f", s.WritesPerSec), fmt.Sprintf("%.1f", s.WritesPerSecAfter)),
 			s.Load, bar(s.Load), s.LoadAfter, bar(s.LoadAfter))
 	}
@@ -78,7 +80,7 @@ func (p *Plan) WriteText(out io.Writer) error {
 	fmt.Fprintf(&b, "load is a multiple of the mean of an active shard; the bar's | marks the mean\n\n")
 
 	fmt.Fprintf(&b, "%d move(s), %d split(s), %s to move (at least %s must move to reach the threshold)\n",
-		p.Moves, p.Splits, HumanBytes(p.BytesToMove), HumanBytes(p.BytesFloor))
+		p.Moves, p.Splits, bytesize.Format(p.BytesToMove), bytesize.Format(p.BytesFloor))
 	fmt.Fprintf(&b, "max/mean %.2f -> %.2f; lower bound %.2f\n", p.MaxMeanBefore, p.MaxMeanAfter, p.LowerBound)
 	for _, n := range p.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
@@ -122,20 +124,4 @@ func bar(load float64) string {
 		b.WriteByte('+')
 	}
 	return b.String()
-}
-
-// HumanBytes formats a byte count with binary units (KiB, MiB, ...).
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	f := float64(n)
-	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	i := -1
-	for f >= unit && i < len(units)-1 {
-		f /= unit
-		i++
-	}
-	return fmt.Sprintf("%.1f %s", f, units[i])
 }
