@@ -22,6 +22,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/internal/devstack"
 	"github.com/reshard/reshard/internal/pgcluster"
 	"github.com/reshard/reshard/internal/testenv"
 )
@@ -128,7 +129,7 @@ func devDownAtCleanup(t *testing.T, bin, dir string) {
 }
 
 // stackPIDs returns the pids of the stack's postmasters and of its etcd process.
-func devStackPIDs(t *testing.T, st *devState) []int {
+func devStackPIDs(t *testing.T, st *devstack.State) []int {
 	t.Helper()
 	var pids []int
 	for _, s := range st.Shards {
@@ -145,7 +146,7 @@ func devStackPIDs(t *testing.T, st *devState) []int {
 	return append(pids, st.Etcd.PID)
 }
 
-func devStackPorts(st *devState) []int {
+func devStackPorts(st *devstack.State) []int {
 	ports := []int{st.Etcd.ClientPort, st.Etcd.PeerPort}
 	for _, s := range st.Shards {
 		ports = append(ports, s.Port)
@@ -156,7 +157,7 @@ func devStackPorts(st *devState) []int {
 func assertStackGone(t *testing.T, dir string, pids, ports []int) {
 	t.Helper()
 	for _, pid := range pids {
-		if processAlive(pid) {
+		if devstack.ProcessAlive(pid) {
 			t.Errorf("process %d still runs after dev down", pid)
 		}
 	}
@@ -180,7 +181,7 @@ func TestDevUpDown(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "dev stack up") || !strings.Contains(r.stdout, "export RESHARD_ETCD=") {
 		t.Fatalf("dev up: exit %d", r.code)
 	}
-	st, err := readDevState(dir)
+	st, err := devstack.ReadState(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,18 +247,18 @@ func TestDevUpDown(t *testing.T) {
 	}
 
 	// Twice: a polite refusal that changes nothing.
-	before, _ := os.ReadFile(filepath.Join(dir, devStateFile))
+	before, _ := os.ReadFile(filepath.Join(dir, devstack.StateFile))
 	pids := devStackPIDs(t, st)
 	r = runReshard(t, bin, "dev", "up", "--shards", "2", "--dir", dir)
 	if r.code == 0 || !strings.Contains(r.stderr, "already up") || !strings.Contains(r.stderr, "dev down") {
 		t.Errorf("second dev up: exit %d, want a non-zero exit saying already up", r.code)
 	}
-	after, _ := os.ReadFile(filepath.Join(dir, devStateFile))
+	after, _ := os.ReadFile(filepath.Join(dir, devstack.StateFile))
 	if !bytes.Equal(before, after) {
 		t.Error("second dev up changed the state file")
 	}
 	for _, pid := range pids {
-		if !processAlive(pid) {
+		if !devstack.ProcessAlive(pid) {
 			t.Errorf("process %d died after the second dev up", pid)
 		}
 	}
@@ -294,7 +295,7 @@ func TestDevUpDown(t *testing.T) {
 		}
 	}
 	// A quiet tenant's event vanishes behind everyone's back: the check names it.
-	opts, _ := st.Data.options()
+	opts, _ := st.Data.Options()
 	tenants, _ := demo.GenerateTenants(opts)
 	quiet := demo.QuietTenants(tenants, 3, demo.DefaultHot)
 	var victim int64
@@ -304,7 +305,7 @@ func TestDevUpDown(t *testing.T) {
 	}
 	ranges := catalog.EvenRanges([]string{st.Shards[0].Name, st.Shards[1].Name})
 	owner, _ := (&catalog.State{Ranges: ranges}).Owner(victim)
-	conn, err := pgx.Connect(ctx, st.Shards[devShardIndex(st.Shards, owner.Shard)].DSN)
+	conn, err := pgx.Connect(ctx, st.Shards[st.ShardIndex(owner.Shard)].DSN)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,9 +422,9 @@ func TestDevDownHalfStarted(t *testing.T) {
 			}
 			// Wait until a postmaster and etcd run, then interrupt.
 			deadline := time.Now().Add(2 * time.Minute)
-			var st *devState
+			var st *devstack.State
 			for {
-				s, err := readDevState(dir)
+				s, err := devstack.ReadState(dir)
 				if err == nil && s.Etcd.PID > 0 {
 					if _, err := os.Stat(filepath.Join(s.Shards[0].Dir, "data", "postmaster.pid")); err == nil {
 						st = s
@@ -501,7 +502,7 @@ func TestDevRefusesForeignFolders(t *testing.T) {
 }
 
 // initCatalog writes the catalog cluster.yaml describes, as `reshard init -f` would.
-func devInitCatalog(t *testing.T, st *devState) {
+func devInitCatalog(t *testing.T, st *devstack.State) {
 	t.Helper()
 	ctx := context.Background()
 	store, err := catalog.Open(ctx, catalog.ConnConfig{Endpoints: []string{st.Etcd.Endpoint}}, st.Cluster)
@@ -515,73 +516,5 @@ func devInitCatalog(t *testing.T, st *devState) {
 	}
 	if err := store.Init(ctx, catalog.Config{Cluster: st.Cluster, Key: demo.Key, Tables: demo.Tables}, shards, nil, false); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestCatalogRouter: the router of `dev load --route catalog` holds a write while its range
-// is frozen, gives up after its bound with a retryable error, and sends a held write to the
-// new owner once the range flips.
-func TestCatalogRouter(t *testing.T) {
-	srv, _ := testenv.Etcd(t)
-	ctx := context.Background()
-	store, err := catalog.Open(ctx, catalog.ConnConfig{Endpoints: []string{srv.Endpoint()}}, devCluster)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	shards := []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}, {Name: "s2", DSN: "host=two dbname=app"}}
-	if err := store.Init(ctx, catalog.Config{Cluster: devCluster, Key: demo.Key, Tables: demo.Tables}, shards, nil, false); err != nil {
-		t.Fatal(err)
-	}
-	r, err := newCatalogRouter(ctx, srv.Endpoint(), devCluster)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	const low, high = int64(-5), int64(5) // on s1 and s2 under the even split of two shards
-	for tenant, want := range map[int64]string{low: "host=one dbname=app", high: "host=two dbname=app"} {
-		if got, err := r.ShardFor(ctx, tenant); err != nil || got != want {
-			t.Fatalf("tenant %d: %q, %v; want %q", tenant, got, err, want)
-		}
-	}
-
-	st, err := store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lo := st.Ranges[0].Range.Lo
-	m := &catalog.Migration{ID: "m1", Kind: catalog.KindMove, Range: st.Ranges[0].Range, Source: "s1", Target: "s2", Phase: catalog.PhasePlanned}
-	if err := store.PutMigration(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Freeze(ctx, st, lo, m); err != nil {
-		t.Fatal(err)
-	}
-	// The router's copy follows etcd a moment later.
-	if _, err := r.cache.WaitRevision(ctx, st.Revision); err != nil {
-		t.Fatal(err)
-	}
-	r.hold = 300 * time.Millisecond
-	start := time.Now()
-	_, err = r.ShardFor(ctx, low)
-	if !errors.Is(err, errRangeFrozen) || time.Since(start) < r.hold {
-		t.Fatalf("frozen range: %v after %v, want errRangeFrozen after holding %v", err, time.Since(start), r.hold)
-	}
-	if got, err := r.ShardFor(ctx, high); err != nil || got != "host=two dbname=app" {
-		t.Fatalf("a serving range is held too: %q, %v", got, err)
-	}
-
-	r.hold = time.Minute
-	flipped := make(chan error, 1)
-	go func() {
-		time.Sleep(200 * time.Millisecond)
-		flipped <- store.Flip(ctx, st, lo, m, "s2")
-	}()
-	got, err := r.ShardFor(ctx, low)
-	if ferr := <-flipped; ferr != nil {
-		t.Fatal(ferr)
-	}
-	if err != nil || got != "host=two dbname=app" {
-		t.Fatalf("held write after the flip: %q, %v; want s2's DSN", got, err)
 	}
 }
