@@ -17,7 +17,7 @@ type DeleteOptions struct {
 	Pause     time.Duration // sleep between batches, to leave room for the live load
 	Progress  func(table string, deleted int64)
 	// Check, if set, is called before each batch; an error stops the deletion (the
-	// executor's: the driver may have lost its migration lock).
+	// migration's executor: the driver may have lost its migration lock).
 	Check func() error
 	// Tombstone, if set, is the migration whose tombstone must fence exactly the range on
 	// this shard for a batch to run: each batch share-locks it first. Once the range (or a

@@ -24,15 +24,11 @@ type Catalog interface {
 	Flip(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, newShard string, opts ...catalog.WriteOption) error
 }
 
-// Replicator is what a cutover needs of the mover that keeps the target caught up.
+// Replicator is what a cutover needs of the mover that keeps the target caught up: wait
+// until it has applied the fence LSN, and stop it after the flip.
 type Replicator interface {
 	WaitApplied(ctx context.Context, lsn pglogrepl.LSN) error
 	Stop(ctx context.Context) error
-	DropReplication(ctx context.Context) error
-	// Remove drops slot, publication and progress row and, with targetRows, the range's
-	// rows on the target; it is called only once the journal says the migration will
-	// never flip.
-	Remove(ctx context.Context, targetRows bool) error
 }
 
 // Lease is a driver's hold on its migration (*catalog.Lock implements it).
@@ -86,7 +82,7 @@ func (o *Options) defaults() {
 
 // Env is everything one cutover works on.
 type Env struct {
-	// Catalog takes the migration's writes; the executor's compares its lock in each.
+	// Catalog takes the migration's writes; migrate.Executor's compares its lock in each.
 	Catalog Catalog
 	Mover   Replicator
 	Source  Conn // reshard's control connection to the source shard
@@ -99,16 +95,18 @@ type Env struct {
 	Lease Lease
 }
 
-// mayWrite is checked right before a statement that changes a shard on the migration's
+// MayWrite is checked right before a statement that changes a shard on the migration's
 // behalf: a driver whose lock may have been lost must not act on what it read before.
-func (env Env) mayWrite() error {
+func (env Env) MayWrite() error {
 	if env.Lease == nil {
 		return nil
 	}
 	return env.Lease.Err()
 }
 
-func (env Env) token() int64 {
+// Token is the fencing token the driver writes into the fence rows it sets (0 without a
+// lease).
+func (env Env) Token() int64 {
 	if env.Lease == nil {
 		return 0
 	}
@@ -149,8 +147,8 @@ var ErrAmbiguous = errors.New("the ownership flip may or may not have committed"
 // Run performs steps 1-7 of the cutover for migration m, whose mover is caught up. On any
 // failure before the flip it undoes the cutover (fence removed, range serving on the
 // source, migration catching up again) and returns the cause; the copy and its slot are
-// kept, so the caller either retries or calls Rollback. After the flip it returns nil and
-// the caller finishes with step 8.
+// kept, so the caller (migrate.Executor) either retries or rolls the migration back. After
+// the flip it returns nil and the caller finishes with step 8.
 //
 // The window (freeze to flip) is kept short without dropping a check or moving one past
 // the flip. Before the freeze, outside the window: extra connections for the verify are
@@ -218,10 +216,10 @@ func Run(ctx context.Context, env Env, m *catalog.Migration, opts Options) (Resu
 		return res, cause
 	}
 	// 2. Fence.
-	if err := env.mayWrite(); err != nil {
+	if err := env.MayWrite(); err != nil {
 		return fail("fence", err)
 	}
-	if err := SetFence(ctx, env.Source, m.ID, m.Range, env.Tables, env.token()); err != nil {
+	if err := SetFence(ctx, env.Source, m.ID, m.Range, env.Tables, env.Token()); err != nil {
 		return fail("fence", err)
 	}
 	mark("fence")
@@ -420,11 +418,11 @@ func warmUp(ctx context.Context, env Env, srcMore, dstMore []Querier, cols Colum
 }
 
 // catchUpBefore brings the mover up to the source's present right before the freeze. The
-// executor starts a cutover once the lag is under a bound (a MiB by default), and the WAL
-// sender of a busy source runs some way behind its WAL: without this, decoding that
-// backlog would be part of the window. A marker written now and applied leaves the
-// catch-up inside the window only the WAL written during its first steps. The range
-// still serves meanwhile. It returns how long it took.
+// migration's executor starts a cutover once the lag is under a bound (a MiB by default),
+// and the WAL sender of a busy source runs some way behind its WAL: without this,
+// decoding that backlog would be part of the window. A marker written now and applied
+// leaves the catch-up inside the window only the WAL written during its first steps. The
+// range still serves meanwhile. It returns how long it took.
 func catchUpBefore(ctx context.Context, env Env, id string, bound time.Duration) (time.Duration, error) {
 	start := time.Now()
 	lsn, err := marker(ctx, env.Source, "catch up "+id)
@@ -476,10 +474,11 @@ func flipFailed(ctx context.Context, env Env, m *catalog.Migration, ferr error) 
 
 // Undo reverses steps 1-2 of a cutover that has not flipped: the range serves again from
 // the source, with the migration back to catching up, and the fence is removed. The
-// journal moves first, by compare-and-swap (and, in the executor, only while the driver
-// holds the migration's lock); only then is the fence dropped. So a flip still in flight
-// can never commit after the fence went, and a driver that lost its lock drops nothing.
-// It is idempotent.
+// journal moves first, by compare-and-swap (and, in migrate.Executor, only while the
+// driver holds the migration's lock); only then is the fence dropped. So a flip still in
+// flight can never commit after the fence went, and a driver that lost its lock drops
+// nothing. It is idempotent. It is the window's own undo: the copy stays, for another
+// attempt; ending the whole migration is migrate.Rollback.
 func Undo(ctx context.Context, env Env, m *catalog.Migration) error {
 	cur, err := env.Catalog.GetMigration(ctx, m.ID)
 	if err != nil {
@@ -497,109 +496,23 @@ func Undo(ctx context.Context, env Env, m *catalog.Migration) error {
 		return err
 	}
 	m.Phase = catalog.PhaseCatchingUp
-	if err := unfreezeOrPut(ctx, env, st, m); err != nil {
+	if err := UnfreezeOrPut(ctx, env, st, m); err != nil {
 		return err
 	}
-	if err := env.mayWrite(); err != nil {
+	if err := env.MayWrite(); err != nil {
 		return err
 	}
-	return DropFence(ctx, env.Source, m.ID, env.token())
+	return DropFence(ctx, env.Source, m.ID, env.Token())
 }
 
-// unfreezeOrPut writes m: with the range back to serving if m froze it, in one
-// transaction; as a plain journal write otherwise.
-func unfreezeOrPut(ctx context.Context, env Env, st *catalog.State, m *catalog.Migration) error {
+// UnfreezeOrPut writes m: with the range back to serving if m froze it, in one
+// transaction; as a plain journal write otherwise. Undo and a migration's rollback move
+// the journal with it, before they touch PostgreSQL.
+func UnfreezeOrPut(ctx context.Context, env Env, st *catalog.State, m *catalog.Migration) error {
 	if i := rangeOf(st, m.Range.Lo); i >= 0 && st.Ranges[i].State == catalog.RangeFrozen && st.Ranges[i].Migration == m.ID {
 		return env.Catalog.Unfreeze(ctx, st, m.Range.Lo, m)
 	}
 	return env.Catalog.PutMigration(ctx, m)
-}
-
-// Rollback undoes a migration that has not flipped: remove the fence, put the range back
-// to serving, remove the target's copy (slot, publication, rows). It is idempotent and
-// refuses a migration that has flipped.
-func Rollback(ctx context.Context, env Env, m *catalog.Migration, cause error) error {
-	return rollback(ctx, env, m, cause, catalog.PhaseRolledBack)
-}
-
-// rollback ends the migration in phase (rolled_back, or cancelled by the operator), in
-// three steps:
-//
-//  1. The journal goes to rolling_back (and the range back to serving if the migration
-//     froze it) in one compare-and-swap. From then on no driver can freeze or flip it,
-//     so nothing on either shard is still needed; before it, nothing is touched. A
-//     journal already rolling_back (an earlier rollback that stopped) skips this step.
-//  2. PostgreSQL: this driver's token goes into the target's fence row; the source's
-//     fence goes; slot, publication and the target's copy go (deleted only while the
-//     target's fence row carries this driver's token); then the target's fence goes.
-//  3. The journal takes its final phase.
-func rollback(ctx context.Context, env Env, m *catalog.Migration, cause error, phase string) error {
-	cur, err := env.Catalog.GetMigration(ctx, m.ID)
-	if err != nil {
-		return err
-	}
-	*m = *cur
-	switch {
-	case m.Flipped():
-		return fmt.Errorf("migration %s has flipped: it cannot be rolled back (finish it with `reshard cleanup %s`)", m.ID, m.ID)
-	case m.Terminal():
-		return nil
-	}
-	if err := beginRollback(ctx, env, m, cause, phase); err != nil {
-		return err
-	}
-	if err := env.mayWrite(); err != nil {
-		return err
-	}
-	// The target's copy is deleted only under this driver's token: write it there first
-	// (a driver that lost its lock to this one deletes nothing from then on).
-	if err := ClaimFence(ctx, env.Target, m.ID, m.Range, env.token()); err != nil {
-		return fmt.Errorf("target: %w", err)
-	}
-	if err := DropFence(ctx, env.Source, m.ID, env.token()); err != nil {
-		return err
-	}
-	if env.Mover != nil {
-		if err := env.Mover.Remove(ctx, !m.KeepTarget); err != nil {
-			return fmt.Errorf("remove the copy: %w", err)
-		}
-	}
-	if err := env.mayWrite(); err != nil {
-		return err
-	}
-	if err := DropFence(ctx, env.Target, m.ID, env.token()); err != nil {
-		return err
-	}
-	m.Phase = m.RollbackTo
-	if err := env.Catalog.PutMigration(ctx, m); err != nil {
-		return err
-	}
-	// Last, once the migration has ended: its shards' guards, unless still needed there.
-	releaseGuards(ctx, env, m)
-	return nil
-}
-
-// beginRollback is step 1 of rollback.
-func beginRollback(ctx context.Context, env Env, m *catalog.Migration, cause error, phase string) error {
-	if m.Phase == catalog.PhaseRollingBack {
-		if phase == catalog.PhaseCancelled && m.RollbackTo != phase {
-			m.RollbackTo = phase // the operator's cancel names the outcome
-			return env.Catalog.PutMigration(ctx, m)
-		}
-		return nil
-	}
-	st, err := env.Catalog.Load(ctx)
-	if err != nil {
-		return err
-	}
-	// A migration that never got to copy wrote nothing on the target: rows of the range
-	// there are someone else's (preflight refused them).
-	m.KeepTarget = m.Phase == catalog.PhasePlanned || m.Phase == catalog.PhasePreflight
-	m.Phase, m.RollbackTo = catalog.PhaseRollingBack, phase
-	if cause != nil {
-		m.LastError = cause.Error()
-	}
-	return unfreezeOrPut(ctx, env, st, m)
 }
 
 func rangeOf(st *catalog.State, lo int64) int {

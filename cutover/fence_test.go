@@ -10,24 +10,14 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover/cutovertest"
 	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
-const schema = `
-CREATE TABLE tenants (tenant_id bigint PRIMARY KEY, name text);
-CREATE TABLE orders (tenant_id bigint, id bigserial, total numeric, note jsonb, PRIMARY KEY (tenant_id, id));
-`
+const schema = cutovertest.Schema
 
-func connect(t *testing.T, dsn string) *pgx.Conn {
-	t.Helper()
-	c, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
-}
+var connect = cutovertest.Connect
 
 func TestFenceGuard(t *testing.T) {
 	ctx := context.Background()

@@ -19,6 +19,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/migrate"
 )
 
 // BenchmarkCutoverWindow measures the write-unavailability window of cutovers under a live
@@ -45,7 +46,7 @@ func BenchmarkCutoverWindow(b *testing.B) {
 	s := newStack(b, 3, demo.DataOptions{Tenants: 100, Scale: 0.5, Seed: 7})
 	cat := &timedCatalog{Store: s.store}
 	steps := &stepLog{}
-	ex := s.executor(cutover.ExecOptions{CutoverRetries: 3})
+	ex := s.executor(migrate.ExecOptions{CutoverRetries: 3})
 	ex.Catalog = cat
 	ex.Log = slog.New(steps)
 
@@ -93,12 +94,12 @@ func BenchmarkCutoverWindow(b *testing.B) {
 				to = mv.home
 			}
 			id := fmt.Sprintf("bench_%d_%d", len(samples), mv.tenant.Rank)
-			m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: mv.rng, Target: to})
+			m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: mv.rng, Target: to})
 			for attempt := 1; err != nil && attempt < 3; attempt++ {
 				// A move that failed before its cutover says "re-run to resume", as an
 				// operator would; the re-runs are reported, not hidden.
 				reruns = append(reruns, fmt.Sprintf("%s: %v", id, err))
-				m, err = ex.Move(ctx, cutover.MoveRequest{ID: id, Range: mv.rng, Target: to})
+				m, err = ex.Move(ctx, migrate.MoveRequest{ID: id, Range: mv.rng, Target: to})
 			}
 			if err != nil {
 				b.Fatalf("move %s %s -> %s: %v", id, mv.rng, to, err)

@@ -8,6 +8,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/migrate"
 )
 
 // TestCancelAndCleanupLater: a move stopped while catching up is cancelled (slot,
@@ -34,14 +35,14 @@ func TestCancelAndCleanupLater(t *testing.T) {
 
 	// Stop the driver once the target is caught up, as a crash would.
 	mctx, stop := context.WithCancel(ctx)
-	ex := s.executor(cutover.ExecOptions{BeforeCutover: stop})
-	if _, err := ex.Move(mctx, cutover.MoveRequest{ID: "to_cancel", Range: r, Target: to}); !errors.Is(err, context.Canceled) {
+	ex := s.executor(migrate.ExecOptions{BeforeCutover: stop})
+	if _, err := ex.Move(mctx, migrate.MoveRequest{ID: "to_cancel", Range: r, Target: to}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted move: %v", err)
 	}
 	if n := countOn(to); n != before {
 		t.Fatalf("target holds %d of %d ledger rows before the cancel", n, before)
 	}
-	ex = s.executor(cutover.ExecOptions{})
+	ex = s.executor(migrate.ExecOptions{})
 	m, err := ex.Cancel(ctx, "to_cancel")
 	if err != nil || m.Phase != catalog.PhaseCancelled {
 		t.Fatalf("cancel: %v, %+v", err, m)
@@ -57,8 +58,8 @@ func TestCancelAndCleanupLater(t *testing.T) {
 	}
 
 	// Cleanup later: the move flips, the source keeps its rows behind the fence.
-	ex = s.executor(cutover.ExecOptions{CleanupLater: true})
-	m, err = ex.Move(ctx, cutover.MoveRequest{ID: "later", Range: r, Target: to})
+	ex = s.executor(migrate.ExecOptions{CleanupLater: true})
+	m, err = ex.Move(ctx, migrate.MoveRequest{ID: "later", Range: r, Target: to})
 	if err != nil || m.Phase != catalog.PhaseCleaningUp {
 		t.Fatalf("move with cleanup later: %v, %+v", err, m)
 	}

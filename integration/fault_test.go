@@ -17,6 +17,7 @@ import (
 	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/internal/testenv"
+	"github.com/reshard/reshard/migrate"
 )
 
 var (
@@ -261,7 +262,7 @@ func TestSourceRestartDuringCatchup(t *testing.T) {
 	r := catalog.NewRange(tenant, tenant+1)
 	s.carve(r)
 	restarted := false
-	ex := s.executor(cutover.ExecOptions{CutoverRetries: 3})
+	ex := s.executor(migrate.ExecOptions{CutoverRetries: 3})
 	ex.Options.BeforeCutover = func() {
 		if restarted {
 			return
@@ -274,7 +275,7 @@ func TestSourceRestartDuringCatchup(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	m, err := ex.Move(ctx, cutover.MoveRequest{ID: "src_restart", Range: r, Target: "s2"})
+	m, err := ex.Move(ctx, migrate.MoveRequest{ID: "src_restart", Range: r, Target: "s2"})
 	if err != nil {
 		t.Fatalf("move: %v", err)
 	}

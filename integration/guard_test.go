@@ -8,6 +8,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/migrate"
 )
 
 // TestMoveWithGuardAlwaysOnBothShards: with the fence trigger ALWAYS-enabled (it fires in
@@ -58,8 +59,8 @@ func TestMoveWithGuardAlwaysOnBothShards(t *testing.T) {
 		before[to] = before[to].Only(func(tn int64) bool { return !r.Contains(tn) })
 		s.before = before
 	}
-	ex := s.executor(cutover.ExecOptions{BeforeCutover: catchupWrites})
-	m, err := ex.Move(ctx, cutover.MoveRequest{ID: "always_guard", Range: r, Target: to})
+	ex := s.executor(migrate.ExecOptions{BeforeCutover: catchupWrites})
+	m, err := ex.Move(ctx, migrate.MoveRequest{ID: "always_guard", Range: r, Target: to})
 	if err != nil || m.Phase != catalog.PhaseDone {
 		t.Fatalf("move: %v, %+v", err, m)
 	}
@@ -99,7 +100,7 @@ func TestDropFenceKeepsGuardOfAnotherMigration(t *testing.T) {
 
 	caughtUp, release := make(chan struct{}), make(chan struct{})
 	var fencedWrite error
-	ex2 := s.executor(cutover.ExecOptions{BeforeCutover: func() {
+	ex2 := s.executor(migrate.ExecOptions{BeforeCutover: func() {
 		close(caughtUp)
 		<-release
 	}})
@@ -110,7 +111,7 @@ func TestDropFenceKeepsGuardOfAnotherMigration(t *testing.T) {
 	}
 	done2 := make(chan error, 1)
 	go func() {
-		_, err := ex2.Move(ctx, cutover.MoveRequest{ID: "second", Range: r2, Target: "s2"})
+		_, err := ex2.Move(ctx, migrate.MoveRequest{ID: "second", Range: r2, Target: "s2"})
 		done2 <- err
 	}()
 	select {
@@ -119,8 +120,8 @@ func TestDropFenceKeepsGuardOfAnotherMigration(t *testing.T) {
 		t.Fatalf("second move ended before its cutover: %v", err)
 	}
 
-	ex1 := s.executor(cutover.ExecOptions{CleanupLater: true})
-	if m, err := ex1.Move(ctx, cutover.MoveRequest{ID: "first", Range: r1, Target: "s2"}); err != nil || m.Phase != catalog.PhaseCleaningUp {
+	ex1 := s.executor(migrate.ExecOptions{CleanupLater: true})
+	if m, err := ex1.Move(ctx, migrate.MoveRequest{ID: "first", Range: r1, Target: "s2"}); err != nil || m.Phase != catalog.PhaseCleaningUp {
 		close(release)
 		t.Fatalf("first move: %v, %+v", err, m)
 	}

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/migrate"
 )
 
 // TestMovesUnderLoad: while a writer routes every transaction through the catalog
@@ -23,14 +23,14 @@ func TestMovesUnderLoad(t *testing.T) {
 	stopLoad := s.runLoad(4, 0, 7)
 	time.Sleep(500 * time.Millisecond)
 
-	ex := s.executor(cutover.ExecOptions{CutoverRetries: 3})
+	ex := s.executor(migrate.ExecOptions{CutoverRetries: 3})
 	move := func(id string, r catalog.KeyRange, to string) {
 		t.Helper()
 		if q, all := s.quietIn(r); all > 4 && q == 0 {
 			t.Errorf("move %s: none of the %d tenants of %s is quiet: the check could not tell a changed row", id, all, r)
 		}
 		s.carve(r)
-		m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: r, Target: to})
+		m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: r, Target: to})
 		if err != nil {
 			t.Fatalf("move %s %s -> %s: %v", id, r, to, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/migrate"
 )
 
 // TestTargetRefusesMisroutedWrites: from the start of a move until its flip, the target
@@ -33,8 +34,8 @@ func TestTargetRefusesMisroutedWrites(t *testing.T) {
 		return err
 	}
 	var during error
-	ex := s.executor(cutover.ExecOptions{BeforeCutover: func() { during = misrouted() }})
-	if _, err := ex.Move(ctx, cutover.MoveRequest{ID: "misrouted", Range: r, Target: to}); err != nil {
+	ex := s.executor(migrate.ExecOptions{BeforeCutover: func() { during = misrouted() }})
+	if _, err := ex.Move(ctx, migrate.MoveRequest{ID: "misrouted", Range: r, Target: to}); err != nil {
 		t.Fatal(err)
 	}
 	if !cutover.IsFenceError(during) {

@@ -20,6 +20,7 @@ import (
 	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/internal/etcdserver"
 	"github.com/reshard/reshard/internal/testenv"
+	"github.com/reshard/reshard/migrate"
 	"github.com/reshard/reshard/mover"
 )
 
@@ -199,14 +200,14 @@ func (s *stack) stopEtcd() {
 }
 
 // executor builds the executor behind `reshard move` with the real mover.
-func (s *stack) executor(opts cutover.ExecOptions) *cutover.Executor {
-	return &cutover.Executor{
+func (s *stack) executor(opts migrate.ExecOptions) *migrate.Executor {
+	return &migrate.Executor{
 		Catalog: s.store,
 		DSN:     catalog.Shard.ConnString,
 		Lock: func(ctx context.Context, id string) (*catalog.Lock, error) {
 			return s.store.TryLockMigration(ctx, id, catalog.WithTTL(5))
 		},
-		NewMover: func(m *catalog.Migration, src, dst string, j *cutover.Journal, token int64) (cutover.Mover, error) {
+		NewMover: func(m *catalog.Migration, src, dst string, j *migrate.Journal, token int64) (migrate.Mover, error) {
 			return mover.New(mover.Config{ID: m.ID, SourceDSN: src, TargetDSN: dst, Key: demo.Key, Tables: demo.Tables,
 				Range: m.Range, Workers: 2, MaxConnections: 6, Token: token}, j)
 		},
@@ -284,7 +285,7 @@ func (s *stack) runLoad(workers int, rate float64, seed uint64) (stop func() *de
 // carve gives r a catalog range of its own (split off its owner's range), as a move of r needs.
 func (s *stack) carve(r catalog.KeyRange) {
 	s.t.Helper()
-	if _, err := cutover.Carve(context.Background(), s.store, s.store, r); err != nil {
+	if _, err := migrate.Carve(context.Background(), s.store, r); err != nil {
 		s.t.Fatalf("carve %s: %v", r, err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/migrate"
 	"github.com/reshard/reshard/planner"
 )
 
@@ -346,7 +346,7 @@ func (a *applier) move(ctx context.Context, st *catalog.State, s planner.Step) (
 		progress = nil
 	}
 	ex := newExecutor(a.store, st, a.flags, progress, newLogger())
-	m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: s.Range, Target: s.To, Plan: a.plan.ID})
+	m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: s.Range, Target: s.To, Plan: a.plan.ID})
 	if err == nil && m != nil {
 		a.mu.Lock()
 		fmt.Fprintf(a.out, "step %d: moved %s %s -> %s: %d rows, %s, cutover window %.1fms\n", s.N, s.Range, s.From, s.To,

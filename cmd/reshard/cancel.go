@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/migrate"
 )
 
 func init() { subcommands = append(subcommands, newCancelCmd, newCleanupCmd) }
@@ -18,7 +18,7 @@ func newCancelCmd() *cobra.Command {
 		Short: "Roll back a migration that has not flipped (slot, publication, fence and copied rows removed)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runMigration(cmd, &f, func(ctx context.Context, ex *cutover.Executor) (*catalog.Migration, error) {
+			return runMigration(cmd, &f, func(ctx context.Context, ex *migrate.Executor) (*catalog.Migration, error) {
 				return ex.Cancel(ctx, args[0])
 			})
 		},
@@ -42,7 +42,7 @@ fence trigger once no fence is left on that shard and no unfinished migration us
 when no client can be stale any more.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runMigration(cmd, &f, func(ctx context.Context, ex *cutover.Executor) (*catalog.Migration, error) {
+			return runMigration(cmd, &f, func(ctx context.Context, ex *migrate.Executor) (*catalog.Migration, error) {
 				return ex.Cleanup(ctx, args[0], dropFence)
 			})
 		},
@@ -55,7 +55,7 @@ when no client can be stale any more.`,
 // runMigration is the body shared by the commands that drive one migration: open the
 // catalog, build the executor, run do, and print the migration it returns (also on error,
 // so the operator sees where it stopped).
-func runMigration(cmd *cobra.Command, f *execFlags, do func(context.Context, *cutover.Executor) (*catalog.Migration, error)) error {
+func runMigration(cmd *cobra.Command, f *execFlags, do func(context.Context, *migrate.Executor) (*catalog.Migration, error)) error {
 	ctx := cmd.Context()
 	return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
 		m, err := do(ctx, newExecutor(store, st, f, nil, newLogger()))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/migrate"
 	"github.com/reshard/reshard/mover"
 )
 
@@ -60,9 +61,9 @@ func (f *execFlags) check() error {
 }
 
 // newExecutor builds the executor behind move, split --to, apply, cancel and cleanup.
-func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress func(mover.Progress), log *slog.Logger) *cutover.Executor {
+func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress func(mover.Progress), log *slog.Logger) *migrate.Executor {
 	lockTTL := f.lockTTL
-	ex := &cutover.Executor{
+	ex := &migrate.Executor{
 		Catalog: store,
 		DSN:     catalog.Shard.ConnString,
 		Log:     log,
@@ -70,7 +71,7 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 			// The error names the migration and the holder.
 			return store.TryLockMigration(ctx, id, catalog.WithTTL(lockTTL))
 		},
-		NewMover: func(m *catalog.Migration, src, dst string, j *cutover.Journal, token int64) (cutover.Mover, error) {
+		NewMover: func(m *catalog.Migration, src, dst string, j *migrate.Journal, token int64) (migrate.Mover, error) {
 			return mover.New(mover.Config{
 				ID: m.ID, SourceDSN: src, TargetDSN: dst,
 				Key: st.Config.Key, Tables: st.Config.Tables, Range: m.Range,
@@ -78,7 +79,7 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 				Overwrite: f.overwrite, Token: token, Progress: progress, Logger: log,
 			}, j)
 		},
-		Options: cutover.ExecOptions{
+		Options: migrate.ExecOptions{
 			Cutover: cutover.Options{
 				StragglerTimeout: f.stragglerTimeout, KillStragglers: f.killStragglers,
 				CatchupTimeout: f.catchupTimeout, SkipVerify: f.noVerify,

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/migrate"
 )
 
 func init() { subcommands = append(subcommands, newMoveCmd) }
@@ -174,7 +174,7 @@ exits 1 with the reason: move again without --id.`,
 					if err := checkMove(ctx, st, r, to, id, &f); err != nil {
 						return err
 					}
-					if st, err = cutover.Carve(ctx, store, store, r); err != nil {
+					if st, err = migrate.Carve(ctx, store, r); err != nil {
 						return err
 					}
 				case err != nil:
@@ -185,7 +185,7 @@ exits 1 with the reason: move again without --id.`,
 					}
 				}
 				ex := newExecutor(store, st, &f, newProgress(cmd.ErrOrStderr(), id), newLogger())
-				m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: r, Target: to})
+				m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: r, Target: to})
 				return reportMigration(cmd.OutOrStdout(), m, err)
 			})
 		},

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/migrate"
 	"github.com/reshard/reshard/mover"
 )
 
@@ -17,7 +17,7 @@ import (
 // publication or trigger): the target shard exists and is not the owner; r lies in one
 // serving catalog range that no unfinished migration moves; and the mover's preflight
 // passes (both shards reachable, tables and replica identity, no rows of r on the target
-// unless --overwrite). A move of r to its owner gives cutover.ErrNothingToDo.
+// unless --overwrite). A move of r to its owner gives migrate.ErrNothingToDo.
 func checkMove(ctx context.Context, st *catalog.State, r catalog.KeyRange, to, id string, f *execFlags) error {
 	owner, err := ownerOf(st, r)
 	if err != nil {
@@ -28,7 +28,7 @@ func checkMove(ctx context.Context, st *catalog.State, r catalog.KeyRange, to, i
 		return fmt.Errorf("unknown target shard %q: the shards are %s (see reshard shard list)", to, shardNames(st))
 	}
 	if to == owner.Shard {
-		return fmt.Errorf("range %s is on %s: %w", r, to, cutover.ErrNothingToDo)
+		return fmt.Errorf("range %s is on %s: %w", r, to, migrate.ErrNothingToDo)
 	}
 	if err := unfinishedOverlap(st, r); err != nil {
 		return err

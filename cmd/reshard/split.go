@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/migrate"
 )
 
 func init() { subcommands = append(subcommands, newSplitCmd) }
@@ -52,7 +52,7 @@ moved to SHARD like reshard move does.`,
 				}
 				if to != "" {
 					// The move is checked before the split: a refused one changes nothing.
-					if err := checkMove(ctx, st, right, to, id, &f); err != nil && !errors.Is(err, cutover.ErrNothingToDo) {
+					if err := checkMove(ctx, st, right, to, id, &f); err != nil && !errors.Is(err, migrate.ErrNothingToDo) {
 						return err
 					}
 				}
@@ -64,8 +64,8 @@ moved to SHARD like reshard move does.`,
 					return nil
 				}
 				ex := newExecutor(store, st, &f, newProgress(cmd.ErrOrStderr(), id), newLogger())
-				m, err := ex.Move(ctx, cutover.MoveRequest{ID: id, Range: right, Target: to})
-				if errors.Is(err, cutover.ErrNothingToDo) {
+				m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: right, Target: to})
+				if errors.Is(err, migrate.ErrNothingToDo) {
 					return nil
 				}
 				return reportMigration(cmd.OutOrStdout(), m, err)

@@ -1,26 +1,46 @@
-package cutover
+package migrate
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/mover"
 )
 
-// Mover is what the executor needs of a mover for one migration (mover.Mover implements it).
+// Catalog is what a migration needs of the catalog store (*catalog.Store implements it):
+// the window's reads and writes, and the splits and the journals a plan reads.
+type Catalog interface {
+	cutover.Catalog
+	Split(ctx context.Context, st *catalog.State, lo, at int64) error
+	ListMigrations(ctx context.Context) ([]catalog.Migration, error)
+}
+
+// Mover is what the executor needs of a mover for one migration (mover.Mover implements it):
+// what the window needs (cutover.Replicator), and start, lag and the removal of the
+// replication and of the copy.
 type Mover interface {
-	Replicator
+	cutover.Replicator
 	Start(ctx context.Context) error
 	Lag(ctx context.Context) (bytes int64, seconds float64, err error)
 	Err() error
+	DropReplication(ctx context.Context) error
+	Remover
+}
+
+// Remover removes what a migration that will never flip left behind.
+type Remover interface {
+	// Remove drops slot, publication and progress row and, with targetRows, the range's
+	// rows on the target; it is called only once the journal says the migration will
+	// never flip.
+	Remove(ctx context.Context, targetRows bool) error
 }
 
 // MoverFactory builds the mover of migration m between two shards' connection strings,
@@ -49,12 +69,12 @@ type Executor struct {
 
 // ExecOptions tune a move.
 type ExecOptions struct {
-	Cutover Options
+	Cutover cutover.Options
 	// MaxCutoverLag is the lag (bytes) under which the cutover may start; default 1 MiB.
 	MaxCutoverLag int64
 	// CleanupLater leaves the source rows (fenced) for `reshard cleanup`.
 	CleanupLater bool
-	Delete       DeleteOptions
+	Delete       cutover.DeleteOptions
 	// Retries of a cutover rolled back for a transient reason (stragglers, catch-up timeout).
 	CutoverRetries int
 	// BeforeCutover, if set, is called once the target is caught up, just before each
@@ -68,45 +88,6 @@ type MoveRequest struct {
 	Range  catalog.KeyRange
 	Target string
 	Plan   string
-}
-
-// Splitter is the catalog's split, for carving a sub-range out of a catalog range.
-type Splitter interface {
-	Split(ctx context.Context, st *catalog.State, lo, at int64) error
-}
-
-// Carve splits the catalog so that r is exactly one range: r must lie inside one serving
-// range, which is cut at r's bounds. Both parts stay on their shard, so no data moves and
-// no write waits. It returns the state after the splits.
-func Carve(ctx context.Context, cat Catalog, sp Splitter, r catalog.KeyRange) (*catalog.State, error) {
-	st, err := cat.Load(ctx)
-	if err != nil {
-		return nil, err
-	}
-	owner, ok := st.Owner(r.Lo)
-	if !ok {
-		return nil, fmt.Errorf("range %s: no catalog range holds key %d", r, r.Lo)
-	}
-	if !owner.Range.Covers(r) {
-		return nil, fmt.Errorf("range %s spans several catalog ranges (it starts in %s): move each range separately", r, owner.Range)
-	}
-	if owner.Range.Equal(r) {
-		return st, nil
-	}
-	if owner.State != catalog.RangeServing {
-		return nil, fmt.Errorf("range %s is %s (migration %s): wait for it or cancel it", owner.Range, owner.State, owner.Migration)
-	}
-	if r.Lo > owner.Range.Lo {
-		if err := sp.Split(ctx, st, owner.Range.Lo, r.Lo); err != nil {
-			return nil, err
-		}
-	}
-	if !r.HiInf && (owner.Range.HiInf || r.Hi < owner.Range.Hi) {
-		if err := sp.Split(ctx, st, r.Lo, r.Hi); err != nil {
-			return nil, err
-		}
-	}
-	return st, nil
 }
 
 // ErrNothingToDo is returned for a move of a range to the shard that already owns it.
@@ -146,11 +127,10 @@ func create(ctx context.Context, cat Catalog, req MoveRequest) (*catalog.Migrati
 	if err != nil {
 		return nil, err
 	}
-	i := rangeOf(st, req.Range.Lo)
-	if i < 0 || !st.Ranges[i].Range.Equal(req.Range) {
+	r, ok := st.Owner(req.Range.Lo)
+	if !ok || !r.Range.Equal(req.Range) {
 		return nil, fmt.Errorf("move %s: no catalog range is exactly %s (split it first: reshard split)", req.ID, req.Range)
 	}
-	r := st.Ranges[i]
 	if r.Shard == req.Target {
 		return nil, fmt.Errorf("move %s: range %s is on %s: %w", req.ID, r.Range, r.Shard, ErrNothingToDo)
 	}
@@ -191,14 +171,14 @@ func (e *Executor) drive(ss *session) (*catalog.Migration, error) {
 		return m, fmt.Errorf("migration %s %w (%s): %s; start a new one", m.ID, ErrRolledBack, m.Phase, orNone(m.LastError))
 	case m.Phase == catalog.PhaseRollingBack:
 		// A rollback stopped half way: finish it.
-		err := rollback(ctx, *env, m, nil, m.RollbackTo)
+		err := rollback(ctx, *env, ss.mv, m, nil, m.RollbackTo)
 		return m, errors.Join(fmt.Errorf("migration %s %w: %s", m.ID, ErrRolledBack, orNone(m.LastError)), err)
 	case m.Flipped():
 		return m, e.finish(ss)
 	case m.Phase == catalog.PhaseFrozen || m.Phase == catalog.PhaseVerifying:
 		// A driver died mid-cutover, before the flip: undo the cutover (not the copy)
 		// and go again. The journal's revision compare in Flip made sure it did not flip.
-		if err := Undo(ctx, *env, m); err != nil {
+		if err := cutover.Undo(ctx, *env, m); err != nil {
 			return m, err
 		}
 	}
@@ -215,27 +195,6 @@ func orNone(s string) string {
 	return s
 }
 
-// guard installs the fence trigger on both shards before anything is copied, so the
-// cutover takes no DDL lock, and fences the range on the target with this driver's token:
-// until the flip, the target refuses client writes to the incoming range (reshard's own
-// sessions pass), so no write a misrouted client made there can be lost to a rollback.
-func (e *Executor) guard(ss *session) error {
-	ctx, m, env := ss.ctx, ss.m, ss.env
-	if err := InstallGuard(ctx, env.Source, env.Key, env.Tables); err != nil {
-		return fmt.Errorf("source: %w", err)
-	}
-	if err := InstallGuard(ctx, env.Target, env.Key, env.Tables); err != nil {
-		return fmt.Errorf("target: %w", err)
-	}
-	if err := env.mayWrite(); err != nil {
-		return err
-	}
-	if err := SetFence(ctx, env.Target, m.ID, m.Range, env.Tables, env.token()); err != nil {
-		return fmt.Errorf("target: %w", err)
-	}
-	return nil
-}
-
 // copyAndCutover runs the mover and the cutover, retrying a cutover undone for a transient
 // reason, and rolls the migration back on any other failure. On success ss.m is flipped.
 func (e *Executor) copyAndCutover(ss *session) error {
@@ -249,11 +208,11 @@ func (e *Executor) copyAndCutover(ss *session) error {
 			return err
 		}
 		j := NewJournal(env.Catalog, m)
-		mv, err := e.NewMover(m, ss.srcDSN, ss.dstDSN, j, env.token())
+		mv, err := e.NewMover(m, ss.srcDSN, ss.dstDSN, j, env.Token())
 		if err != nil {
 			return err
 		}
-		env.Mover = mv
+		ss.useMover(mv)
 		copyStart := time.Now()
 		if err := mv.Start(ctx); err != nil {
 			ss.m = j.Seal()
@@ -278,7 +237,7 @@ func (e *Executor) copyAndCutover(ss *session) error {
 			m.Timings.Catchup = time.Since(copyStart).Seconds() - m.Timings.Copy
 		}
 		e.log().Info("cutover", "migration", m.ID, "range", m.Range.String(), "attempt", attempt)
-		res, err := Run(ctx, *env, m, e.Options.Cutover)
+		res, err := cutover.Run(ctx, *env, m, e.Options.Cutover)
 		if err == nil {
 			e.log().Info("flipped", "migration", m.ID, "window", res.Window, "steps", fmtSteps(res.Steps))
 			return nil
@@ -295,7 +254,7 @@ func (e *Executor) copyAndCutover(ss *session) error {
 			continue
 		}
 		rctx := context.WithoutCancel(ctx)
-		if rerr := Rollback(rctx, *env, m, err); rerr != nil {
+		if rerr := Rollback(rctx, *env, mv, m, err); rerr != nil {
 			return fmt.Errorf("%w; rolling back failed too (re-run or reshard cancel %s): %v", err, m.ID, rerr)
 		}
 		return fmt.Errorf("%w (rolled back: the range serves from %s)", err, m.Source)
@@ -326,7 +285,7 @@ func stopped(id string, err error) error {
 }
 
 func retryable(err error) bool {
-	return errors.Is(err, ErrStragglers) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrGuardMissing)
+	return errors.Is(err, cutover.ErrStragglers) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, cutover.ErrGuardMissing)
 }
 
 func (e *Executor) waitLag(ctx context.Context, mv Mover) error {
@@ -350,109 +309,7 @@ func (e *Executor) waitLag(ctx context.Context, mv Mover) error {
 	}
 }
 
-// finish is step 8: open the range on the target (again: idempotent), tombstone the fence
-// on the source, drop slot and publication, delete the range's rows from the source
-// (unless CleanupLater), and mark the migration done.
-func (e *Executor) finish(ss *session) error {
-	ctx, env, m := ss.ctx, ss.env, ss.m
-	start := time.Now()
-	if err := env.mayWrite(); err != nil {
-		return ss.interrupted(err)
-	}
-	if err := OpenRange(ctx, env.Target, m.ID, m.Range); err != nil {
-		return fmt.Errorf("cleanup %s: target: %w", m.ID, err)
-	}
-	if err := MarkTombstone(ctx, env.Source, m.ID, m.Range, env.token()); err != nil {
-		return err
-	}
-	if env.Mover == nil {
-		mv, err := e.NewMover(m, ss.srcDSN, ss.dstDSN, sealedJournal(env.Catalog, m), env.token())
-		if err != nil {
-			return err
-		}
-		env.Mover = mv
-	}
-	if err := env.Mover.DropReplication(ctx); err != nil {
-		return fmt.Errorf("cleanup %s: drop slot and publication: %w", m.ID, err)
-	}
-	if m.Phase != catalog.PhaseCleaningUp {
-		m.Phase = catalog.PhaseCleaningUp
-		if err := env.Catalog.PutMigration(ctx, m); err != nil {
-			return ss.interrupted(err)
-		}
-	}
-	if e.Options.CleanupLater {
-		return nil
-	}
-	del := e.Options.Delete
-	del.Check, del.Tombstone = env.mayWrite, m.ID
-	if _, err := DeleteRange(ctx, env.Source, env.Key, env.Tables, m.Range, del); err != nil {
-		return ss.interrupted(fmt.Errorf("cleanup %s: %w (re-run `reshard cleanup %s`)", m.ID, err, m.ID))
-	}
-	m.Timings.Cleanup = time.Since(start).Seconds()
-	m.Phase = catalog.PhaseDone
-	return ss.interrupted(env.Catalog.PutMigration(ctx, m))
-}
-
-// Cleanup deletes a flipped migration's rows from its old shard and marks it done;
-// dropFence also removes the tombstone fence (and the guard trigger once no fence is
-// left), for when no stale client can still write to the old shard.
-func (e *Executor) Cleanup(ctx context.Context, id string, dropFence bool) (*catalog.Migration, error) {
-	ss, err := e.open(ctx, id, nil)
-	if err != nil {
-		return ss.migration(), err
-	}
-	defer ss.close()
-	m := ss.m
-	if !m.Flipped() {
-		return m, fmt.Errorf("migration %s is %s: only a flipped migration can be cleaned up (use reshard cancel for one that has not flipped)", id, m.Phase)
-	}
-	if m.Phase != catalog.PhaseDone {
-		saved := e.Options.CleanupLater
-		e.Options.CleanupLater = false
-		err := e.finish(ss)
-		e.Options.CleanupLater = saved
-		if err != nil {
-			return m, err
-		}
-	}
-	if dropFence {
-		if err := ss.env.mayWrite(); err != nil {
-			return m, err
-		}
-		if err := DropFence(ss.ctx, ss.env.Source, m.ID, ss.env.token()); err != nil {
-			return m, err
-		}
-		kept, err := RemoveGuard(ss.ctx, ss.env.Source, ss.env.Tables, guardInUse(e.Catalog, m.Source, m.ID))
-		if err != nil {
-			return m, fmt.Errorf("shard %s: %w", m.Source, err)
-		}
-		if kept != "" {
-			e.log().Warn("fence guard trigger kept", "shard", m.Source, "why", kept)
-		}
-	}
-	return m, nil
-}
-
-// Cancel rolls back a migration that has not flipped: slot, publication, fence and the
-// target's copy are removed and the range serves from its source.
-func (e *Executor) Cancel(ctx context.Context, id string) (*catalog.Migration, error) {
-	ss, err := e.open(ctx, id, nil)
-	if err != nil {
-		return ss.migration(), err
-	}
-	defer ss.close()
-	m := ss.m
-	if m.Terminal() {
-		return m, nil
-	}
-	if ss.env.Mover, err = e.NewMover(m, ss.srcDSN, ss.dstDSN, sealedJournal(ss.env.Catalog, m), ss.env.token()); err != nil {
-		return m, err
-	}
-	return m, ss.interrupted(rollback(ss.ctx, ss.env, m, errors.New("cancelled by the operator"), catalog.PhaseCancelled))
-}
-
-func fmtSteps(steps []StepTiming) string {
+func fmtSteps(steps []cutover.StepTiming) string {
 	parts := make([]string, len(steps))
 	for i, s := range steps {
 		parts[i] = fmt.Sprintf("%s=%.1fms", s.Step, float64(s.Duration.Microseconds())/1000)
@@ -461,9 +318,9 @@ func fmtSteps(steps []StepTiming) string {
 }
 
 // reconnect replaces a control connection that no longer answers.
-func (e *Executor) reconnect(ctx context.Context, id string, env *Env, srcDSN, dstDSN string) error {
+func (e *Executor) reconnect(ctx context.Context, id string, env *cutover.Env, srcDSN, dstDSN string) error {
 	for _, c := range []struct {
-		conn *Conn
+		conn *cutover.Conn
 		dsn  string
 		role string
 	}{{&env.Source, srcDSN, "source"}, {&env.Target, dstDSN, "target"}} {
@@ -483,54 +340,4 @@ func (e *Executor) reconnect(ctx context.Context, id string, env *Env, srcDSN, d
 		*c.conn = nc
 	}
 	return nil
-}
-
-// releaseGuards removes the fence guard from the source and the target of m, which has
-// ended without flipping, where no fence is left and no other unfinished migration uses
-// the shard. The migration has ended by then, so a guard that cannot go now is only
-// logged: it costs a trigger call per write, and the next rollback, cancel or
-// `cleanup --drop-fence` on the shard removes it.
-func releaseGuards(ctx context.Context, env Env, m *catalog.Migration) {
-	log := env.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	for _, sh := range []struct {
-		db    Conn
-		shard string
-	}{{env.Source, m.Source}, {env.Target, m.Target}} {
-		if sh.db == nil {
-			continue
-		}
-		kept, err := RemoveGuard(ctx, sh.db, env.Tables, guardInUse(env.Catalog, sh.shard, m.ID))
-		switch {
-		case err != nil:
-			log.Warn("fence guard trigger not removed", "shard", sh.shard, "migration", m.ID, "err", err)
-		case kept != "":
-			log.Info("fence guard trigger kept", "shard", sh.shard, "migration", m.ID, "why", kept)
-		}
-	}
-}
-
-// guardInUse is RemoveGuard's question for shard: the unfinished migrations other than
-// self that have it as source or target. Each of them fences the shard at its cutover
-// (the source; the target until the flip), so its trigger must stay.
-func guardInUse(cat Catalog, shard, self string) func(context.Context) (string, error) {
-	return func(ctx context.Context) (string, error) {
-		st, err := cat.Load(ctx)
-		if err != nil {
-			return "", fmt.Errorf("read the migrations using shard %s: %w", shard, err)
-		}
-		var users []string
-		for _, m := range st.Migrations {
-			if m.ID != self && !m.Terminal() && (m.Source == shard || m.Target == shard) {
-				users = append(users, fmt.Sprintf("%s (%s, %s -> %s)", m.ID, m.Phase, m.Source, m.Target))
-			}
-		}
-		if len(users) == 0 {
-			return "", nil
-		}
-		sort.Strings(users)
-		return "unfinished migrations use the shard: " + strings.Join(users, ", "), nil
-	}
 }

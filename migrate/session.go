@@ -1,4 +1,4 @@
-package cutover
+package migrate
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/mover"
 )
 
@@ -19,9 +20,15 @@ type session struct {
 	cancel         context.CancelFunc
 	lock           *catalog.Lock
 	m              *catalog.Migration
-	env            Env
+	env            cutover.Env
 	srcDSN, dstDSN string
+	// mv is the migration's mover once this driver has built one (nil until then).
+	mv Mover
 }
+
+// useMover makes mv the session's mover: the cutover's (env.Mover), and the one that
+// removes the replication and the copy.
+func (s *session) useMover(mv Mover) { s.mv, s.env.Mover = mv, mv }
 
 func (s *session) migration() *catalog.Migration {
 	if s == nil {
@@ -34,7 +41,7 @@ func (s *session) migration() *catalog.Migration {
 // releases the lock.
 func (s *session) close() {
 	ctx := context.WithoutCancel(s.ctx)
-	for _, c := range []Conn{s.env.Source, s.env.Target} {
+	for _, c := range []cutover.Conn{s.env.Source, s.env.Target} {
 		if pc, ok := c.(*pgx.Conn); ok {
 			pc.Close(ctx)
 		}
@@ -83,7 +90,7 @@ func (e *Executor) open(ctx context.Context, id string, create func(context.Cont
 	ss := &session{lock: lock}
 	ss.ctx, ss.cancel = lock.Context(ctx)
 	cat := guarded{Catalog: e.Catalog, held: catalog.HeldBy(lock)}
-	ss.env = Env{Catalog: cat, Lease: lock}
+	ss.env = cutover.Env{Catalog: cat, Lease: lock}
 	ss.m, err = cat.GetMigration(ss.ctx, id)
 	if errors.Is(err, catalog.ErrNotFound) && create != nil {
 		ss.m, err = create(ss.ctx, cat)
@@ -151,7 +158,7 @@ WHERE left(application_name, length($1)) = $1 AND pid <> pg_backend_pid()`
 func (e *Executor) evict(ss *session) {
 	for _, side := range []struct {
 		name string
-		db   Querier
+		db   cutover.Querier
 	}{{"source", ss.env.Source}, {"target", ss.env.Target}} {
 		var n int
 		if err := side.db.QueryRow(ss.ctx, evictSQL, mover.SessionPrefix(ss.m.ID)).Scan(&n); err != nil {

@@ -1,4 +1,4 @@
-package cutover
+package migrate
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
 )
 
 // Journal lets the mover checkpoint into the migration's etcd record while the executor
@@ -13,7 +14,7 @@ import (
 // hands the record to the executor and turns further mover checkpoints into no-ops, so
 // a late checkpoint can never move the phase back or race the flip's revision compare.
 type Journal struct {
-	cat    Catalog
+	cat    cutover.Catalog
 	mu     sync.Mutex
 	cur    *catalog.Migration
 	sealed bool
@@ -21,7 +22,7 @@ type Journal struct {
 }
 
 // NewJournal starts a journal from the stored record m.
-func NewJournal(cat Catalog, m *catalog.Migration) *Journal {
+func NewJournal(cat cutover.Catalog, m *catalog.Migration) *Journal {
 	c := *m
 	return &Journal{cat: cat, cur: &c}
 }
@@ -99,7 +100,7 @@ func (j *Journal) Unseal(m *catalog.Migration) {
 
 // sealedJournal gives a mover the record to read but not to write: for the cleanup and
 // cancel work the executor journals itself.
-func sealedJournal(cat Catalog, m *catalog.Migration) *Journal {
+func sealedJournal(cat cutover.Catalog, m *catalog.Migration) *Journal {
 	j := NewJournal(cat, m)
 	j.Seal()
 	return j
