@@ -15,6 +15,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/internal/pgcluster"
+	"github.com/reshard/reshard/internal/pgerr"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
@@ -173,7 +174,7 @@ func TestLoadRetriesFence(t *testing.T) {
 		CREATE FUNCTION fenced() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
 			IF EXISTS (SELECT 1 FROM fence WHERE tenant_id = NEW.tenant_id) THEN
-				RAISE EXCEPTION 'tenant % is fenced', NEW.tenant_id USING ERRCODE = 'RS001';
+				RAISE EXCEPTION 'tenant % is fenced', NEW.tenant_id USING ERRCODE = '`+pgerr.Fenced+`';
 			END IF;
 			RETURN NEW;
 		END $$;
@@ -192,7 +193,7 @@ func TestLoadRetriesFence(t *testing.T) {
 	})
 	l, err := demo.NewLoader(demo.LoadOptions{
 		Tenants: s.tenants, Router: counting, Workers: 3, Duration: 3 * time.Second, Seed: 2,
-		RetryIf: demo.SQLStates("RS001"), Mix: map[string]int{demo.TxLedger: 1, demo.TxNewOrder: 1},
+		RetryIf: func(err error) bool { return pgerr.Is(err, pgerr.Fenced) }, Mix: map[string]int{demo.TxLedger: 1, demo.TxNewOrder: 1},
 	})
 	if err != nil {
 		t.Fatal(err)

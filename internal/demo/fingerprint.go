@@ -10,7 +10,8 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // TableFingerprint is one tenant's rows of one table: how many, and an order-independent
@@ -76,8 +77,7 @@ func Fingerprint(ctx context.Context, db Querier, tables []string) (Fingerprints
 		if err == nil {
 			err = fingerprintTable(ctx, db, table, cols, false, out)
 		}
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "42883" { // undefined_function: a type without a hash
+		if pgerr.Is(err, pgerr.UndefinedFunction) { // a type without a hash
 			err = fingerprintTable(ctx, db, table, cols, true, out)
 		}
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // Router says where a tenant's rows live now. It is asked before every attempt, so a
@@ -63,25 +64,10 @@ func (s *StaticRouter) ShardFor(_ context.Context, tenant int64) (string, error)
 	return s.dsn[r.Shard], nil
 }
 
-// SQLStates returns a RetryIf predicate matching PostgreSQL errors with any of the codes
-// (e.g. the cutover's fence SQLSTATE).
-func SQLStates(codes ...string) func(error) bool {
-	return func(err error) bool {
-		var pe *pgconn.PgError
-		if !errors.As(err, &pe) {
-			return false
-		}
-		for _, c := range codes {
-			if pe.Code == c {
-				return true
-			}
-		}
-		return false
-	}
-}
-
 // transient errors abort a transaction without a trace and are always retried.
-var transient = SQLStates("40001", "40P01") // serialization failure, deadlock
+func transient(err error) bool {
+	return pgerr.Is(err, pgerr.SerializationFailure, pgerr.DeadlockDetected)
+}
 
 // Transaction kinds of the load.
 const (

@@ -4,14 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // WriteSample is the row changes (inserts, updates, deletes) per tenant committed during a
@@ -89,14 +89,11 @@ func SampleWrites(ctx context.Context, conn *pgx.Conn, key string, tables []stri
 }
 
 func slotHint(err error) string {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch pe.Code {
-		case "53400":
-			return " (all replication slots are in use: raise max_replication_slots, or sample later)"
-		case "55000":
-			return " (wal_level must be logical)"
-		}
+	switch pgerr.Code(err) {
+	case pgerr.ConfigurationLimitExceeded:
+		return " (all replication slots are in use: raise max_replication_slots, or sample later)"
+	case pgerr.ObjectNotInPrerequisiteState:
+		return " (wal_level must be logical)"
 	}
 	return ""
 }
