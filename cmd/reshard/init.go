@@ -2,15 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sort"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -118,48 +115,6 @@ func (cf *clusterFile) catalogParts(cluster string) (catalog.Config, []catalog.S
 	return cfg, shards, ranges, problems
 }
 
-// checkShards connects to every shard at once and lists every problem, each prefixed with
-// the shard's name. DSNs in messages are masked.
-func checkShards(ctx context.Context, shards []catalog.Shard, key string, tables []string) []string {
-	var mu sync.Mutex
-	var problems []string
-	var wg sync.WaitGroup
-	for _, sh := range shards {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ps := checkShard(ctx, sh, key, tables)
-			mu.Lock()
-			for _, p := range ps {
-				problems = append(problems, "shard "+sh.Name+": "+p)
-			}
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	sort.Strings(problems)
-	return problems
-}
-
-func checkShard(ctx context.Context, sh catalog.Shard, key string, tables []string) []string {
-	dsn, err := sh.ConnString()
-	if err != nil {
-		return []string{strings.TrimPrefix(err.Error(), "shard "+sh.Name+": ")}
-	}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	conn, err := pgmeta.Connect(cctx, dsn)
-	if err != nil {
-		return []string{err.Error() + " (is it running, and is the DSN right?)"}
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	ps, err := pgmeta.CheckShard(cctx, conn, key, tables)
-	if err != nil {
-		return []string{fmt.Sprintf("cannot inspect %s: %v", catalog.MaskDSN(dsn), err)}
-	}
-	return ps
-}
-
 func newInitCmd() *cobra.Command {
 	var file string
 	var force bool
@@ -224,7 +179,7 @@ Example cluster.yaml:
 				return lerr
 			}
 			if cf.Key != "" && catalog.ValidName(cf.Key) {
-				problems = append(problems, checkShards(ctx, validShards(shards), cf.Key, validTables(cf.Tables))...)
+				problems = append(problems, pgmeta.CheckShards(ctx, validShards(shards), cf.Key, validTables(cf.Tables))...)
 			}
 			if len(problems) > 0 {
 				return &errProblems{what: "init " + file, problems: problems}

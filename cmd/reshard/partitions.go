@@ -1,17 +1,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgmeta"
 	"github.com/reshard/reshard/partitions"
 )
 
@@ -111,7 +109,7 @@ func newPartitionsRunCmd(dryRun bool) *cobra.Command {
 					return err
 				}
 				fo.Migrations = st.Migrations
-				reps, err := partitions.Fleet(ctx, shards, st.Config.Partitions, now, fo, connectShardPartitions)
+				reps, err := partitions.Fleet(ctx, shards, st.Config.Partitions, now, fo, pgmeta.ConnectShard)
 				if reps == nil {
 					return err
 				}
@@ -142,47 +140,6 @@ func newPartitionsRunCmd(dryRun bool) *cobra.Command {
 		cmd.Flags().BoolVar(&f.detailed, "detailed-exitcode", false, "exit 2 when apply would change something")
 	}
 	return cmd
-}
-
-// partitionsShardDSN resolves a shard's connection string: its dsn, or the variable its
-// dsn_env names.
-func partitionsShardDSN(sh catalog.Shard) (string, error) {
-	if sh.DSNEnv == "" {
-		return sh.DSN, nil
-	}
-	v := os.Getenv(sh.DSNEnv)
-	if v == "" {
-		return "", fmt.Errorf("shard %s: environment variable %s (its dsn_env) is empty: export it with the shard's DSN", sh.Name, sh.DSNEnv)
-	}
-	return v, nil
-}
-
-// connectShardPartitions opens one session on a shard (application_name reshard). Errors
-// show the DSN with its password masked.
-func connectShardPartitions(ctx context.Context, sh catalog.Shard) (*pgx.Conn, error) {
-	dsn, err := partitionsShardDSN(sh)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("shard %s: bad DSN %s: fix it in the catalog (or in %s)", sh.Name, catalog.MaskDSN(dsn), sh.DSNEnv)
-	}
-	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = 5 * time.Second
-	}
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = "reshard"
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		msg := err.Error()
-		if cfg.Password != "" {
-			msg = strings.ReplaceAll(msg, cfg.Password, "****")
-		}
-		return nil, fmt.Errorf("shard %s: cannot connect to %s: %s", sh.Name, catalog.MaskDSN(dsn), msg)
-	}
-	return conn, nil
 }
 
 // printPartitionReports writes, per shard and table, what was (or would be) created,

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgmeta"
 	"github.com/reshard/reshard/partitions"
 )
 
@@ -42,7 +43,7 @@ func newScheduleCmd() *cobra.Command {
 				logger := log.New(cmd.ErrOrStderr(), "", log.LstdFlags)
 				s := &partitions.Scheduler{
 					Catalog:  store,
-					Connect:  connectShardPartitions,
+					Connect:  pgmeta.ConnectShard,
 					Recorder: catalogRecorder{store},
 					Every:    every,
 					Fleet:    fo,

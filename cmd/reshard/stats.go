@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -27,14 +25,11 @@ func newStatsCmd() *cobra.Command {
 	return cmd
 }
 
-type collectOptions struct {
-	sampleWrites    time.Duration
-	top             int
-	sampleAboveRows int64
-}
-
 func newStatsCollectCmd() *cobra.Command {
-	var o collectOptions
+	var (
+		o   pgmeta.FleetMeasureOptions
+		top int
+	)
 	cmd := &cobra.Command{
 		Use:   "collect [--sample-writes 10s] [--top 10]",
 		Short: "Measure every shard and store the stats in the catalog",
@@ -47,7 +42,7 @@ If any shard cannot be measured, nothing is written.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if o.top < 0 || o.sampleWrites < 0 {
+			if top < 0 || o.SampleWrites < 0 {
 				return errors.New("--top and --sample-writes must not be negative")
 			}
 			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
@@ -61,14 +56,14 @@ If any shard cannot be measured, nothing is written.`,
 						include = append(include, hk.Key)
 					}
 				}
-				if o.sampleWrites > 0 && !result.isJSON() && isTerminal(cmd.ErrOrStderr()) {
-					fmt.Fprintf(cmd.ErrOrStderr(), "measuring %d shards, sampling writes for %s...\n", len(st.Shards), o.sampleWrites)
+				if o.SampleWrites > 0 && !result.isJSON() && isTerminal(cmd.ErrOrStderr()) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "measuring %d shards, sampling writes for %s...\n", len(st.Shards), o.SampleWrites)
 				}
-				ms, problems := measureShards(ctx, st, o)
+				ms, problems := pgmeta.MeasureShards(ctx, st, o)
 				if len(problems) > 0 {
 					return &errProblems{what: "stats collect", problems: problems}
 				}
-				stats := catalog.ComputeStats(st, ms, o.top, include)
+				stats := catalog.ComputeStats(st, ms, top, include)
 				if err := store.PutStats(ctx, stats); err != nil {
 					return err
 				}
@@ -80,108 +75,10 @@ If any shard cannot be measured, nothing is written.`,
 			})
 		},
 	}
-	cmd.Flags().DurationVar(&o.sampleWrites, "sample-writes", 10*time.Second, "how long to count writes from the WAL (0: do not)")
-	cmd.Flags().IntVar(&o.top, "top", 10, "keep the top K tenants by bytes and by writes/s as hot keys")
-	cmd.Flags().Int64Var(&o.sampleAboveRows, "sample-above-rows", 5_000_000, "size tables with more rows than this from a sample")
+	cmd.Flags().DurationVar(&o.SampleWrites, "sample-writes", 10*time.Second, "how long to count writes from the WAL (0: do not)")
+	cmd.Flags().IntVar(&top, "top", 10, "keep the top K tenants by bytes and by writes/s as hot keys")
+	cmd.Flags().Int64Var(&o.SampleAboveRows, "sample-above-rows", 5_000_000, "size tables with more rows than this from a sample")
 	return cmd
-}
-
-// measureShards measures every shard concurrently; per shard, sizes and the write sample
-// run at the same time on two connections.
-func measureShards(ctx context.Context, st *catalog.State, o collectOptions) ([]catalog.ShardMeasurement, []string) {
-	var mu sync.Mutex
-	var out []catalog.ShardMeasurement
-	var problems []string
-	var wg sync.WaitGroup
-	for _, sh := range st.Shards {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m, err := measureShard(ctx, sh, st.Config, o)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				problems = append(problems, "shard "+sh.Name+": "+err.Error())
-				return
-			}
-			out = append(out, *m)
-		}()
-	}
-	wg.Wait()
-	sort.Strings(problems)
-	sort.Slice(out, func(i, j int) bool { return out[i].Shard < out[j].Shard })
-	return out, problems
-}
-
-func measureShard(ctx context.Context, sh catalog.Shard, cfg catalog.Config, o collectOptions) (*catalog.ShardMeasurement, error) {
-	dsn, err := sh.ConnString()
-	if err != nil {
-		return nil, errors.New(strings.TrimPrefix(err.Error(), "shard "+sh.Name+": "))
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var sizes *pgmeta.Sizes
-	var sample *pgmeta.WriteSample
-	var sizeErr, sampleErr error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		conn, err := pgmeta.Connect(ctx, dsn)
-		if err != nil {
-			sizeErr = err
-			cancel()
-			return
-		}
-		defer conn.Close(context.WithoutCancel(ctx))
-		sizes, sizeErr = pgmeta.Measure(ctx, conn, cfg.Key, cfg.Tables, pgmeta.MeasureOptions{SampleAboveRows: o.sampleAboveRows})
-		if sizeErr != nil {
-			cancel()
-		}
-	}()
-	if o.sampleWrites > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := pgmeta.Connect(ctx, dsn)
-			if err != nil {
-				sampleErr = err
-				cancel()
-				return
-			}
-			defer conn.Close(context.WithoutCancel(ctx))
-			sample, sampleErr = pgmeta.SampleWrites(ctx, conn, cfg.Key, cfg.Tables, o.sampleWrites)
-			if sampleErr != nil {
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
-	// The first failure is the cause; the other side only saw the cancellation.
-	for _, err := range []error{sizeErr, sampleErr} {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return nil, err
-		}
-	}
-	if err := errors.Join(sizeErr, sampleErr); err != nil {
-		return nil, err
-	}
-	m := &catalog.ShardMeasurement{Shard: sh.Name, Tables: map[string]catalog.TableStats{}, Tenants: map[int64]catalog.TenantLoad{}, At: time.Now().UTC()}
-	for t, ts := range sizes.Tables {
-		m.Tables[t] = catalog.TableStats{Bytes: ts.Bytes, Rows: ts.Rows}
-	}
-	for k, ts := range sizes.Tenants {
-		m.Tenants[k] = catalog.TenantLoad{Bytes: ts.Bytes, Rows: ts.Rows}
-	}
-	if sample != nil {
-		m.SampleSeconds = sample.Elapsed.Seconds()
-		for k, n := range sample.Writes {
-			tl := m.Tenants[k]
-			tl.Writes = n
-			m.Tenants[k] = tl
-		}
-	}
-	return m, nil
 }
 
 func newStatsShowCmd() *cobra.Command {

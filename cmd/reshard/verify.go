@@ -9,6 +9,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/internal/pgmeta"
 )
 
 func newVerifyCmd() *cobra.Command {
@@ -40,13 +41,9 @@ func newVerifyCmd() *cobra.Command {
 					if !ok {
 						return fmt.Errorf("unknown shard %q (see reshard shard list)", name)
 					}
-					dsn, err := sh.ConnString()
+					c, err := pgmeta.ConnectShard(ctx, sh)
 					if err != nil {
 						return err
-					}
-					c, err := pgx.Connect(ctx, dsn)
-					if err != nil {
-						return fmt.Errorf("connect to %s (%s): %w", name, catalog.MaskDSN(dsn), err)
 					}
 					defer c.Close(ctx)
 					conns[i] = c

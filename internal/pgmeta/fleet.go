@@ -1,0 +1,194 @@
+package pgmeta
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// ConnectShard opens one session on a catalog shard, its DSN resolved by
+// catalog.Shard.ConnString. Errors name the shard and never carry a password.
+func ConnectShard(ctx context.Context, sh catalog.Shard) (*pgx.Conn, error) {
+	dsn, err := sh.ConnString()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("shard %s: %w", sh.Name, err)
+	}
+	return conn, nil
+}
+
+// CheckShards checks every shard at once, as CheckShard does (reachable, wal_level, each
+// table), and lists every problem, each prefixed with its shard's name, sorted.
+func CheckShards(ctx context.Context, shards []catalog.Shard, key string, tables []string) []string {
+	var mu sync.Mutex
+	var problems []string
+	var wg sync.WaitGroup
+	for _, sh := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ps := checkOne(ctx, sh, key, tables)
+			mu.Lock()
+			for _, p := range ps {
+				problems = append(problems, "shard "+sh.Name+": "+p)
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Strings(problems)
+	return problems
+}
+
+func checkOne(ctx context.Context, sh catalog.Shard, key string, tables []string) []string {
+	dsn, err := sh.ConnString()
+	if err != nil {
+		return []string{withoutShard(err, sh)}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := Connect(cctx, dsn)
+	if err != nil {
+		return []string{err.Error() + " (is it running, and is the DSN right?)"}
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	ps, err := CheckShard(cctx, conn, key, tables)
+	if err != nil {
+		return []string{fmt.Sprintf("cannot inspect %s: %v", catalog.MaskDSN(dsn), err)}
+	}
+	return ps
+}
+
+// withoutShard is err's message without the "shard NAME: " the caller adds itself.
+func withoutShard(err error, sh catalog.Shard) string {
+	return strings.TrimPrefix(err.Error(), "shard "+sh.Name+": ")
+}
+
+// FleetMeasureOptions tune MeasureShards.
+type FleetMeasureOptions struct {
+	// SampleWrites is how long writes are counted from the WAL (SampleWrites); 0: not.
+	SampleWrites time.Duration
+	// SampleAboveRows: tables above this many rows are sized from a sample (Measure).
+	SampleAboveRows int64
+}
+
+// MeasureShards measures every shard of st at once, for catalog.ComputeStats: sizes per
+// table and tenant and, with SampleWrites, writes per tenant, each shard on two
+// connections at the same time. It returns the measurements in shard order, or the
+// problems (each prefixed with its shard's name, sorted) of the shards it could not
+// measure.
+func MeasureShards(ctx context.Context, st *catalog.State, o FleetMeasureOptions) ([]catalog.ShardMeasurement, []string) {
+	var mu sync.Mutex
+	var out []catalog.ShardMeasurement
+	var problems []string
+	var wg sync.WaitGroup
+	for _, sh := range st.Shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := measureOne(ctx, sh, st.Config, o)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				problems = append(problems, "shard "+sh.Name+": "+err.Error())
+				return
+			}
+			out = append(out, *m)
+		}()
+	}
+	wg.Wait()
+	sort.Strings(problems)
+	sort.Slice(out, func(i, j int) bool { return out[i].Shard < out[j].Shard })
+	return out, problems
+}
+
+// measureOne sizes one shard and samples its writes at once; the first failure cancels
+// the other side.
+func measureOne(ctx context.Context, sh catalog.Shard, cfg catalog.Config, o FleetMeasureOptions) (*catalog.ShardMeasurement, error) {
+	dsn, err := sh.ConnString()
+	if err != nil {
+		return nil, errors.New(withoutShard(err, sh))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var sizes *Sizes
+	var sample *WriteSample
+	var sizeErr, sampleErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sizeErr = withConn(ctx, dsn, func(conn *pgx.Conn) (err error) {
+			sizes, err = Measure(ctx, conn, cfg.Key, cfg.Tables, MeasureOptions{SampleAboveRows: o.SampleAboveRows})
+			return err
+		})
+		if sizeErr != nil {
+			cancel()
+		}
+	}()
+	if o.SampleWrites > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sampleErr = withConn(ctx, dsn, func(conn *pgx.Conn) (err error) {
+				sample, err = SampleWrites(ctx, conn, cfg.Key, cfg.Tables, o.SampleWrites)
+				return err
+			})
+			if sampleErr != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	// The first failure is the cause; the other side only saw the cancellation.
+	for _, err := range []error{sizeErr, sampleErr} {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return nil, err
+		}
+	}
+	if err := errors.Join(sizeErr, sampleErr); err != nil {
+		return nil, err
+	}
+	return measurement(sh.Name, sizes, sample), nil
+}
+
+// withConn runs fn on a connection of its own to dsn.
+func withConn(ctx context.Context, dsn string, fn func(conn *pgx.Conn) error) error {
+	conn, err := Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return fn(conn)
+}
+
+// measurement is what the catalog keeps of one shard's sizes and write sample.
+func measurement(shard string, sizes *Sizes, sample *WriteSample) *catalog.ShardMeasurement {
+	m := &catalog.ShardMeasurement{Shard: shard, Tables: map[string]catalog.TableStats{}, Tenants: map[int64]catalog.TenantLoad{}, At: time.Now().UTC()}
+	for t, ts := range sizes.Tables {
+		m.Tables[t] = catalog.TableStats{Bytes: ts.Bytes, Rows: ts.Rows}
+	}
+	for k, ts := range sizes.Tenants {
+		m.Tenants[k] = catalog.TenantLoad{Bytes: ts.Bytes, Rows: ts.Rows}
+	}
+	if sample != nil {
+		m.SampleSeconds = sample.Elapsed.Seconds()
+		for k, n := range sample.Writes {
+			tl := m.Tenants[k]
+			tl.Writes = n
+			m.Tenants[k] = tl
+		}
+	}
+	return m
+}

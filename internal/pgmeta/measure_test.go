@@ -1,0 +1,65 @@
+package pgmeta
+
+import (
+	"context"
+	"testing"
+
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+// TestMeasure: tables and tenants are sized (partitions summed, tenants adding up to their
+// tables), and a large table from a flagged sample.
+func TestMeasure(t *testing.T) {
+	pg := testenv.Postgres(t, 1)[0]
+	ctx := context.Background()
+	pg.Exec(ctx, schema)
+	// Tenant 1 is big, 2..50 small; events spread over both partitions.
+	pg.Exec(ctx, `
+INSERT INTO tenants SELECT g, 'tenant ' || g FROM generate_series(1, 50) g;
+INSERT INTO orders SELECT 1, g, repeat('x', 200) FROM generate_series(1, 20000) g;
+INSERT INTO orders SELECT 1 + g % 49 + 1, g, 'small' FROM generate_series(1, 2000) g;
+INSERT INTO events SELECT 1 + g % 50, g, CASE WHEN g % 2 = 0 THEN date '2025-01-01' ELSE date '2035-01-01' END FROM generate_series(1, 5000) g;
+ANALYZE;`)
+	conn, err := Connect(ctx, pg.DSNApp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tables := []string{"tenants", "orders", "events"}
+	sz, err := Measure(ctx, conn, "tenant_id", tables, MeasureOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sz.Tables["orders"].Rows != 22000 || sz.Tables["events"].Rows != 5000 || sz.Tables["tenants"].Rows != 50 {
+		t.Errorf("rows: %+v", sz.Tables)
+	}
+	if sz.Tables["events"].Bytes == 0 {
+		t.Error("partitioned table has no bytes: partitions not summed")
+	}
+	var tableBytes, tenantBytes, tenantRows int64
+	for _, ts := range sz.Tables {
+		tableBytes += ts.Bytes
+	}
+	for _, ts := range sz.Tenants {
+		tenantBytes += ts.Bytes
+		tenantRows += ts.Rows
+	}
+	if diff := tableBytes - tenantBytes; diff < -100 || diff > 100 {
+		t.Errorf("tenants add up to %d bytes, tables to %d", tenantBytes, tableBytes)
+	}
+	if tenantRows != 27050 || len(sz.Tenants) != 50 {
+		t.Errorf("tenant rows %d over %d tenants", tenantRows, len(sz.Tenants))
+	}
+	if sz.Tenants[1].Bytes < 10*sz.Tenants[2].Bytes {
+		t.Errorf("tenant 1 (%d bytes) should dwarf tenant 2 (%d)", sz.Tenants[1].Bytes, sz.Tenants[2].Bytes)
+	}
+	// Sampled: estimates, flagged.
+	sampled, err := Measure(ctx, conn, "tenant_id", []string{"orders"}, MeasureOptions{SampleAboveRows: 1000, SampleRows: 11000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	so := sampled.Tables["orders"]
+	if !so.Sampled || so.Rows < 5000 || so.Rows > 60000 {
+		t.Errorf("sampled orders: %+v (true rows 22000)", so)
+	}
+}
