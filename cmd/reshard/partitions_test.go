@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/testenv"
 	"github.com/reshard/reshard/partitions"
 )
 
@@ -59,4 +61,32 @@ func TestPartitionsCLI(t *testing.T) {
 	if _, err := reshard("partitions", "apply", now, "--shard", "s9"); err == nil || !strings.Contains(err.Error(), "no such shard") {
 		t.Errorf("unknown shard: %v", err)
 	}
+}
+
+// partitionsCluster starts the fleet the partition commands' tests share: two shards with
+// an events table partitioned by day, and an etcd holding cluster's catalog of them. It
+// returns etcd's endpoint and the catalog. The setup has a deadline of its own, so the
+// test's starts once the fleet is ready.
+func partitionsCluster(t *testing.T, cluster string) (string, *catalog.Store) {
+	t.Helper()
+	pgs := testenv.Postgres(t, 2)
+	srv, cli := testenv.Etcd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var shards []catalog.Shard
+	for i, pg := range pgs {
+		pg.Exec(ctx, `CREATE TABLE events (tenant_id bigint NOT NULL, id bigint NOT NULL, created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id, created_at)) PARTITION BY RANGE (created_at)`)
+		shards = append(shards, catalog.Shard{Name: []string{"s1", "s2"}[i], DSN: pg.DSNApp()})
+	}
+	store, err := catalog.NewStore(cli, cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := catalog.Config{Cluster: cluster, Key: "tenant_id", Tables: []string{"events"},
+		Partitions: []catalog.PartitionSpec{{Table: "events", Column: "created_at", Interval: "day", Premake: 2}}}
+	if err := store.Init(ctx, cfg, shards, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	return srv.Endpoint(), store
 }

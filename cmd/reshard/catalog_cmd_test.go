@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+// catalogOnly is an etcd holding the catalog of cluster "demo", whose shards these tests
+// never connect to: s1 (a DSN) owns :1000, s2 (a dsn_env) 1000:, with a partition spec and
+// measured sizes. It returns the store, etcd's client and the global flags naming it.
+func catalogOnly(t *testing.T) (*catalog.Store, *clientv3.Client, []string) {
+	t.Helper()
+	srv, cli := testenv.Etcd(t)
+	ctx := context.Background()
+	store, err := catalog.NewStore(cli, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := catalog.Config{Cluster: "demo", Key: "tenant_id", Tables: []string{"tenants", "orders", "events"},
+		Partitions: []catalog.PartitionSpec{{Table: "events", Column: "created", Interval: "day", Premake: 7, Retention: "30d"}}}
+	shards := []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}, {Name: "s2", DSNEnv: "RESHARD_TEST_S2_DSN"}}
+	ranges := []catalog.Range{{Range: catalog.Below(1000), Shard: "s1"}, {Range: catalog.From(1000), Shard: "s2"}}
+	if err := store.Init(ctx, cfg, shards, ranges, false); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	ms := []catalog.ShardMeasurement{
+		{Shard: "s1", At: at, Tables: map[string]catalog.TableStats{"orders": {Bytes: 4 << 20, Rows: 5000}},
+			Tenants: map[int64]catalog.TenantLoad{7: {Bytes: 3 << 20, Rows: 4000}, 13: {Bytes: 1 << 20, Rows: 1000}}},
+		{Shard: "s2", At: at, Tables: map[string]catalog.TableStats{"orders": {Bytes: 1 << 20, Rows: 1000}},
+			Tenants: map[int64]catalog.TenantLoad{1001: {Bytes: 1 << 20, Rows: 1000}}},
+	}
+	if err := store.PutStats(ctx, catalog.ComputeStats(st, ms, 3, nil)); err != nil {
+		t.Fatal(err)
+	}
+	return store, cli, []string{"--etcd", srv.Endpoint(), "--cluster", "demo"}
+}
+
+// TestCatalogShowAndHistory: `catalog show` prints the catalog as JSON or text tables, and
+// `catalog history` lists every change in order.
+func TestCatalogShowAndHistory(t *testing.T) {
+	_, _, global := catalogOnly(t)
+	run := func(args ...string) cliResult { return runCLI(t, context.Background(), append(global, args...)...) }
+	t.Run("show -o json is the catalog", func(t *testing.T) {
+		res := run("catalog", "show", "-o", "json")
+		var st catalog.State
+		if err := json.Unmarshal([]byte(res.stdout), &st); err != nil || len(st.Ranges) != 2 || st.Config.Partitions[0].Premake != 7 {
+			t.Fatalf("catalog show -o json: %v\n%s", err, res.stdout)
+		}
+	})
+	t.Run("show prints shards, ranges and specs as text", func(t *testing.T) {
+		res := run("catalog", "show")
+		for _, want := range []string{"cluster demo at etcd revision", "partitions of events by created: every day, 7 ahead, retention 30d", "$RESHARD_TEST_S2_DSN", "1000:"} {
+			if res.code != 0 || !strings.Contains(res.stdout, want) {
+				t.Errorf("catalog show lacks %q:\n%s", want, res.stdout)
+			}
+		}
+	})
+	t.Run("history lists the init and a shard's state change", func(t *testing.T) {
+		if res := run("shard", "drain", "s2"); res.code != 0 {
+			t.Fatalf("drain: %s", res.stderr)
+		}
+		res := run("catalog", "history", "-o", "json")
+		var evs []catalog.Event
+		if err := json.Unmarshal([]byte(res.stdout), &evs); err != nil || len(evs) != 2 || evs[1].Kind != catalog.EventShardState {
+			t.Errorf("history: %v %s", err, res.stdout)
+		}
+		if res := run("catalog", "history"); res.code != 0 || !strings.Contains(res.stdout, "SEQ") || !strings.Contains(res.stdout, "active -> draining") {
+			t.Errorf("history as text:\n%s", res.stdout)
+		}
+	})
+}
+
+// TestCatalogExportImport: an export restores the whole catalog, stats included, into an
+// emptied cluster; import refuses to overwrite a catalog without --force and refuses a
+// file that is not a backup, changing nothing.
+func TestCatalogExportImport(t *testing.T) {
+	store, ecli, global := catalogOnly(t)
+	ctx := context.Background()
+	run := func(args ...string) cliResult { return runCLI(t, ctx, append(global, args...)...) }
+	if err := store.PutHotKeyCustom(ctx, 13, map[string]float64{"read_qps": 50}); err != nil {
+		t.Fatal(err)
+	}
+	if res := run("shard", "drain", "s2"); res.code != 0 {
+		t.Fatalf("drain: %s", res.stderr)
+	}
+	dir := t.TempDir()
+	res := run("catalog", "export")
+	if res.code != 0 {
+		t.Fatalf("export: %s", res.stderr)
+	}
+	backup := writeFile(t, dir, "backup.json", res.stdout)
+	t.Run("import over a catalog needs --force", func(t *testing.T) {
+		before := keyCount(t, ecli, "/reshard/")
+		if res := run("catalog", "import", backup); res.code != 1 || !strings.Contains(res.stderr, "--force") {
+			t.Errorf("import over a catalog: %d %s", res.code, res.stderr)
+		}
+		if keyCount(t, ecli, "/reshard/") != before {
+			t.Error("a refused import changed the catalog")
+		}
+	})
+	t.Run("import refuses a file that is not a backup", func(t *testing.T) {
+		before := keyCount(t, ecli, "/reshard/")
+		if res := run("catalog", "import", writeFile(t, dir, "junk.json", `{"format":"nope"}`), "--force"); res.code != 1 || !strings.Contains(res.stderr, "format") {
+			t.Errorf("import of junk: %d %s", res.code, res.stderr)
+		}
+		if keyCount(t, ecli, "/reshard/") != before {
+			t.Error("a refused import changed the catalog")
+		}
+	})
+	t.Run("import restores an emptied cluster", func(t *testing.T) {
+		if _, err := ecli.Delete(ctx, "/reshard/demo/", clientv3.WithPrefix()); err != nil {
+			t.Fatal(err)
+		}
+		if res := run("catalog", "show"); res.code != 1 || !strings.Contains(res.stderr, "reshard init") {
+			t.Errorf("show of a missing catalog: %d %s", res.code, res.stderr)
+		}
+		if res := run("catalog", "import", backup); res.code != 0 || !strings.Contains(res.stdout, "restored from") {
+			t.Fatalf("import: %s", res.stderr)
+		}
+		res := run("catalog", "show", "-o", "json")
+		var back catalog.State
+		if err := json.Unmarshal([]byte(res.stdout), &back); err != nil || len(back.Shards) != 2 || back.Shards["s2"].State != catalog.ShardDraining {
+			t.Errorf("after import: %v %s", err, res.stdout)
+		}
+		res = run("stats", "show", "-o", "json")
+		var stats catalog.Stats
+		if err := json.Unmarshal([]byte(res.stdout), &stats); err != nil || len(stats.Shards) != 2 || !hasCustom(stats.HotKeys, 13, "read_qps", 50) {
+			t.Errorf("stats after import: %v %s", err, res.stdout)
+		}
+	})
+}
+
+func hasCustom(hks []catalog.HotKey, key int64, metric string, v float64) bool {
+	for _, h := range hks {
+		if h.Key == key && h.Custom[metric] == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+// TestVerifyComparesARangeOnTwoShards: `verify` compares a range's rows per table on the
+// range's owner and another shard: equal rows exit 0; a difference exits 1, as one line on
+// stderr with the text table, or as JSON saying ok false (and nothing on stderr).
+func TestVerifyComparesARangeOnTwoShards(t *testing.T) {
+	pgs := testenv.Postgres(t, 2)
+	srv, cli := testenv.Etcd(t)
+	ctx := context.Background()
+	for _, pg := range pgs {
+		pg.Exec(ctx, `CREATE TABLE orders (tenant_id bigint NOT NULL, id bigint NOT NULL, note text, PRIMARY KEY (tenant_id, id));
+INSERT INTO orders SELECT 1 + g % 5, g, 'o' FROM generate_series(1, 500) g;`)
+	}
+	pgs[1].Exec(ctx, `UPDATE orders SET note = 'changed' WHERE tenant_id = 4 AND id = 3`)
+	store, err := catalog.NewStore(cli, "verify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards := []catalog.Shard{{Name: "s1", DSN: pgs[0].DSNApp()}, {Name: "s2", DSN: pgs[1].DSNApp()}}
+	ranges := []catalog.Range{{Range: catalog.Below(1000), Shard: "s1"}, {Range: catalog.From(1000), Shard: "s2"}}
+	if err := store.Init(ctx, catalog.Config{Cluster: "verify", Key: "tenant_id", Tables: []string{"orders"}}, shards, ranges, false); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) cliResult {
+		return runCLI(t, ctx, append([]string{"--etcd", srv.Endpoint(), "--cluster", "verify", "verify", "--with", "s2"}, args...)...)
+	}
+	t.Run("equal rows", func(t *testing.T) {
+		res := run("--range", "1:4")
+		if res.code != 0 || !strings.Contains(res.stdout, "ROWS ON s1") || !strings.Contains(strings.Join(strings.Fields(res.stdout), " "), "orders 300 300 true") {
+			t.Errorf("exit %d:\n%s%s", res.code, res.stdout, res.stderr)
+		}
+	})
+	t.Run("a difference as text", func(t *testing.T) {
+		res := run("--range", "1:5")
+		if res.code != 1 || !strings.Contains(res.stdout, "false") || strings.Count(res.stderr, "\n") != 1 || !strings.Contains(res.stderr, "orders") {
+			t.Errorf("exit %d:\n%s%s", res.code, res.stdout, res.stderr)
+		}
+	})
+	t.Run("a difference as JSON", func(t *testing.T) {
+		res := run("--range", "1:5", "-o", "json")
+		var out struct {
+			Range  string   `json:"range"`
+			Shards []string `json:"shards"`
+			OK     bool     `json:"ok"`
+			Error  string   `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(res.stdout), &out); err != nil || res.code != 1 || out.OK || out.Error == "" || out.Range != "1:5" || res.stderr != "" {
+			t.Errorf("exit %d, %v: %+v\n%s%s", res.code, err, out, res.stdout, res.stderr)
+		}
+	})
+	t.Run("an unknown shard", func(t *testing.T) {
+		res := runCLI(t, ctx, "--etcd", srv.Endpoint(), "--cluster", "verify", "verify", "--range", "1:5", "--with", "s9")
+		if res.code != 1 || !strings.Contains(res.stderr, `unknown shard "s9"`) {
+			t.Errorf("exit %d: %s", res.code, res.stderr)
+		}
+	})
+}
