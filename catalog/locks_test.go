@@ -179,3 +179,34 @@ func TestCampaign(t *testing.T) {
 	}
 	la2.Resign(ctx)
 }
+
+// TestLockLostWhenEtcdIsUnreachable: a driver cut off from etcd cannot learn that its lease
+// expired, nor be told; its lock must count as lost on its own clock once the lease may have
+// expired (TTL after the last renewal etcd acknowledged), so it stops acting before another
+// driver can take over.
+func TestLockLostWhenEtcdIsUnreachable(t *testing.T) {
+	srv, cli := testenv.Etcd(t)
+	s, err := NewStore(cli, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	l, err := s.TryLockMigration(ctx, "mv1", WithTTL(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatalf("Err right after locking: %v", err)
+	}
+	srv.Close() // a graceful stop: it may answer renewals for a while
+	cut := time.Now()
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lock did not count as lost within 10s of losing etcd (TTL 2s)")
+	}
+	t.Logf("lock counted as lost %v after etcd stopped (TTL 2s)", time.Since(cut).Round(time.Millisecond))
+	if err := l.Err(); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Err = %v", err)
+	}
+}

@@ -55,11 +55,7 @@ func (m *Mover) Remove(ctx context.Context, targetRows bool) error {
 		return fmt.Errorf("mover: load migration %s: %w", m.cfg.ID, err)
 	}
 	src, dst := m.pools()
-	slot, pub := m.names(rec)
-	if err := dropSlot(ctx, src, slot); err != nil {
-		return err
-	}
-	if err := dropPublication(ctx, src, pub); err != nil {
+	if err := m.dropSlotAndPublication(ctx, src, rec); err != nil {
 		return err
 	}
 	m.removeTruncateTriggersQuietly(ctx, src)
@@ -120,14 +116,19 @@ func (m *Mover) names(rec *catalog.Migration) (slot, pub string) {
 	return slot, pub
 }
 
-// removeCopy undoes an interrupted copy: slot, publication, copied rows, progress row.
-func (m *Mover) removeCopy(ctx context.Context, rec *catalog.Migration) error {
-	src, dst := m.pools()
+// dropSlotAndPublication drops the migration's slot and publication on the source.
+func (m *Mover) dropSlotAndPublication(ctx context.Context, src *pgxpool.Pool, rec *catalog.Migration) error {
 	slot, pub := m.names(rec)
 	if err := dropSlot(ctx, src, slot); err != nil {
 		return err
 	}
-	if err := dropPublication(ctx, src, pub); err != nil {
+	return dropPublication(ctx, src, pub)
+}
+
+// removeCopy undoes an interrupted copy: slot, publication, copied rows, progress row.
+func (m *Mover) removeCopy(ctx context.Context, rec *catalog.Migration) error {
+	src, dst := m.pools()
+	if err := m.dropSlotAndPublication(ctx, src, rec); err != nil {
 		return err
 	}
 	if err := m.removeTargetRows(ctx, dst); err != nil {

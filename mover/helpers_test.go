@@ -235,6 +235,16 @@ func isConnErr(err error) bool {
 	return false
 }
 
+// close stops the writer unless halt did; for a defer.
+func (w *writer) close() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+		w.wg.Wait()
+	}
+}
+
 // halt stops the writer and fails the test if it hit an unexpected error.
 func (w *writer) halt(t testing.TB) {
 	t.Helper()
@@ -330,7 +340,13 @@ func (w *writer) one(ctx context.Context, r *rand.Rand) error {
 // rangeRows returns every row of the range in a table, as text, sorted by primary key.
 func rangeRows(t testing.TB, ctx context.Context, pool *pgxpool.Pool, table string, r catalog.KeyRange) []string {
 	t.Helper()
-	rows, err := pool.Query(ctx, fmt.Sprintf("SELECT t::text FROM %s t WHERE %s ORDER BY tenant_id, id", table, r.SQL("tenant_id")))
+	return texts(t, ctx, pool, fmt.Sprintf("SELECT t::text FROM %s t WHERE %s ORDER BY tenant_id, id", table, r.SQL("tenant_id")))
+}
+
+// texts returns the rows of a query of one text column.
+func texts(t testing.TB, ctx context.Context, pool *pgxpool.Pool, sql string) []string {
+	t.Helper()
+	rows, err := pool.Query(ctx, sql)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,16 +481,37 @@ func currentLSN(t testing.TB, ctx context.Context, pool *pgxpool.Pool) pglogrepl
 // leftovers lists the reshard_ slots and publications on a database.
 func leftovers(t testing.TB, ctx context.Context, pool *pgxpool.Pool) []string {
 	t.Helper()
-	rows, err := pool.Query(ctx, `SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'reshard\_%'
+	return texts(t, ctx, pool, `SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'reshard\_%'
 		UNION ALL SELECT 'publication ' || pubname FROM pg_publication WHERE pubname LIKE 'reshard\_%'`)
+}
+
+// assertCancelled checks what a cancel leaves: no reshard_ slot or publication on the
+// source, none of the range's rows on the target, and the target's other tenants as
+// seedNeighbours left them.
+func assertCancelled(t testing.TB, ctx context.Context, src, dst *pgxpool.Pool, tables []string, r catalog.KeyRange) {
+	t.Helper()
+	if l := leftovers(t, ctx, src); len(l) > 0 {
+		t.Fatalf("left on the source after Cancel: %v", l)
+	}
+	for _, tbl := range tables {
+		if n := len(rangeRows(t, ctx, dst, tbl, r)); n != 0 {
+			t.Errorf("%s: %d rows of the range left on the target after Cancel", tbl, n)
+		}
+	}
+	assertOthers(t, ctx, dst, tables, r)
+}
+
+// startMover makes a mover and starts it (its caller stops it).
+func startMover(t testing.TB, ctx context.Context, cfg Config, j Journal) *Mover {
+	t.Helper()
+	m, err := New(cfg, j)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return m
 }
 
 // pair starts a source and a target with the schema.
@@ -507,4 +544,28 @@ func smallChunks(t testing.TB) {
 	target, least := chunkTargetBytes, chunkMinBytes
 	chunkTargetBytes, chunkMinBytes = 64<<10, 16<<10
 	t.Cleanup(func() { chunkTargetBytes, chunkMinBytes = target, least })
+}
+
+func testTable() *table {
+	return &table{Name: "orders", Schema: "public", Rel: "orders", PK: []string{"tenant_id", "id"}, Columns: []column{
+		{Name: "tenant_id", Type: "bigint"}, {Name: "id", Type: "bigint"}, {Name: "note", Type: "text"}, {Name: "total", Type: "numeric(12,2)"},
+	}}
+}
+
+func txt(s string) col { return col{kind: 't', data: []byte(s)} }
+
+func mustExec(t testing.TB, ctx context.Context, db execer, sql string) {
+	t.Helper()
+	if _, err := db.Exec(ctx, sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func count(t *testing.T, ctx context.Context, db querier, sql string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(ctx, sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
 }

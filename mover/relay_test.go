@@ -1,8 +1,11 @@
 package mover
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 
@@ -109,4 +112,72 @@ func TestRelayCopy(t *testing.T) {
 			t.Fatalf("want an aborted relay, got %v", err)
 		}
 	})
+}
+
+// TestRelayForward feeds forwardData a source stream made by hand: rows of every size
+// (one larger than the read buffer), split anywhere, with a notice amid them. The target
+// must receive CopyData messages whose payloads add up to the rows, byte for byte, and the
+// CopyDone after them must be left unread.
+func TestRelayForward(t *testing.T) {
+	msg := func(typ byte, body []byte) []byte {
+		out := []byte{typ, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(out[1:], uint32(len(body)+4))
+		return append(out, body...)
+	}
+	var stream, want []byte
+	for i, n := range []int{0, 1, 7, 100, relayBufSize + 12345, 3, 64 << 10} {
+		row := bytes.Repeat([]byte{byte('a' + i)}, n)
+		want = append(want, row...)
+		stream = append(stream, msg('d', row)...)
+		if i == 3 {
+			stream = append(stream, msg('N', []byte("SNOTICE\x00Mhello\x00\x00"))...)
+		}
+	}
+	stream = append(stream, msg('c', nil)...)
+	stream = append(stream, msg('C', []byte("COPY 7\x00"))...)
+
+	for _, split := range []int{1, 3, 5, 4096, len(stream)} {
+		srcEnd, srcConn := net.Pipe()
+		dstConn, dstEnd := net.Pipe()
+		go func() {
+			for rest := stream; len(rest) > 0; {
+				k := min(split, len(rest))
+				if _, err := srcEnd.Write(rest[:k]); err != nil {
+					return
+				}
+				rest = rest[k:]
+			}
+		}()
+		got := make(chan []byte)
+		go func() {
+			var payload []byte
+			r := &msgReader{conn: dstEnd, buf: make([]byte, 0, 1024)}
+			for {
+				typ, body, err := r.next()
+				if err != nil || typ != 'd' {
+					got <- payload
+					return
+				}
+				payload = append(payload, body...)
+			}
+		}()
+		var metered int
+		sr := &msgReader{conn: srcConn, buf: make([]byte, 0, relayBufSize)}
+		err := sr.forwardData(context.Background(), dstConn, func(_ context.Context, n int) error { metered += n; return nil }, func() bool { return false })
+		if err != nil {
+			t.Fatalf("split %d: %v", split, err)
+		}
+		typ, _, err := sr.next()
+		if err != nil || typ != 'c' {
+			t.Fatalf("split %d: after the data: %q, %v", split, typ, err)
+		}
+		dstConn.Close()
+		if p := <-got; !bytes.Equal(p, want) {
+			t.Errorf("split %d: target got %d bytes, want %d", split, len(p), len(want))
+		}
+		if metered != len(want) {
+			t.Errorf("split %d: metered %d bytes, want %d", split, metered, len(want))
+		}
+		srcEnd.Close()
+	}
 }

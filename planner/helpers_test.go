@@ -2,6 +2,8 @@ package planner
 
 import (
 	"fmt"
+	"math"
+	"math/rand"
 	"sort"
 	"strings"
 	"testing"
@@ -131,4 +133,54 @@ func describe(p *Plan) string {
 		fmt.Fprintf(&b, "  note: %s\n", n)
 	}
 	return b.String()
+}
+
+func mustJSON(t *testing.T, p *Plan) []byte {
+	b, err := p.MarshalIndent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// randomFleet makes a catalog of n shards and about m ranges with skewed sizes and k hot
+// tenants; with drain, the last shard is draining.
+func randomFleet(r *rand.Rand, n, m, k int, drain bool) (*catalog.State, *catalog.Stats) {
+	st := &catalog.State{Revision: 7, Config: catalog.Config{Cluster: "rnd"}, Shards: map[string]catalog.Shard{}, ModRev: map[string]int64{}}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = "s" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		state := catalog.ShardActive
+		if drain && i == n-1 && n > 1 {
+			state = catalog.ShardDraining
+		}
+		st.Shards[names[i]] = catalog.Shard{Name: names[i], DSN: "host=x", State: state}
+	}
+	stats := &catalog.Stats{}
+	lo := int64(math.MinInt64)
+	step := int64(1000)
+	for i := 0; i < m; i++ {
+		kr := catalog.KeyRange{Lo: lo, Hi: int64(i+1) * step}
+		if i == m-1 {
+			kr.HiInf = true
+		}
+		sh := names[r.Intn(n)]
+		if r.Intn(3) == 0 {
+			sh = names[0] // skew ownership towards the first shard
+		}
+		cr := catalog.Range{Range: kr, Shard: sh, State: catalog.RangeServing, Epoch: 1}
+		if r.Intn(40) == 0 {
+			cr.State, cr.Migration = catalog.RangeFrozen, "m"
+		}
+		st.Ranges = append(st.Ranges, cr)
+		st.ModRev[catalog.RangeKey(kr.Lo)] = int64(i + 1)
+		size := int64(math.Pow(r.Float64(), 3) * 10000)
+		stats.Ranges = append(stats.Ranges, catalog.RangeStats{Range: kr, Bytes: size, WritesPerSec: math.Round(r.Float64() * float64(size) / 50)})
+		lo = kr.Hi
+	}
+	for i := 0; i < k; i++ {
+		key := int64(r.Intn(m * 1000))
+		stats.HotKeys = append(stats.HotKeys, catalog.HotKey{Key: key, Bytes: int64(r.Intn(8000)), WritesPerSec: float64(r.Intn(200))})
+	}
+	return st, stats
 }

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reshard/reshard/catalog"
@@ -50,15 +49,7 @@ func allRows(t testing.TB, ctx context.Context, pool *pgxpool.Pool, table string
 	if !inRange {
 		pred = "NOT " + pred
 	}
-	rows, err := pool.Query(ctx, fmt.Sprintf("SELECT t::text FROM %s t WHERE %s ORDER BY 1", table, pred))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return texts(t, ctx, pool, fmt.Sprintf("SELECT t::text FROM %s t WHERE %s ORDER BY 1", table, pred))
 }
 
 // TestCatchUpIdentityAndGeneratedColumns: a range of tables with GENERATED ALWAYS identity
@@ -83,14 +74,8 @@ func TestCatchUpIdentityAndGeneratedColumns(t *testing.T) {
 	for _, tb := range identityTables {
 		mine[tb] = allRows(t, ctx, dst, tb, rng, false)
 	}
-	m, err := New(Config{ID: "ident", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
+	m := startMover(t, ctx, Config{ID: "ident", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
 		Tables: identityTables, Range: rng, Logger: testLogger(t)}, newMemJournal())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer m.Stop(ctx)
 	for _, q := range []string{
 		// items: identity in the key.
@@ -133,48 +118,5 @@ func TestCatchUpIdentityAndGeneratedColumns(t *testing.T) {
 		if got := allRows(t, ctx, dst, tb, rng, false); !slices.Equal(got, mine[tb]) {
 			t.Errorf("%s: the target's own rows changed:\nbefore %v\nafter  %v", tb, mine[tb], got)
 		}
-	}
-}
-
-// TestUpdateColumnsIdentity: an update leaves a GENERATED ALWAYS identity column out of its
-// SET list when the column is known unchanged, and becomes a replace when it changed or
-// its old value is not in the stream.
-func TestUpdateColumnsIdentity(t *testing.T) {
-	// (tenant_id, id) is the identity; id and no are GENERATED ALWAYS identity columns.
-	rel := &relation{name: "public.t", dst: testTable(), where: []int{0, 1}, isWhere: []bool{true, true, false, false}, overriding: true,
-		cols: []relColumn{{name: "tenant_id", typ: "bigint", pk: true}, {name: "id", typ: "bigint", pk: true, identityAlways: true},
-			{name: "no", typ: "bigint", identityAlways: true}, {name: "note", typ: "text"}}}
-	keyOnly := tuple{txt("7"), txt("1"), {kind: 'n'}, {kind: 'n'}}
-	for _, tc := range []struct {
-		name      string
-		old, new  tuple
-		set       string
-		shape     string
-		replaced  bool
-		statement string
-	}{
-		{"key kept, no unknown", nil, tuple{txt("7"), txt("1"), txt("3"), txt("x")}, "[2 3]", "kktt", true,
-			`WITH d AS (DELETE FROM "public"."orders" WHERE "tenant_id" = $3::bigint AND "id" = $4::bigint RETURNING *) ` +
-				`INSERT INTO "public"."orders" ("tenant_id", "id", "no", "note") OVERRIDING SYSTEM VALUE SELECT d."tenant_id", d."id", $1::bigint, $2::text FROM d`},
-		{"key changed, id kept", keyOnly, tuple{txt("8"), txt("1"), txt("3"), {kind: 'u'}}, "[0 2]", "t=tu", true, ""},
-		{"full row, nothing identity changed", tuple{txt("7"), txt("1"), txt("3"), txt("x")}, tuple{txt("7"), txt("1"), txt("3"), txt("y")}, "[0 3]", "t==t", false,
-			`UPDATE "public"."orders" SET "tenant_id" = $1::bigint, "note" = $2::text WHERE "tenant_id" = $3::bigint AND "id" = $4::bigint`},
-		{"full row, id changed", tuple{txt("7"), txt("1"), txt("3"), txt("x")}, tuple{txt("7"), txt("2"), txt("3"), txt("x")}, "[0 1 3]", "tt=t", true, ""},
-	} {
-		c := &change{rel: rel, op: 'U', oldTup: tc.old, newTup: tc.new}
-		set, shape, replaced := c.updateColumns()
-		if fmt.Sprint(set) != tc.set || shape != tc.shape || replaced != tc.replaced {
-			t.Errorf("%s: set %v shape %q replace %v; want %s %q %v", tc.name, set, shape, replaced, tc.set, tc.shape, tc.replaced)
-		}
-		op := byte('K')
-		if replaced {
-			op = 'R'
-		}
-		if got := groupSQL(&group{rel: rel, op: op, set: set}, 1); tc.statement != "" && got != tc.statement {
-			t.Errorf("%s: statement\n%s\nwant\n%s", tc.name, got, tc.statement)
-		}
-	}
-	if got, want := insertSQL(rel), `INSERT INTO "public"."orders" ("tenant_id", "id", "no", "note") OVERRIDING SYSTEM VALUE VALUES ($1::bigint, $2::bigint, $3::bigint, $4::text)`; got != want {
-		t.Errorf("insert:\n%s\nwant\n%s", got, want)
 	}
 }

@@ -17,14 +17,8 @@ func TestMessageOnlyTransactionsWriteNothingOnTarget(t *testing.T) {
 	seed(t, ctx, src, 4, 2, 20, 2)
 	rng := catalog.NewRange(2, 4)
 	seedNeighbours(t, ctx, src, dst, testTables, rng)
-	m, err := New(Config{ID: "msgs", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
+	m := startMover(t, ctx, Config{ID: "msgs", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
 		Tables: testTables, Range: rng, Logger: testLogger(t)}, newMemJournal())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer m.Stop(ctx)
 	mustExec(t, ctx, src, `UPDATE accounts SET name = 'x' WHERE tenant_id = 3`)
 	waitCaughtUp(t, ctx, m, src)

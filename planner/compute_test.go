@@ -2,7 +2,6 @@ package planner
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"math"
 	"math/rand"
@@ -353,22 +352,6 @@ func TestComputeRejectsBadInput(t *testing.T) {
 	}
 }
 
-func TestStatsOfAnOldSplitAreShared(t *testing.T) {
-	// Stats collected when [0,200) was one range still count after it was split.
-	st, _ := fixture(t, map[string]string{"s1": "", "s2": ""},
-		[]rng{{":0", "s2", 0, 0}, {"0:100", "s1", 0, 0}, {"100:200", "s1", 0, 0}, {"200:", "s2", 0, 0}}, nil)
-	stats := &catalog.Stats{Ranges: []catalog.RangeStats{{Range: catalog.NewRange(0, 200), Bytes: 400}}}
-	opts := DefaultOptions()
-	opts.Strategy = StrategySize
-	p, err := Compute(st, stats, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Moves != 1 || p.Steps[0].Bytes != 200 || shardLoad(p, "s1").Bytes != 400 {
-		t.Fatalf("want one of the halves (200 bytes each) moved:\n%s", describe(p))
-	}
-}
-
 func TestDeterministic(t *testing.T) {
 	r := rand.New(rand.NewSource(7))
 	st, stats := randomFleet(r, 12, 300, 40, true)
@@ -446,107 +429,6 @@ func TestNeverWorse(t *testing.T) {
 	}
 }
 
-func mustJSON(t *testing.T, p *Plan) []byte {
-	b, err := p.MarshalIndent()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// randomFleet makes a catalog of n shards and about m ranges with skewed sizes and k hot
-// tenants; with drain, the last shard is draining.
-func randomFleet(r *rand.Rand, n, m, k int, drain bool) (*catalog.State, *catalog.Stats) {
-	st := &catalog.State{Revision: 7, Config: catalog.Config{Cluster: "rnd"}, Shards: map[string]catalog.Shard{}, ModRev: map[string]int64{}}
-	names := make([]string, n)
-	for i := range names {
-		names[i] = "s" + string(rune('a'+i%26)) + string(rune('a'+i/26))
-		state := catalog.ShardActive
-		if drain && i == n-1 && n > 1 {
-			state = catalog.ShardDraining
-		}
-		st.Shards[names[i]] = catalog.Shard{Name: names[i], DSN: "host=x", State: state}
-	}
-	stats := &catalog.Stats{}
-	lo := int64(math.MinInt64)
-	step := int64(1000)
-	for i := 0; i < m; i++ {
-		kr := catalog.KeyRange{Lo: lo, Hi: int64(i+1) * step}
-		if i == m-1 {
-			kr.HiInf = true
-		}
-		sh := names[r.Intn(n)]
-		if r.Intn(3) == 0 {
-			sh = names[0] // skew ownership towards the first shard
-		}
-		cr := catalog.Range{Range: kr, Shard: sh, State: catalog.RangeServing, Epoch: 1}
-		if r.Intn(40) == 0 {
-			cr.State, cr.Migration = catalog.RangeFrozen, "m"
-		}
-		st.Ranges = append(st.Ranges, cr)
-		st.ModRev[catalog.RangeKey(kr.Lo)] = int64(i + 1)
-		size := int64(math.Pow(r.Float64(), 3) * 10000)
-		stats.Ranges = append(stats.Ranges, catalog.RangeStats{Range: kr, Bytes: size, WritesPerSec: math.Round(r.Float64() * float64(size) / 50)})
-		lo = kr.Hi
-	}
-	for i := 0; i < k; i++ {
-		key := int64(r.Intn(m * 1000))
-		stats.HotKeys = append(stats.HotKeys, catalog.HotKey{Key: key, Bytes: int64(r.Intn(8000)), WritesPerSec: float64(r.Intn(200))})
-	}
-	return st, stats
-}
-
-func TestPlanJSONRoundTrip(t *testing.T) {
-	st, stats := fixture(t, map[string]string{"s1": "", "s2": ""},
-		[]rng{{":1000", "s1", 3000, 30}, {"1000:", "s2", 100, 1}}, []hot{{42, 1000, 10}})
-	p, err := Compute(st, stats, DefaultOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := mustJSON(t, p)
-	q, err := Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b2 := mustJSON(t, q)
-	if !bytes.Equal(b, b2) {
-		t.Fatalf("round trip changed the plan:\n%s\n---\n%s", b, b2)
-	}
-	var raw map[string]any
-	if err := json.Unmarshal(b, &raw); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"revision", "ranges", "steps", "shards", "lower_bound", "max_mean_before", "max_mean_after", "bytes_to_move"} {
-		if _, ok := raw[k]; !ok {
-			t.Errorf("plan JSON has no %q", k)
-		}
-	}
-	// An edited file is refused.
-	q.Steps[0].N = 9
-	b3, _ := q.MarshalIndent()
-	if _, err := Parse(b3); !errors.Is(err, ErrBadPlan) {
-		t.Fatalf("edited plan: %v", err)
-	}
-	if _, err := Parse([]byte(`{"version": 99}`)); !errors.Is(err, ErrBadPlan) || !strings.Contains(err.Error(), "re-plan") {
-		t.Fatalf("future version: %v", err)
-	}
-}
-
-func TestText(t *testing.T) {
-	st, stats := fixture(t, map[string]string{"s1": "", "s2": "", "s3": ""},
-		[]rng{{":1000", "s1", 3000, 30}, {"1000:2000", "s2", 500, 5}, {"2000:", "s3", 500, 5}}, []hot{{42, 1200, 12}})
-	p, err := Compute(st, stats, DefaultOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	txt := p.Text()
-	for _, want := range []string{"STEP", "split", "move", "tenant 42", "SHARD", "LOAD BEFORE", "max/mean", "lower bound", "|"} {
-		if !strings.Contains(txt, want) {
-			t.Errorf("text has no %q:\n%s", want, txt)
-		}
-	}
-}
-
 func TestRevLookup(t *testing.T) {
 	hex := catalog.KeyHex(1000)
 	tests := []struct {
@@ -571,47 +453,5 @@ func TestRevLookup(t *testing.T) {
 				t.Fatalf("lookup = %q %d, want %q %d", k, rev, tt.wantKey, tt.wantRev)
 			}
 		})
-	}
-}
-
-func TestUnfinishedMigrationPinsItsRange(t *testing.T) {
-	st, stats := fixture(t, map[string]string{"s1": "", "s2": ""},
-		[]rng{{":100", "s1", 500, 0}, {"100:200", "s1", 500, 0}, {"200:", "s2", 100, 0}}, nil)
-	opts := DefaultOptions()
-	opts.Strategy = StrategySize
-	st.Migrations = map[string]catalog.Migration{
-		"done": {ID: "done", Range: catalog.Below(100), Phase: catalog.PhaseDone},
-		"m7":   {ID: "m7", Range: catalog.NewRange(100, 200), Phase: catalog.PhaseCopying},
-	}
-	p, err := Compute(st, stats, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	execute(t, st, p)
-	for _, s := range p.Steps {
-		if s.Range.Overlaps(catalog.NewRange(100, 200)) {
-			t.Fatalf("step %d touches the range migration m7 is copying:\n%s", s.N, describe(p))
-		}
-	}
-	if p.Moves == 0 {
-		t.Fatalf("want the other range of s1 moved:\n%s", describe(p))
-	}
-}
-
-func TestExtremeKeys(t *testing.T) {
-	// Hot tenants at both ends of the key line: the cuts must stay inside the ranges.
-	st, stats := fixture(t, map[string]string{"s1": "", "s2": "", "s3": ""},
-		[]rng{{":0", "s1", 3000, 10}, {"0:", "s2", 3000, 10}}, []hot{{math.MinInt64, 1000, 3}, {math.MaxInt64, 1000, 3}, {math.MaxInt64 - 1, 500, 1}})
-	for _, iso := range []bool{true, false} {
-		opts := DefaultOptions()
-		opts.IsolateHotKeys = iso
-		p, err := Compute(st, stats, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		execute(t, st, p)
-		if p.Empty() || p.MaxMeanAfter >= p.MaxMeanBefore {
-			t.Fatalf("isolate %v: max/mean %.3f -> %.3f:\n%s", iso, p.MaxMeanBefore, p.MaxMeanAfter, describe(p))
-		}
 	}
 }
