@@ -18,56 +18,25 @@ type Elector interface {
 	Campaign(ctx context.Context, name string, opts ...catalog.LockOption) (*catalog.Leader, error)
 }
 
-// Recorder keeps the outcome of each run (in the catalog, for `reshard status`). It gets
-// the leadership the run was made under, so that the write can be refused if that
-// leadership was lost meanwhile (catalog.Store.PutPartitionRun compares it).
+// Recorder keeps the outcome of each run (in the catalog, for `reshard status`); a
+// *catalog.Store is one. It gets the leadership the run was made under, so that the write
+// can be refused if that leadership was lost meanwhile (catalog.Store.PutPartitionRun
+// compares it).
 type Recorder interface {
-	RecordRun(ctx context.Context, leader *catalog.Leader, r RunRecord) error
-}
-
-// RunRecord is the summary of one maintenance run over the fleet.
-type RunRecord struct {
-	Time      time.Time  `json:"time"`
-	Seconds   float64    `json:"seconds"`
-	Holder    string     `json:"holder,omitempty"` // which scheduler ran it
-	Outcome   string     `json:"outcome"`          // ok, errors (some tables or shards failed), failed (nothing done), idle (no specs)
-	Created   int        `json:"created"`
-	Detached  int        `json:"detached"`
-	Dropped   int        `json:"dropped"`
-	MinRunway int        `json:"min_runway"` // smallest runway over every shard and table; -1 if none
-	Shards    []ShardRun `json:"shards,omitempty"`
-	Errors    []string   `json:"errors,omitempty"` // the first few, "shard: table: message"
-}
-
-// ShardRun is one shard's part of a run.
-type ShardRun struct {
-	Shard  string     `json:"shard"`
-	Error  string     `json:"error,omitempty"`
-	Tables []TableRun `json:"tables,omitempty"`
-}
-
-// TableRun is one table's part of a run on one shard.
-type TableRun struct {
-	Table       string     `json:"table"`
-	Runway      int        `json:"runway"`
-	RunwayUntil *time.Time `json:"runway_until,omitempty"`
-	Created     int        `json:"created,omitempty"`
-	Detached    int        `json:"detached,omitempty"`
-	Dropped     int        `json:"dropped,omitempty"`
-	Errors      int        `json:"errors,omitempty"`
+	PutPartitionRun(ctx context.Context, leader *catalog.Leader, run catalog.PartitionRun) error
 }
 
 // maxRecordedErrors keeps a run record small enough for one etcd value.
 const maxRecordedErrors = 20
 
 // Summarize turns the per-shard reports of one run into its record.
-func Summarize(start time.Time, took time.Duration, reps []*Report) RunRecord {
-	r := RunRecord{Time: start.UTC(), Seconds: took.Seconds(), Outcome: "ok", MinRunway: -1}
+func Summarize(start time.Time, took time.Duration, reps []*Report) catalog.PartitionRun {
+	r := catalog.PartitionRun{Time: start.UTC(), Seconds: took.Seconds(), Outcome: catalog.PartitionRunOK, MinRunway: -1}
 	nerr := 0
 	for _, rep := range reps {
-		sr := ShardRun{Shard: rep.Shard, Error: rep.Error}
+		sr := catalog.PartitionShardRun{Shard: rep.Shard, Error: rep.Error}
 		for _, t := range rep.Tables {
-			sr.Tables = append(sr.Tables, TableRun{Table: t.Table, Runway: t.Runway, RunwayUntil: t.RunwayUntil,
+			sr.Tables = append(sr.Tables, catalog.PartitionTableRun{Table: t.Table, Runway: t.Runway, RunwayUntil: t.RunwayUntil,
 				Created: len(t.Created), Detached: len(t.Detached), Dropped: len(t.Dropped), Errors: len(t.Errors)})
 			r.Created += len(t.Created)
 			r.Detached += len(t.Detached)
@@ -88,7 +57,7 @@ func Summarize(start time.Time, took time.Duration, reps []*Report) RunRecord {
 		r.Errors = append(r.Errors, fmt.Sprintf("... and %d more", nerr-maxRecordedErrors))
 	}
 	if nerr > 0 {
-		r.Outcome = "errors"
+		r.Outcome = catalog.PartitionRunErrors
 	}
 	return r
 }
@@ -184,13 +153,13 @@ func (s *Scheduler) lead(ctx context.Context, leader *catalog.Leader) {
 func (s *Scheduler) once(ctx context.Context, leader *catalog.Leader) {
 	start := time.Now()
 	now := s.Now()
-	rec := RunRecord{Time: now.UTC(), Outcome: "failed", MinRunway: -1}
+	rec := catalog.PartitionRun{Time: now.UTC(), Outcome: catalog.PartitionRunFailed, MinRunway: -1}
 	st, err := s.Catalog.Load(ctx)
 	switch {
 	case err != nil:
 		rec.Errors = []string{"load the catalog: " + err.Error()}
 	case len(st.Config.Partitions) == 0:
-		rec.Outcome = "idle"
+		rec.Outcome = catalog.PartitionRunIdle
 	default:
 		fo := s.Fleet
 		fo.Migrations = st.Migrations
@@ -208,7 +177,7 @@ func (s *Scheduler) once(ctx context.Context, leader *catalog.Leader) {
 		}
 		rec = Summarize(now, time.Since(start), reps)
 		if err != nil {
-			rec.Outcome = "failed"
+			rec.Outcome = catalog.PartitionRunFailed
 			rec.Errors = append(rec.Errors, err.Error())
 		}
 	}
@@ -223,7 +192,7 @@ func (s *Scheduler) once(ctx context.Context, leader *catalog.Leader) {
 		s.logf("  %s", e)
 	}
 	if s.Recorder != nil {
-		if err := s.Recorder.RecordRun(ctx, leader, rec); err != nil {
+		if err := s.Recorder.PutPartitionRun(ctx, leader, rec); err != nil {
 			s.logf("record the run in the catalog: %v", err)
 		}
 	}

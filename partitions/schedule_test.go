@@ -16,20 +16,20 @@ import (
 // records collects run records from every scheduler, in order.
 type records struct {
 	mu   sync.Mutex
-	runs []partitions.RunRecord
+	runs []catalog.PartitionRun
 }
 
-func (r *records) RecordRun(_ context.Context, _ *catalog.Leader, rec partitions.RunRecord) error {
+func (r *records) PutPartitionRun(_ context.Context, _ *catalog.Leader, rec catalog.PartitionRun) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.runs = append(r.runs, rec)
 	return nil
 }
 
-func (r *records) snapshot() []partitions.RunRecord {
+func (r *records) snapshot() []catalog.PartitionRun {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]partitions.RunRecord(nil), r.runs...)
+	return append([]catalog.PartitionRun(nil), r.runs...)
 }
 
 // TestTwoSchedulersOneActs runs two schedulers against a real etcd and two real shards:

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log"
 	"os"
@@ -44,7 +43,7 @@ func newScheduleCmd() *cobra.Command {
 				s := &partitions.Scheduler{
 					Catalog:  store,
 					Connect:  pgmeta.ConnectShard,
-					Recorder: catalogRecorder{store},
+					Recorder: store,
 					Every:    every,
 					Fleet:    fo,
 					// Named as the catalog names this process in the election, so that `reshard
@@ -61,28 +60,4 @@ func newScheduleCmd() *cobra.Command {
 	cmd.Flags().IntVar(&ttl, "ttl", 10, "election lease in seconds: how long a dead leader blocks a takeover")
 	f.register(cmd, false)
 	return cmd
-}
-
-// catalogRecorder stores each run as the catalog's last partition run, for `reshard
-// status`; the catalog refuses it if leadership was lost since the run started.
-type catalogRecorder struct{ store *catalog.Store }
-
-func (r catalogRecorder) RecordRun(ctx context.Context, leader *catalog.Leader, rec partitions.RunRecord) error {
-	return r.store.PutPartitionRun(ctx, leader, partitionRunOf(rec))
-}
-
-// partitionRunOf converts the scheduler's record to the catalog's (the catalog cannot
-// import package partitions, which depends on it).
-func partitionRunOf(rec partitions.RunRecord) catalog.PartitionRun {
-	run := catalog.PartitionRun{Time: rec.Time, Seconds: rec.Seconds, Holder: rec.Holder, Outcome: rec.Outcome,
-		Created: rec.Created, Detached: rec.Detached, Dropped: rec.Dropped, MinRunway: rec.MinRunway, Errors: rec.Errors}
-	for _, sh := range rec.Shards {
-		srun := catalog.PartitionShardRun{Shard: sh.Shard, Error: sh.Error}
-		for _, t := range sh.Tables {
-			srun.Tables = append(srun.Tables, catalog.PartitionTableRun{Table: t.Table, Runway: t.Runway, RunwayUntil: t.RunwayUntil,
-				Created: t.Created, Detached: t.Detached, Dropped: t.Dropped, Errors: t.Errors})
-		}
-		run.Shards = append(run.Shards, srun)
-	}
-	return run
 }
