@@ -26,9 +26,7 @@ func manyRanges(n int) []Range {
 // Resolve is what a router pays per routed statement.
 func BenchmarkResolve(b *testing.B) {
 	st := &State{Ranges: manyRanges(10000), Revision: 1}
-	c := &Cache{done: make(chan struct{})}
-	c.cur.Store(&snapshot{st: st, changed: make(chan struct{})})
-	r := NewResolver(c)
+	r := NewResolver(NewStaticCache(st))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		k := uint64(0)

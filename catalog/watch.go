@@ -44,6 +44,18 @@ func (s *Store) Watch(ctx context.Context) (*Cache, error) {
 	return s.watchFrom(ctx, st, nil), nil
 }
 
+// NewStaticCache returns a Cache that holds st and never changes: for routing from a state
+// read once (a Load, an imported export, a state built by hand in a test or an example)
+// without etcd. Close ends a WaitServing or WaitRevision still waiting, as a stopped watch
+// does.
+func NewStaticCache(st *State) *Cache {
+	done := make(chan struct{})
+	var once sync.Once
+	c := &Cache{cancel: func() { once.Do(func() { close(done) }) }, done: done}
+	c.cur.Store(&snapshot{st: st, changed: make(chan struct{})})
+	return c
+}
+
 func (s *Store) watchFrom(ctx context.Context, st *State, onPublish func(*State)) *Cache {
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Cache{s: s, cancel: cancel, done: make(chan struct{}), onPublish: onPublish}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -253,5 +254,45 @@ func TestSetRange(t *testing.T) {
 		if los(got) != tt.want {
 			t.Errorf("setRange(%d, del=%v) = %s, want %s", tt.lo, tt.del, los(got), tt.want)
 		}
+	}
+}
+
+// TestStaticCacheNeverChanges: a static cache serves its state, holds a write to a frozen
+// range until the caller gives up, and its Close ends a wait as a stopped watch does.
+func TestStaticCacheNeverChanges(t *testing.T) {
+	st := &State{Revision: 3, Ranges: []Range{
+		{Range: Below(0), Shard: "s1", State: RangeServing, Epoch: 1},
+		{Range: From(0), Shard: "s2", State: RangeFrozen, Epoch: 2},
+	}}
+	c := NewStaticCache(st)
+	res := NewResolver(c)
+	if rt, err := res.Resolve(-5); err != nil || rt.Shard != "s1" || rt.Revision != 3 {
+		t.Fatalf("Resolve(-5) = %+v, %v", rt, err)
+	}
+	if got, err := c.WaitRevision(context.Background(), 3); err != nil || got != st {
+		t.Fatalf("WaitRevision(3) = %v, %v", got, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := res.WaitServing(ctx, 5); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitServing on a frozen range = %v, want deadline exceeded", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := res.WaitServing(context.Background(), 5)
+		done <- err
+	}()
+	c.Close()
+	c.Close() // idempotent, like a watch's
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "catalog watch stopped") {
+			t.Errorf("WaitServing after Close = %v, want the watch stopped", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end WaitServing")
+	}
+	if c.Err() != nil || c.State() != st {
+		t.Errorf("after Close: Err %v, state %p (want %p)", c.Err(), c.State(), st)
 	}
 }

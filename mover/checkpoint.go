@@ -57,7 +57,7 @@ func (m *Mover) checkpoint(ctx context.Context, withLag bool) error {
 			r.LastError = lastErr
 		}
 		if r.Phase == catalog.PhaseCatchingUp && !from.IsZero() && withLag && lagB <= caughtUpBytes && r.Timings.Catchup == 0 {
-			// First time caught up: the catch-up timing of DESIGN.md (end of copy to lag zero).
+			// First time caught up: the catch-up timing (docs/catalog.md, "Migration timings").
 			r.Timings.Catchup = time.Since(from).Seconds()
 		}
 	})
