@@ -169,23 +169,80 @@ func TestQuietTenants(t *testing.T) {
 	}
 }
 
-// TestLoadRecordChanges: a load that ended contributes its changes; one without an end
-// (still running, or killed) leaves every tenant it could write uncertain, its quiet ones
-// exact; a load that started before the fingerprint is refused.
-func TestLoadRecordChanges(t *testing.T) {
-	start := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
-	rec := NewLoadRecord(42, start.Add(time.Second), map[int64]bool{2: true})
-	ch := rec.changes([]int64{1, 2, 3})
-	if !ch.Uncertain[1] || !ch.Uncertain[3] || ch.Uncertain[2] || !ch.Quiet[2] {
-		t.Errorf("unfinished load: %+v", ch)
+// TestCheckTenantsAfterLoad: after a load that leaves a spread of tenants quiet, every
+// tenant's rows on every shard are what the start and the load's acknowledged changes say
+// (the loader's own accounting, checked against PostgreSQL); then rows lost, altered or
+// copied behind the load's back are each reported naming the tenant, table and shard.
+func TestCheckTenantsAfterLoad(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, DataOptions{Tenants: 30, Scale: 0.05, Seed: 5})
+	quiet := QuietTenants(s.tenants, 3, 2)
+	before, err := TakeSnapshot(ctx, s.db, Tables)
+	if err != nil {
+		t.Fatal(err)
 	}
-	res := &Result{Changes: &Changes{Touched: map[int64]bool{1: true}, Rows: map[int64]Counts{1: {"orders": 1}}}}
-	rec.Finish(res, start.Add(time.Minute))
-	if ch := rec.changes([]int64{1, 2, 3}); ch.Uncertain[1] || ch.Rows[1]["orders"] != 1 {
-		t.Errorf("finished load: %+v", ch)
+	router, err := NewStaticRouter(s.ranges, s.dsn)
+	if err != nil {
+		t.Fatal(err)
 	}
-	base := &Baseline{Taken: start.Add(2 * time.Second)}
-	if _, err := CheckStack(context.Background(), nil, nil, base, []LoadRecord{*rec}); err == nil || !strings.Contains(err.Error(), "before the fingerprint was taken") {
-		t.Errorf("a load older than the fingerprint: %v", err)
+	res, err := Load(ctx, LoadOptions{Tenants: s.tenants, Router: router, Workers: 3, Duration: 2 * time.Second, Seed: 3, Quiet: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Acked == 0 || res.Failed != 0 || res.Unknown != 0 || res.ByKind[TxDelete] == 0 {
+		t.Fatalf("load did not run cleanly: %+v %v", res.Counters, res.Errors)
+	}
+	for q := range quiet {
+		if res.Changes.Touched[q] {
+			t.Errorf("quiet tenant %d was written to", q)
+		}
+	}
+	rep, err := CheckTenants(ctx, s.db, Tables, before, s.owner, res.Changes)
+	if err != nil {
+		t.Fatalf("after a clean load: %v", err)
+	}
+	var b strings.Builder
+	rep.Print(&b)
+	t.Logf("tenants checked:\n%s", b.String())
+	for _, sh := range rep.Shards {
+		if sh.Quiet == 0 || sh.Counted == 0 {
+			t.Errorf("shard %s: %d quiet and %d written tenants checked, want some of each", sh.Shard, sh.Quiet, sh.Counted)
+		}
+	}
+
+	// Behind the load's back: a quiet tenant loses an event, another's order changes, and
+	// a written tenant's row appears on the shard that does not own it.
+	var q1, q2, busy int64
+	for _, tn := range s.tenants {
+		switch {
+		case quiet[tn.ID] && q1 == 0:
+			q1 = tn.ID
+		case quiet[tn.ID] && q2 == 0:
+			q2 = tn.ID
+		case res.Changes.Touched[tn.ID] && busy == 0:
+			busy = tn.ID
+		}
+	}
+	other := map[string]string{"s1": "s2", "s2": "s1"}
+	if _, err := s.pool[s.owner(q1)].Exec(ctx, `DELETE FROM events WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM events WHERE tenant_id = $1 LIMIT 1)`, q1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool[s.owner(q2)].Exec(ctx, `UPDATE orders SET total = total + 1 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM orders WHERE tenant_id = $1 LIMIT 1)`, q2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool[other[s.owner(busy)]].Exec(ctx, `INSERT INTO ledger (tenant_id, amount, memo) VALUES ($1, 1, 'stray')`, busy); err != nil {
+		t.Fatal(err)
+	}
+	_, err = CheckTenants(ctx, s.db, Tables, before, s.owner, res.Changes)
+	t.Logf("after the damage: %v", err)
+	for _, want := range []string{
+		fmt.Sprintf("tenant %d (quiet): events on %s: ", q1, s.owner(q1)),
+		fmt.Sprintf("tenant %d (quiet): orders on %s: ", q2, s.owner(q2)),
+		"as at the start, but their contents differ (hash)",
+		fmt.Sprintf("tenant %d (written): ledger on %s: 1 rows, but %s does not own it", busy, other[s.owner(busy)], other[s.owner(busy)]),
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("the check does not report %q", want)
+		}
 	}
 }
