@@ -16,7 +16,7 @@ import (
 	"github.com/reshard/reshard/internal/pgmeta"
 )
 
-// clusterFile is cluster.yaml (see the Command line section of DESIGN.md).
+// clusterFile is cluster.yaml (README.md, Using it, shows one).
 type clusterFile struct {
 	Cluster    string          `yaml:"cluster"`
 	Key        string          `yaml:"key"`
