@@ -189,13 +189,9 @@ func (s *Store) SetShardState(ctx context.Context, st *State, name, state string
 // the range's and the migration's revisions. The range must be serving, equal m.Range and
 // be owned by m.Source.
 func (s *Store) Freeze(ctx context.Context, st *State, lo int64, m *Migration, opts ...WriteOption) error {
-	i, err := st.rangeIndex(lo)
+	i, r, err := st.migrationRange(lo, m, "freeze")
 	if err != nil {
 		return err
-	}
-	r := st.Ranges[i]
-	if err := checkMigrationRange(r, m); err != nil {
-		return fmt.Errorf("freeze %s: %w", r.Range, err)
 	}
 	if r.State != RangeServing {
 		return fmt.Errorf("freeze %s: it is already frozen by migration %q (wait for it, or `reshard cancel %s`): %w", r.Range, r.Migration, r.Migration, ErrConflict)
@@ -213,13 +209,9 @@ func (s *Store) Freeze(ctx context.Context, st *State, lo int64, m *Migration, o
 // Unfreeze puts a range frozen by m back to serving (a rollback before the flip), and writes
 // m as given (the caller sets its phase, e.g. rolled_back), in one transaction.
 func (s *Store) Unfreeze(ctx context.Context, st *State, lo int64, m *Migration, opts ...WriteOption) error {
-	i, err := st.rangeIndex(lo)
+	i, r, err := st.migrationRange(lo, m, "unfreeze")
 	if err != nil {
 		return err
-	}
-	r := st.Ranges[i]
-	if err := checkMigrationRange(r, m); err != nil {
-		return fmt.Errorf("unfreeze %s: %w", r.Range, err)
 	}
 	if r.State != RangeFrozen || r.Migration != m.ID {
 		return fmt.Errorf("unfreeze %s: it is %s (migration %q), not frozen by %s: %w", r.Range, r.State, r.Migration, m.ID, ErrConflict)
@@ -234,13 +226,9 @@ func (s *Store) Unfreeze(ctx context.Context, st *State, lo int64, m *Migration,
 // migration's revisions, then puts the range owned by newShard (serving, epoch+1), the
 // migration in phase flipped, and a history event. The range must be frozen by m.
 func (s *Store) Flip(ctx context.Context, st *State, lo int64, m *Migration, newShard string, opts ...WriteOption) error {
-	i, err := st.rangeIndex(lo)
+	i, r, err := st.migrationRange(lo, m, "flip")
 	if err != nil {
 		return err
-	}
-	r := st.Ranges[i]
-	if err := checkMigrationRange(r, m); err != nil {
-		return fmt.Errorf("flip %s: %w", r.Range, err)
 	}
 	if r.State != RangeFrozen || r.Migration != m.ID {
 		return fmt.Errorf("flip %s: it is %s (migration %q); only a range frozen by %s can flip: %w", r.Range, r.State, r.Migration, m.ID, ErrConflict)
@@ -262,6 +250,20 @@ func (s *Store) Flip(ctx context.Context, st *State, lo int64, m *Migration, new
 		w.cmps = append(w.cmps, clientv3.Compare(clientv3.CreateRevision(s.key(ShardKey(newShard))), "!=", 0))
 	}
 	return s.rangeAndMigration(ctx, st, i, nr, &nm, m, ev, append(opts, shardExists))
+}
+
+// migrationRange finds the range starting at lo and checks that it is m's range; verb names
+// the write in the error.
+func (st *State) migrationRange(lo int64, m *Migration, verb string) (int, Range, error) {
+	i, err := st.rangeIndex(lo)
+	if err != nil {
+		return 0, Range{}, err
+	}
+	r := st.Ranges[i]
+	if err := checkMigrationRange(r, m); err != nil {
+		return 0, Range{}, fmt.Errorf("%s %s: %w", verb, r.Range, err)
+	}
+	return i, r, nil
 }
 
 func checkMigrationRange(r Range, m *Migration) error {

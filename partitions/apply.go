@@ -131,14 +131,23 @@ func (a *applier) discover(ctx context.Context, s spec) (*tableInfo, error) {
 	return discover(ctx, a.conn, s, a.now, a.opts.LockTimeout)
 }
 
-func (a *applier) planOne(ctx context.Context, s spec) TableReport {
-	tr := TableReport{Table: s.Table, Interval: s.Interval}
+// discoverAndPlan reads the table and plans it; when the table cannot be read, the report
+// says why and ok is false.
+func (a *applier) discoverAndPlan(ctx context.Context, s spec) (tr TableReport, ti *tableInfo, p tablePlan, ok bool) {
+	tr = TableReport{Table: s.Table, Interval: s.Interval}
 	ti, err := a.discover(ctx, s)
 	if err != nil {
 		tr.Errors = append(tr.Errors, err.Error())
+		return tr, nil, p, false
+	}
+	return tr, ti, planTable(s, ti, a.now), true
+}
+
+func (a *applier) planOne(ctx context.Context, s spec) TableReport {
+	tr, ti, p, ok := a.discoverAndPlan(ctx, s)
+	if !ok {
 		return tr
 	}
-	p := planTable(s, ti, a.now)
 	ck := ti.clock
 	for _, c := range p.creates {
 		if msg, err := a.defaultTrap(ctx, ti, c); err != nil {
@@ -182,94 +191,113 @@ func (a *applier) reportRemoves(tr *TableReport, s spec, ti *tableInfo, rs []rem
 }
 
 func (a *applier) applyOne(ctx context.Context, s spec) TableReport {
-	tr := TableReport{Table: s.Table, Interval: s.Interval}
-	ti, err := a.discover(ctx, s)
-	if err != nil {
-		tr.Errors = append(tr.Errors, err.Error())
+	tr, ti, p, ok := a.discoverAndPlan(ctx, s)
+	if !ok {
 		return tr
 	}
-	p := planTable(s, ti, a.now)
-	ck := ti.clock
 	tr.Skipped = p.skipped
 	tr.Errors = append(tr.Errors, p.errors...)
 	for _, c := range p.creates {
-		var trap string
-		n, err := a.retry(ctx, func() error {
-			var err error
-			trap, err = a.defaultTrap(ctx, ti, c)
-			return err
-		})
-		if err != nil {
-			err = fmt.Errorf("look for its rows in the default partition first: %w", err)
-		}
-		if err == nil && trap == "" {
-			n, err = a.retry(ctx, func() error { return a.create(ctx, ti, c) })
-			if pgerr.Is(err, pgerr.CheckViolation) { // rows reached the default partition since the check
-				if t, terr := a.defaultTrap(ctx, ti, c); terr == nil && t != "" {
-					trap, err = t, nil
-				}
-			}
-		}
-		switch {
-		case trap != "":
-			tr.Errors = append(tr.Errors, trap)
-		case err != nil:
-			tr.Errors = append(tr.Errors, fmt.Sprintf("create %s FROM (%s) TO (%s): %v", c.name, ck.literal(c.from), ck.literal(c.to), err))
-		default:
-			ch := a.change(ck, c.name, c.from, c.to, c.reason)
-			ch.Attempts = n
-			tr.Created = append(tr.Created, ch)
-		}
+		a.applyCreate(ctx, &tr, ti, c)
 	}
 	for _, f := range p.fixes {
-		n, err := a.retry(ctx, func() error {
-			return a.inTx(ctx, func(tx pgx.Tx) error { return a.fix(ctx, tx, ti, f, qualifiedIdent(f.c.schema, f.c.name)) })
-		})
-		if err != nil {
-			tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %s: %v", f.c.name, f.reason(ti), err))
-			continue
-		}
-		tr.Fixed = append(tr.Fixed, Change{Partition: f.c.name, From: ck.show(f.c.from), To: ck.show(f.c.to), Reason: f.reason(ti), Attempts: n})
+		a.applyFix(ctx, &tr, ti, f)
 	}
 
 	// Retention is decided on a fresh read, after the creations: whether a partition is
 	// the last one depends on what really got created.
 	if s.retN > 0 {
-		if ti, err = a.discover(ctx, s); err != nil {
-			tr.Errors = append(tr.Errors, err.Error())
+		if !a.applyRetention(ctx, &tr, s) {
 			return tr
 		}
-		removes, kept := planRetention(s, ti, a.now, 0) // what was created is in ti now
-		tr.Skipped = append(tr.Skipped, kept...)
-		if a.holdRemoves(&tr, ti, removes) {
-			removes = nil
-		}
-		var done []removeOp
-		var attempts []int
-		for _, r := range removes {
-			n, err := a.remove(ctx, s, ti, r)
-			if err != nil {
-				verb := "detach"
-				if s.drop {
-					verb = "drop"
-				}
-				tr.Errors = append(tr.Errors, fmt.Sprintf("%s %s: %v", verb, r.c.name, err))
-				continue
-			}
-			done, attempts = append(done, r), append(attempts, n)
-		}
-		a.reportRemoves(&tr, s, ti, done, attempts)
 	} else {
 		tr.Skipped = append(tr.Skipped, p.kept...)
 	}
 
-	if ti, err = a.discover(ctx, s); err != nil {
+	ti, err := a.discover(ctx, s)
+	if err != nil {
 		tr.Errors = append(tr.Errors, err.Error())
 		return tr
 	}
 	tr.Partitions = len(ti.attached())
 	tr.Runway, tr.RunwayUntil = runway(s, ti, a.now)
 	return tr
+}
+
+// applyCreate creates one partition unless the default partition holds rows of its period
+// (the trap), and reports which.
+func (a *applier) applyCreate(ctx context.Context, tr *TableReport, ti *tableInfo, c createOp) {
+	ck := ti.clock
+	var trap string
+	n, err := a.retry(ctx, func() error {
+		var err error
+		trap, err = a.defaultTrap(ctx, ti, c)
+		return err
+	})
+	if err != nil {
+		err = fmt.Errorf("look for its rows in the default partition first: %w", err)
+	}
+	if err == nil && trap == "" {
+		n, err = a.retry(ctx, func() error { return a.create(ctx, ti, c) })
+		if pgerr.Is(err, pgerr.CheckViolation) { // rows reached the default partition since the check
+			if t, terr := a.defaultTrap(ctx, ti, c); terr == nil && t != "" {
+				trap, err = t, nil
+			}
+		}
+	}
+	switch {
+	case trap != "":
+		tr.Errors = append(tr.Errors, trap)
+	case err != nil:
+		tr.Errors = append(tr.Errors, fmt.Sprintf("create %s FROM (%s) TO (%s): %v", c.name, ck.literal(c.from), ck.literal(c.to), err))
+	default:
+		ch := a.change(ck, c.name, c.from, c.to, c.reason)
+		ch.Attempts = n
+		tr.Created = append(tr.Created, ch)
+	}
+}
+
+// applyFix brings one partition's replica identity, owner or grants in line with the parent.
+func (a *applier) applyFix(ctx context.Context, tr *TableReport, ti *tableInfo, f fixOp) {
+	n, err := a.retry(ctx, func() error {
+		return a.inTx(ctx, func(tx pgx.Tx) error { return a.fix(ctx, tx, ti, f, qualifiedIdent(f.c.schema, f.c.name)) })
+	})
+	if err != nil {
+		tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %s: %v", f.c.name, f.reason(ti), err))
+		return
+	}
+	tr.Fixed = append(tr.Fixed, Change{Partition: f.c.name, From: ti.clock.show(f.c.from), To: ti.clock.show(f.c.to), Reason: f.reason(ti), Attempts: n})
+}
+
+// applyRetention reads the table again and detaches or drops what retention removes
+// (unless a move holds it); it returns false when the table could not be read.
+func (a *applier) applyRetention(ctx context.Context, tr *TableReport, s spec) bool {
+	ti, err := a.discover(ctx, s)
+	if err != nil {
+		tr.Errors = append(tr.Errors, err.Error())
+		return false
+	}
+	removes, kept := planRetention(s, ti, a.now, 0) // what was created is in ti now
+	tr.Skipped = append(tr.Skipped, kept...)
+	if a.holdRemoves(tr, ti, removes) {
+		removes = nil
+	}
+	var done []removeOp
+	var attempts []int
+	for _, r := range removes {
+		n, err := a.remove(ctx, s, ti, r)
+		if err != nil {
+			verb := "detach"
+			if s.drop {
+				verb = "drop"
+			}
+			tr.Errors = append(tr.Errors, fmt.Sprintf("%s %s: %v", verb, r.c.name, err))
+			continue
+		}
+		done, attempts = append(done, r), append(attempts, n)
+	}
+	a.reportRemoves(tr, s, ti, done, attempts)
+	return true
 }
 
 // inTx runs fn in a transaction whose lock waits are bounded by LockTimeout.
