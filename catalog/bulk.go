@@ -29,7 +29,7 @@ type Export struct {
 // Export returns the whole catalog of the cluster (config, shards, ranges, stats,
 // migrations, history, the history counter) as indented JSON, read at one revision.
 func (s *Store) Export(ctx context.Context) ([]byte, error) {
-	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix())
+	resp, err := s.get(ctx, s.prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", s.wrapEtcd(err))
 	}
@@ -183,7 +183,7 @@ func (s *Store) replace(ctx context.Context, desired map[string]any, keep func(s
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
-		resp, err := s.cli.Get(ctx, r[0], opts...)
+		resp, err := s.get(ctx, r[0], opts...)
 		if err != nil {
 			return s.wrapEtcd(err)
 		}

@@ -13,8 +13,6 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 type mvccKV = mvccpb.KeyValue
@@ -108,17 +106,6 @@ func connectError(ctx context.Context, where, user string, err error) error {
 		return fmt.Errorf("etcd at %s refused user %q: %w (check --etcd-user and RESHARD_ETCD_PASSWORD)", where, user, err)
 	}
 	return fmt.Errorf("etcd unreachable at %s: %w (check --etcd / RESHARD_ETCD and that etcd runs)", where, err)
-}
-
-func isUnavailable(err error) bool {
-	if errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) {
-		return true
-	}
-	c := status.Code(errors.Unwrap(err))
-	if c == codes.OK || c == codes.Unknown {
-		c = status.Code(err)
-	}
-	return c == codes.Unavailable || c == codes.DeadlineExceeded
 }
 
 func defaultHolder() string {

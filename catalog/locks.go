@@ -58,6 +58,7 @@ var ErrLockLost = errors.New("the lock was lost (its lease expired): another pro
 // renewal, which is after the send). Past that deadline, minus a margin for clock rate,
 // Err reports ErrLockLost whatever etcd would say.
 type Lock struct {
+	s       *Store
 	name    string
 	session *concurrency.Session
 	mutex   *concurrency.Mutex
@@ -117,14 +118,19 @@ func (l *Lock) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
 func margin(ttl time.Duration) time.Duration { return min(time.Second, ttl/10) }
 
 // renew keeps the lock's own deadline: every third of the TTL it renews the lease once and,
-// on success, moves the deadline to the send time plus the TTL etcd granted. It ends when
+// on success, moves the deadline to the send time plus the TTL etcd granted. A renewal that
+// fails for a transient reason (a leader election, the member it went to going away) is
+// tried again after a short pause rather than a whole period later: etcd keeps the lease
+// alive across a leader change (the new leader grants every lease a full TTL and more), so
+// the lock stays held as long as one renewal gets through before the deadline. It ends when
 // the lease is gone, the deadline passes, or ctx ends (Unlock).
 func (l *Lock) renew(ctx context.Context, cli *clientv3.Client, ttl time.Duration) {
 	every := max(ttl/3, 100*time.Millisecond)
-	timer := time.NewTimer(l.untilDeadline())
-	defer timer.Stop()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
+	again := min(every, 250*time.Millisecond)
+	deadline := time.NewTimer(l.untilDeadline())
+	defer deadline.Stop()
+	next := time.NewTimer(every)
+	defer next.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -132,15 +138,16 @@ func (l *Lock) renew(ctx context.Context, cli *clientv3.Client, ttl time.Duratio
 		case <-l.session.Done():
 			l.markLost()
 			return
-		case <-timer.C:
+		case <-deadline.C:
 			if l.untilDeadline() <= 0 {
 				l.markLost()
 				return
 			}
-			timer.Reset(l.untilDeadline())
-		case <-tick.C:
+			deadline.Reset(l.untilDeadline())
+		case <-next.C:
 			sent := time.Now()
-			rctx, cancel := context.WithTimeout(ctx, every)
+			// An attempt stuck on a member without a leader must not eat the deadline.
+			rctx, cancel := context.WithTimeout(ctx, min(every, max(time.Second, again)))
 			resp, err := cli.KeepAliveOnce(rctx, l.session.Lease())
 			cancel()
 			switch {
@@ -151,7 +158,10 @@ func (l *Lock) renew(ctx context.Context, cli *clientv3.Client, ttl time.Duratio
 				l.mu.Lock()
 				l.deadline = sent.Add(time.Duration(resp.TTL)*time.Second - margin(ttl))
 				l.mu.Unlock()
-				timer.Reset(l.untilDeadline())
+				deadline.Reset(l.untilDeadline())
+				next.Reset(every)
+			default:
+				next.Reset(again)
 			}
 		}
 	}
@@ -169,22 +179,33 @@ func (l *Lock) Key() string { return l.mutex.Key() }
 // IsOwner is a compare that holds while this lock is held, to guard a write with it.
 func (l *Lock) IsOwner() clientv3.Cmp { return l.mutex.IsOwner() }
 
-// Unlock releases the lock and its lease.
+// Unlock releases the lock and its lease. Both are deletions, so they are retried
+// through transient etcd errors (a leader change) without a second thought.
 func (l *Lock) Unlock(ctx context.Context) error {
 	if l.stop != nil {
 		l.stop()
 	}
-	err := l.mutex.Unlock(ctx)
-	if cerr := l.session.Close(); err == nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
+	err := l.s.retryWrite(ctx, l.mutex.Unlock)
+	cerr := l.session.Close() // stops the keep-alive, then revokes the lease
+	if cerr != nil && transient(cerr) {
+		cerr = l.s.retryWrite(ctx, func(ctx context.Context) error {
+			_, err := l.s.cli.Revoke(ctx, l.session.Lease())
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				return nil // the first revoke did apply
+			}
+			return err
+		})
+	}
+	if err == nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("unlock %s: %w", l.name, err)
+		return fmt.Errorf("unlock %s: %w", l.name, l.s.wrapEtcd(err))
 	}
 	return nil
 }
 
-func (s *Store) newSession(opts []LockOption) (*concurrency.Session, time.Duration, error) {
+func (s *Store) newSession(ctx context.Context, opts []LockOption) (*concurrency.Session, time.Duration, error) {
 	o := lockOpts{ttl: 10}
 	for _, f := range opts {
 		f(&o)
@@ -192,7 +213,19 @@ func (s *Store) newSession(opts []LockOption) (*concurrency.Session, time.Durati
 	if o.ttl <= 0 {
 		return nil, 0, fmt.Errorf("%w: lock TTL %ds: use a positive number of seconds", ErrInvalid, o.ttl)
 	}
-	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(o.ttl))
+	// A grant whose answer was lost leaves a lease nobody renews: it expires after the TTL.
+	var lease clientv3.LeaseID
+	err := s.retryWrite(ctx, func(ctx context.Context) error {
+		g, err := s.cli.Grant(ctx, int64(o.ttl))
+		if err == nil {
+			lease = g.ID
+		}
+		return err
+	})
+	var sess *concurrency.Session
+	if err == nil {
+		sess, err = concurrency.NewSession(s.cli, concurrency.WithLease(lease), concurrency.WithTTL(o.ttl))
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("etcd session: %w", s.wrapEtcd(err))
 	}
@@ -228,15 +261,17 @@ func (s *Store) TryLockMigration(ctx context.Context, id string, opts ...LockOpt
 }
 
 func (s *Store) lock(ctx context.Context, name, pfx string, wait bool, opts []LockOption) (*Lock, error) {
-	sess, ttl, err := s.newSession(opts)
+	sess, ttl, err := s.newSession(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
 	mu := concurrency.NewMutex(sess, pfx)
+	// Taking the mutex again after a transient failure is safe: its key is named after the
+	// session's lease, and the mutex takes over the key if the first attempt created it.
 	if wait {
-		err = mu.Lock(ctx)
+		err = s.retry(ctx, mu.Lock) // it waits for the holder: no bound per attempt
 	} else {
-		err = mu.TryLock(ctx)
+		err = s.retryWrite(ctx, mu.TryLock)
 	}
 	if err != nil {
 		sess.Close()
@@ -247,8 +282,13 @@ func (s *Store) lock(ctx context.Context, name, pfx string, wait bool, opts []Lo
 	}
 	// The wait for the lock may have lasted longer than the TTL (the session renewed the
 	// lease meanwhile): start the lock's own deadline from a renewal sent now.
-	renewed := time.Now()
-	ka, err := s.cli.KeepAliveOnce(ctx, sess.Lease())
+	var renewed time.Time
+	var ka *clientv3.LeaseKeepAliveResponse
+	err = s.retryWrite(ctx, func(ctx context.Context) (err error) {
+		renewed = time.Now()
+		ka, err = s.cli.KeepAliveOnce(ctx, sess.Lease())
+		return err
+	})
 	if err == nil && ka.TTL <= 0 {
 		err = rpctypes.ErrLeaseNotFound
 	}
@@ -259,8 +299,13 @@ func (s *Store) lock(ctx context.Context, name, pfx string, wait bool, opts []Lo
 	}
 	// The mutex key's value is empty; write who we are into it (same lease, same create
 	// revision, so the lock order is unchanged) for LockedError and `etcdctl get`, and read
-	// its create revision back: the lock's fencing token.
-	resp, err := s.cli.Txn(ctx).If(mu.IsOwner()).Then(clientv3.OpPut(mu.Key(), s.holder, clientv3.WithLease(sess.Lease())), clientv3.OpGet(mu.Key())).Commit()
+	// its create revision back: the lock's fencing token. Sending it again is harmless: it
+	// compares that we own the key and puts the same value.
+	var resp *clientv3.TxnResponse
+	err = s.retryWrite(ctx, func(ctx context.Context) (err error) {
+		resp, err = s.kv.Txn(ctx).If(mu.IsOwner()).Then(clientv3.OpPut(mu.Key(), s.holder, clientv3.WithLease(sess.Lease())), clientv3.OpGet(mu.Key())).Commit()
+		return err
+	})
 	if err == nil && !resp.Succeeded {
 		err = fmt.Errorf("the lock key %s vanished right after it was taken (lease expired?)", mu.Key())
 	}
@@ -269,7 +314,7 @@ func (s *Store) lock(ctx context.Context, name, pfx string, wait bool, opts []Lo
 		sess.Close()
 		return nil, fmt.Errorf("lock %s: %w", name, s.wrapEtcd(err))
 	}
-	l := &Lock{name: name, session: sess, mutex: mu, lost: make(chan struct{}),
+	l := &Lock{s: s, name: name, session: sess, mutex: mu, lost: make(chan struct{}),
 		deadline: renewed.Add(time.Duration(ka.TTL)*time.Second - margin(ttl))}
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		l.token = kvs[0].CreateRevision
@@ -284,7 +329,7 @@ func (s *Store) lock(ctx context.Context, name, pfx string, wait bool, opts []Lo
 // l.IsOwner compares. A guarded write that failed its compares asks it to tell a lost
 // lock from an ordinary conflict.
 func (s *Store) held(ctx context.Context, l *Lock) (bool, error) {
-	resp, err := s.cli.Get(ctx, l.Key())
+	resp, err := s.get(ctx, l.Key())
 	if err != nil {
 		return false, s.wrapEtcd(err)
 	}
@@ -293,7 +338,7 @@ func (s *Store) held(ctx context.Context, l *Lock) (bool, error) {
 
 // holderOf reads the value of the oldest key under pfx: the lock holder's description.
 func (s *Store) holderOf(ctx context.Context, pfx string) string {
-	resp, err := s.cli.Get(ctx, pfx+"/", clientv3.WithFirstCreate()...)
+	resp, err := s.get(ctx, pfx+"/", clientv3.WithFirstCreate()...)
 	if err != nil || len(resp.Kvs) == 0 {
 		return ""
 	}
@@ -327,7 +372,7 @@ func (s *Store) Campaign(ctx context.Context, name string, opts ...LockOption) (
 	if !ValidName(name) {
 		return nil, fmt.Errorf("%w: election name %q", ErrInvalid, name)
 	}
-	sess, _, err := s.newSession(opts)
+	sess, _, err := s.newSession(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("campaign %s: %w", name, err)
 	}
@@ -342,7 +387,7 @@ func (s *Store) Campaign(ctx context.Context, name string, opts ...LockOption) (
 // LeaderOf returns the holder description of the current leader of election name, or ""
 // if there is none.
 func (s *Store) LeaderOf(ctx context.Context, name string) (string, error) {
-	resp, err := s.cli.Get(ctx, s.key(pfxLocks+"elections/"+name+"/"), clientv3.WithFirstCreate()...)
+	resp, err := s.get(ctx, s.key(pfxLocks+"elections/"+name+"/"), clientv3.WithFirstCreate()...)
 	if err != nil {
 		return "", s.wrapEtcd(err)
 	}
@@ -360,7 +405,7 @@ func (s *Store) MigrationLockHolder(ctx context.Context, id string) (holder stri
 	if err != nil {
 		return "", false, err
 	}
-	resp, err := s.cli.Get(ctx, pfx+"/", clientv3.WithFirstCreate()...)
+	resp, err := s.get(ctx, pfx+"/", clientv3.WithFirstCreate()...)
 	if err != nil {
 		return "", false, fmt.Errorf("read the lock of migration %s: %w", id, s.wrapEtcd(err))
 	}

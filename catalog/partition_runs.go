@@ -190,7 +190,7 @@ func (s *Store) PutPartitionRun(ctx context.Context, leader *Leader, run Partiti
 
 // whyRunRefused tells which compare of PutPartitionRun failed.
 func (s *Store) whyRunRefused(ctx context.Context, election, lkey string, lrev int64) error {
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(lkey), clientv3.OpGet(s.key(keyConfig), clientv3.WithCountOnly())).Commit()
+	resp, err := s.read(ctx, clientv3.OpGet(lkey), clientv3.OpGet(s.key(keyConfig), clientv3.WithCountOnly()))
 	if err != nil {
 		return fmt.Errorf("record partition run: %w", s.wrapEtcd(err))
 	}
@@ -240,7 +240,7 @@ func RunwayNames(rs []PartitionRunway, limit int) string {
 // LastPartitionRun reads the scheduler's last recorded run; nil (and no error) if no run
 // was ever recorded.
 func (s *Store) LastPartitionRun(ctx context.Context) (*PartitionRun, error) {
-	resp, err := s.cli.Get(ctx, s.key(keyPartitionRun))
+	resp, err := s.get(ctx, s.key(keyPartitionRun))
 	if err != nil {
 		return nil, fmt.Errorf("read the last partition run: %w", s.wrapEtcd(err))
 	}

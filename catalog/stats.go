@@ -17,7 +17,7 @@ import (
 
 // LoadStats reads every stats key at one revision.
 func (s *Store) LoadStats(ctx context.Context) (*Stats, error) {
-	resp, err := s.cli.Get(ctx, s.key(pfxStats), clientv3.WithPrefix())
+	resp, err := s.get(ctx, s.key(pfxStats), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read stats: %w", s.wrapEtcd(err))
 	}
@@ -69,7 +69,7 @@ func (s *Store) PutStats(ctx context.Context, st *Stats) error {
 }
 
 func (s *Store) putStatsOnce(ctx context.Context, st *Stats) error {
-	cur, err := s.cli.Get(ctx, s.key(pfxStats), clientv3.WithPrefix())
+	cur, err := s.get(ctx, s.key(pfxStats), clientv3.WithPrefix())
 	if err != nil {
 		return s.wrapEtcd(err)
 	}
@@ -185,7 +185,7 @@ func (s *Store) PutHotKeyCustom(ctx context.Context, key int64, metrics map[stri
 	}
 	rel := hotKeyKey(key)
 	for attempt := 0; attempt < 20; attempt++ {
-		resp, err := s.cli.Get(ctx, s.key(rel))
+		resp, err := s.get(ctx, s.key(rel))
 		if err != nil {
 			return fmt.Errorf("read hot key %d: %w", key, s.wrapEtcd(err))
 		}

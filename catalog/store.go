@@ -57,12 +57,16 @@ func hotKeyKey(k int64) string { return pfxHotKeys + strconv.FormatInt(k, 10) }
 // It is safe for concurrent use; every write is one etcd transaction.
 type Store struct {
 	cli       *clientv3.Client
+	kv        clientv3.KV // cli's, except in tests that lose replies on purpose
 	cluster   string
 	prefix    string
 	maxTxnOps int
-	now       func() time.Time
-	holder    string
-	closeFn   func() error
+	// retryBudget bounds the retries of a call through transient etcd errors (retry.go).
+	retryBudget time.Duration
+	onRetry     func(error) // tests: sees every transient failure that is retried
+	now         func() time.Time
+	holder      string
+	closeFn     func() error
 }
 
 // Option tunes a Store.
@@ -83,7 +87,7 @@ func NewStore(cli *clientv3.Client, cluster string, opts ...Option) (*Store, err
 	if !ValidName(cluster) {
 		return nil, fmt.Errorf("cluster name %q: use lower-case letters, digits and _ (at most 48), starting with a letter", cluster)
 	}
-	s := &Store{cli: cli, cluster: cluster, prefix: "/reshard/" + cluster + "/", maxTxnOps: 128, now: time.Now, holder: defaultHolder()}
+	s := &Store{cli: cli, kv: cli.KV, cluster: cluster, prefix: "/reshard/" + cluster + "/", maxTxnOps: 128, retryBudget: defaultRetryBudget, now: time.Now, holder: defaultHolder()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -127,12 +131,12 @@ func badValue(key string, err error) error {
 // revision, in a single read-only transaction. It returns ErrNotFound when there is no
 // catalog.
 func (s *Store) Load(ctx context.Context) (*State, error) {
-	resp, err := s.cli.Txn(ctx).Then(
+	resp, err := s.read(ctx,
 		clientv3.OpGet(s.key(keyConfig)),
 		clientv3.OpGet(s.key(pfxShards), clientv3.WithPrefix()),
 		clientv3.OpGet(s.key(pfxRanges), clientv3.WithPrefix()),
 		clientv3.OpGet(s.key(pfxMigrations), clientv3.WithPrefix()),
-	).Commit()
+	)
 	if err != nil {
 		return nil, fmt.Errorf("read catalog: %w", s.wrapEtcd(err))
 	}
@@ -276,17 +280,7 @@ func (s *Store) commitSeq(ctx context.Context, w *write, pre *seqRead) (int64, e
 
 func (s *Store) commitTxn(ctx context.Context, w *write, pre *seqRead) (int64, error) {
 	if len(w.events) == 0 {
-		if n := max(len(w.ops), len(w.cmps)); n > s.maxTxnOps {
-			return 0, s.tooMany(n)
-		}
-		resp, err := s.cli.Txn(ctx).If(w.cmps...).Then(w.ops...).Commit()
-		if err != nil {
-			return 0, s.wrapEtcd(err)
-		}
-		if !resp.Succeeded {
-			return 0, ErrConflict
-		}
-		return resp.Header.Revision, nil
+		return s.commitPlain(ctx, w)
 	}
 	if n := max(len(w.ops)+len(w.events)+1, len(w.cmps)+1); n > s.maxTxnOps {
 		return 0, s.tooMany(n)
@@ -296,7 +290,7 @@ func (s *Store) commitTxn(ctx context.Context, w *write, pre *seqRead) (int64, e
 	if pre != nil {
 		seq, seqRev = pre.seq, pre.rev
 	} else {
-		gr, err := s.cli.Get(ctx, seqKey)
+		gr, err := s.get(ctx, seqKey)
 		if err != nil {
 			return 0, s.wrapEtcd(err)
 		}
@@ -305,38 +299,30 @@ func (s *Store) commitTxn(ctx context.Context, w *write, pre *seqRead) (int64, e
 		}
 	}
 	for attempt := 0; attempt < 100; attempt++ {
-		ops := append([]clientv3.Op(nil), w.ops...)
-		now := s.now().UTC()
-		for i, ev := range w.events {
-			ev.Seq = seq + int64(i) + 1
-			if ev.Time.IsZero() {
-				ev.Time = now
-			}
-			b, err := json.Marshal(ev)
-			if err != nil {
-				return 0, err
-			}
-			ops = append(ops, clientv3.OpPut(s.key(historyKey(ev.Seq)), string(b)))
-		}
-		last := seq + int64(len(w.events))
-		ops = append(ops, clientv3.OpPut(seqKey, strconv.FormatInt(last, 10)))
-		inner := clientv3.OpTxn(
-			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(seqKey), "=", seqRev)},
-			ops,
-			[]clientv3.Op{clientv3.OpGet(seqKey)},
-		)
-		resp, err := s.cli.Txn(ctx).If(w.cmps...).Then(inner).Commit()
+		inner, firstKey, firstVal, err := s.withEvents(w, seq, seqRev)
 		if err != nil {
-			return 0, s.wrapEtcd(err)
+			return 0, err
+		}
+		resp, unknown, err := s.sendTxn(ctx, w.cmps, []clientv3.Op{inner})
+		if err != nil {
+			return 0, err
+		}
+		in := resp.Responses
+		if resp.Succeeded && in[0].GetResponseTxn().Succeeded {
+			return resp.Header.Revision, nil
+		}
+		if unknown {
+			// An earlier send of this very request may have applied: then the compares
+			// (the caller's, or the counter's) fail because of it. Its history entry says.
+			rev, applied, err := s.appliedEvent(ctx, firstKey, firstVal)
+			if err != nil || applied {
+				return rev, err
+			}
 		}
 		if !resp.Succeeded {
 			return 0, ErrConflict
 		}
-		in := resp.Responses[0].GetResponseTxn()
-		if in.Succeeded {
-			return resp.Header.Revision, nil
-		}
-		if seq, seqRev, err = parseSeq(in.Responses[0].GetResponseRange().Kvs); err != nil {
+		if seq, seqRev, err = parseSeq(in[0].GetResponseTxn().Responses[0].GetResponseRange().Kvs); err != nil {
 			return 0, err
 		}
 		if err := ctx.Err(); err != nil {
@@ -344,6 +330,63 @@ func (s *Store) commitTxn(ctx context.Context, w *write, pre *seqRead) (int64, e
 		}
 	}
 	return 0, fmt.Errorf("history counter %s kept changing under heavy write load; retry: %w", seqKey, ErrConflict)
+}
+
+// commitPlain runs a write that appends no history.
+func (s *Store) commitPlain(ctx context.Context, w *write) (int64, error) {
+	if n := max(len(w.ops), len(w.cmps)); n > s.maxTxnOps {
+		return 0, s.tooMany(n)
+	}
+	resp, unknown, err := s.sendTxn(ctx, w.cmps, w.ops)
+	if err != nil {
+		return 0, err
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, nil
+	}
+	if unknown {
+		rev, applied, err := s.appliedEffects(ctx, w.ops)
+		if err != nil || applied {
+			return rev, err
+		}
+	}
+	return 0, ErrConflict
+}
+
+// withEvents is the nested transaction of a write with history events numbered from seq+1:
+// it compares the counter (read at seqRev) and does the write's operations, appends the
+// events and moves the counter; otherwise it reads the counter. It also returns the first
+// event's key and value, which tell later whether this request applied (appliedEvent). The
+// events' times are set once, so a re-send of the same numbering is byte for byte the same.
+func (s *Store) withEvents(w *write, seq, seqRev int64) (clientv3.Op, string, []byte, error) {
+	seqKey := s.key(keySeq)
+	ops := append([]clientv3.Op(nil), w.ops...)
+	now := s.now().UTC()
+	var firstKey string
+	var firstVal []byte
+	for i, ev := range w.events {
+		ev.Seq = seq + int64(i) + 1
+		if ev.Time.IsZero() {
+			ev.Time = now
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return clientv3.Op{}, "", nil, err
+		}
+		k := s.key(historyKey(ev.Seq))
+		if i == 0 {
+			firstKey, firstVal = k, b
+		}
+		ops = append(ops, clientv3.OpPut(k, string(b)))
+	}
+	last := seq + int64(len(w.events))
+	ops = append(ops, clientv3.OpPut(seqKey, strconv.FormatInt(last, 10)))
+	inner := clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(seqKey), "=", seqRev)},
+		ops,
+		[]clientv3.Op{clientv3.OpGet(seqKey)},
+	)
+	return inner, firstKey, firstVal, nil
 }
 
 func parseSeq(kvs []*mvccKV) (int64, int64, error) {
@@ -366,7 +409,7 @@ func (s *Store) wrapEtcd(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return err
 	}
-	if errors.Is(err, context.DeadlineExceeded) || isUnavailable(err) {
+	if errors.Is(err, context.DeadlineExceeded) || transient(err) {
 		return fmt.Errorf("etcd unreachable at %s (check --etcd and that etcd runs): %w", strings.Join(s.Endpoints(), ","), err)
 	}
 	return err

@@ -141,7 +141,7 @@ func envDetail(env string) string {
 }
 
 func (s *Store) whyAddFailed(ctx context.Context, name string) error {
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.key(keyConfig), clientv3.WithCountOnly()), clientv3.OpGet(s.key(ShardKey(name)), clientv3.WithCountOnly())).Commit()
+	resp, err := s.read(ctx, clientv3.OpGet(s.key(keyConfig), clientv3.WithCountOnly()), clientv3.OpGet(s.key(ShardKey(name)), clientv3.WithCountOnly()))
 	if err != nil {
 		return fmt.Errorf("add shard %s: %w", name, s.wrapEtcd(err))
 	}
@@ -333,7 +333,7 @@ func (s *Store) storedPhase(ctx context.Context, m *Migration) (string, error) {
 	if m.ModRev == 0 {
 		return "", nil
 	}
-	resp, err := s.cli.Get(ctx, s.key(MigrationKey(m.ID)))
+	resp, err := s.get(ctx, s.key(MigrationKey(m.ID)))
 	if err != nil {
 		return "", s.wrapEtcd(err)
 	}
@@ -343,7 +343,7 @@ func (s *Store) storedPhase(ctx context.Context, m *Migration) (string, error) {
 // storedPhaseAndSeq is storedPhase plus the history counter, in one read: Freeze and Flip
 // run inside the cutover window, where each etcd round trip counts.
 func (s *Store) storedPhaseAndSeq(ctx context.Context, m *Migration) (string, *seqRead, error) {
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.key(MigrationKey(m.ID))), clientv3.OpGet(s.key(keySeq))).Commit()
+	resp, err := s.read(ctx, clientv3.OpGet(s.key(MigrationKey(m.ID))), clientv3.OpGet(s.key(keySeq)))
 	if err != nil {
 		return "", nil, s.wrapEtcd(err)
 	}
@@ -525,7 +525,7 @@ func (s *Store) PutMigration(ctx context.Context, m *Migration, opts ...WriteOpt
 
 // GetMigration reads one journal; ErrNotFound if there is none.
 func (s *Store) GetMigration(ctx context.Context, id string) (*Migration, error) {
-	resp, err := s.cli.Get(ctx, s.key(MigrationKey(id)))
+	resp, err := s.get(ctx, s.key(MigrationKey(id)))
 	if err != nil {
 		return nil, fmt.Errorf("read migration %s: %w", id, s.wrapEtcd(err))
 	}
@@ -541,7 +541,7 @@ func (s *Store) GetMigration(ctx context.Context, id string) (*Migration, error)
 
 // ListMigrations reads every journal, oldest first.
 func (s *Store) ListMigrations(ctx context.Context) ([]Migration, error) {
-	resp, err := s.cli.Get(ctx, s.key(pfxMigrations), clientv3.WithPrefix())
+	resp, err := s.get(ctx, s.key(pfxMigrations), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("list migrations: %w", s.wrapEtcd(err))
 	}
@@ -568,7 +568,7 @@ func (s *Store) History(ctx context.Context, limit int) ([]Event, error) {
 	if limit > 0 {
 		opts = append(opts, clientv3.WithLimit(int64(limit)))
 	}
-	resp, err := s.cli.Get(ctx, s.key(pfxHistory), opts...)
+	resp, err := s.get(ctx, s.key(pfxHistory), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("read history: %w", s.wrapEtcd(err))
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,11 +21,14 @@ import (
 // directory and loopback ports, talking raft to each other over real TCP. Tests use it to
 // kill (stop hard) and restart members, the leader especially, under a real client.
 //
-// A kill stops the member's raft loop without handing leadership over (what a crash does;
-// a clean Close would transfer it first) and then closes its listeners, so the other
-// members only notice through missed heartbeats and hold an election, and clients see
-// their connections to it drop. Its data directory is kept: Restart brings it back on the
-// same ports with what it had written, and it catches up from the leader.
+// A kill is what a crash looks like from outside: every client connection to the member is
+// cut at once (clients reach each member through a small TCP relay on its client port,
+// which the kill closes with all its connections; etcd's own shutdown would instead wait
+// up to its request timeout for open streams), and its raft loop stops without handing the
+// leadership over (a clean Close would transfer it first), so the other members notice
+// only through missed heartbeats and hold an election. Its data directory is kept: Restart
+// brings it back on the same ports with what it had written, and it catches up from the
+// leader.
 type Cluster struct {
 	token  string
 	logger *zap.Logger
@@ -36,7 +40,9 @@ type Cluster struct {
 type member struct {
 	name         string
 	dir          string
-	cport, pport int
+	cport, pport int         // the client port (the relay's) and the peer port
+	iport        int         // the member's own client port, behind the relay
+	relay        *relay      // nil while killed
 	e            *embed.Etcd // nil while killed
 }
 
@@ -46,7 +52,7 @@ func StartCluster(ctx context.Context, dir string, n int, opts Options) (*Cluste
 	if n < 1 {
 		return nil, fmt.Errorf("etcd cluster of %d members: give at least 1", n)
 	}
-	ports, err := freePorts(2 * n)
+	ports, err := freePorts(3 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +60,8 @@ func StartCluster(ctx context.Context, dir string, n int, opts Options) (*Cluste
 	_, _ = rand.Read(tok[:])
 	c := &Cluster{token: "reshard-" + hex.EncodeToString(tok[:]), logger: opts.Logger}
 	for i := range n {
-		c.members = append(c.members, &member{name: fmt.Sprintf("m%d", i), dir: filepath.Join(dir, fmt.Sprintf("m%d", i)), cport: ports[2*i], pport: ports[2*i+1]})
+		c.members = append(c.members, &member{name: fmt.Sprintf("m%d", i), dir: filepath.Join(dir, fmt.Sprintf("m%d", i)),
+			cport: ports[3*i], pport: ports[3*i+1], iport: ports[3*i+2]})
 	}
 	// Every member must be starting before any can be ready: a new cluster needs a quorum
 	// to elect its first leader.
@@ -87,7 +94,9 @@ func (c *Cluster) initialCluster() string {
 // cluster and resumes from its WAL) and waits until it serves.
 func (c *Cluster) start(ctx context.Context, i int) error {
 	m := c.members[i]
-	cfg := memberConfig(m.name, m.dir, m.cport, m.pport, c.logger)
+	cfg := memberConfig(m.name, m.dir, m.iport, m.pport, c.logger)
+	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", m.cport))
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
 	cfg.InitialCluster = c.initialCluster()
 	cfg.InitialClusterToken = c.token
 	cfg.ClusterState = embed.ClusterStateFlagNew
@@ -107,8 +116,13 @@ func (c *Cluster) start(ctx context.Context, i int) error {
 		hardClose(e)
 		return fmt.Errorf("etcd member %s: not ready after 60s in %s", m.name, m.dir)
 	}
+	r, err := startRelay(fmt.Sprintf("127.0.0.1:%d", m.cport), fmt.Sprintf("127.0.0.1:%d", m.iport))
+	if err != nil {
+		hardClose(e)
+		return fmt.Errorf("etcd member %s: %w", m.name, err)
+	}
 	c.mu.Lock()
-	m.e = e
+	m.e, m.relay = e, r
 	c.mu.Unlock()
 	return nil
 }
@@ -146,9 +160,13 @@ func (c *Cluster) Running(i int) bool {
 // Kill stops member i hard (see Cluster). Killing a killed member does nothing.
 func (c *Cluster) Kill(i int) {
 	c.mu.Lock()
-	e := c.members[i].e
-	c.members[i].e = nil
+	m := c.members[i]
+	e, r := m.e, m.relay
+	m.e, m.relay = nil, nil
 	c.mu.Unlock()
+	if r != nil {
+		r.close()
+	}
 	if e != nil {
 		hardClose(e)
 	}
