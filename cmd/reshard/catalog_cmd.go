@@ -136,15 +136,9 @@ locks.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var data []byte
-			var err error
-			if args[0] == "-" {
-				data, err = io.ReadAll(cmd.InOrStdin())
-			} else {
-				data, err = os.ReadFile(args[0])
-			}
+			data, err := readInput(args[0], cmd.InOrStdin())
 			if err != nil {
-				return fmt.Errorf("read %s: %w", args[0], err)
+				return err
 			}
 			return withStore(ctx, func(store *catalog.Store) error {
 				if err := store.Import(ctx, data, force); err != nil {

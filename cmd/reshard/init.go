@@ -63,15 +63,9 @@ func (e *errProblems) Error() string {
 // readClusterFile parses cluster.yaml strictly: an unknown key is an error (a typo would
 // otherwise be silently ignored).
 func readClusterFile(path string, stdin io.Reader) (*clusterFile, error) {
-	var data []byte
-	var err error
-	if path == "-" {
-		data, err = io.ReadAll(stdin)
-	} else {
-		data, err = os.ReadFile(path)
-	}
+	data, err := readInput(path, stdin)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)

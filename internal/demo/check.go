@@ -17,16 +17,32 @@ type Querier interface {
 // maxProblems bounds the problems a check lists; the count says how many there were.
 const maxProblems = 20
 
-func problemsErr(what string, probs []string, n int) error {
-	if n == 0 {
+// problems collects what a check finds: every one is counted, the first maxProblems are
+// kept.
+type problems struct {
+	list []string
+	n    int
+}
+
+func (p *problems) add(format string, args ...any) {
+	p.n++
+	if len(p.list) < maxProblems {
+		p.list = append(p.list, fmt.Sprintf(format, args...))
+	}
+}
+
+// err is nil when nothing was found, and otherwise lists what was kept, sorted, and says
+// how many more there were.
+func (p *problems) err(what string) error {
+	if p.n == 0 {
 		return nil
 	}
-	sort.Strings(probs)
+	sort.Strings(p.list)
 	more := ""
-	if n > len(probs) {
-		more = fmt.Sprintf("\n  ... and %d more", n-len(probs))
+	if p.n > len(p.list) {
+		more = fmt.Sprintf("\n  ... and %d more", p.n-len(p.list))
 	}
-	return fmt.Errorf("demo: %s: %d problem(s):\n  - %s%s", what, n, strings.Join(probs, "\n  - "), more)
+	return fmt.Errorf("demo: %s: %d problem(s):\n  - %s%s", what, p.n, strings.Join(p.list, "\n  - "), more)
 }
 
 // CheckBalances verifies on one shard that every tenant's balance equals the sum of its
@@ -41,8 +57,7 @@ func CheckBalances(ctx context.Context, db Querier) error {
 		return fmt.Errorf("demo: check balances: %w", err)
 	}
 	defer rows.Close()
-	var probs []string
-	n := 0
+	var probs problems
 	for rows.Next() {
 		var tenant int64
 		var bal *string
@@ -51,20 +66,16 @@ func CheckBalances(ctx context.Context, db Querier) error {
 		if err := rows.Scan(&tenant, &bal, &sum, &orphan); err != nil {
 			return fmt.Errorf("demo: check balances: %w", err)
 		}
-		n++
-		if len(probs) == maxProblems {
-			continue
-		}
 		if orphan {
-			probs = append(probs, fmt.Sprintf("tenant %d: ledger rows (sum %s) but no tenants row", tenant, sum))
+			probs.add("tenant %d: ledger rows (sum %s) but no tenants row", tenant, sum)
 		} else {
-			probs = append(probs, fmt.Sprintf("tenant %d: balance %s but ledger sums to %s", tenant, *bal, sum))
+			probs.add("tenant %d: balance %s but ledger sums to %s", tenant, *bal, sum)
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("demo: check balances: %w", err)
 	}
-	return problemsErr("balance = sum(ledger) does not hold", probs, n)
+	return probs.err("balance = sum(ledger) does not hold")
 }
 
 // CheckAcked verifies that every acknowledged ledger row is present exactly once, with its
@@ -107,14 +118,8 @@ func CheckAcked(ctx context.Context, shards map[string]Querier, owner func(tenan
 		}
 		found[name] = m
 	}
-	var probs []string
-	n := 0
-	add := func(format string, args ...any) {
-		n++
-		if len(probs) < maxProblems {
-			probs = append(probs, fmt.Sprintf(format, args...))
-		}
-	}
+	var probs problems
+	add := probs.add
 	for _, a := range acked {
 		k := key{a.Tenant, a.ID}
 		own := owner(a.Tenant)
@@ -140,5 +145,5 @@ func CheckAcked(ctx context.Context, shards map[string]Querier, owner func(tenan
 			}
 		}
 	}
-	return problemsErr("acknowledged writes", probs, n)
+	return probs.err("acknowledged writes")
 }

@@ -192,26 +192,21 @@ func (f Fingerprints) Merge(into string, names ...string) Fingerprints {
 // Diff lists, bounded, where got differs from want (tenant, table, rows and whether the
 // hash differs); nil when they are equal. what names the place in each line (a shard).
 func (want Fingerprints) Diff(what string, got Fingerprints) error {
-	var probs []string
-	n := 0
+	var probs problems
 	for _, t := range unionTenants(want, got) {
 		for _, table := range unionTables(want[t], got[t]) {
 			w, g := want[t][table], got[t][table]
 			if w == g || w.Rows == 0 && g.Rows == 0 {
 				continue
 			}
-			n++
-			if len(probs) == maxProblems {
-				continue
-			}
 			if w.Rows != g.Rows {
-				probs = append(probs, fmt.Sprintf("tenant %d: %s on %s: %d rows, want %d", t, table, what, g.Rows, w.Rows))
+				probs.add("tenant %d: %s on %s: %d rows, want %d", t, table, what, g.Rows, w.Rows)
 			} else {
-				probs = append(probs, fmt.Sprintf("tenant %d: %s on %s: %d rows as expected but their contents differ (hash)", t, table, what, g.Rows))
+				probs.add("tenant %d: %s on %s: %d rows as expected but their contents differ (hash)", t, table, what, g.Rows)
 			}
 		}
 	}
-	return problemsErr("rows differ from their fingerprint", probs, n)
+	return probs.err("rows differ from their fingerprint")
 }
 
 func unionTenants(fs ...Fingerprints) []int64 {

@@ -108,14 +108,8 @@ func CompareTenants(before, after Snapshot, owner func(tenant int64) string, ch 
 	for _, s := range shards {
 		per[s] = &ShardTenants{Shard: s}
 	}
-	var probs []string
-	n := 0
-	add := func(format string, args ...any) {
-		n++
-		if len(probs) < maxProblems {
-			probs = append(probs, fmt.Sprintf(format, args...))
-		}
-	}
+	var probs problems
+	add := probs.add
 	var all []Fingerprints
 	for _, s := range shards {
 		all = append(all, after[s])
@@ -152,11 +146,11 @@ func CompareTenants(before, after Snapshot, owner func(tenant int64) string, ch 
 			add("tenant %d (%s): its owner %q is not among the shards checked", t, class, own)
 		}
 	}
-	rep := &TenantReport{Problems: n}
+	rep := &TenantReport{Problems: probs.n}
 	for _, s := range shards {
 		rep.Shards = append(rep.Shards, *per[s])
 	}
-	return rep, problemsErr("tenants' rows differ from what they should be", probs, n)
+	return rep, probs.err("tenants' rows differ from what they should be")
 }
 
 // startOf is a tenant's starting rows: from the one shard that held them.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/reshard/reshard/internal/testenv"
 )
 
@@ -34,17 +36,26 @@ CREATE TABLE badpart_p1 PARTITION OF badpart FOR VALUES FROM ('2020-01-01') TO (
 ALTER TABLE badpart_p1 REPLICA IDENTITY NOTHING;
 `
 
-// TestCheckShard: good tables pass; each broken one gets one problem with its fix, and the
-// suggested fix works.
-func TestCheckShard(t *testing.T) {
+// shardWith starts a shard, runs sql on it (the schema, rows) and returns it with a
+// connection that is closed at cleanup.
+func shardWith(t *testing.T, sql string) (*testenv.PG, *pgx.Conn) {
+	t.Helper()
 	pg := testenv.Postgres(t, 1)[0]
 	ctx := context.Background()
-	pg.Exec(ctx, schema)
+	pg.Exec(ctx, sql)
 	conn, err := Connect(ctx, pg.DSNApp())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return pg, conn
+}
+
+// TestCheckShard: good tables pass; each broken one gets one problem with its fix, and the
+// suggested fix works.
+func TestCheckShard(t *testing.T) {
+	_, conn := shardWith(t, schema)
+	ctx := context.Background()
 
 	problems, err := CheckShard(ctx, conn, "tenant_id", []string{"tenants", "orders", "events", "rifull"})
 	if err != nil || len(problems) != 0 {

@@ -2,36 +2,19 @@ package pgmeta
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 )
-
-// closedPortDSN is the DSN of a server that does not answer, with a password that must
-// never show.
-func closedPortDSN(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=app password=hunter2 dbname=app connect_timeout=2", port)
-}
 
 // TestCheckShardsListsEveryProblemByShard: every shard is checked, and each problem says
 // its shard, sorted: a bad table on a reachable shard, a shard that does not answer (its
 // password masked) and one whose dsn_env is empty.
 func TestCheckShardsListsEveryProblemByShard(t *testing.T) {
-	pg := testenv.Postgres(t, 1)[0]
+	pg, _ := shardWith(t, schema)
 	ctx := context.Background()
-	pg.Exec(ctx, schema)
 	t.Setenv("RESHARD_TEST_DOWN_DSN", closedPortDSN(t))
 	shards := []catalog.Shard{
 		{Name: "s1", DSN: pg.DSNApp()},
@@ -60,12 +43,11 @@ func TestCheckShardsListsEveryProblemByShard(t *testing.T) {
 // writes sampled; a shard that cannot be measured is a problem naming it, and the sample
 // leaves no replication slot behind.
 func TestMeasureShardsMeasuresEveryShard(t *testing.T) {
-	pg := testenv.Postgres(t, 1)[0]
-	ctx := context.Background()
-	pg.Exec(ctx, schema+`
+	pg, _ := shardWith(t, schema+`
 INSERT INTO tenants SELECT g, 'tenant ' || g FROM generate_series(1, 10) g;
 INSERT INTO orders SELECT 1 + g % 10, g, 'x' FROM generate_series(1, 1000) g;
 ANALYZE;`)
+	ctx := context.Background()
 	cfg := catalog.Config{Key: "tenant_id", Tables: []string{"tenants", "orders"}}
 	st := &catalog.State{Config: cfg, Shards: map[string]catalog.Shard{
 		"s2": {Name: "s2", DSN: pg.DSNApp()},

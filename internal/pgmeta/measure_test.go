@@ -3,28 +3,19 @@ package pgmeta
 import (
 	"context"
 	"testing"
-
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // TestMeasure: tables and tenants are sized (partitions summed, tenants adding up to their
 // tables), and a large table from a flagged sample.
 func TestMeasure(t *testing.T) {
-	pg := testenv.Postgres(t, 1)[0]
-	ctx := context.Background()
-	pg.Exec(ctx, schema)
 	// Tenant 1 is big, 2..50 small; events spread over both partitions.
-	pg.Exec(ctx, `
+	_, conn := shardWith(t, schema+`
 INSERT INTO tenants SELECT g, 'tenant ' || g FROM generate_series(1, 50) g;
 INSERT INTO orders SELECT 1, g, repeat('x', 200) FROM generate_series(1, 20000) g;
 INSERT INTO orders SELECT 1 + g % 49 + 1, g, 'small' FROM generate_series(1, 2000) g;
 INSERT INTO events SELECT 1 + g % 50, g, CASE WHEN g % 2 = 0 THEN date '2025-01-01' ELSE date '2035-01-01' END FROM generate_series(1, 5000) g;
 ANALYZE;`)
-	conn, err := Connect(ctx, pg.DSNApp())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	ctx := context.Background()
 	tables := []string{"tenants", "orders", "events"}
 	sz, err := Measure(ctx, conn, "tenant_id", tables, MeasureOptions{})
 	if err != nil {

@@ -9,21 +9,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 func TestSampleWrites(t *testing.T) {
-	pg := testenv.Postgres(t, 1)[0]
+	pg, conn := shardWith(t, schema+`
+INSERT INTO orders SELECT g % 10, g, 'x' FROM generate_series(1, 1000) g`)
 	ctx := context.Background()
-	pg.Exec(ctx, schema)
-	pg.Exec(ctx, `INSERT INTO orders SELECT g % 10, g, 'x' FROM generate_series(1, 1000) g`)
 	pool := pg.Pool(ctx)
-	conn, err := Connect(ctx, pg.DSNApp())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 
 	// A writer hammers tenant 7 (inserts, updates, deletes, and a partitioned table);
 	// tenant 3 gets a trickle.
@@ -77,17 +69,11 @@ func TestSampleWrites(t *testing.T) {
 }
 
 func TestSampleWritesCancelDropsSlot(t *testing.T) {
-	pg := testenv.Postgres(t, 1)[0]
+	pg, conn := shardWith(t, schema)
 	ctx := context.Background()
-	pg.Exec(ctx, schema)
-	conn, err := Connect(ctx, pg.DSNApp())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	cctx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
 	defer cancel()
-	_, err = SampleWrites(cctx, conn, "tenant_id", []string{"orders"}, time.Minute)
+	_, err := SampleWrites(cctx, conn, "tenant_id", []string{"orders"}, time.Minute)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("SampleWrites = %v, want deadline exceeded", err)
 	}
