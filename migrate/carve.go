@@ -2,7 +2,6 @@ package migrate
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/reshard/reshard/catalog"
 )
@@ -15,18 +14,15 @@ func Carve(ctx context.Context, cat Catalog, r catalog.KeyRange) (*catalog.State
 	if err != nil {
 		return nil, err
 	}
-	owner, ok := st.Owner(r.Lo)
-	if !ok {
-		return nil, fmt.Errorf("range %s: no catalog range holds key %d", r, r.Lo)
-	}
-	if !owner.Range.Covers(r) {
-		return nil, fmt.Errorf("range %s spans several catalog ranges (it starts in %s): move each range separately", r, owner.Range)
+	owner, err := holder(st, r)
+	if err != nil {
+		return nil, err
 	}
 	if owner.Range.Equal(r) {
 		return st, nil
 	}
-	if owner.State != catalog.RangeServing {
-		return nil, fmt.Errorf("range %s is %s (migration %s): wait for it or cancel it", owner.Range, owner.State, owner.Migration)
+	if err := notServing(owner); err != nil {
+		return nil, err
 	}
 	if r.Lo > owner.Range.Lo {
 		if err := cat.Split(ctx, st, owner.Range.Lo, r.Lo); err != nil {

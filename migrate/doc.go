@@ -1,6 +1,6 @@
 // Package migrate is the life of a migration: one range moving to one shard, from its
 // journal's creation to done or rolled back, around the cutover window of package
-// cutover.
+// cutover; and the plan runner above it, which carries out a plan's splits and moves.
 //
 // An Executor drives a migration (Move, Resume) only while it holds the migration's lease
 // lock, and journals each step in the catalog, so that a re-run after a crash at any
@@ -24,6 +24,12 @@
 // or cancelled by Cancel), and last the guard triggers that no fence and no other
 // unfinished migration needs are removed. The window's own undo, which keeps the copy for
 // another attempt, is cutover.Undo.
+//
+// A plan (package planner makes them) is carried out by Executor.ApplyPlan: its splits,
+// then its moves, each a migration, at most Parallel at once and never two on one shard.
+// A re-run of the same plan resumes it; a plan whose ranges changed since it was made is
+// refused (ErrStalePlan), and every new move is checked (CheckMove) before the first
+// write.
 //
 // Carve splits a catalog range so that a part of it can move on its own.
 package migrate

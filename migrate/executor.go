@@ -62,9 +62,13 @@ type Executor struct {
 	// Lock takes the migration's lease lock, without waiting (required).
 	Lock func(ctx context.Context, id string) (*catalog.Lock, error)
 	// DSN resolves a shard's connection string (dsn or dsn_env).
-	DSN     func(catalog.Shard) (string, error)
-	Options ExecOptions
-	Log     *slog.Logger
+	DSN func(catalog.Shard) (string, error)
+	// Preflight, if set, checks before migration m is created, reading only, that its
+	// mover can run between the two shards (mover.Preflight with the mover's settings):
+	// the last of CheckMove's checks.
+	Preflight func(ctx context.Context, m *catalog.Migration, sourceDSN, targetDSN string) error
+	Options   ExecOptions
+	Log       *slog.Logger
 }
 
 // ExecOptions tune a move.

@@ -9,8 +9,6 @@ import (
 	"github.com/reshard/reshard/migrate"
 )
 
-func init() { subcommands = append(subcommands, newCancelCmd, newCleanupCmd) }
-
 func newCancelCmd() *cobra.Command {
 	var f execFlags
 	cmd := &cobra.Command{

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -61,7 +63,8 @@ func (f *execFlags) check() error {
 }
 
 // newExecutor builds the executor behind move, split --to, apply, cancel and cleanup.
-func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress func(mover.Progress), log *slog.Logger) *migrate.Executor {
+// progress, if set, gives each migration's mover its progress callback.
+func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress func(id string) func(mover.Progress), log *slog.Logger) *migrate.Executor {
 	lockTTL := f.lockTTL
 	ex := &migrate.Executor{
 		Catalog: store,
@@ -72,12 +75,21 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 			return store.TryLockMigration(ctx, id, catalog.WithTTL(lockTTL))
 		},
 		NewMover: func(m *catalog.Migration, src, dst string, j *migrate.Journal, token int64) (migrate.Mover, error) {
+			var p func(mover.Progress)
+			if progress != nil {
+				p = progress(m.ID)
+			}
 			return mover.New(mover.Config{
 				ID: m.ID, SourceDSN: src, TargetDSN: dst,
 				Key: st.Config.Key, Tables: st.Config.Tables, Range: m.Range,
 				Workers: f.workers, MaxConnections: f.maxConns, MaxRate: f.maxRate, MaxSourceLag: f.maxSourceLag,
-				Overwrite: f.overwrite, Token: token, Progress: progress, Logger: log,
+				Overwrite: f.overwrite, Token: token, Progress: p, Logger: log,
 			}, j)
+		},
+		Preflight: func(ctx context.Context, m *catalog.Migration, src, dst string) error {
+			return mover.Preflight(ctx, mover.Config{ID: m.ID, SourceDSN: src, TargetDSN: dst,
+				Key: st.Config.Key, Tables: st.Config.Tables, Range: m.Range,
+				Workers: f.workers, MaxConnections: f.maxConns, Overwrite: f.overwrite})
 		},
 		Options: migrate.ExecOptions{
 			Cutover: cutover.Options{
@@ -95,6 +107,23 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 		ex.Options.BeforeCutover = func() { hold("catch-up") }
 	}
 	return ex
+}
+
+// progressByID gives each migration one progress bar on w (newProgress), however often
+// its mover is built (a retried cutover, the cleanup).
+func progressByID(w io.Writer) func(id string) func(mover.Progress) {
+	var mu sync.Mutex
+	bars := map[string]func(mover.Progress){}
+	return func(id string) func(mover.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		p, ok := bars[id]
+		if !ok {
+			p = newProgress(w, id)
+			bars[id] = p
+		}
+		return p
+	}
 }
 
 // testHold is a fault-injection point for the end-to-end fault tests, off unless

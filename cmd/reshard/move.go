@@ -8,19 +8,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/bytesize"
 	"github.com/reshard/reshard/migrate"
 )
 
-func init() { subcommands = append(subcommands, newMoveCmd) }
-
-// moveReport is what `move -o json` and `status -o json` print for a migration (the fields
-// DESIGN.md lists, plus a few more).
+// moveReport is what `move -o json` and `status -o json` print for a migration.
 type moveReport struct {
 	ID           string          `json:"id"`
 	Kind         string          `json:"kind"`
@@ -52,17 +49,16 @@ func reportOf(m *catalog.Migration) moveReport {
 }
 
 func printReport(w io.Writer, m *catalog.Migration) error {
-	if globals.output == "json" {
-		return writeJSON(w, reportOf(m))
-	}
-	fmt.Fprintf(w, "migration %s: %s %s -> %s: %s\n", m.ID, m.Range, m.Source, m.Target, m.Phase)
-	fmt.Fprintf(w, "  copied %d rows (%s), verified %d rows\n", m.RowsCopied, humanBytes(m.BytesCopied), m.RowsVerified)
-	t := m.Timings
-	fmt.Fprintf(w, "  copy %.2fs, catch-up %.2fs, cutover window %.1fms, cleanup %.2fs\n", t.Copy, t.Catchup, t.CutoverWindow*1000, t.Cleanup)
-	if m.LastError != "" {
-		fmt.Fprintf(w, "  last error: %s\n", m.LastError)
-	}
-	return nil
+	return result.print(w, reportOf(m), func() error {
+		fmt.Fprintf(w, "migration %s: %s %s -> %s: %s\n", m.ID, m.Range, m.Source, m.Target, m.Phase)
+		fmt.Fprintf(w, "  copied %d rows (%s), verified %d rows\n", m.RowsCopied, bytesize.Format(m.BytesCopied), m.RowsVerified)
+		t := m.Timings
+		fmt.Fprintf(w, "  copy %.2fs, catch-up %.2fs, cutover window %.1fms, cleanup %.2fs\n", t.Copy, t.Catchup, t.CutoverWindow*1000, t.Cleanup)
+		if m.LastError != "" {
+			fmt.Fprintf(w, "  last error: %s\n", m.LastError)
+		}
+		return nil
+	})
 }
 
 // reportMigration prints m, if the executor got as far as one, even when err is set: the
@@ -84,42 +80,10 @@ func resumable(m *catalog.Migration, r catalog.KeyRange, to string) error {
 	if !m.Range.Equal(r) || m.Target != to {
 		return fmt.Errorf("migration %s moves %s from %s to %s, not %s to %s: use another id (or leave --id out)", m.ID, m.Range, m.Source, m.Target, r, to)
 	}
-	if err := endedUnmoved(m); err != nil {
+	if err := migrate.EndedUnmoved(m); err != nil {
 		return fmt.Errorf("%w: to move %s to %s, run reshard move --range %s --to %s without --id (or with a new id)", err, r, to, r, to)
 	}
 	return nil
-}
-
-// endedUnmoved says, with the journal's reason, that m was rolled back or cancelled.
-func endedUnmoved(m *catalog.Migration) error {
-	var how string
-	switch m.Phase {
-	case catalog.PhaseRolledBack:
-		how = "was rolled back"
-	case catalog.PhaseCancelled:
-		how = "was cancelled"
-	default:
-		return nil
-	}
-	why := strings.Join(strings.Fields(m.LastError), " ")
-	if why == "" {
-		why = "no reason recorded"
-	}
-	return fmt.Errorf("migration %s %s and moved nothing (%s)", m.ID, how, why)
-}
-
-// humanBytes is a byte count for people (binary units).
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // newID makes a migration id: it names the slot and publication, so lower-case only.
@@ -167,14 +131,15 @@ exits 1 with the reason: move again without --id.`,
 				id = newID("m")
 			}
 			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+				ex := newExecutor(store, st, &f, progressByID(cmd.ErrOrStderr()), newLogger())
 				existing, err := store.GetMigration(ctx, id)
 				switch {
 				case errors.Is(err, catalog.ErrNotFound):
 					// Everything that can refuse the move, before the first write.
-					if err := checkMove(ctx, st, r, to, id, &f); err != nil {
+					if err := ex.CheckMove(ctx, st, r, to, id); err != nil {
 						return err
 					}
-					if st, err = migrate.Carve(ctx, store, r); err != nil {
+					if _, err = migrate.Carve(ctx, store, r); err != nil {
 						return err
 					}
 				case err != nil:
@@ -184,7 +149,6 @@ exits 1 with the reason: move again without --id.`,
 						return err
 					}
 				}
-				ex := newExecutor(store, st, &f, newProgress(cmd.ErrOrStderr(), id), newLogger())
 				m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: r, Target: to})
 				return reportMigration(cmd.OutOrStdout(), m, err)
 			})

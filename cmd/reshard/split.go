@@ -11,8 +11,6 @@ import (
 	"github.com/reshard/reshard/migrate"
 )
 
-func init() { subcommands = append(subcommands, newSplitCmd) }
-
 func newSplitCmd() *cobra.Command {
 	var (
 		rangeStr, at, to, id string
@@ -50,9 +48,10 @@ moved to SHARD like reshard move does.`,
 				if id == "" {
 					id = newID("m")
 				}
+				ex := newExecutor(store, st, &f, progressByID(cmd.ErrOrStderr()), newLogger())
 				if to != "" {
 					// The move is checked before the split: a refused one changes nothing.
-					if err := checkMove(ctx, st, right, to, id, &f); err != nil && !errors.Is(err, migrate.ErrNothingToDo) {
+					if err := ex.CheckMove(ctx, st, right, to, id); err != nil && !errors.Is(err, migrate.ErrNothingToDo) {
 						return err
 					}
 				}
@@ -63,7 +62,6 @@ moved to SHARD like reshard move does.`,
 				if to == "" {
 					return nil
 				}
-				ex := newExecutor(store, st, &f, newProgress(cmd.ErrOrStderr(), id), newLogger())
 				m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: right, Target: to})
 				if errors.Is(err, migrate.ErrNothingToDo) {
 					return nil

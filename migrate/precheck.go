@@ -1,4 +1,4 @@
-package main
+package migrate
 
 import (
 	"context"
@@ -8,17 +8,15 @@ import (
 	"strings"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/migrate"
 	"github.com/reshard/reshard/mover"
 )
 
-// checkMove checks everything that can refuse a new move of r to shard `to` as migration
+// CheckMove checks everything that can refuse a new move of r to shard `to` as migration
 // id, reading only, so that a refused move writes nothing (no split, no journal, no slot,
 // publication or trigger): the target shard exists and is not the owner; r lies in one
 // serving catalog range that no unfinished migration moves; and the mover's preflight
-// passes (both shards reachable, tables and replica identity, no rows of r on the target
-// unless --overwrite). A move of r to its owner gives migrate.ErrNothingToDo.
-func checkMove(ctx context.Context, st *catalog.State, r catalog.KeyRange, to, id string, f *execFlags) error {
+// (e.Preflight) passes. A move of r to its owner gives ErrNothingToDo.
+func (e *Executor) CheckMove(ctx context.Context, st *catalog.State, r catalog.KeyRange, to, id string) error {
 	owner, err := ownerOf(st, r)
 	if err != nil {
 		return err
@@ -28,37 +26,53 @@ func checkMove(ctx context.Context, st *catalog.State, r catalog.KeyRange, to, i
 		return fmt.Errorf("unknown target shard %q: the shards are %s (see reshard shard list)", to, shardNames(st))
 	}
 	if to == owner.Shard {
-		return fmt.Errorf("range %s is on %s: %w", r, to, migrate.ErrNothingToDo)
+		return fmt.Errorf("range %s is on %s: %w", r, to, ErrNothingToDo)
 	}
 	if err := unfinishedOverlap(st, r); err != nil {
 		return err
 	}
-	srcDSN, err := st.Shards[owner.Shard].ConnString()
+	if e.Preflight == nil {
+		return nil
+	}
+	srcDSN, err := e.DSN(st.Shards[owner.Shard])
 	if err != nil {
 		return err
 	}
-	dstDSN, err := dst.ConnString()
+	dstDSN, err := e.DSN(dst)
 	if err != nil {
 		return err
 	}
-	err = mover.Preflight(ctx, mover.Config{ID: id, SourceDSN: srcDSN, TargetDSN: dstDSN,
-		Key: st.Config.Key, Tables: st.Config.Tables, Range: r,
-		Workers: f.workers, MaxConnections: f.maxConns, Overwrite: f.overwrite})
-	return oneLine(err)
+	m := &catalog.Migration{ID: id, Kind: catalog.KindMove, Range: r, Source: owner.Shard, Target: to, Phase: catalog.PhasePlanned}
+	return oneLine(e.Preflight(ctx, m, srcDSN, dstDSN))
 }
 
-// ownerOf is the serving catalog range that holds all of r (Carve's conditions).
-func ownerOf(st *catalog.State, r catalog.KeyRange) (catalog.Range, error) {
+// holder is the catalog range that holds all of r.
+func holder(st *catalog.State, r catalog.KeyRange) (catalog.Range, error) {
 	owner, ok := st.Owner(r.Lo)
 	switch {
 	case !ok:
 		return owner, fmt.Errorf("range %s: no catalog range holds key %d", r, r.Lo)
 	case !owner.Range.Covers(r):
 		return owner, fmt.Errorf("range %s spans several catalog ranges (it starts in %s): move each range separately", r, owner.Range)
-	case owner.State != catalog.RangeServing:
-		return owner, fmt.Errorf("range %s is %s (migration %s): wait for it or cancel it", owner.Range, owner.State, owner.Migration)
 	}
 	return owner, nil
+}
+
+// ownerOf is the serving catalog range that holds all of r (Carve's conditions).
+func ownerOf(st *catalog.State, r catalog.KeyRange) (catalog.Range, error) {
+	owner, err := holder(st, r)
+	if err != nil {
+		return owner, err
+	}
+	return owner, notServing(owner)
+}
+
+// notServing refuses a catalog range that a migration has frozen.
+func notServing(owner catalog.Range) error {
+	if owner.State != catalog.RangeServing {
+		return fmt.Errorf("range %s is %s (migration %s): wait for it or cancel it", owner.Range, owner.State, owner.Migration)
+	}
+	return nil
 }
 
 // unfinishedOverlap refuses r when a migration that has not flipped moves keys of r: two
@@ -97,4 +111,23 @@ func oneLine(err error) error {
 		return fmt.Errorf("move refused (nothing was changed): %s", strings.Join(strings.Fields(pe.Problems[0]), " "))
 	}
 	return err
+}
+
+// EndedUnmoved says, with the journal's reason, that m was rolled back or cancelled (nil
+// for any other phase): a re-run of it would only print its old outcome.
+func EndedUnmoved(m *catalog.Migration) error {
+	var how string
+	switch m.Phase {
+	case catalog.PhaseRolledBack:
+		how = "was rolled back"
+	case catalog.PhaseCancelled:
+		how = "was cancelled"
+	default:
+		return nil
+	}
+	why := strings.Join(strings.Fields(m.LastError), " ")
+	if why == "" {
+		why = "no reason recorded"
+	}
+	return fmt.Errorf("migration %s %s and moved nothing (%s)", m.ID, how, why)
 }
