@@ -52,7 +52,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newInitCmd(), newCatalogCmd(), newShardCmd(), newStatsCmd(), newPlanCmd(),
 		newApplyCmd(), newMoveCmd(), newSplitCmd(), newStatusCmd(), newCancelCmd(), newCleanupCmd(),
-		newVerifyCmd(), newPartitionsCmd(), newScheduleCmd(), newDevCmd(),
+		newVerifyCmd(), newPartitionsCmd(), newScheduleCmd(), newDevCmd(), newUICmd(),
 	)
 	return root
 }

@@ -9,7 +9,7 @@ import (
 // ones and the hidden dev etcd under dev, whatever order files are compiled in.
 func TestRootListsEveryCommand(t *testing.T) {
 	want := []string{"apply", "cancel", "catalog", "cleanup", "dev", "init", "move", "partitions", "plan",
-		"schedule", "shard", "split", "stats", "status", "verify"}
+		"schedule", "shard", "split", "stats", "status", "ui", "verify"}
 	var got []string
 	for _, c := range newRootCmd().Commands() {
 		got = append(got, c.Name())
