@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -59,12 +60,7 @@ func printCatalog(w io.Writer, st *catalog.State) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SHARD\tSTATE\tRANGES\tCONNECTION")
-	names := make([]string, 0, len(st.Shards))
-	for n := range st.Shards {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(st.Shards)) {
 		sh := st.Shards[n]
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", sh.Name, sh.State, count[n], sh.Display())
 	}
@@ -80,12 +76,7 @@ func printCatalog(w io.Writer, st *catalog.State) error {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "MIGRATION\tRANGE\tSOURCE\tTARGET\tPHASE\tUPDATED")
-		ids := make([]string, 0, len(st.Migrations))
-		for id := range st.Migrations {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		for _, id := range ids {
+		for _, id := range slices.Sorted(maps.Keys(st.Migrations)) {
 			m := st.Migrations[id]
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.Range, m.Source, m.Target, m.Phase, m.Updated.Local().Format(time.DateTime))
 		}

@@ -3,8 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -214,12 +215,7 @@ it left alone with --quiet) is recorded in <dir>/` + devstack.LoadsDir + `/ for 
 func printLoadResult(w io.Writer, res *demo.Result) {
 	fmt.Fprintf(w, "load: %d transactions acknowledged in %.1fs (%.0f/s); %d attempts, %d fenced and retried, %d other retries, %d failed, %d with unknown outcome\n",
 		res.Acked, res.Seconds, float64(res.Acked)/max(res.Seconds, 0.001), res.Attempts, res.Fenced, res.Transient, res.Failed, res.Unknown)
-	kinds := make([]string, 0, len(res.ByKind))
-	for k := range res.ByKind {
-		kinds = append(kinds, k)
-	}
-	sort.Strings(kinds)
-	for _, k := range kinds {
+	for _, k := range slices.Sorted(maps.Keys(res.ByKind)) {
 		fmt.Fprintf(w, "  %-10s %d\n", k, res.ByKind[k])
 	}
 	for _, e := range res.Errors {

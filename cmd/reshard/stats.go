@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -134,23 +136,13 @@ func printStatsText(w io.Writer, s *catalog.Stats, by string) {
 	if len(s.Shards) == 0 {
 		fmt.Fprintln(w, "no stats yet: run `reshard stats collect`")
 	}
-	names := make([]string, 0, len(s.Shards))
-	for n := range s.Shards {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	if len(names) > 0 {
+	if len(s.Shards) > 0 {
 		fmt.Fprintln(tw, "SHARD\tSIZE\tROWS\tCOLLECTED\tTABLES")
-		for _, n := range names {
+		for _, n := range slices.Sorted(maps.Keys(s.Shards)) {
 			ss := s.Shards[n]
 			var parts []string
-			tables := make([]string, 0, len(ss.Tables))
-			for t := range ss.Tables {
-				tables = append(tables, t)
-			}
-			sort.Strings(tables)
-			for _, t := range tables {
+			for _, t := range slices.Sorted(maps.Keys(ss.Tables)) {
 				parts = append(parts, fmt.Sprintf("%s %s/%d rows", t, bytesize.Format(ss.Tables[t].Bytes), ss.Tables[t].Rows))
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n, bytesize.Format(ss.Bytes), ss.Rows, ss.CollectedAt.Local().Format(time.DateTime), strings.Join(parts, ", "))
