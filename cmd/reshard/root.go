@@ -19,11 +19,6 @@ type globalFlags struct {
 
 var globals globalFlags
 
-// subcommands is no longer read: the root command lists every command itself. It stays
-// only while apply.go, move.go, split.go and cancel.go still append to it from init();
-// delete it with the last of those.
-var subcommands []func() *cobra.Command
-
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "reshard",
