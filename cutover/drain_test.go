@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
@@ -196,5 +197,191 @@ func TestDrainSuspects(t *testing.T) {
 				t.Errorf("kept %v, want %v", pids, tt.want)
 			}
 		})
+	}
+}
+
+// TestDrainReadsFenceTime: with no fence time given, the drain's first poll takes its own
+// start as the cutoff, and still waits for a REPEATABLE READ transaction whose snapshot
+// predates it.
+func TestDrainReadsFenceTime(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, schema)
+	db, old := connect(t, pg.DSNApp()), connect(t, pg.DSNApp())
+	tx, err := old.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	type out struct {
+		at  time.Time
+		err error
+	}
+	done := make(chan out, 1)
+	go func() {
+		at, _, err := drain(ctx, db, time.Time{}, 10*time.Second, false)
+		done <- out{at, err}
+	}()
+	select {
+	case o := <-done:
+		t.Fatalf("drain returned (%v) while a transaction older than the fence runs", o.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o := <-done
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	if o.at.Before(before.Add(-time.Second)) || o.at.After(time.Now().Add(time.Second)) {
+		t.Errorf("cutoff %v is not the first poll's time (around %v)", o.at, before)
+	}
+	// And a bound still ends the wait with ErrStragglers.
+	tx2, err := old.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx2.Rollback(ctx) //nolint:errcheck
+	if _, err := tx2.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := drain(ctx, db, time.Time{}, 50*time.Millisecond, false); !errors.Is(err, ErrStragglers) {
+		t.Fatalf("drain past its bound = %v, want ErrStragglers", err)
+	}
+}
+
+// TestDrainPreparedAfterFence: a transaction that started before the fence and PREPAREs
+// after it leaves pg_stat_activity, and shows in pg_prepared_xacts with a prepare time past
+// the fence; its writes land at COMMIT PREPARED, so the drain must wait for that.
+func TestDrainPreparedAfterFence(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, `ALTER SYSTEM SET max_prepared_transactions = 4`)
+	if err := pg.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pg.Exec(ctx, schema)
+	db, old, other := connect(t, pg.DSNApp()), connect(t, pg.DSNApp()), connect(t, pg.DSNApp())
+	tx, err := old.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO tenants VALUES (11, 'before the fence')`); err != nil {
+		t.Fatal(err)
+	}
+	at, err := fenceTime(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := drain(ctx, db, at, 10*time.Second, false)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := tx.Exec(ctx, `PREPARE TRANSACTION 'straggler'`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("drain returned (%v) while a transaction older than the fence is prepared", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := other.Exec(ctx, `COMMIT PREPARED 'straggler'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMarkerFlushed: the marker is flushed when it returns, even on a server whose
+// synchronous_commit is off (as the test clusters are), so a WAL sender can decode it.
+func TestMarkerFlushed(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	db := connect(t, pg.DSNApp())
+	for i := range 5 {
+		lsn, err := FenceLSN(ctx, db, fmt.Sprintf("m%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s string
+		if err := db.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		flushed, _ := pglogrepl.ParseLSN(s)
+		if flushed < lsn {
+			t.Fatalf("marker at %s, WAL flushed to %s only", lsn, flushed)
+		}
+	}
+}
+
+// TestWaitStragglers: a REPEATABLE READ transaction whose snapshot predates the fence
+// does not see it, so the drain must wait for it (or kill it).
+func TestWaitStragglers(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, schema)
+	db := connect(t, pg.DSNApp())
+	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
+		t.Fatal(err)
+	}
+	old := connect(t, pg.DSNApp())
+	tx, err := old.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil { // takes the snapshot
+		t.Fatal(err)
+	}
+	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), []string{"tenants"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	at, err := fenceTime(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The old snapshot does not see the fence: its write passes the trigger.
+	if _, err := tx.Exec(ctx, `INSERT INTO tenants VALUES (11, 'late')`); err != nil {
+		t.Fatalf("old snapshot write: %v", err)
+	}
+	if _, err := WaitStragglers(ctx, db, at, 100*time.Millisecond, false); !errors.Is(err, ErrStragglers) {
+		t.Fatalf("WaitStragglers = %v, want ErrStragglers", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := WaitStragglers(ctx, db, at, 10*time.Second, false)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("WaitStragglers after commit: %v", err)
+	}
+	lsn, err := FenceLSN(ctx, db, "m1")
+	if err != nil || lsn == 0 {
+		t.Fatalf("FenceLSN = %v, %v", lsn, err)
+	}
+	// Kill mode terminates an idle-in-transaction straggler.
+	tx2, err := old.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx2.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	at2, _ := fenceTime(ctx, db)
+	killed, err := WaitStragglers(ctx, db, at2, 50*time.Millisecond, true)
+	if err != nil || len(killed) != 1 {
+		t.Fatalf("kill: killed %v, err %v", killed, err)
 	}
 }

@@ -3,6 +3,7 @@ package cutover
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover/cutovertest"
-	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
@@ -96,159 +96,6 @@ func TestFenceGuard(t *testing.T) {
 	if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'reshard_fence'`).Scan(&left); err != nil || left != 0 {
 		t.Fatalf("%d fence triggers left after RemoveGuard (%v)", left, err)
 	}
-}
-
-// TestWaitStragglers: a REPEATABLE READ transaction whose snapshot predates the fence
-// does not see it, so the drain must wait for it (or kill it).
-func TestWaitStragglers(t *testing.T) {
-	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema)
-	db := connect(t, pg.DSNApp())
-	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
-		t.Fatal(err)
-	}
-	old := connect(t, pg.DSNApp())
-	tx, err := old.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var one int
-	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil { // takes the snapshot
-		t.Fatal(err)
-	}
-	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), []string{"tenants"}, 1); err != nil {
-		t.Fatal(err)
-	}
-	at, err := fenceTime(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The old snapshot does not see the fence: its write passes the trigger.
-	if _, err := tx.Exec(ctx, `INSERT INTO tenants VALUES (11, 'late')`); err != nil {
-		t.Fatalf("old snapshot write: %v", err)
-	}
-	if _, err := WaitStragglers(ctx, db, at, 100*time.Millisecond, false); !errors.Is(err, ErrStragglers) {
-		t.Fatalf("WaitStragglers = %v, want ErrStragglers", err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := WaitStragglers(ctx, db, at, 10*time.Second, false)
-		done <- err
-	}()
-	time.Sleep(50 * time.Millisecond)
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("WaitStragglers after commit: %v", err)
-	}
-	lsn, err := FenceLSN(ctx, db, "m1")
-	if err != nil || lsn == 0 {
-		t.Fatalf("FenceLSN = %v, %v", lsn, err)
-	}
-	// Kill mode terminates an idle-in-transaction straggler.
-	tx2, err := old.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx2.Exec(ctx, "SELECT 1"); err != nil {
-		t.Fatal(err)
-	}
-	at2, _ := fenceTime(ctx, db)
-	killed, err := WaitStragglers(ctx, db, at2, 50*time.Millisecond, true)
-	if err != nil || len(killed) != 1 {
-		t.Fatalf("kill: killed %v, err %v", killed, err)
-	}
-}
-
-func TestVerifySequencesDelete(t *testing.T) {
-	ctx := context.Background()
-	pgs := testenv.Postgres(t, 2)
-	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
-	for _, p := range pgs {
-		p.Exec(ctx, schema)
-	}
-	fill := `INSERT INTO orders (tenant_id, total, note) SELECT g % 30, g, jsonb_build_object('g', g) FROM generate_series(1, 3000) g`
-	pgs[0].Exec(ctx, fill)
-	r := catalog.NewRange(10, 20)
-	// Copy the range by hand, in a different physical order.
-	rows, err := src.Query(ctx, `SELECT tenant_id, id, total, note FROM orders WHERE tenant_id >= 10 AND tenant_id < 20 ORDER BY id DESC`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := dst.CopyFrom(ctx, pgx.Identifier{"orders"}, []string{"tenant_id", "id", "total", "note"}, pgx.CopyFromRows(mustRows(t, rows)))
-	if err != nil || n != 1000 {
-		t.Fatalf("copy: %d %v", n, err)
-	}
-	tables := []string{"tenants", "orders"}
-	v, err := Verify(ctx, src, dst, "tenant_id", tables, r)
-	if err != nil || v.Rows != 1000 {
-		t.Fatalf("Verify equal = %+v, %v", v, err)
-	}
-	for _, bad := range []string{
-		`UPDATE orders SET total = total + 1 WHERE id = (SELECT min(id) FROM orders WHERE tenant_id = 12)`,
-		`INSERT INTO orders SELECT tenant_id, id + 100000, total, note FROM orders WHERE tenant_id = 12 LIMIT 1`,
-	} {
-		pgs[1].Exec(ctx, `BEGIN; `+bad+`; COMMIT`)
-		if _, err := Verify(ctx, src, dst, "tenant_id", tables, r); !errors.Is(err, ErrMismatch) {
-			t.Errorf("after %q: Verify = %v, want ErrMismatch", bad, err)
-		}
-	}
-	// Sequences: the target's must reach the source's.
-	seqs, err := SyncSequences(ctx, src, dst, tables)
-	if err != nil || len(seqs) != 1 || seqs[0].Value < 3000 {
-		t.Fatalf("SyncSequences = %+v, %v", seqs, err)
-	}
-	var next int64
-	if err := dst.QueryRow(ctx, `SELECT nextval('orders_id_seq')`).Scan(&next); err != nil || next <= 3000 {
-		t.Fatalf("target nextval = %d, %v", next, err)
-	}
-	// Delete in small batches through the fence.
-	if err := InstallGuard(ctx, src, "tenant_id", tables); err != nil {
-		t.Fatal(err)
-	}
-	if err := SetFence(ctx, src, "m1", r, tables, 1); err != nil {
-		t.Fatal(err)
-	}
-	before, err := demo.Fingerprint(ctx, src, tables)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := DeleteRange(ctx, src, "tenant_id", tables, r, DeleteOptions{BatchRows: 128})
-	if err != nil || got["orders"] != 1000 {
-		t.Fatalf("DeleteRange = %v, %v", got, err)
-	}
-	var left, others int
-	_ = src.QueryRow(ctx, `SELECT count(*) FILTER (WHERE tenant_id >= 10 AND tenant_id < 20), count(*) FILTER (WHERE tenant_id < 10 OR tenant_id >= 20) FROM orders`).Scan(&left, &others)
-	if left != 0 || others != 2000 {
-		t.Fatalf("after delete: %d in range, %d others; want 0, 2000", left, others)
-	}
-	// Every other tenant's rows are exactly as they were.
-	after, err := demo.Fingerprint(ctx, src, tables)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outside := func(tenant int64) bool { return !r.Contains(tenant) }
-	if err := before.Only(outside).Diff("the source", after); err != nil {
-		t.Error(err)
-	}
-}
-
-func mustRows(t *testing.T, rows pgx.Rows) [][]any {
-	t.Helper()
-	var out [][]any
-	for rows.Next() {
-		v, err := rows.Values()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func TestClearTombstones(t *testing.T) {
@@ -480,5 +327,56 @@ func TestGuardDDLDoesNotQueueWriters(t *testing.T) {
 				t.Fatalf("%s once the long transaction ended = %q, %v", tt.name, kept, err)
 			}
 		})
+	}
+}
+
+// TestDropFenceMatchesIDExactly: a migration's fence is its own row and the parts
+// ClearTombstones cut it into ("<id>.<n>", "<id>.<n>.<m>"), never the fence of another
+// migration whose id differs where a LIKE wildcard ('_') would match.
+func TestDropFenceMatchesIDExactly(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, schema)
+	db := connect(t, pg.DSNApp())
+	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
+		t.Fatal(err)
+	}
+	all := []string{"a_b", "a_b.1", "a_b.1.2", "axb", "axb.1", "a_b_c.1", "a_bb.1", "a1b.2", "xa_b.1"}
+	tests := []struct {
+		drop string
+		left []string
+	}{
+		{"a_b", []string{"a1b.2", "a_b_c.1", "a_bb.1", "axb", "axb.1", "xa_b.1"}},
+		{"axb", []string{"a1b.2", "a_b", "a_b.1", "a_b.1.2", "a_b_c.1", "a_bb.1", "xa_b.1"}},
+		{"a_", []string{"a1b.2", "a_b", "a_b.1", "a_b.1.2", "a_b_c.1", "a_bb.1", "axb", "axb.1", "xa_b.1"}},
+	}
+	for _, tt := range tests {
+		pg.Exec(ctx, `TRUNCATE reshard.fence`)
+		for i, id := range all {
+			if err := SetFence(ctx, db, id, catalog.NewRange(int64(i*10), int64(i*10+10)), []string{"tenants"}, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := DropFence(ctx, db, tt.drop, 1); err != nil {
+			t.Fatalf("DropFence(%s): %v", tt.drop, err)
+		}
+		rows, err := db.Query(ctx, `SELECT migration FROM reshard.fence ORDER BY migration COLLATE "C"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			left = append(left, id)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(left, tt.left) {
+			t.Errorf("DropFence(%s) left %v; want %v", tt.drop, left, tt.left)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package cutover
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"testing"
 
@@ -71,6 +72,40 @@ func TestSyncSequencesRaisesDefaultSequences(t *testing.T) {
 		}
 		if next <= last {
 			t.Errorf("target nextval(%s) = %d; want past the source's %d", name, next, last)
+		}
+	}
+}
+
+// TestSyncSequencesRaisesOnly: a target sequence behind the source's is raised to it; one
+// ahead is left where it is.
+func TestSyncSequencesRaisesOnly(t *testing.T) {
+	ctx := context.Background()
+	pgs := testenv.Postgres(t, 2)
+	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
+	for _, p := range pgs {
+		p.Exec(ctx, schema)
+	}
+	tables := []string{"tenants", "orders"}
+	for _, tt := range []struct {
+		src, dst, want int64
+	}{
+		{src: 500, dst: 0, want: 500},
+		{src: 500, dst: 100, want: 500},
+		{src: 500, dst: 900, want: 900},
+	} {
+		pgs[0].Exec(ctx, fmt.Sprintf(`SELECT setval('orders_id_seq', %d)`, tt.src))
+		if tt.dst > 0 {
+			pgs[1].Exec(ctx, fmt.Sprintf(`SELECT setval('orders_id_seq', %d)`, tt.dst))
+		} else {
+			pgs[1].Exec(ctx, `ALTER SEQUENCE orders_id_seq RESTART`)
+		}
+		seqs, err := SyncSequences(ctx, src, dst, tables)
+		if err != nil || len(seqs) != 1 || seqs[0].Value != tt.want {
+			t.Errorf("source %d, target %d: SyncSequences = %+v, %v; want %d", tt.src, tt.dst, seqs, err, tt.want)
+		}
+		var next int64
+		if err := dst.QueryRow(ctx, `SELECT nextval('orders_id_seq')`).Scan(&next); err != nil || next != tt.want+1 {
+			t.Errorf("source %d, target %d: next id on the target %d, %v; want %d", tt.src, tt.dst, next, err, tt.want+1)
 		}
 	}
 }

@@ -3,9 +3,13 @@ package cutover
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
@@ -81,4 +85,139 @@ func TestVerifyTextFallbackWhateverTheServersSettings(t *testing.T) {
 	if _, err := Verify(ctx, src, dst, "tenant_id", []string{"docs"}, r); !errors.Is(err, ErrMismatch) {
 		t.Errorf("after a change in the 15th digit of a float: Verify = %v; want ErrMismatch", err)
 	}
+}
+
+// TestDigestsLanes: the digests are the same whether a shard's tables are hashed in one
+// statement, or shared out among several connections, or one statement per table; a
+// column type without a hash function (json) falls back to hashing through text.
+func TestDigestsLanes(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, schema+`
+		CREATE TABLE docs (tenant_id bigint, body json);
+		INSERT INTO tenants SELECT g, 't' || g FROM generate_series(0, 29) g;
+		INSERT INTO orders (tenant_id, total, note) SELECT g % 30, g, jsonb_build_object('g', g) FROM generate_series(1, 900) g;
+		INSERT INTO docs SELECT g % 30, json_build_object('g', g) FROM generate_series(1, 90) g;`)
+	conns := []Querier{connect(t, pg.DSNApp()), connect(t, pg.DSNApp()), connect(t, pg.DSNApp())}
+	r := catalog.NewRange(10, 20)
+	cols, err := ReadColumns(ctx, conns[0], []string{"tenants", "orders", "docs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tables := range [][]string{{"tenants", "orders"}, {"tenants", "orders", "docs"}} {
+		var want []TableDigest
+		for _, tb := range tables {
+			d, err := Digest(ctx, conns[0], tb, "tenant_id", cols[tb], r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, d)
+		}
+		for lanes := 1; lanes <= len(conns); lanes++ {
+			t.Run(fmt.Sprintf("%d tables on %d connections", len(tables), lanes), func(t *testing.T) {
+				got, err := digests(ctx, conns[:lanes], "tenant_id", tables, cols, r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range want {
+					if got[i].Table != want[i].Table || got[i].Rows != want[i].Rows || got[i].Hash != want[i].Hash {
+						t.Errorf("table %d: %+v, want %+v", i, got[i], want[i])
+					}
+				}
+				warmDigests(ctx, conns[:lanes], "tenant_id", tables, cols, r) // must not break a connection
+			})
+		}
+	}
+	if _, err := Verify(ctx, conns[0], conns[1], "tenant_id", []string{"tenants", "orders", "docs"}, r); err != nil {
+		t.Fatalf("Verify of a shard with itself: %v", err)
+	}
+}
+
+func TestVerifySequencesDelete(t *testing.T) {
+	ctx := context.Background()
+	pgs := testenv.Postgres(t, 2)
+	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
+	for _, p := range pgs {
+		p.Exec(ctx, schema)
+	}
+	fill := `INSERT INTO orders (tenant_id, total, note) SELECT g % 30, g, jsonb_build_object('g', g) FROM generate_series(1, 3000) g`
+	pgs[0].Exec(ctx, fill)
+	r := catalog.NewRange(10, 20)
+	// Copy the range by hand, in a different physical order.
+	rows, err := src.Query(ctx, `SELECT tenant_id, id, total, note FROM orders WHERE tenant_id >= 10 AND tenant_id < 20 ORDER BY id DESC`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := dst.CopyFrom(ctx, pgx.Identifier{"orders"}, []string{"tenant_id", "id", "total", "note"}, pgx.CopyFromRows(mustRows(t, rows)))
+	if err != nil || n != 1000 {
+		t.Fatalf("copy: %d %v", n, err)
+	}
+	tables := []string{"tenants", "orders"}
+	v, err := Verify(ctx, src, dst, "tenant_id", tables, r)
+	if err != nil || v.Rows != 1000 {
+		t.Fatalf("Verify equal = %+v, %v", v, err)
+	}
+	for _, bad := range []string{
+		`UPDATE orders SET total = total + 1 WHERE id = (SELECT min(id) FROM orders WHERE tenant_id = 12)`,
+		`INSERT INTO orders SELECT tenant_id, id + 100000, total, note FROM orders WHERE tenant_id = 12 LIMIT 1`,
+	} {
+		pgs[1].Exec(ctx, `BEGIN; `+bad+`; COMMIT`)
+		if _, err := Verify(ctx, src, dst, "tenant_id", tables, r); !errors.Is(err, ErrMismatch) {
+			t.Errorf("after %q: Verify = %v, want ErrMismatch", bad, err)
+		}
+	}
+	// Sequences: the target's must reach the source's.
+	seqs, err := SyncSequences(ctx, src, dst, tables)
+	if err != nil || len(seqs) != 1 || seqs[0].Value < 3000 {
+		t.Fatalf("SyncSequences = %+v, %v", seqs, err)
+	}
+	var next int64
+	if err := dst.QueryRow(ctx, `SELECT nextval('orders_id_seq')`).Scan(&next); err != nil || next <= 3000 {
+		t.Fatalf("target nextval = %d, %v", next, err)
+	}
+	// Delete in small batches through the fence.
+	if err := InstallGuard(ctx, src, "tenant_id", tables); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetFence(ctx, src, "m1", r, tables, 1); err != nil {
+		t.Fatal(err)
+	}
+	before, err := demo.Fingerprint(ctx, src, tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DeleteRange(ctx, src, "tenant_id", tables, r, DeleteOptions{BatchRows: 128})
+	if err != nil || got["orders"] != 1000 {
+		t.Fatalf("DeleteRange = %v, %v", got, err)
+	}
+	var left, others int
+	_ = src.QueryRow(ctx, `SELECT count(*) FILTER (WHERE tenant_id >= 10 AND tenant_id < 20), count(*) FILTER (WHERE tenant_id < 10 OR tenant_id >= 20) FROM orders`).Scan(&left, &others)
+	if left != 0 || others != 2000 {
+		t.Fatalf("after delete: %d in range, %d others; want 0, 2000", left, others)
+	}
+	// Every other tenant's rows are exactly as they were.
+	after, err := demo.Fingerprint(ctx, src, tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := func(tenant int64) bool { return !r.Contains(tenant) }
+	if err := before.Only(outside).Diff("the source", after); err != nil {
+		t.Error(err)
+	}
+}
+
+func mustRows(t *testing.T, rows pgx.Rows) [][]any {
+	t.Helper()
+	var out [][]any
+	for rows.Next() {
+		v, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
