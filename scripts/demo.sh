@@ -6,7 +6,9 @@
 #   -> apply -> summary -> every tenant's rows checked (a difference fails the demo) -> dev down
 #
 # Steps whose command is not in this build yet are skipped with a note. Environment:
-#   KEEP=1      leave the stack running at the end (stop it with: bin/reshard dev down)
+#   KEEP=1      leave the stack and the status page running at the end (stop them with:
+#               bin/reshard dev down, and kill the page's pid printed at the end)
+#   UI_LISTEN=127.0.0.1:8080  where the live status page (reshard ui) listens
 #   SHARDS=3    number of shards;  SCALE=1  size of the demo data (1: ~60,000 orders)
 #   DEVDIR=.reshard-dev  the stack's folder;  BIN=bin/reshard  the binary
 set -euo pipefail
@@ -18,6 +20,9 @@ SHARDS=${SHARDS:-3}
 SCALE=${SCALE:-1}
 LOAD_PID=""
 LOAD_OUT=$(mktemp)
+UI_PID=""
+UI_LISTEN=${UI_LISTEN:-127.0.0.1:8080}
+UI_OUT=$(mktemp)
 
 if [ -t 1 ]; then B=$'\033[1m' N=$'\033[0m'; else B="" N=""; fi
 say() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
@@ -42,6 +47,13 @@ cleanup() {
     cat "$LOAD_OUT"
   fi
   rm -f "$LOAD_OUT"
+  if [ -n "$UI_PID" ] && [ "${KEEP:-0}" = 1 ]; then
+    say "KEEP=1: the status page keeps running at http://$UI_LISTEN/ (pid $UI_PID, log $UI_OUT; stop it with: kill $UI_PID)"
+  elif [ -n "$UI_PID" ]; then
+    kill -TERM "$UI_PID" 2>/dev/null || true
+    wait "$UI_PID" 2>/dev/null || true
+  fi
+  [ -n "$UI_PID" ] && [ "${KEEP:-0}" = 1 ] || rm -f "$UI_OUT"
   if [ "${KEEP:-0}" = 1 ]; then
     say "KEEP=1: the stack keeps running in $DIR (stop it with: $BIN dev down --dir $DIR)"
   elif [ -e "$DIR" ]; then
@@ -91,6 +103,21 @@ if has init; then
   say "reshard init: the catalog in etcd"
   run init -f "$DIR/cluster.yaml"
   if has catalog show; then run catalog show; fi
+  if has ui; then
+    say "reshard ui: the live status page, in the background (it follows the catalog as the demo goes on)"
+    printf '$ reshard ui --listen %s &\n' "$UI_LISTEN"
+    "$BIN" ui --listen "$UI_LISTEN" >"$UI_OUT" 2>&1 &
+    UI_PID=$!
+    for _ in $(seq 50); do grep -q 'http://' "$UI_OUT" 2>/dev/null && break; kill -0 "$UI_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$UI_PID" 2>/dev/null; then
+      cat "$UI_OUT"
+      echo "open http://$UI_LISTEN/ in a browser to watch the moves below live"
+    else
+      cat "$UI_OUT"
+      echo "(the status page did not start: set UI_LISTEN to a free address; the demo goes on without it)"
+      UI_PID=""
+    fi
+  fi
 else
   say "(skipped: reshard init is not in this build yet)"
 fi
