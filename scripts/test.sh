@@ -10,6 +10,15 @@ go vet ./... || exit 1
 go test -race -count=1 -timeout 40m -v "$@" ./... > "$LOG" 2>&1
 rc=$?
 grep -E '^(ok|FAIL|---) |^--- (FAIL|SKIP)|^panic:|DATA RACE' "$LOG" | grep -v -- '--- PASS' || true
+# Each failed test's own output (go test -v marks whose lines follow with "=== RUN/CONT/NAME"),
+# its last 40 lines, so a failure on CI can be read without the full log.
+for name in $(grep -oE '^--- FAIL: [^ ]+' "$LOG" | awk '{print $3}' | sort -u); do
+  echo
+  echo "output of $name (last 40 lines):"
+  awk -v t="$name" '/^=== (RUN|CONT|NAME|PAUSE) / { cur = $3 }
+    /^(ok|FAIL|PASS)/ { cur = "" }
+    cur == t || index(cur, t "/") == 1 { print "  " $0 }' "$LOG" | tail -40
+done
 echo
 echo "real servers started by the tests (first of each kind per package):"
 awk '/testenv: PostgreSQL started/ && !pg[FILENAME]++ { sub(/^ +/, ""); print "  " $0 }
