@@ -13,6 +13,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/internal/bytesize"
 	"github.com/reshard/reshard/migrate"
 	"github.com/reshard/reshard/mover"
 )
@@ -40,9 +41,11 @@ func (f *execFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.IntVar(&f.workers, "workers", 4, "copy workers per move")
 	fs.IntVar(&f.maxConns, "max-connections", 8, "connections per shard a move may open (copy workers, apply, control)")
-	fs.Int64Var(&f.maxRate, "max-rate", 0, "bytes per second for copy and apply (0: unlimited)")
-	fs.Int64Var(&f.maxSourceLag, "max-source-lag", 1<<30, "pause the copy while the source's replication slots retain more than this many bytes of WAL (0: off)")
-	fs.Int64Var(&f.maxCutoverLag, "max-cutover-lag", 1<<20, "start the cutover once catch-up lag is under this many bytes")
+	// Sizes take units (50MB, 1MiB) or a plain byte count, as durations take theirs.
+	f.maxRate, f.maxSourceLag, f.maxCutoverLag = 0, 1<<30, 1<<20
+	fs.Var(bytesize.NewValue(&f.maxRate), "max-rate", "bytes per second for copy and apply, e.g. 50MB (0: unlimited)")
+	fs.Var(bytesize.NewValue(&f.maxSourceLag), "max-source-lag", "pause the copy while the source's replication slots retain more WAL than this (0: off)")
+	fs.Var(bytesize.NewValue(&f.maxCutoverLag), "max-cutover-lag", "start the cutover once the catch-up lag is under this size")
 	fs.DurationVar(&f.stragglerTimeout, "straggler-timeout", 5*time.Second, "how long the cutover waits for transactions older than the fence")
 	fs.BoolVar(&f.killStragglers, "kill-stragglers", false, "terminate transactions older than the fence after --straggler-timeout instead of retrying")
 	fs.DurationVar(&f.catchupTimeout, "catchup-timeout", 30*time.Second, "how long the cutover waits for the fence LSN to be applied")

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -21,5 +23,16 @@ func TestRootListsEveryCommand(t *testing.T) {
 	dev, _, err := newRootCmd().Find([]string{"dev", "etcd"})
 	if err != nil || dev.Name() != "etcd" || !dev.Hidden {
 		t.Errorf("dev etcd: %v, %v", dev, err)
+	}
+}
+
+// TestCompletionScripts: `reshard completion bash|zsh|fish` prints a script for that shell
+// (README, Shell completion), without reaching etcd.
+func TestCompletionScripts(t *testing.T) {
+	for shell, want := range map[string]string{"bash": "bash completion", "zsh": "#compdef reshard", "fish": "fish completion"} {
+		res := runCLI(t, context.Background(), "--etcd", "127.0.0.1:1", "completion", shell)
+		if res.code != 0 || !strings.Contains(res.stdout, want) {
+			t.Errorf("completion %s: exit %d, stdout starts %.80q, stderr %s", shell, res.code, res.stdout, res.stderr)
+		}
 	}
 }

@@ -52,3 +52,41 @@ func Parse(s string) (int64, error) {
 	}
 	return int64(math.Round(f * mult)), nil
 }
+
+// Value is a size flag (it implements pflag.Value): it reads what Parse reads, so
+// `--max-cutover-lag 1MiB` works as `--catchup-timeout 30s` does.
+type Value struct{ p *int64 }
+
+// NewValue is a flag value that stores into p, whose current value is the default.
+func NewValue(p *int64) *Value { return &Value{p: p} }
+
+// Set parses s; a bad size leaves the value as it was.
+func (v *Value) Set(s string) error {
+	n, err := Parse(s)
+	if err != nil {
+		return err
+	}
+	*v.p = n
+	return nil
+}
+
+// String shows the value in the largest binary unit that divides it exactly ("1MiB"), or
+// as a plain count, so that --help shows a default as one would type it.
+func (v *Value) String() string {
+	if v == nil || v.p == nil {
+		return "0"
+	}
+	n := *v.p
+	for _, u := range []struct {
+		name  string
+		shift uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}} {
+		if n != 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// Type names the value's kind in --help.
+func (v *Value) Type() string { return "size" }

@@ -53,3 +53,35 @@ func TestParseReadsPlainCountsAndUnits(t *testing.T) {
 		}
 	}
 }
+
+// TestValueIsAFlagOfSizes: as a flag value a size reads what Parse reads, shows its value
+// in the largest binary unit that divides it (so --help shows "1MiB", not 1048576), and
+// refuses a bad size without changing the value.
+func TestValueIsAFlagOfSizes(t *testing.T) {
+	tests := []struct {
+		set     string
+		want    int64
+		show    string
+		wantErr bool
+	}{
+		{"1MiB", 1 << 20, "1MiB", false},
+		{"50MB", 50e6, "50000000", false},
+		{"1048576", 1 << 20, "1MiB", false},
+		{"3GiB", 3 << 30, "3GiB", false},
+		{"0", 0, "0", false},
+		{"1536", 1536, "1536", false},
+		{"50XB", 7, "7", true},
+		{"-1MiB", 7, "7", true},
+	}
+	for _, tt := range tests {
+		n := int64(7)
+		v := bytesize.NewValue(&n)
+		err := v.Set(tt.set)
+		if (err != nil) != tt.wantErr || n != tt.want || v.String() != tt.show {
+			t.Errorf("Set(%q): value %d shown %q, error %v; want %d shown %q, error %v", tt.set, n, v.String(), err, tt.want, tt.show, tt.wantErr)
+		}
+		if v.Type() != "size" {
+			t.Errorf("Type() = %q, want size", v.Type())
+		}
+	}
+}
