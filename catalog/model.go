@@ -141,6 +141,15 @@ type Timings struct {
 	Catchup       float64 `json:"catchup"`
 	CutoverWindow float64 `json:"cutover_window"`
 	Cleanup       float64 `json:"cleanup"`
+	// Window is the last cutover's steps, in order (docs/catalog.md, "Migration timings"):
+	// where the window went, for the status page, the metrics and an operator.
+	Window []WindowStep `json:"window,omitempty"`
+}
+
+// WindowStep is how long one step of a cutover window took.
+type WindowStep struct {
+	Step    string  `json:"step"` // freeze, fence, drain, catch-up, verify, sequences, flip or open
+	Seconds float64 `json:"seconds"`
 }
 
 // Migration is the journal of one move of one range: its record in etcd makes a crash at

@@ -3,6 +3,7 @@ package cutover
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pglogrepl"
@@ -140,5 +141,39 @@ func TestRunUndoneWhenGuardMissing(t *testing.T) {
 	var fences int
 	if err := f.env.Source.QueryRow(ctx, `SELECT count(*) FROM reshard.fence`).Scan(&fences); err != nil || fences != 0 {
 		t.Errorf("fences left: %d, %v", fences, err)
+	}
+}
+
+// TestRunJournalsWindowSteps: the cutover's steps are kept in the journal, in order, by the
+// names docs/catalog.md gives them: the flip's own write carries the steps before it, and
+// the migration Run hands back (which the executor journals next) all of them through open.
+func TestRunJournalsWindowSteps(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	f.env.Mover = &copiedReplicator{}
+	m := newMigration(t, f)
+	if _, err := Run(ctx, f.env, m, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	names := func(steps []catalog.WindowStep) []string {
+		var out []string
+		for _, s := range steps {
+			if s.Seconds < 0 {
+				t.Errorf("step %s took %v s", s.Step, s.Seconds)
+			}
+			out = append(out, s.Step)
+		}
+		return out
+	}
+	atFlip := []string{"freeze", "fence", "drain", "catch-up", "verify", "sequences"}
+	got, err := f.store.GetMigration(ctx, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := names(got.Timings.Window); !slices.Equal(n, atFlip) {
+		t.Errorf("journal at the flip: window steps %v, want %v", n, atFlip)
+	}
+	if n := names(m.Timings.Window); !slices.Equal(n, append(atFlip, "flip", "open")) {
+		t.Errorf("after Run: window steps %v, want %v", n, append(atFlip, "flip", "open"))
 	}
 }

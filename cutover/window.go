@@ -249,6 +249,7 @@ func (w *window) sequences() {
 func (w *window) flip() error {
 	m := w.m
 	m.Timings.CutoverWindow = w.opts.Now().Sub(w.start).Seconds()
+	m.Timings.Window = journalSteps(w.res.Steps)
 	if err := w.env.Catalog.Flip(w.ctx, w.flipState, m.Range.Lo, m, m.Target); err != nil {
 		if err := flipFailed(w.ctx, w.env, m, err); err != nil {
 			return err
@@ -270,10 +271,28 @@ func (w *window) open() {
 	}
 	w.res.Window = w.opts.Now().Sub(w.start)
 	m.Timings.CutoverWindow = w.res.Window.Seconds()
+	m.Timings.Window = journalSteps(w.res.Steps)
 	// The range is the target's now; whether the apply stopped cleanly changes nothing
 	// there (the migration's DropReplication halts it again before any delete).
 	_ = w.env.Mover.Stop(w.ctx)
 	w.mark("stop apply")
+}
+
+// journalSteps are the window's steps as the journal keeps them (catalog.WindowStep):
+// "catch up" is "catch-up" there, and stop apply, which ends after the window, is left out.
+func journalSteps(steps []StepTiming) []catalog.WindowStep {
+	out := make([]catalog.WindowStep, 0, len(steps))
+	for _, s := range steps {
+		name := s.Step
+		switch name {
+		case "stop apply":
+			continue
+		case "catch up":
+			name = "catch-up"
+		}
+		out = append(out, catalog.WindowStep{Step: name, Seconds: s.Duration.Seconds()})
+	}
+	return out
 }
 
 // task is a step of the cutover that runs beside others.

@@ -213,11 +213,21 @@ func phaseTimes(events []catalog.Event) map[string]map[string]time.Time {
 	return out
 }
 
-// windowParts splits a flipped migration's cutover window by the times its journal
-// entered frozen, verifying and flipped: fence and drain (frozen to verifying), catch-up,
-// verify and flip (verifying to flipped), and the rest (the freeze write before, opening
-// the target after). The journal keeps the window's length; the history the phase times.
+// windowParts splits a flipped migration's cutover window: by the steps its journal
+// keeps (without the sequences, which run beside the catch-up), or, for a journal written
+// before it kept them, by the times it entered frozen, verifying and flipped: fence and
+// drain (frozen to verifying), catch-up, verify and flip (verifying to flipped), and the
+// rest (the freeze write before, opening the target after).
 func windowParts(m catalog.Migration, phases map[string]time.Time) []WindowPart {
+	if len(m.Timings.Window) > 0 {
+		parts := make([]WindowPart, 0, len(m.Timings.Window))
+		for _, s := range m.Timings.Window {
+			if s.Step != "sequences" {
+				parts = append(parts, WindowPart{s.Step, s.Seconds})
+			}
+		}
+		return parts
+	}
 	win := m.Timings.CutoverWindow
 	frozen, ok1 := phases[catalog.PhaseFrozen]
 	verifying, ok2 := phases[catalog.PhaseVerifying]

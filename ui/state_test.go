@@ -3,6 +3,7 @@ package ui
 import (
 	"math"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -253,5 +254,24 @@ func TestBuild(t *testing.T) {
 	}
 	if len(m.Shards) != 2 || m.StatsAt != nil || m.Shards[0].Measured {
 		t.Errorf("shards without stats: %+v", m.Shards)
+	}
+}
+
+// TestWindowPartsFromTheJournal: when the journal has the window's steps, the parts are
+// those steps in order, without the sequences (they run beside the catch-up, so the parts
+// still add up to the window), whatever the history says.
+func TestWindowPartsFromTheJournal(t *testing.T) {
+	m := catalog.Migration{ID: "m1", Timings: catalog.Timings{CutoverWindow: 0.05, Window: []catalog.WindowStep{
+		{Step: "freeze", Seconds: 0.004}, {Step: "fence", Seconds: 0.001}, {Step: "drain", Seconds: 0.005},
+		{Step: "catch-up", Seconds: 0.006}, {Step: "verify", Seconds: 0.02}, {Step: "sequences", Seconds: 0.01},
+		{Step: "flip", Seconds: 0.003}, {Step: "open", Seconds: 0.002}}}}
+	parts := windowParts(m, nil)
+	var names []string
+	for _, p := range parts {
+		names = append(names, p.Name)
+	}
+	want := []string{"freeze", "fence", "drain", "catch-up", "verify", "flip", "open"}
+	if strings.Join(names, ",") != strings.Join(want, ",") || !near(parts[4].Seconds, 0.02) {
+		t.Errorf("parts %+v, want the steps %v", parts, want)
 	}
 }

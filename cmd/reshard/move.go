@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -54,6 +55,13 @@ func printReport(w io.Writer, m *catalog.Migration) error {
 		fmt.Fprintf(w, "  copied %d rows (%s), verified %d rows\n", m.RowsCopied, bytesize.Format(m.BytesCopied), m.RowsVerified)
 		t := m.Timings
 		fmt.Fprintf(w, "  copy %.2fs, catch-up %.2fs, cutover window %.1fms, cleanup %.2fs\n", t.Copy, t.Catchup, t.CutoverWindow*1000, t.Cleanup)
+		if len(t.Window) > 0 {
+			steps := make([]string, len(t.Window))
+			for i, s := range t.Window {
+				steps[i] = fmt.Sprintf("%s %.1fms", s.Step, s.Seconds*1000)
+			}
+			fmt.Fprintf(w, "  window steps: %s\n", strings.Join(steps, ", "))
+		}
 		if m.LastError != "" {
 			fmt.Fprintf(w, "  last error: %s\n", m.LastError)
 		}
