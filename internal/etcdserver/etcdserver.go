@@ -10,6 +10,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Options tune the embedded server.
@@ -93,6 +94,10 @@ func memberConfig(name, dir string, cport, pport int, logger *zap.Logger) *embed
 	cfg.ListenPeerUrls = []url.URL{*pu}
 	cfg.AdvertisePeerUrls = []url.URL{*pu}
 	cfg.LogLevel = "error"
+	// Each authentication is a bcrypt compare inside this process; at the default cost it
+	// takes seconds on a loaded two-core machine under the race detector, past a client's
+	// dial timeout. These members serve tests and `reshard dev`, never real passwords.
+	cfg.BcryptCost = uint(bcrypt.MinCost)
 	if logger == nil {
 		// etcd logs "server closed" at error level on every clean shutdown; keep it quiet.
 		logger = zap.NewNop()
