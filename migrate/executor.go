@@ -69,6 +69,9 @@ type Executor struct {
 	Preflight func(ctx context.Context, m *catalog.Migration, sourceDSN, targetDSN string) error
 	Options   ExecOptions
 	Log       *slog.Logger
+	// Observer, if set, is told of the journal records, cutovers and failed runs of the
+	// migrations this driver runs (metrics).
+	Observer Observer
 }
 
 // ExecOptions tune a move.
@@ -84,6 +87,9 @@ type ExecOptions struct {
 	// BeforeCutover, if set, is called once the target is caught up, just before each
 	// cutover attempt, while the catch-up still runs (fault tests restart a shard there).
 	BeforeCutover func()
+	// BeforeCleanup, if set, is called when the cleanup of a flipped migration starts
+	// (tests look at a driver there, after its cutover).
+	BeforeCleanup func()
 }
 
 // MoveRequest asks for one range to move to a shard.
@@ -119,7 +125,16 @@ func (e *Executor) Move(ctx context.Context, req MoveRequest) (*catalog.Migratio
 		return ss.migration(), err
 	}
 	defer ss.close()
-	return e.drive(ss)
+	return e.driveObserved(ss)
+}
+
+// driveObserved drives an open migration and tells the observer if the run failed.
+func (e *Executor) driveObserved(ss *session) (*catalog.Migration, error) {
+	m, err := e.drive(ss)
+	if err != nil && m != nil {
+		e.observer().Failed(m)
+	}
+	return m, err
 }
 
 // create writes the journal of a new migration, after checking the request against the
@@ -162,7 +177,7 @@ func (e *Executor) Resume(ctx context.Context, id string) (*catalog.Migration, e
 		return ss.migration(), err
 	}
 	defer ss.close()
-	return e.drive(ss)
+	return e.driveObserved(ss)
 }
 
 // drive runs an open migration to its end.
@@ -243,6 +258,7 @@ func (e *Executor) copyAndCutover(ss *session) error {
 		e.log().Info("cutover", "migration", m.ID, "range", m.Range.String(), "attempt", attempt)
 		res, err := cutover.Run(ctx, *env, m, e.Options.Cutover)
 		if err == nil {
+			e.observer().CutOver(m)
 			e.log().Info("flipped", "migration", m.ID, "window", res.Window, "steps", fmtSteps(res.Steps))
 			return nil
 		}

@@ -14,6 +14,9 @@ import (
 // (unless CleanupLater), and mark the migration done.
 func (e *Executor) finish(ss *session) error {
 	ctx, env, m := ss.ctx, ss.env, ss.m
+	if e.Options.BeforeCleanup != nil {
+		e.Options.BeforeCleanup()
+	}
 	start := time.Now()
 	if err := env.MayWrite(); err != nil {
 		return ss.interrupted(err)

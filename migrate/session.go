@@ -55,25 +55,27 @@ func (s *session) close() {
 }
 
 // guarded is the catalog as one driver writes it: every write compares the driver's lock.
+// The observer is told of each write that succeeded.
 type guarded struct {
 	Catalog
 	held catalog.WriteOption
+	obs  Observer
 }
 
 func (g guarded) PutMigration(ctx context.Context, m *catalog.Migration, opts ...catalog.WriteOption) error {
-	return g.Catalog.PutMigration(ctx, m, append(opts, g.held)...)
+	return observed(g.obs, m, g.Catalog.PutMigration(ctx, m, append(opts, g.held)...))
 }
 
 func (g guarded) Freeze(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, opts ...catalog.WriteOption) error {
-	return g.Catalog.Freeze(ctx, st, lo, m, append(opts, g.held)...)
+	return observed(g.obs, m, g.Catalog.Freeze(ctx, st, lo, m, append(opts, g.held)...))
 }
 
 func (g guarded) Unfreeze(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, opts ...catalog.WriteOption) error {
-	return g.Catalog.Unfreeze(ctx, st, lo, m, append(opts, g.held)...)
+	return observed(g.obs, m, g.Catalog.Unfreeze(ctx, st, lo, m, append(opts, g.held)...))
 }
 
 func (g guarded) Flip(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, newShard string, opts ...catalog.WriteOption) error {
-	return g.Catalog.Flip(ctx, st, lo, m, newShard, append(opts, g.held)...)
+	return observed(g.obs, m, g.Catalog.Flip(ctx, st, lo, m, newShard, append(opts, g.held)...))
 }
 
 // open takes migration id's lock, reads its journal (creating it with create, when given
@@ -89,7 +91,7 @@ func (e *Executor) open(ctx context.Context, id string, create func(context.Cont
 	}
 	ss := &session{lock: lock}
 	ss.ctx, ss.cancel = lock.Context(ctx)
-	cat := guarded{Catalog: e.Catalog, held: catalog.HeldBy(lock)}
+	cat := guarded{Catalog: e.Catalog, held: catalog.HeldBy(lock), obs: e.observer()}
 	ss.env = cutover.Env{Catalog: cat, Lease: lock}
 	ss.m, err = cat.GetMigration(ss.ctx, id)
 	if errors.Is(err, catalog.ErrNotFound) && create != nil {
@@ -99,6 +101,7 @@ func (e *Executor) open(ctx context.Context, id string, create func(context.Cont
 		ss.close()
 		return ss, err
 	}
+	cat.obs.Migration(ss.m)
 	if ss.m.Terminal() && ss.m.Phase != catalog.PhaseDone {
 		return ss, nil // nothing left to connect for
 	}

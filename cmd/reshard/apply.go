@@ -36,9 +36,11 @@ refused: re-plan.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if err := f.check(); err != nil {
+			stop, err := f.start(cmd)
+			if err != nil {
 				return err
 			}
+			defer stop()
 			if parallel < 1 {
 				return fmt.Errorf("--parallel %d: use 1 or more", parallel)
 			}

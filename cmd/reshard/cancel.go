@@ -55,6 +55,11 @@ when no client can be stale any more.`,
 // so the operator sees where it stopped).
 func runMigration(cmd *cobra.Command, f *execFlags, do func(context.Context, *migrate.Executor) (*catalog.Migration, error)) error {
 	ctx := cmd.Context()
+	stop, err := f.metrics.serve(cmd)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
 		m, err := do(ctx, newExecutor(store, st, f, nil, newLogger()))
 		return reportMigration(cmd.OutOrStdout(), m, err)

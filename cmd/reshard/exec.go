@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +37,7 @@ type execFlags struct {
 	retries          int
 	overwrite        bool
 	lockTTL          int
+	metrics          metricsFlag
 }
 
 func (f *execFlags) register(cmd *cobra.Command) {
@@ -56,6 +59,15 @@ func (f *execFlags) register(cmd *cobra.Command) {
 	fs.IntVar(&f.retries, "cutover-retries", 3, "retries of a cutover undone for a transient reason (stragglers, catch-up timeout)")
 	fs.BoolVar(&f.overwrite, "overwrite", false, "allow (and delete) rows of the range already on the target")
 	fs.IntVar(&f.lockTTL, "lock-ttl", 10, "seconds before a dead driver's migration lock expires")
+	f.metrics.register(cmd)
+}
+
+// start checks the flags and starts serving metrics (with --metrics); stop ends that.
+func (f *execFlags) start(cmd *cobra.Command) (stop func(), err error) {
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	return f.metrics.serve(cmd)
 }
 
 func (f *execFlags) check() error {
@@ -82,6 +94,7 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 			if progress != nil {
 				p = progress(m.ID)
 			}
+			p = withMetrics(p, f.metrics.m)
 			return mover.New(mover.Config{
 				ID: m.ID, SourceDSN: src, TargetDSN: dst,
 				Key: st.Config.Key, Tables: st.Config.Tables, Range: m.Range,
@@ -105,9 +118,13 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 			CutoverRetries: f.retries,
 		},
 	}
+	if f.metrics.m != nil {
+		ex.Observer = f.metrics.m
+	}
 	if hold := testHold(); hold != nil {
 		ex.Options.Cutover.AfterStep = hold
 		ex.Options.BeforeCutover = func() { hold("catch-up") }
+		ex.Options.BeforeCleanup = func() { hold("cleanup") }
 	}
 	return ex
 }
@@ -129,23 +146,26 @@ func progressByID(w io.Writer) func(id string) func(mover.Progress) {
 	}
 }
 
-// testHold is a fault-injection point for the end-to-end fault tests, off unless
-// RESHARD_TEST_HOLD names a cutover step (or "catch-up": the target is caught up and the
-// cutover is about to start): after that step the driver says so on stderr and
-// waits while the file RESHARD_TEST_HOLD_FILE exists, so a test can kill it or stop etcd
-// at exactly that point.
+// testHold is a fault-injection point for the end-to-end tests, off unless
+// RESHARD_TEST_HOLD names cutover steps, comma-separated (or "catch-up": the target is
+// caught up and the cutover is about to start; or "cleanup": the cutover is over and the
+// cleanup starts): after such a step the driver says so on stderr and waits while the file
+// RESHARD_TEST_HOLD_FILE, or that name followed by "." and the step, exists, so a test can
+// kill it, stop etcd or look at it at exactly that point.
 func testHold() func(string) {
-	step, file := os.Getenv("RESHARD_TEST_HOLD"), os.Getenv("RESHARD_TEST_HOLD_FILE")
-	if step == "" || file == "" {
+	steps, file := os.Getenv("RESHARD_TEST_HOLD"), os.Getenv("RESHARD_TEST_HOLD_FILE")
+	if steps == "" || file == "" {
 		return nil
 	}
 	return func(s string) {
-		if s != step {
+		if !slices.Contains(strings.Split(steps, ","), s) {
 			return
 		}
 		fmt.Fprintf(os.Stderr, "reshard-test: holding after %s\n", s)
 		for {
-			if _, err := os.Stat(file); err != nil {
+			_, err := os.Stat(file)
+			_, errStep := os.Stat(file + "." + s)
+			if err != nil && errStep != nil {
 				return
 			}
 			time.Sleep(20 * time.Millisecond)

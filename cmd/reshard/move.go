@@ -125,9 +125,11 @@ exits 1 with the reason: move again without --id.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if err := f.check(); err != nil {
+			stop, err := f.start(cmd)
+			if err != nil {
 				return err
 			}
+			defer stop()
 			r, err := catalog.ParseRange(rangeStr)
 			if err != nil {
 				return err

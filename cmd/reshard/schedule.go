@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/metrics"
 	"github.com/reshard/reshard/internal/pgmeta"
 	"github.com/reshard/reshard/partitions"
 )
@@ -18,6 +20,7 @@ func newScheduleCmd() *cobra.Command {
 	var (
 		every time.Duration
 		ttl   int
+		mf    metricsFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "schedule",
@@ -37,13 +40,18 @@ func newScheduleCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			stop, err := mf.serve(cmd)
+			if err != nil {
+				return err
+			}
+			defer stop()
 			return withCatalog(ctx, func(store *catalog.Store, _ *catalog.State) error {
 				host, _ := os.Hostname()
 				logger := log.New(cmd.ErrOrStderr(), "", log.LstdFlags)
 				s := &partitions.Scheduler{
 					Catalog:  store,
 					Connect:  pgmeta.ConnectShard,
-					Recorder: store,
+					Recorder: runRecorder{store, mf.m},
 					Every:    every,
 					Fleet:    fo,
 					// Named as the catalog names this process in the election, so that `reshard
@@ -59,5 +67,17 @@ func newScheduleCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&every, "every", time.Hour, "interval between maintenance runs")
 	cmd.Flags().IntVar(&ttl, "ttl", 10, "election lease in seconds: how long a dead leader blocks a takeover")
 	f.register(cmd, false)
+	mf.register(cmd)
 	return cmd
+}
+
+// runRecorder records each partition run in the catalog and shows it in the metrics.
+type runRecorder struct {
+	store *catalog.Store
+	m     *metrics.Metrics
+}
+
+func (r runRecorder) PutPartitionRun(ctx context.Context, leader *catalog.Leader, run catalog.PartitionRun) error {
+	r.m.PartitionRun(run)
+	return r.store.PutPartitionRun(ctx, leader, run)
 }

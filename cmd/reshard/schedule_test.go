@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +33,8 @@ func TestScheduleRecordsRuns(t *testing.T) {
 	var logs bytes.Buffer
 	root.SetOut(&logs)
 	root.SetErr(&logs)
-	root.SetArgs(append(global, "schedule", "--every", "1h", "--ttl", "5"))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", closedPort(t))
+	root.SetArgs(append(global, "schedule", "--every", "1h", "--ttl", "5", "--metrics", metricsAddr))
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(sctx) }()
 	var (
@@ -47,6 +49,23 @@ func TestScheduleRecordsRuns(t *testing.T) {
 		}
 		if run, err = store.LastPartitionRun(ctx); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// --metrics serves the run: each shard's table's runway and the run's outcome and time.
+	fams := scrapeMetrics(t, "http://"+metricsAddr+"/metrics")
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"reshard_partition_runway_periods", map[string]string{"shard": "s1", "table": "events"}, 2},
+		{"reshard_partition_runway_periods", map[string]string{"shard": "s2", "table": "events"}, 2},
+		{"reshard_scheduler_last_run_outcome", map[string]string{"outcome": "ok"}, 1},
+		{"reshard_scheduler_last_run_outcome", map[string]string{"outcome": "failed"}, 0},
+		{"reshard_scheduler_last_run_timestamp_seconds", nil, float64(run.Time.UnixNano()) / 1e9},
+	} {
+		if got, ok := series(fams, c.name, c.labels); !ok || got != c.want {
+			t.Errorf("metrics: %s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
 		}
 	}
 	stop()

@@ -25,9 +25,11 @@ moved to SHARD like reshard move does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if err := f.check(); err != nil {
+			stop, err := f.start(cmd)
+			if err != nil {
 				return err
 			}
+			defer stop()
 			r, err := catalog.ParseRange(rangeStr)
 			if err != nil {
 				return err
