@@ -29,21 +29,22 @@ type Export struct {
 // Export returns the whole catalog of the cluster (config, shards, ranges, stats,
 // migrations, history, the history counter) as indented JSON, read at one revision.
 func (s *Store) Export(ctx context.Context) ([]byte, error) {
-	resp, err := s.get(ctx, s.prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("export: %w", s.wrapEtcd(err))
-	}
-	ex := Export{Format: ExportFormat, Cluster: s.cluster, Revision: resp.Header.Revision, Exported: s.now().UTC(), Keys: map[string]json.RawMessage{}}
-	for _, kv := range resp.Kvs {
+	ex := Export{Format: ExportFormat, Cluster: s.cluster, Exported: s.now().UTC(), Keys: map[string]json.RawMessage{}}
+	rev, err := s.scan(ctx, s.prefix, clientv3.GetPrefixRangeEnd(s.prefix), 0, func(kv *mvccKV) error {
 		rel := s.rel(kv.Key)
 		if strings.HasPrefix(rel, pfxLocks) {
-			continue
+			return nil
 		}
 		if !json.Valid(kv.Value) {
-			return nil, badValue(string(kv.Key), fmt.Errorf("not JSON"))
+			return badValue(string(kv.Key), fmt.Errorf("not JSON"))
 		}
 		ex.Keys[rel] = json.RawMessage(kv.Value)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
+	ex.Revision = rev
 	if _, ok := ex.Keys[keyConfig]; !ok {
 		return nil, fmt.Errorf("export: %w", s.notFoundCatalog())
 	}
@@ -179,17 +180,13 @@ func (s *Store) replace(ctx context.Context, desired map[string]any, keep func(s
 	var existing []string
 	var rev int64
 	for _, r := range ranges {
-		opts := []clientv3.OpOption{clientv3.WithRange(r[1]), clientv3.WithKeysOnly()}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := s.get(ctx, r[0], opts...)
-		if err != nil {
-			return s.wrapEtcd(err)
-		}
-		rev = resp.Header.Revision
-		for _, kv := range resp.Kvs {
+		var err error
+		rev, err = s.scan(ctx, r[0], r[1], rev, func(kv *mvccKV) error {
 			existing = append(existing, s.rel(kv.Key))
+			return nil
+		}, clientv3.WithKeysOnly())
+		if err != nil {
+			return err
 		}
 	}
 	if !force {
@@ -231,7 +228,7 @@ func (s *Store) replace(ctx context.Context, desired map[string]any, keep func(s
 	}
 	w.events = events
 	need := len(w.ops) + len(w.events) + 1
-	if need <= s.maxTxnOps {
+	if need <= s.maxTxnOps && opBytes(w.ops)+eventBytes(events) <= s.maxTxnBytes {
 		_, err := s.commit(ctx, &w)
 		if err == ErrConflict {
 			return fmt.Errorf("the catalog of %q changed while it was being replaced: %w", s.cluster, err)
@@ -241,14 +238,20 @@ func (s *Store) replace(ctx context.Context, desired map[string]any, keep func(s
 	return s.replaceBatched(ctx, &w, rev)
 }
 
-// replaceBatched writes a too-big replacement in batches. Each batch compares that the
-// config was not touched by anyone else since the listing (rev); the config goes last.
+// replaceBatched writes a too-big replacement in batches, each under the store's limits of
+// operations and bytes per transaction (etcd refuses a request over --max-request-bytes
+// whatever its count). Each batch compares that the config was not touched by anyone else
+// since the listing (rev); the config goes last.
 func (s *Store) replaceBatched(ctx context.Context, w *write, rev int64) error {
 	cfgKey := s.key(keyConfig)
 	batch := s.maxTxnOps - 1 - len(w.events)
+	budget := s.maxTxnBytes - eventBytes(w.events)
 	ops := w.ops // the config is the last op, so only the last batch publishes it
 	for len(ops) > 0 {
-		n := min(batch, len(ops))
+		n, err := s.fit(ops, batch, budget)
+		if err != nil {
+			return err
+		}
 		chunk := ops[:n]
 		ops = ops[n:]
 		last := len(ops) == 0

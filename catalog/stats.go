@@ -133,17 +133,20 @@ func (s *Store) putStatsOnce(ctx context.Context, st *Stats) error {
 	sort.Strings(dels)
 	batch := s.maxTxnOps / 2 // a hot key may carry one compare per put
 	for len(items) > 0 {
-		n := min(batch, len(items))
 		var w write
-		for _, it := range items[:n] {
-			if it.cmp >= 0 {
-				w.cmpRev(s, it.rel, it.cmp)
-			}
+		for _, it := range items {
 			if err := w.put(s, it.rel, it.val); err != nil {
 				return err
 			}
+			if len(w.ops) > batch || (len(w.ops) > 1 && opBytes(w.ops) > s.maxTxnBytes) {
+				w.ops = w.ops[:len(w.ops)-1] // the next batch's
+				break
+			}
+			if it.cmp >= 0 {
+				w.cmpRev(s, it.rel, it.cmp)
+			}
 		}
-		items = items[n:]
+		items = items[len(w.ops):]
 		if _, err := s.commit(ctx, &w); err != nil {
 			return err
 		}

@@ -61,6 +61,9 @@ type Store struct {
 	cluster   string
 	prefix    string
 	maxTxnOps int
+	pageSize  int // keys per read of a paged scan (load.go)
+	// maxTxnBytes bounds the keys and values one batched write sends (limits.go).
+	maxTxnBytes int
 	// retryBudget bounds the retries of a call through transient etcd errors (retry.go).
 	retryBudget time.Duration
 	onRetry     func(error) // tests: sees every transient failure that is retried
@@ -76,6 +79,15 @@ type Option func(*Store)
 // etcd server's --max-txn-ops (default 128).
 func WithMaxTxnOps(n int) Option { return func(s *Store) { s.maxTxnOps = n } }
 
+// WithMaxTxnBytes sets the most bytes of keys and values a batched write (init, import,
+// stats) puts in one transaction; keep it well under the etcd server's --max-request-bytes
+// (default 1.5 MiB; reshard's default is 1 MiB).
+func WithMaxTxnBytes(n int) Option { return func(s *Store) { s.maxTxnBytes = n } }
+
+// WithPageSize sets how many keys one read returns when Load, a cache's sync or Export
+// read a big catalog in pages (default 5000), all pages at one revision.
+func WithPageSize(n int) Option { return func(s *Store) { s.pageSize = n } }
+
 // WithClock sets the clock used for timestamps (tests).
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
 
@@ -87,12 +99,18 @@ func NewStore(cli *clientv3.Client, cluster string, opts ...Option) (*Store, err
 	if !ValidName(cluster) {
 		return nil, fmt.Errorf("cluster name %q: use lower-case letters, digits and _ (at most 48), starting with a letter", cluster)
 	}
-	s := &Store{cli: cli, kv: cli.KV, cluster: cluster, prefix: "/reshard/" + cluster + "/", maxTxnOps: 128, retryBudget: defaultRetryBudget, now: time.Now, holder: defaultHolder()}
+	s := &Store{cli: cli, kv: cli.KV, cluster: cluster, prefix: "/reshard/" + cluster + "/", maxTxnOps: 128, pageSize: defaultPageSize, maxTxnBytes: defaultMaxTxnBytes, retryBudget: defaultRetryBudget, now: time.Now, holder: defaultHolder()}
 	for _, o := range opts {
 		o(s)
 	}
 	if s.maxTxnOps < 8 {
 		return nil, fmt.Errorf("max txn ops %d: use at least 8 (etcd's default is 128)", s.maxTxnOps)
+	}
+	if s.maxTxnBytes < 1024 {
+		return nil, fmt.Errorf("max txn bytes %d: use at least 1024 (default %d)", s.maxTxnBytes, defaultMaxTxnBytes)
+	}
+	if s.pageSize < 1 {
+		return nil, fmt.Errorf("page size %d: use at least 1 (default %d)", s.pageSize, defaultPageSize)
 	}
 	return s, nil
 }
@@ -125,66 +143,6 @@ func (s *Store) notFoundCatalog() error {
 
 func badValue(key string, err error) error {
 	return fmt.Errorf("catalog key %s holds a value that is not valid JSON for it (%v): fix it with etcdctl or restore an export", key, err)
-}
-
-// Load reads the whole cluster state (config, shards, ranges, migrations) at one etcd
-// revision, in a single read-only transaction. It returns ErrNotFound when there is no
-// catalog.
-func (s *Store) Load(ctx context.Context) (*State, error) {
-	resp, err := s.read(ctx,
-		clientv3.OpGet(s.key(keyConfig)),
-		clientv3.OpGet(s.key(pfxShards), clientv3.WithPrefix()),
-		clientv3.OpGet(s.key(pfxRanges), clientv3.WithPrefix()),
-		clientv3.OpGet(s.key(pfxMigrations), clientv3.WithPrefix()),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("read catalog: %w", s.wrapEtcd(err))
-	}
-	cfg := resp.Responses[0].GetResponseRange().Kvs
-	if len(cfg) == 0 {
-		return nil, s.notFoundCatalog()
-	}
-	st := &State{
-		Revision:   resp.Header.Revision,
-		Shards:     map[string]Shard{},
-		Migrations: map[string]Migration{},
-		ModRev:     map[string]int64{},
-	}
-	if err := json.Unmarshal(cfg[0].Value, &st.Config); err != nil {
-		return nil, badValue(string(cfg[0].Key), err)
-	}
-	st.ModRev[keyConfig] = cfg[0].ModRevision
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		var sh Shard
-		if err := json.Unmarshal(kv.Value, &sh); err != nil {
-			return nil, badValue(string(kv.Key), err)
-		}
-		st.Shards[sh.Name] = sh
-		st.ModRev[s.rel(kv.Key)] = kv.ModRevision
-	}
-	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		var r Range
-		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			return nil, badValue(string(kv.Key), err)
-		}
-		if s.rel(kv.Key) != RangeKey(r.Range.Lo) {
-			return nil, badValue(string(kv.Key), fmt.Errorf("key does not match the range's lower bound %s", r.Range))
-		}
-		st.Ranges = append(st.Ranges, r)
-		st.ModRev[s.rel(kv.Key)] = kv.ModRevision
-	}
-	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
-		m, err := decodeMigration(kv.Value, kv.ModRevision)
-		if err != nil {
-			return nil, badValue(string(kv.Key), err)
-		}
-		st.Migrations[m.ID] = *m
-		st.ModRev[s.rel(kv.Key)] = kv.ModRevision
-	}
-	// etcd returns keys sorted, and range keys sort by lo; sort anyway so a hand-edited
-	// key cannot reorder them.
-	sort.Slice(st.Ranges, func(i, j int) bool { return st.Ranges[i].Range.Lo < st.Ranges[j].Range.Lo })
-	return st, nil
 }
 
 func decodeMigration(b []byte, modRev int64) (*Migration, error) {
