@@ -135,6 +135,53 @@ type TableProgress struct {
 	ChunksTotal int   `json:"chunks_total"`
 }
 
+// CopyPlan is a migration's copy as its first run cut it into chunks, with the chunks done so
+// far: a copy interrupted part way resumes with the others only (docs/mover.md, "Resumable
+// copy").
+type CopyPlan struct {
+	Tables []CopyTable `json:"tables"`
+	// Runs is how many runs of the copy have started (1 for an uninterrupted copy).
+	Runs int `json:"runs"`
+	// OverlapLSN: the last resumed run copied from a snapshot taken at this source
+	// position, later than the slot's consistent point; the catch-up applies the source
+	// transactions committed before it idempotently.
+	OverlapLSN string `json:"overlap_lsn,omitempty"`
+}
+
+// CopyTable is one table's chunks, in the order of the migration's tables.
+type CopyTable struct {
+	Table  string      `json:"table"`
+	Chunks []CopyChunk `json:"chunks"`
+}
+
+// CopyChunk is one chunk: primary-key tuples in [Lo, Hi) (values as text; nil: unbounded),
+// or with Blocks heap blocks in [BlockLo, BlockHi) (BlockHi < 0: unbounded).
+type CopyChunk struct {
+	Lo      []string `json:"lo,omitempty"`
+	Hi      []string `json:"hi,omitempty"`
+	Blocks  bool     `json:"blocks,omitempty"`
+	BlockLo int64    `json:"block_lo,omitempty"`
+	BlockHi int64    `json:"block_hi,omitempty"`
+	Done    bool     `json:"done,omitempty"`
+	Rows    int64    `json:"rows,omitempty"`
+	Bytes   int64    `json:"bytes,omitempty"`
+	// Run is the run of the copy that copied it (1 for the first).
+	Run int `json:"run,omitempty"`
+}
+
+// Clone is a deep copy (a journal hands out shallow copies of the record).
+func (p *CopyPlan) Clone() *CopyPlan {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	c.Tables = make([]CopyTable, len(p.Tables))
+	for i, t := range p.Tables {
+		c.Tables[i] = CopyTable{Table: t.Table, Chunks: append([]CopyChunk(nil), t.Chunks...)}
+	}
+	return &c
+}
+
 // Timings are phase durations in seconds.
 type Timings struct {
 	Copy          float64 `json:"copy"`
@@ -170,6 +217,7 @@ type Migration struct {
 	LagBytes      int64                    `json:"lag_bytes"`
 	LagSeconds    float64                  `json:"lag_seconds"`
 	Tables        map[string]TableProgress `json:"tables,omitempty"`
+	Copy          *CopyPlan                `json:"copy,omitempty"`
 	RowsCopied    int64                    `json:"rows_copied"`
 	BytesCopied   int64                    `json:"bytes_copied"`
 	RowsVerified  int64                    `json:"rows_verified,omitempty"`

@@ -82,6 +82,11 @@ type applier struct {
 	// on the target: they entered the range with unchanged TOASTed values that could not
 	// be read from the source any more (see upsert).
 	phantoms map[string]bool
+
+	// overlap: source transactions committed before it are applied idempotently (see
+	// addIdempotent); idem says the open source transaction is one of them.
+	overlap pglogrepl.LSN
+	idem    bool
 }
 
 type stmtKey struct {
@@ -106,7 +111,7 @@ type rowRef struct {
 // group is a run of row changes that one statement per groupMax rows applies.
 type group struct {
 	rel    *relation
-	op     byte       // 'I' insert, 'U' update by unchanged key, 'K' update that changes the key, 'R' replace, 'D' delete
+	op     byte       // 'I' insert, 'U' update by unchanged key, 'K' update that changes the key, 'R' replace, 'D' delete, 'X' upsert, 'Y' delete if there
 	shape  string     // 'U'/'K'/'R': which columns are set
 	set    []int      // 'U'/'K'/'R': the columns set
 	rows   [][][]byte // nil: folded into a later change
@@ -184,6 +189,7 @@ func (a *applier) handle(ctx context.Context, seg segment) error {
 	}
 	if seg.begin {
 		a.inSrcTx = true
+		a.idem = seg.finalLSN < a.overlap
 		if !a.txOpen {
 			a.batch.ExecParams("BEGIN", nil, nil, nil, nil)
 			a.expect = append(a.expect, expectation{rows: -1})
@@ -426,16 +432,23 @@ func (a *applier) emit(ctx context.Context, g *group, rows [][][]byte) error {
 	}
 	a.batch.ExecPrepared(name, vals, nil, nil)
 	what := map[byte]string{'I': "an INSERT", 'U': "an UPDATE", 'K': "an UPDATE", 'R': "a replace (DELETE and INSERT)", 'D': "a DELETE"}[g.op]
-	a.expect = append(a.expect, expectation{rows: int64(len(rows)), what: what, table: g.rel.name})
+	n := int64(len(rows))
+	if g.op == 'X' || g.op == 'Y' {
+		n = -1 // idempotent: whatever the target holds
+	}
+	a.expect = append(a.expect, expectation{rows: n, what: what, table: g.rel.name})
 	return nil
 }
 
 // add queues one change.
 func (a *applier) add(ctx context.Context, c *change) error {
+	if a.idem {
+		return a.addIdempotent(ctx, c)
+	}
 	rel := c.rel
 	switch c.op {
 	case 'I':
-		return a.upsert(ctx, c)
+		return a.upsert(ctx, c, 'I')
 	case 'U':
 		where, err := c.whereValues()
 		if err != nil {
@@ -447,7 +460,7 @@ func (a *applier) add(ctx context.Context, c *change) error {
 			if err := a.setPhantom(ctx, rel, where, false); err != nil {
 				return err
 			}
-			return a.upsert(ctx, c)
+			return a.upsert(ctx, c, 'I')
 		}
 		byOld := c.oldTup != nil
 		set, shape, replace := c.updateColumns()
@@ -489,6 +502,33 @@ func (a *applier) add(ctx context.Context, c *change) error {
 	return nil
 }
 
+// addIdempotent queues a change of the overlap of a resumed copy: a source transaction
+// committed before the position of the newest copy snapshot, whose effect some rows on the
+// target may already hold. Each change writes its row whole (an upsert by primary key, the
+// old key deleted first if it changed) or deletes it if it is there, whatever the target
+// holds. Applied in commit order, the last change of each key before that position leaves
+// the row as the source had it there, and a key no change touched is as copied (docs/mover.md,
+// "Resumable copy").
+func (a *applier) addIdempotent(ctx context.Context, c *change) error {
+	rel := c.rel
+	if c.op == 'D' || c.oldTup != nil {
+		where, err := c.whereValues()
+		if err != nil {
+			return err
+		}
+		if err := a.setPhantom(ctx, rel, where, false); err != nil {
+			return err
+		}
+		key := phantomKeyOf(rel.dst.Name, where)
+		a.forget(key)
+		a.addRow(rel, 'Y', "", nil, where, key, c.size)
+		if c.op == 'D' {
+			return nil
+		}
+	}
+	return a.upsert(ctx, c, 'X')
+}
+
 // updateColumns returns the columns an update sets and its shape (per column: its kind
 // if set, 'u' an unchanged TOASTed value, 'k' a key column left as it is, '=' an identity
 // column left as it is), and whether it must be applied as a replace.
@@ -522,7 +562,8 @@ func (c *change) updateColumns() (set []int, shape string, replace bool) {
 	return set, string(sh), replace
 }
 
-// upsert writes the change's new row whole (an INSERT: see insertSQL).
+// upsert writes the change's new row whole: op 'I' inserts it (see insertSQL), 'X' inserts
+// or overwrites it (the overlap of a resumed copy).
 //
 // A row that enters the range by an UPDATE of its key arrives as an INSERT whose unchanged
 // TOASTed values are not in the stream (PostgreSQL's own apply stores NULL there). Those
@@ -530,7 +571,7 @@ func (c *change) updateColumns() (set []int, shape string, replace bool) {
 // stream after this one, so the target converges. If the row is no longer in the range
 // under this key, a later change in the stream deletes it or gives it a new key; until
 // then it is a phantom, and that later change writes it whole in turn.
-func (a *applier) upsert(ctx context.Context, c *change) error {
+func (a *applier) upsert(ctx context.Context, c *change, op byte) error {
 	rel := c.rel
 	vals := make([][]byte, len(rel.cols))
 	var missing []int
@@ -553,6 +594,12 @@ func (a *applier) upsert(ctx context.Context, c *change) error {
 		}
 		if got == nil {
 			a.log("row entered the range but has left it on the source; waiting for its next change", "table", rel.name)
+			if op == 'X' {
+				// A phantom is not on the target: the copy may hold it.
+				key := phantomKeyOf(rel.dst.Name, where)
+				a.forget(key)
+				a.addRow(rel, 'Y', "", nil, where, key, c.size)
+			}
 			return a.setPhantom(ctx, rel, where, true)
 		}
 		for j, i := range missing {
@@ -562,7 +609,7 @@ func (a *applier) upsert(ctx context.Context, c *change) error {
 	if err := a.setPhantom(ctx, rel, where, false); err != nil {
 		return err
 	}
-	a.addRow(rel, 'I', "", nil, vals, phantomKeyOf(rel.dst.Name, where), c.size)
+	a.addRow(rel, op, "", nil, vals, phantomKeyOf(rel.dst.Name, where), c.size)
 	return nil
 }
 
@@ -666,6 +713,10 @@ func groupSQL(g *group, n int) string {
 			cols[i], types[i] = ident(c.name), c.typ
 		}
 		return fmt.Sprintf("INSERT INTO %s (%s)%s VALUES %s", rel.dst.Qualified(), strings.Join(cols, ", "), overriding(rel), valuesList(types, n))
+	case 'X':
+		return groupSQL(&group{rel: rel, op: 'I'}, n) + onConflict(rel)
+	case 'Y':
+		return groupSQL(&group{rel: rel, op: 'D'}, n)
 	case 'K':
 		return updateSQL(rel, g.set)
 	case 'R':
@@ -701,6 +752,25 @@ func groupSQL(g *group, n int) string {
 			valuesList(types, n), strings.Join(alias, ", "), strings.Join(conds, " AND "))
 	}
 	panic("mover: unknown group op " + string(g.op))
+}
+
+// onConflict makes an INSERT overwrite the row with the same primary key. GENERATED ALWAYS
+// identity columns keep their value (an UPDATE may set them only to DEFAULT); they are
+// part of the key where they are the usual id.
+func onConflict(rel *relation) string {
+	var pk, sets []string
+	for _, c := range rel.cols {
+		switch {
+		case c.pk:
+			pk = append(pk, ident(c.name))
+		case !c.identityAlways:
+			sets = append(sets, fmt.Sprintf("%s = EXCLUDED.%s", ident(c.name), ident(c.name)))
+		}
+	}
+	if len(sets) == 0 {
+		return fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING", strings.Join(pk, ", "))
+	}
+	return fmt.Sprintf(" ON CONFLICT (%s) DO UPDATE SET %s", strings.Join(pk, ", "), strings.Join(sets, ", "))
 }
 
 // insertSQL inserts one row (see groupSQL).

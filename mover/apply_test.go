@@ -28,6 +28,10 @@ func TestApplySQL(t *testing.T) {
 		{deleteSQL(rel), `DELETE FROM "public"."orders" WHERE "tenant_id" = $1::bigint AND "id" = $2::bigint`},
 		{groupSQL(&group{rel: rel, op: 'D'}, 2), `DELETE FROM "public"."orders" AS t USING (VALUES ($1::bigint, $2::bigint), ($3::bigint, $4::bigint)) AS v(w0, w1) ` +
 			`WHERE t."tenant_id" = v.w0 AND t."id" = v.w1`},
+		// The overlap of a resumed copy: upsert by primary key, delete if there.
+		{groupSQL(&group{rel: rel, op: 'X'}, 1), `INSERT INTO "public"."orders" ("tenant_id", "id", "note", "total") VALUES ($1::bigint, $2::bigint, $3::text, $4::numeric(12,2))` +
+			` ON CONFLICT ("tenant_id", "id") DO UPDATE SET "note" = EXCLUDED."note", "total" = EXCLUDED."total"`},
+		{groupSQL(&group{rel: rel, op: 'Y'}, 1), `DELETE FROM "public"."orders" WHERE "tenant_id" = $1::bigint AND "id" = $2::bigint`},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got\n%s\nwant\n%s", tc.got, tc.want)

@@ -161,11 +161,17 @@ func (m *Mover) removeTargetRows(ctx context.Context, dst *pgxpool.Pool) error {
 // written its token there, and a batch in flight holds the newer driver's write back
 // until it commits.
 type rangeDeleter struct {
-	pool      *pgxpool.Pool
+	pool      txExecer
 	pred      string
 	migration string
 	token     int64
 	log       *slog.Logger
+}
+
+// txExecer is a pool or one connection.
+type txExecer interface {
+	execer
+	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
 const batchRows = 10000

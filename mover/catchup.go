@@ -147,7 +147,7 @@ func (m *Mover) session(ctx context.Context) error {
 		m.appliedTxs.Add(int64(txs))
 		m.setApplied(lsn, at)
 	}, func(msg string, args ...any) { m.log.Debug(msg, args...) })
-	app.token = cfg.Token
+	app.token, app.overlap = cfg.Token, m.overlap
 	g.Go(func() error { return rcv.run(gctx) })
 	g.Go(func() error {
 		err := app.run(gctx, segs)

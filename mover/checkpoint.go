@@ -11,6 +11,10 @@ import (
 // update loads the migration record, lets f change the mover's fields and saves it. Each
 // write starts from a fresh Load so that fields others own (the cutover's) are kept.
 func (m *Mover) update(ctx context.Context, f func(*catalog.Migration)) error {
+	// One at a time: copy workers record their chunks while the copy's checkpoints run,
+	// and two interleaved load-and-save rounds would lose one's change.
+	m.journalMu.Lock()
+	defer m.journalMu.Unlock()
 	rec, err := m.j.Load(ctx, m.cfg.ID)
 	if err != nil {
 		return fmt.Errorf("mover: load migration %s: %w", m.cfg.ID, err)

@@ -20,7 +20,8 @@ import (
 // range's part of the table through the primary key: the way for a small range.
 type chunk struct {
 	src, dst *table
-	index    int
+	ti       int      // the table's place in the move's tables (and in the journal's copy plan)
+	index    int      // the chunk's place among its table's chunks
 	lo, hi   []string // primary-key values as text, in PK column order
 	blocks   bool
 	blockLo  int64

@@ -140,6 +140,7 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 		"plan_s", planned.Sub(began).Seconds(), "connect_s", opened.Sub(planned).Seconds(), "slot_s", time.Since(opened).Seconds())
 	if err := m.update(ctx, func(r *catalog.Migration) {
 		r.ConsistentLSN, r.Snapshot = consistent.String(), snapshot
+		r.Copy = copyPlanOf(md, perTable)
 	}); err != nil {
 		return 0, err
 	}
@@ -195,6 +196,9 @@ func (m *Mover) planCopy(ctx context.Context, src *pgxpool.Pool, md *metadata, r
 			by = "blocks"
 		}
 		m.log.Info("copy plan", "table", t.Name, "chunks", len(cs), "by", by, "est_bytes", est)
+		for j := range cs {
+			cs[j].ti, cs[j].index = i, j
+		}
 		perTable = append(perTable, cs)
 		st.order = append(st.order, t.Name)
 		st.tables[t.Name] = &tableStats{chunksTotal: len(cs), estBytes: est}
@@ -266,8 +270,9 @@ func (m *Mover) openWorkers(ctx context.Context, n int) ([]*worker, error) {
 				"statement_timeout", "0", "idle_in_transaction_session_timeout", "0"); err != nil {
 				return err
 			}
-			// A crash during the copy restarts it, so its commits need not wait for disk.
-			if w.dst, err = connect(gctx, target, m.cfg.TargetDSN, appName(m.cfg.ID, "copy"), "synchronous_commit", "off"); err != nil {
+			// A chunk's commit is durable before the journal records the chunk done (one
+			// flush per chunk of tens of megabytes): a resumed copy trusts that record.
+			if w.dst, err = connect(gctx, target, m.cfg.TargetDSN, appName(m.cfg.ID, "copy"), "synchronous_commit", "on"); err != nil {
 				return err
 			}
 			w.replica, err = setupTargetSession(gctx, w.dst)
@@ -394,6 +399,7 @@ func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred str
 	out := fmt.Sprintf("COPY (SELECT %s FROM %s WHERE %s) TO STDOUT (FORMAT %s)", colList, c.src.Qualified(), where, format)
 	in := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT %s)", c.dst.Qualified(), colList, format)
 
+	var chunkBytes int64
 	meter := func(ctx context.Context, n int) error {
 		if err := m.th.waitUnpaused(ctx); err != nil {
 			return err
@@ -407,6 +413,7 @@ func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred str
 			return err
 		}
 		ts.bytes.Add(int64(n))
+		chunkBytes += int64(n)
 		return nil
 	}
 	if m.cfg.Token != 0 {
@@ -437,7 +444,9 @@ func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred str
 	}
 	ts.rows.Add(rows)
 	ts.chunksDone.Add(1)
-	return nil
+	// Only now, with the chunk committed on the target: a chunk the journal calls done is
+	// there, and one copied but not recorded is deleted and copied again by a resume.
+	return m.chunkDone(ctx, c, rows, chunkBytes)
 }
 
 // watchCopy runs beside the copy: it reports progress, checkpoints the counters, pauses

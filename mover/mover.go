@@ -45,6 +45,10 @@ type Mover struct {
 	waiters     atomic.Int32           // goroutines in WaitApplied
 	lastErr     atomic.Pointer[string] // last transient catch-up error, for the journal
 	catchupFrom time.Time
+	journalMu   sync.Mutex // serialises update
+	// overlap: source transactions committed before it are applied idempotently (a
+	// resumed copy's snapshot is later than the slot's consistent point).
+	overlap pglogrepl.LSN
 }
 
 // New checks cfg and returns a mover; it does no I/O.
@@ -82,8 +86,8 @@ func (m *Mover) Err() error {
 // Start runs preflight, creates the publication and the slot, copies the range (or, for a
 // migration whose copy had finished, resumes), then launches the catch-up in the
 // background and returns. The catch-up runs until ctx ends or Stop is called. A copy that
-// was interrupted is restarted from scratch: the copy is one snapshot, which does not
-// survive its connections.
+// was interrupted resumes with its unfinished chunks (resume.go), or where it cannot,
+// starts over.
 func (m *Mover) Start(ctx context.Context) (err error) {
 	m.mu.Lock()
 	if m.started {
@@ -120,7 +124,10 @@ func (m *Mover) Start(ctx context.Context) (err error) {
 	case "", catalog.PhasePlanned, catalog.PhasePreflight, catalog.PhaseCancelled, catalog.PhaseRolledBack:
 		return m.startFresh(runCtx)
 	case catalog.PhaseCopying:
-		m.log.Warn("the copy of this migration was interrupted; removing what it copied and starting it again")
+		if resumed, err := m.resumeCopy(runCtx, rec); resumed || err != nil {
+			return err
+		}
+		m.log.Warn("the copy of this migration was interrupted and cannot resume; removing what it copied and starting it again")
 		if err := m.openPools(runCtx); err != nil {
 			return err
 		}
@@ -203,6 +210,7 @@ func (m *Mover) resume(ctx context.Context, rec *catalog.Migration) error {
 			return fmt.Errorf("mover: migration %s has a bad consistent LSN %q: %w", m.cfg.ID, rec.ConsistentLSN, err)
 		}
 	}
+	m.overlap = overlapOf(rec)
 	m.setApplied(consistent, time.Now())
 	m.log.Info("resuming catch-up", "phase", rec.Phase)
 	m.launchCatchup(ctx)
