@@ -61,6 +61,10 @@ func (m *Mover) runCatchup(ctx context.Context) error {
 		if err == nil {
 			err = errStreamEnded
 		}
+		if m.slotLost(ctx) {
+			// The source says only that it cannot read the slot; its own catalog says why.
+			return slotInvalidated(m.slot, m.cfg.ID)
+		}
 		if !transient(err) {
 			return err
 		}
@@ -162,6 +166,17 @@ func (m *Mover) session(ctx context.Context) error {
 		err = errStreamEnded
 	}
 	return err
+}
+
+// slotLost reports whether the source has invalidated the move's slot (a failed read of
+// the slot, as while the source restarts, is not a verdict).
+func (m *Mover) slotLost(ctx context.Context) bool {
+	src, _ := m.pools()
+	if src == nil {
+		return false
+	}
+	s, err := readSlot(ctx, src, m.slot)
+	return err == nil && s.exists && s.walStatus == "lost"
 }
 
 // fetchRow reads the current values of some columns of one row from the source, if the

@@ -481,7 +481,7 @@ func (m *Mover) watchCopy(ctx context.Context, stop <-chan struct{}) error {
 		lastCheck = time.Now()
 		s, err := readSlot(ctx, src, m.slot)
 		if err == nil && s.walStatus == "lost" {
-			return fmt.Errorf("source: replication slot %s was invalidated while copying (it held more WAL than max_slot_wal_keep_size): cancel, then retry with a larger max_slot_wal_keep_size or at a quieter time", m.slot)
+			return slotInvalidated(m.slot, m.cfg.ID)
 		}
 		if m.cfg.MaxSourceLag <= 0 {
 			continue

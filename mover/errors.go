@@ -44,3 +44,13 @@ func transient(err error) bool {
 // writes no row changes, so the target cannot follow it and its copy of the range is no
 // longer complete; the move has to be cancelled and started again.
 var ErrTruncated = errors.New("a TRUNCATE on the source removed rows without row changes, so the target's copy of the range is no longer complete")
+
+// ErrSlotInvalidated: the source invalidated the move's replication slot (wal_status lost)
+// because it held more WAL than max_slot_wal_keep_size; the changes since the copy are gone
+// with that WAL, so the move has to be cancelled and started again.
+var ErrSlotInvalidated = errors.New("invalidated by the source")
+
+// slotInvalidated is the one-line error for migration id whose slot the source invalidated.
+func slotInvalidated(slot, id string) error {
+	return &fatalError{fmt.Errorf("source: replication slot %s was %w (wal_status lost: it held more WAL than max_slot_wal_keep_size), so the changes it kept for the move are gone: cancel the migration (reshard cancel %s) and move again, with a larger max_slot_wal_keep_size or at a quieter time", slot, ErrSlotInvalidated, id)}
+}

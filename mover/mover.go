@@ -202,7 +202,7 @@ func (m *Mover) resume(ctx context.Context, rec *catalog.Migration) error {
 	case !s.exists:
 		return fmt.Errorf("mover: replication slot %s is gone from the source, so changes since the copy are lost: cancel migration %s and start it again", m.slot, m.cfg.ID)
 	case s.walStatus == "lost":
-		return fmt.Errorf("mover: replication slot %s was invalidated (max_slot_wal_keep_size): cancel migration %s and start it again", m.slot, m.cfg.ID)
+		return slotInvalidated(m.slot, m.cfg.ID)
 	}
 	var consistent pglogrepl.LSN
 	if rec.ConsistentLSN != "" {
