@@ -17,35 +17,41 @@ import (
 
 // LoadStats reads every stats key at one revision.
 func (s *Store) LoadStats(ctx context.Context) (*Stats, error) {
-	resp, err := s.get(ctx, s.key(pfxStats), clientv3.WithPrefix())
+	out := &Stats{Shards: map[string]ShardStats{}}
+	rev, err := s.scan(ctx, s.key(pfxStats), clientv3.GetPrefixRangeEnd(s.key(pfxStats)), 0, func(kv *mvccKV) error {
+		return s.decodeStat(out, kv)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("read stats: %w", s.wrapEtcd(err))
+		return nil, fmt.Errorf("read stats: %w", err)
 	}
-	out := &Stats{Revision: resp.Header.Revision, Shards: map[string]ShardStats{}}
-	for _, kv := range resp.Kvs {
-		rel := s.rel(kv.Key)
-		var err error
-		switch {
-		case strings.HasPrefix(rel, pfxShardStats):
-			var ss ShardStats
-			err = json.Unmarshal(kv.Value, &ss)
-			out.Shards[ss.Shard] = ss
-		case strings.HasPrefix(rel, pfxRangeStats):
-			var rs RangeStats
-			err = json.Unmarshal(kv.Value, &rs)
-			out.Ranges = append(out.Ranges, rs)
-		case strings.HasPrefix(rel, pfxHotKeys):
-			var hk HotKey
-			err = json.Unmarshal(kv.Value, &hk)
-			out.HotKeys = append(out.HotKeys, hk)
-		}
-		if err != nil {
-			return nil, badValue(string(kv.Key), err)
-		}
-	}
+	out.Revision = rev
 	sort.Slice(out.Ranges, func(i, j int) bool { return out.Ranges[i].Range.Lo < out.Ranges[j].Range.Lo })
 	sort.Slice(out.HotKeys, func(i, j int) bool { return out.HotKeys[i].Key < out.HotKeys[j].Key })
 	return out, nil
+}
+
+// decodeStat adds one stats key to out.
+func (s *Store) decodeStat(out *Stats, kv *mvccKV) error {
+	rel := s.rel(kv.Key)
+	var err error
+	switch {
+	case strings.HasPrefix(rel, pfxShardStats):
+		var ss ShardStats
+		err = json.Unmarshal(kv.Value, &ss)
+		out.Shards[ss.Shard] = ss
+	case strings.HasPrefix(rel, pfxRangeStats):
+		var rs RangeStats
+		err = json.Unmarshal(kv.Value, &rs)
+		out.Ranges = append(out.Ranges, rs)
+	case strings.HasPrefix(rel, pfxHotKeys):
+		var hk HotKey
+		err = json.Unmarshal(kv.Value, &hk)
+		out.HotKeys = append(out.HotKeys, hk)
+	}
+	if err != nil {
+		return badValue(string(kv.Key), err)
+	}
+	return nil
 }
 
 // PutStats replaces the measured stats with st: shard and range stats not in st are
@@ -69,18 +75,18 @@ func (s *Store) PutStats(ctx context.Context, st *Stats) error {
 }
 
 func (s *Store) putStatsOnce(ctx context.Context, st *Stats) error {
-	cur, err := s.get(ctx, s.key(pfxStats), clientv3.WithPrefix())
+	existing := map[string]*mvccKV{}
+	_, err := s.scan(ctx, s.key(pfxStats), clientv3.GetPrefixRangeEnd(s.key(pfxStats)), 0, func(kv *mvccKV) error {
+		existing[s.rel(kv.Key)] = kv
+		return nil
+	})
 	if err != nil {
-		return s.wrapEtcd(err)
+		return err
 	}
 	type item struct {
 		rel string
 		val any
 		cmp int64 // mod revision to compare for hot keys we merge into; -1: none
-	}
-	existing := map[string]*mvccKV{}
-	for _, kv := range cur.Kvs {
-		existing[s.rel(kv.Key)] = kv
 	}
 	var items []item
 	want := map[string]bool{}

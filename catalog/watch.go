@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -16,9 +17,15 @@ import (
 
 // Cache is a live copy of a cluster's State: it loads the state, then applies etcd watch
 // events to it. Each etcd watch response carries whole revisions (a transaction's events
-// are never split), and the cache publishes a new immutable State only after a whole
+// are never split), and the cache publishes a new immutable snapshot only after a whole
 // response is applied, so a reader never sees half of a flip or a split. After a
 // compaction or a broken watch it starts again from a fresh Load.
+//
+// A snapshot shares all it can with the one before: the ranges live in a chunked index
+// (rangeIndex) where a flip copies one chunk, so following a flip costs the same at a
+// million ranges as at ten, and the resolver answers from the index. The flat State
+// (Ranges, ModRev) is built from a snapshot only when someone asks for it (State,
+// WaitRevision), once per snapshot.
 type Cache struct {
 	s         *Store
 	cur       atomic.Pointer[snapshot]
@@ -31,17 +38,75 @@ type Cache struct {
 }
 
 type snapshot struct {
-	st      *State
-	changed chan struct{} // closed when a newer snapshot is published
+	rev     int64
+	idx     *rangeIndex
+	cfg     Config
+	shards  map[string]Shard
+	migs    map[string]Migration
+	revs    map[string]int64 // mod revisions of every key but the ranges'
+	changed chan struct{}    // closed when a newer snapshot is published
+
+	once sync.Once
+	st   *State    // the flat State, built once on demand
+	same *snapshot // a snapshot with the same content at an older revision (progress)
+}
+
+// snapshotOf indexes a loaded State; the State itself is the snapshot's flat form.
+func snapshotOf(st *State) *snapshot {
+	revs := make(map[string]int64, len(st.Shards)+len(st.Migrations)+1)
+	for k, v := range st.ModRev {
+		if !strings.HasPrefix(k, pfxRanges) {
+			revs[k] = v
+		}
+	}
+	snap := &snapshot{rev: st.Revision, idx: newRangeIndex(st.Ranges, st.ModRev), cfg: st.Config,
+		shards: st.Shards, migs: st.Migrations, revs: revs, changed: make(chan struct{}), st: st}
+	snap.once.Do(func() {})
+	return snap
+}
+
+// state is the snapshot as a State, built on first use and shared by every caller.
+func (s *snapshot) state() *State {
+	s.once.Do(func() {
+		if s.same != nil {
+			st := *s.same.state()
+			st.Revision = s.rev
+			s.st = &st // same is left as is: at reads it from the watcher
+			return
+		}
+		st := &State{Revision: s.rev, Config: s.cfg, Shards: s.shards, Migrations: s.migs,
+			ModRev: make(map[string]int64, len(s.revs)+s.idx.n)}
+		for k, v := range s.revs {
+			st.ModRev[k] = v
+		}
+		st.Ranges = s.idx.ranges(func(lo, rev int64) { st.ModRev[RangeKey(lo)] = rev })
+		s.st = st
+	})
+	return s.st
 }
 
 // Watch loads the state and keeps it up to date until ctx ends or Close is called.
+// Its first sync reads the catalog in pages at one revision, as Load does, straight into
+// the cache's index: no flat State of every range is built on the way.
 func (s *Store) Watch(ctx context.Context) (*Cache, error) {
-	st, err := s.Load(ctx)
+	snap, err := s.sync(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return s.watchFrom(ctx, st, nil), nil
+	return s.watchSnap(ctx, snap, nil), nil
+}
+
+// sync loads a snapshot: config, shards and migrations as Load reads them, the ranges
+// into an index.
+func (s *Store) sync(ctx context.Context) (*snapshot, error) {
+	var b indexBuilder
+	st, err := s.load(ctx, &b)
+	if err != nil {
+		return nil, err
+	}
+	// load leaves the range keys out of ModRev: they are in the index.
+	return &snapshot{rev: st.Revision, idx: b.done(), cfg: st.Config, shards: st.Shards,
+		migs: st.Migrations, revs: st.ModRev, changed: make(chan struct{})}, nil
 }
 
 // NewStaticCache returns a Cache that holds st and never changes: for routing from a state
@@ -52,21 +117,27 @@ func NewStaticCache(st *State) *Cache {
 	done := make(chan struct{})
 	var once sync.Once
 	c := &Cache{cancel: func() { once.Do(func() { close(done) }) }, done: done}
-	c.cur.Store(&snapshot{st: st, changed: make(chan struct{})})
+	c.cur.Store(snapshotOf(st))
 	return c
 }
 
+// watchFrom follows etcd from a State already read (tests start from one built by hand).
 func (s *Store) watchFrom(ctx context.Context, st *State, onPublish func(*State)) *Cache {
+	return s.watchSnap(ctx, snapshotOf(st), onPublish)
+}
+
+func (s *Store) watchSnap(ctx context.Context, snap *snapshot, onPublish func(*State)) *Cache {
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Cache{s: s, cancel: cancel, done: make(chan struct{}), onPublish: onPublish}
-	c.cur.Store(&snapshot{st: st, changed: make(chan struct{})})
+	c.cur.Store(snap)
 	go c.run(ctx)
 	return c
 }
 
 // State is the current snapshot. It is shared: read it, do not modify it (Clone it to pass
-// to a write).
-func (c *Cache) State() *State { return c.cur.Load().st }
+// to a write). At a million ranges, the first call after a change builds it (a few hundred
+// milliseconds); a router resolves keys with a Resolver, which needs no State.
+func (c *Cache) State() *State { return c.cur.Load().state() }
 
 // Changed returns a channel closed when a state newer than the current one is published.
 func (c *Cache) Changed() <-chan struct{} { return c.cur.Load().changed }
@@ -89,24 +160,23 @@ func (c *Cache) Close() {
 func (c *Cache) WaitRevision(ctx context.Context, rev int64) (*State, error) {
 	for {
 		snap := c.cur.Load()
-		if snap.st.Revision >= rev {
-			return snap.st, nil
+		if snap.rev >= rev {
+			return snap.state(), nil
 		}
 		select {
 		case <-snap.changed:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("catalog watch still at revision %d, waiting for %d: %w", snap.st.Revision, rev, ctx.Err())
+			return nil, fmt.Errorf("catalog watch still at revision %d, waiting for %d: %w", snap.rev, rev, ctx.Err())
 		case <-c.done:
 			return nil, errors.New("catalog watch stopped")
 		}
 	}
 }
 
-func (c *Cache) publish(st *State) {
+func (c *Cache) publish(next *snapshot) {
 	if c.onPublish != nil {
-		c.onPublish(st)
+		c.onPublish(next.state())
 	}
-	next := &snapshot{st: st, changed: make(chan struct{})}
 	old := c.cur.Swap(next)
 	close(old.changed)
 }
@@ -121,8 +191,7 @@ func (c *Cache) run(ctx context.Context) {
 	defer close(c.done)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		st := c.State()
-		err := c.follow(ctx, st.Revision+1)
+		err := c.follow(ctx, c.cur.Load().rev+1)
 		if ctx.Err() != nil {
 			return
 		}
@@ -135,7 +204,7 @@ func (c *Cache) run(ctx context.Context) {
 			case <-time.After(backoff):
 			}
 			backoff = min(backoff*2, 5*time.Second)
-			fresh, lerr := c.s.Load(ctx)
+			fresh, lerr := c.s.sync(ctx)
 			if lerr != nil {
 				c.setErr(lerr)
 				continue
@@ -161,12 +230,10 @@ func (c *Cache) follow(ctx context.Context, rev int64) error {
 		if resp.Canceled {
 			return fmt.Errorf("catalog watch from revision %d was cancelled by etcd", rev)
 		}
-		cur := c.State()
+		cur := c.cur.Load()
 		if resp.IsProgressNotify() {
-			if resp.Header.Revision > cur.Revision {
-				next := *cur
-				next.Revision = resp.Header.Revision
-				c.publish(&next)
+			if resp.Header.Revision > cur.rev {
+				c.publish(cur.at(resp.Header.Revision))
 			}
 			continue
 		}
@@ -175,45 +242,61 @@ func (c *Cache) follow(ctx context.Context, rev int64) error {
 			// A value that does not decode: start again from a Load, which reports it.
 			return err
 		}
-		if next != nil {
-			c.publish(next)
-		}
+		c.publish(next)
 	}
 	return fmt.Errorf("catalog watch from revision %d ended", rev)
 }
 
-// apply returns a new State with the events applied, or nil if none touched the catalog
-// state (stats, history, locks).
-func (c *Cache) apply(cur *State, evs []*clientv3.Event, rev int64) (*State, error) {
-	var next *State
+// at is the snapshot at a later revision with the same content.
+func (s *snapshot) at(rev int64) *snapshot {
+	next := &snapshot{rev: rev, idx: s.idx, cfg: s.cfg, shards: s.shards, migs: s.migs, revs: s.revs,
+		changed: make(chan struct{}), same: s}
+	if s.same != nil {
+		next.same = s.same
+	}
+	return next
+}
+
+// apply returns a new snapshot with the events applied. Events that touch no catalog state
+// (stats, history, locks) only move the revision.
+func (c *Cache) apply(cur *snapshot, evs []*clientv3.Event, rev int64) (*snapshot, error) {
+	next := cur.at(rev)
+	var edit *indexEdit
+	copied := map[string]bool{} // which of next's maps are its own already
+	own := func(what string) {
+		if copied[what] {
+			return
+		}
+		copied[what] = true
+		next.same = nil
+		switch what {
+		case "shards":
+			next.shards = maps.Clone(cur.shards)
+		case "migs":
+			next.migs = maps.Clone(cur.migs)
+		case "revs":
+			next.revs = maps.Clone(cur.revs)
+		}
+	}
 	for _, ev := range evs {
 		rel := c.s.rel(ev.Kv.Key)
-		if rel != keyConfig && !strings.HasPrefix(rel, pfxShards) && !strings.HasPrefix(rel, pfxRanges) && !strings.HasPrefix(rel, pfxMigrations) {
-			continue
-		}
-		if next == nil {
-			next = cur.Clone()
-		}
 		del := ev.Type == clientv3.EventTypeDelete
-		if del {
-			delete(next.ModRev, rel)
-		} else {
-			next.ModRev[rel] = ev.Kv.ModRevision
-		}
 		var err error
 		switch {
 		case rel == keyConfig:
-			next.Config = Config{}
+			own("revs")
+			next.cfg = Config{}
 			if !del {
-				err = json.Unmarshal(ev.Kv.Value, &next.Config)
+				err = json.Unmarshal(ev.Kv.Value, &next.cfg)
 			}
 		case strings.HasPrefix(rel, pfxShards):
-			name := strings.TrimPrefix(rel, pfxShards)
-			delete(next.Shards, name)
+			own("revs")
+			own("shards")
+			delete(next.shards, strings.TrimPrefix(rel, pfxShards))
 			if !del {
 				var sh Shard
 				if err = json.Unmarshal(ev.Kv.Value, &sh); err == nil {
-					next.Shards[sh.Name] = sh
+					next.shards[sh.Name] = sh
 				}
 			}
 		case strings.HasPrefix(rel, pfxRanges):
@@ -228,26 +311,38 @@ func (c *Cache) apply(cur *State, evs []*clientv3.Event, rev int64) (*State, err
 					break
 				}
 			}
-			next.Ranges = setRange(next.Ranges, lo, r, del)
+			if edit == nil {
+				edit = cur.idx.edit()
+				next.same = nil
+			}
+			edit.set(lo, r, ev.Kv.ModRevision, del)
+			continue
 		case strings.HasPrefix(rel, pfxMigrations):
+			own("revs")
+			own("migs")
 			id := strings.TrimPrefix(rel, pfxMigrations)
-			delete(next.Migrations, id)
+			delete(next.migs, id)
 			if !del {
 				var m *Migration
 				if m, err = decodeMigration(ev.Kv.Value, ev.Kv.ModRevision); err == nil {
-					next.Migrations[m.ID] = *m
+					next.migs[m.ID] = *m
 				}
 			}
+		default:
+			continue
 		}
 		if err != nil {
 			return nil, badValue(string(ev.Kv.Key), err)
 		}
+		if del {
+			delete(next.revs, rel)
+		} else {
+			next.revs[rel] = ev.Kv.ModRevision
+		}
 	}
-	if next == nil {
-		next = new(State)
-		*next = *cur
+	if edit != nil {
+		next.idx = edit.done()
 	}
-	next.Revision = rev
 	return next, nil
 }
 
@@ -289,15 +384,15 @@ func NewResolver(c *Cache) *Resolver { return &Resolver{c: c} }
 // Resolve returns the route of key. A frozen route means a cutover is fencing writes to
 // its range: hold writes (WaitServing) and send them where the next route says.
 func (r *Resolver) Resolve(key int64) (Route, error) {
-	return resolve(r.c.State(), key)
+	return resolve(r.c.cur.Load(), key)
 }
 
-func resolve(st *State, key int64) (Route, error) {
-	rg, ok := st.Owner(key)
+func resolve(snap *snapshot, key int64) (Route, error) {
+	rg, ok := snap.idx.find(key)
 	if !ok {
-		return Route{Revision: st.Revision}, fmt.Errorf("key %d is in no range at revision %d (is the catalog initialised?): %w", key, st.Revision, ErrNotFound)
+		return Route{Revision: snap.rev}, fmt.Errorf("key %d is in no range at revision %d (is the catalog initialised?): %w", key, snap.rev, ErrNotFound)
 	}
-	return Route{Range: rg.Range, Shard: rg.Shard, State: rg.State, Epoch: rg.Epoch, Revision: st.Revision}, nil
+	return Route{Range: rg.Range, Shard: rg.Shard, State: rg.State, Epoch: rg.Epoch, Revision: snap.rev}, nil
 }
 
 // WaitServing returns the route of key once its range is serving, waiting while it is
@@ -306,7 +401,7 @@ func resolve(st *State, key int64) (Route, error) {
 func (r *Resolver) WaitServing(ctx context.Context, key int64) (Route, error) {
 	for {
 		snap := r.c.cur.Load()
-		rt, err := resolve(snap.st, key)
+		rt, err := resolve(snap, key)
 		if err == nil && rt.State == RangeServing {
 			return rt, nil
 		}

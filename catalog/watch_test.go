@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -294,5 +296,163 @@ func TestStaticCacheNeverChanges(t *testing.T) {
 	}
 	if c.Err() != nil || c.State() != st {
 		t.Errorf("after Close: Err %v, state %p (want %p)", c.Err(), c.State(), st)
+	}
+}
+
+// TestCacheFollowsFlipsWithoutCopyingTheCatalog: a cache over a big catalog follows a flip
+// at a cost that does not grow with the catalog: it neither copies every range nor every
+// mod revision per watch response. Here the cache starts from a state of 300,000 ranges
+// (only the three of initDemo are in etcd: the flips touch those) and follows 20 flips;
+// what it allocates per flip must stay far below one copy of the ranges (about 30 MB).
+func TestCacheFollowsFlipsWithoutCopyingTheCatalog(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	st := initDemo(t, s)
+	big := bigState(st, 300_000)
+	if err := ValidateRanges(big.Ranges, big.Shards); err != nil {
+		t.Fatal(err)
+	}
+	c := s.watchFrom(ctx, big, nil)
+	defer c.Close()
+	res := NewResolver(c)
+	wait := func(rev int64) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			rt, err := res.Resolve(500)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rt.Revision >= rev {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cache still at revision %d after a minute, want %d", rt.Revision, rev)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	wait(st.Revision)
+	const flips = 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range flips {
+		r := st.Ranges[1]
+		to := map[string]string{"s2": "s1", "s1": "s2"}[r.Shard]
+		m := newMigration(t, s, fmt.Sprintf("m%d", i), r, to)
+		if err := s.Freeze(ctx, st, 0, m); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Flip(ctx, st, 0, m, to); err != nil {
+			t.Fatal(err)
+		}
+		wait(st.Revision)
+	}
+	runtime.ReadMemStats(&after)
+	perFlip := (after.TotalAlloc - before.TotalAlloc) / flips
+	if rt, _ := res.Resolve(500); rt.Epoch != flips+1 {
+		t.Fatalf("the cache did not follow the flips: %+v", rt)
+	}
+	t.Logf("%d KiB allocated per flip (etcd, client and cache) over %d ranges", perFlip>>10, len(big.Ranges))
+	if perFlip > 8<<20 {
+		t.Fatalf("%d MiB allocated per flip followed: the cache copies the catalog on every change", perFlip>>20)
+	}
+}
+
+// bigState is st (initDemo's) with its last range, [1000, inf) on s3, cut into n ranges of
+// ten keys and the rest, all on s3 and at that range's mod revision.
+func bigState(st *State, n int) *State {
+	big := st.Clone()
+	rev := st.ModRev[RangeKey(1000)]
+	big.Ranges = append(make([]Range, 0, n+3), st.Ranges[:2]...)
+	for i := range n {
+		lo := int64(1000 + i*10)
+		big.Ranges = append(big.Ranges, Range{Range: NewRange(lo, lo+10), Shard: "s3", State: RangeServing, Epoch: 1})
+		big.ModRev[RangeKey(lo)] = rev
+	}
+	last := int64(1000 + n*10)
+	big.Ranges = append(big.Ranges, Range{Range: From(last), Shard: "s3", State: RangeServing, Epoch: 1})
+	big.ModRev[RangeKey(last)] = rev
+	return big
+}
+
+// TestCacheFirstSyncReadsInPages: a cache over 10,000 ranges starts from paged reads at one
+// revision (no reply over a page), resolves every range, and its State is Load's, before
+// and after it follows a split and a flip.
+func TestCacheFirstSyncReadsInPages(t *testing.T) {
+	const n, page = 10_000, 1000
+	base, cli := testStore(t)
+	ctx := context.Background()
+	if err := base.Init(ctx, demoConfig(), demoShards("s1", "s2", "s3"), manyRanges(n), false); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStore(cli, "demo", WithPageSize(page))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk := &pageKV{KV: cli.KV}
+	s.kv = pk
+	c, err := s.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if pk.maxKVs > page || pk.gets < n/page-1 {
+		t.Fatalf("first sync: %d reads after the first, one of %d keys (page %d)", pk.gets, pk.maxKVs, page)
+	}
+	sameAsLoad(t, base, c, NewResolver(c))
+	st, err := base.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := st.Ranges[n/2]
+	if err := base.Split(ctx, st, r.Range.Lo, r.Range.Lo+(r.Range.Hi-r.Range.Lo)/2); err != nil {
+		t.Fatal(err)
+	}
+	to := map[string]string{"s1": "s2", "s2": "s3", "s3": "s1"}[r.Shard]
+	m := newMigration(t, base, "m1", st.Ranges[n/2], to)
+	if err := base.Freeze(ctx, st, r.Range.Lo, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := base.Flip(ctx, st, r.Range.Lo, m, to); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := c.WaitRevision(wctx, st.Revision); err != nil {
+		t.Fatal(err)
+	}
+	sameAsLoad(t, base, c, NewResolver(c))
+}
+
+// sameAsLoad: the cache's State is what Load reads now, and the resolver routes the first
+// and last key of every range to it.
+func sameAsLoad(t *testing.T, s *Store, c *Cache, res *Resolver) {
+	t.Helper()
+	want, err := s.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.State()
+	if got.Revision != want.Revision {
+		t.Fatalf("cache at revision %d, Load at %d", got.Revision, want.Revision)
+	}
+	for _, part := range []struct{ a, b any }{{got.Ranges, want.Ranges}, {got.Shards, want.Shards}, {got.Migrations, want.Migrations}, {got.ModRev, want.ModRev}, {got.Config, want.Config}} {
+		if a, b := mustJSON(t, part.a), mustJSON(t, part.b); a != b {
+			t.Fatalf("cache differs from Load:\n%.300s\n%.300s", a, b)
+		}
+	}
+	for _, r := range want.Ranges {
+		last := r.Range.Hi - 1
+		if r.Range.HiInf {
+			last = math.MaxInt64
+		}
+		for _, k := range []int64{r.Range.Lo, last} {
+			rt, err := res.Resolve(k)
+			if err != nil || rt.Range != r.Range || rt.Shard != r.Shard || rt.Epoch != r.Epoch || rt.State != r.State {
+				t.Fatalf("resolve %d: %+v %v, want %+v", k, rt, err, r)
+			}
+		}
 	}
 }
