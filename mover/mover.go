@@ -122,19 +122,9 @@ func (m *Mover) Start(ctx context.Context) (err error) {
 	}
 	switch phase {
 	case "", catalog.PhasePlanned, catalog.PhasePreflight, catalog.PhaseCancelled, catalog.PhaseRolledBack:
-		return m.startFresh(runCtx)
+		return m.retryCopy(runCtx, func() error { return m.startFresh(runCtx) })
 	case catalog.PhaseCopying:
-		if resumed, err := m.resumeCopy(runCtx, rec); resumed || err != nil {
-			return err
-		}
-		m.log.Warn("the copy of this migration was interrupted and cannot resume; removing what it copied and starting it again")
-		if err := m.openPools(runCtx); err != nil {
-			return err
-		}
-		if err := m.removeCopy(runCtx, rec); err != nil {
-			return fmt.Errorf("mover: clean up the interrupted copy: %w", err)
-		}
-		return m.startFresh(runCtx)
+		return m.retryCopy(runCtx, func() error { return m.continueCopy(runCtx, rec) })
 	case catalog.PhaseCatchingUp, catalog.PhaseFrozen, catalog.PhaseVerifying:
 		return m.resume(runCtx, rec)
 	case catalog.PhaseFlipped, catalog.PhaseCleaningUp, catalog.PhaseDone:
@@ -142,6 +132,60 @@ func (m *Mover) Start(ctx context.Context) (err error) {
 	default:
 		return fmt.Errorf("mover: migration %s is in unknown phase %q", m.cfg.ID, phase)
 	}
+}
+
+// continueCopy resumes an interrupted copy, or starts it over where it cannot resume.
+func (m *Mover) continueCopy(ctx context.Context, rec *catalog.Migration) error {
+	if resumed, err := m.resumeCopy(ctx, rec); resumed || err != nil {
+		return err
+	}
+	m.log.Warn("the copy of this migration was interrupted and cannot resume; removing what it copied and starting it again")
+	if err := m.openPools(ctx); err != nil {
+		return err
+	}
+	if err := m.removeCopy(ctx, rec); err != nil {
+		return fmt.Errorf("mover: clean up the interrupted copy: %w", err)
+	}
+	return m.startFresh(ctx)
+}
+
+// copyRetryFor bounds how long a copy keeps resuming after failures a reconnect may cure.
+const copyRetryFor = 2 * time.Minute
+
+// retryCopy runs a copy and, while it fails for a reason a reconnect may cure (a source or
+// target restarting, the network) with the journal in copying, resumes it from the journal
+// after a pause: the chunks done stay done.
+func (m *Mover) retryCopy(ctx context.Context, run func() error) error {
+	deadline := time.Now().Add(copyRetryFor)
+	backoff := 500 * time.Millisecond
+	for {
+		err := run()
+		if err == nil || ctx.Err() != nil || !m.copyRetryable(err) || time.Now().After(deadline) {
+			return err
+		}
+		rec, lerr := m.j.Load(ctx, m.cfg.ID)
+		if lerr != nil || rec == nil || rec.Phase != catalog.PhaseCopying {
+			return err
+		}
+		m.log.Warn("the copy was interrupted; resuming it", "err", err, "in", backoff)
+		if sleep(ctx, backoff) != nil {
+			return err
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		m.closePools() // their connections may be to a server that went away
+		run = func() error { return m.continueCopy(ctx, rec) }
+	}
+}
+
+// copyRetryable: errors of the servers' connections, not of the journal or the move itself.
+func (m *Mover) copyRetryable(err error) bool {
+	var pe *PreflightError
+	switch {
+	case errors.As(err, &pe), errors.Is(err, catalog.ErrLockLost), errors.Is(err, catalog.ErrConflict),
+		errors.Is(err, ErrSlotInvalidated), errors.Is(err, ErrStaleDriver):
+		return false
+	}
+	return transient(err)
 }
 
 func (m *Mover) startFresh(ctx context.Context) error {

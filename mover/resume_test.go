@@ -116,3 +116,54 @@ func chunksDone(p *catalog.CopyPlan) (done, total int) {
 	}
 	return done, total
 }
+
+// TestTargetRestartDuringCopyAndCatchup restarts the target PostgreSQL while the copy runs
+// (after its first chunk) and again while the catch-up runs, under a writer: the copy
+// resumes by itself with its unfinished chunks, the catch-up reconnects, and the range ends
+// identical row by row.
+func TestTargetRestartDuringCopyAndCatchup(t *testing.T) {
+	smallChunks(t)
+	ctx := context.Background()
+	srcPG, dstPG, src, dst := pair(t, ctx, schema)
+	seed(t, ctx, src, 10, 5, 1500, 60)
+	rng := catalog.NewRange(3, 7)
+	seedNeighbours(t, ctx, src, dst, testTables, rng)
+	w := startWriter(ctx, src, 10, 2)
+	defer w.close()
+
+	restarted := make(chan error, 1)
+	var once sync.Once
+	j := newMemJournal()
+	cfg := Config{ID: "dst_restart", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(),
+		Key: "tenant_id", Tables: testTables, Range: rng, Workers: 1, MaxRate: 512 << 10, Logger: testLogger(t),
+		Progress: func(p Progress) {
+			if p.Phase == catalog.PhaseCopying && p.ChunksDone > 0 && p.ChunksDone < p.ChunksTotal {
+				once.Do(func() { go func() { restarted <- dstPG.Restart(ctx) }() })
+			}
+		}}
+	m := startMover(t, ctx, cfg, j)
+	defer m.Stop(ctx)
+	select {
+	case err := <-restarted:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the target was never restarted during the copy")
+	}
+	rec := j.get(t, cfg.ID)
+	if rec.Copy.Runs < 2 {
+		t.Errorf("the copy ran %d times, want it resumed after the restart", rec.Copy.Runs)
+	}
+	time.Sleep(time.Second)
+	if err := dstPG.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	w.halt(t)
+	waitCaughtUp(t, ctx, m, src)
+	if err := m.Err(); err != nil {
+		t.Fatal(err)
+	}
+	assertSame(t, ctx, src, dst, testTables, rng)
+}
