@@ -255,11 +255,11 @@ func (e *Executor) copyAndCutover(ss *session) error {
 		if m.Timings.Catchup == 0 {
 			m.Timings.Catchup = time.Since(copyStart).Seconds() - m.Timings.Copy
 		}
-		e.log().Info("cutover", "migration", m.ID, "range", m.Range.String(), "attempt", attempt)
+		env.Log.Info("cutover", "range", m.Range.String(), "attempt", attempt)
 		res, err := cutover.Run(ctx, *env, m, e.Options.Cutover)
 		if err == nil {
 			e.observer().CutOver(m)
-			e.log().Info("flipped", "migration", m.ID, "window", res.Window, "steps", fmtSteps(res.Steps))
+			env.Log.Info("flipped", "window", res.Window.String(), "steps", fmtSteps(res.Steps))
 			return nil
 		}
 		// The catch-up may still run (a cutover that failed before it stopped apply): stop
@@ -270,7 +270,7 @@ func (e *Executor) copyAndCutover(ss *session) error {
 		}
 		if attempt < attempts && retryable(err) && ctx.Err() == nil {
 			// The cutover was undone but the copy kept: catch up again and retry.
-			e.log().Warn("cutover undone, retrying", "migration", m.ID, "attempt", attempt, "err", err)
+			env.Log.Warn("cutover undone, retrying", "attempt", attempt, "err", err)
 			continue
 		}
 		rctx := context.WithoutCancel(ctx)
@@ -351,7 +351,7 @@ func (e *Executor) reconnect(ctx context.Context, id string, env *cutover.Env, s
 		if err == nil {
 			continue
 		}
-		e.log().Warn("control connection lost; reconnecting", "role", c.role, "err", err)
+		env.Log.Warn("control connection lost; reconnecting", "role", c.role, "err", err)
 		nc, err := connectAs(ctx, c.dsn, id)
 		if err != nil {
 			return fmt.Errorf("reconnect to the %s (%s): %w", c.role, catalog.MaskDSN(c.dsn), err)

@@ -90,7 +90,7 @@ func (e *Executor) Cleanup(ctx context.Context, id string, dropFence bool) (*cat
 			return m, fmt.Errorf("shard %s: %w", m.Source, err)
 		}
 		if kept != "" {
-			e.log().Warn("fence guard trigger kept", "shard", m.Source, "why", kept)
+			ss.env.Log.Warn("fence guard trigger kept", "shard", m.Source, "why", kept)
 		}
 	}
 	return m, nil

@@ -52,9 +52,9 @@ func releaseGuards(ctx context.Context, env cutover.Env, m *catalog.Migration) {
 		kept, err := cutover.RemoveGuard(ctx, sh.db, env.Tables, guardInUse(env.Catalog, sh.shard, m.ID))
 		switch {
 		case err != nil:
-			log.Warn("fence guard trigger not removed", "shard", sh.shard, "migration", m.ID, "err", err)
+			log.Warn("fence guard trigger not removed", "shard", sh.shard, "err", err)
 		case kept != "":
-			log.Info("fence guard trigger kept", "shard", sh.shard, "migration", m.ID, "why", kept)
+			log.Info("fence guard trigger kept", "shard", sh.shard, "why", kept)
 		}
 	}
 }

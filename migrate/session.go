@@ -92,7 +92,8 @@ func (e *Executor) open(ctx context.Context, id string, create func(context.Cont
 	ss := &session{lock: lock}
 	ss.ctx, ss.cancel = lock.Context(ctx)
 	cat := guarded{Catalog: e.Catalog, held: catalog.HeldBy(lock), obs: e.observer()}
-	ss.env = cutover.Env{Catalog: cat, Lease: lock}
+	// Every line logged about the migration carries its id.
+	ss.env = cutover.Env{Catalog: cat, Lease: lock, Log: e.log().With("migration", id)}
 	ss.m, err = cat.GetMigration(ss.ctx, id)
 	if errors.Is(err, catalog.ErrNotFound) && create != nil {
 		ss.m, err = create(ss.ctx, cat)
@@ -110,7 +111,7 @@ func (e *Executor) open(ctx context.Context, id string, create func(context.Cont
 		ss.close()
 		return ss, err
 	}
-	ss.env.Key, ss.env.Tables, ss.env.Log = st.Config.Key, st.Config.Tables, e.log()
+	ss.env.Key, ss.env.Tables = st.Config.Key, st.Config.Tables
 	var src, dst *pgx.Conn
 	if src, dst, ss.srcDSN, ss.dstDSN, err = e.connect(ss.ctx, st, ss.m); err != nil {
 		ss.close()
@@ -167,11 +168,11 @@ func (e *Executor) evict(ss *session) {
 		if err := side.db.QueryRow(ss.ctx, evictSQL, mover.SessionPrefix(ss.m.ID)).Scan(&n); err != nil {
 			// Not fatal (the role may lack pg_signal_backend): what the earlier driver
 			// still does fails on the tokens; only a wait on its locks may follow.
-			e.log().Warn("could not end the sessions of an earlier driver of the migration", "migration", ss.m.ID, "shard", side.name, "err", err)
+			ss.env.Log.Warn("could not end the sessions of an earlier driver of the migration", "shard", side.name, "err", err)
 			continue
 		}
 		if n > 0 {
-			e.log().Warn("ended sessions an earlier driver of the migration left", "migration", ss.m.ID, "shard", side.name, "sessions", n)
+			ss.env.Log.Warn("ended sessions an earlier driver of the migration left", "shard", side.name, "sessions", n)
 		}
 	}
 }

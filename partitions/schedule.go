@@ -3,6 +3,7 @@ package partitions
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/reshard/reshard/catalog"
@@ -76,13 +77,14 @@ type Scheduler struct {
 	Holder   string           // names this scheduler in run records
 	TTL      int              // election lease in seconds; default 10
 	Now      func() time.Time // default time.Now; a fake clock in tests
-	Logf     func(format string, args ...any)
+	Log      *slog.Logger     // nil: no log
 }
 
-func (s *Scheduler) logf(format string, args ...any) {
-	if s.Logf != nil {
-		s.Logf(format, args...)
+func (s *Scheduler) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
 	}
+	return slog.New(slog.DiscardHandler)
 }
 
 // Run campaigns, and while leader runs maintenance at once and then every interval. It
@@ -100,30 +102,30 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		ttl = 10
 	}
 	for {
-		s.logf("campaigning for leadership (election %s)", ElectionName)
+		s.log().Info("campaigning for leadership", "election", ElectionName)
 		leader, err := s.Catalog.Campaign(ctx, ElectionName, catalog.WithTTL(ttl))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.logf("campaign failed, retrying: %v", err)
+			s.log().Warn("campaign failed, retrying", "err", err)
 			if !sleep(ctx, min(s.Every, 5*time.Second)) {
 				return nil
 			}
 			continue
 		}
-		s.logf("leader: running partition maintenance every %v", s.Every)
+		s.log().Info("leader: running partition maintenance", "every", s.Every.String())
 		s.lead(ctx, leader)
 		if ctx.Err() != nil {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			if err := leader.Resign(rctx); err != nil {
-				s.logf("resign: %v", err)
+				s.log().Warn("resign", "err", err)
 			}
 			cancel()
-			s.logf("stopped")
+			s.log().Info("stopped")
 			return nil
 		}
-		s.logf("lost leadership (etcd lease expired); campaigning again")
+		s.log().Warn("lost leadership (etcd lease expired); campaigning again")
 	}
 }
 
@@ -171,7 +173,7 @@ func (s *Scheduler) once(ctx context.Context, leader *catalog.Leader) {
 		for _, rep := range reps {
 			for _, t := range rep.Tables {
 				if t.RetentionHeld != "" {
-					s.logf("skipped retention of %s on %s: %s", t.Table, rep.Shard, t.RetentionHeld)
+					s.log().Info("skipped retention", "table", t.Table, "shard", rep.Shard, "why", t.RetentionHeld)
 				}
 			}
 		}
@@ -186,14 +188,18 @@ func (s *Scheduler) once(ctx context.Context, leader *catalog.Leader) {
 	if ctx.Err() != nil {
 		return // stopped or no longer leader: the next leader records its own run
 	}
-	s.logf("run at %s: %s, created %d, detached %d, dropped %d, min runway %d, %d errors",
-		rec.Time.Format(time.RFC3339), rec.Outcome, rec.Created, rec.Detached, rec.Dropped, rec.MinRunway, len(rec.Errors))
+	level := slog.LevelInfo
+	if rec.Outcome == catalog.PartitionRunErrors || rec.Outcome == catalog.PartitionRunFailed {
+		level = slog.LevelWarn
+	}
+	s.log().Log(ctx, level, "partition run", "at", rec.Time.Format(time.RFC3339), "outcome", rec.Outcome, "created", rec.Created,
+		"detached", rec.Detached, "dropped", rec.Dropped, "min_runway", rec.MinRunway, "errors", len(rec.Errors))
 	for _, e := range rec.Errors {
-		s.logf("  %s", e)
+		s.log().Warn("partition run error", "err", e)
 	}
 	if s.Recorder != nil {
 		if err := s.Recorder.PutPartitionRun(ctx, leader, rec); err != nil {
-			s.logf("record the run in the catalog: %v", err)
+			s.log().Warn("record the run in the catalog", "err", err)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package partitions_test
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -70,7 +71,7 @@ func TestTwoSchedulersOneActs(t *testing.T) {
 	start := func(holder string) sched {
 		sctx, scancel := context.WithCancel(ctx)
 		s := &partitions.Scheduler{Catalog: store(holder), Connect: connectShard, Recorder: rec, Every: 200 * time.Millisecond,
-			Holder: holder, TTL: 5, Now: func() time.Time { return fakeNow }, Logf: func(f string, a ...any) { t.Logf(holder+": "+f, a...) }}
+			Holder: holder, TTL: 5, Now: func() time.Time { return fakeNow }, Log: slog.New(slog.NewTextHandler(t.Output(), nil)).With("holder", holder)}
 		done := make(chan error, 1)
 		go func() { done <- s.Run(sctx) }()
 		return sched{scancel, done}

@@ -29,7 +29,7 @@ func run(ctx context.Context, args []string) int {
 	case errors.As(err, &ec):
 		return ec.code
 	default:
-		fmt.Fprintln(os.Stderr, "reshard: "+err.Error())
+		reportError(os.Stderr, err)
 		return 1
 	}
 }

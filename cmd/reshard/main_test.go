@@ -36,7 +36,7 @@ func runCLI(t *testing.T, ctx context.Context, args ...string) cliResult {
 	case errors.As(err, &ec):
 		res.code = ec.code
 	default:
-		errb.WriteString("reshard: " + err.Error() + "\n")
+		reportError(&errb, err)
 		res.code = 1
 	}
 	res.stderr = errb.String()

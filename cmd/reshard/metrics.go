@@ -29,7 +29,7 @@ func (f *metricsFlag) serve(cmd *cobra.Command) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	newLogger().Info("serving metrics", "url", "http://"+addr.String()+"/metrics")
+	cmdLogger().Info("serving metrics", "url", "http://"+addr.String()+"/metrics")
 	return stop, nil
 }
 

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -101,14 +99,6 @@ func newID(prefix string) string {
 	return fmt.Sprintf("%s%s_%s", prefix, time.Now().UTC().Format("20060102t150405"), hex.EncodeToString(b))
 }
 
-// newLogger logs warnings and errors to stderr; RESHARD_LOG=info or debug shows more
-// (info includes each cutover's step timings).
-func newLogger() *slog.Logger {
-	level := slog.LevelWarn
-	_ = level.UnmarshalText([]byte(os.Getenv("RESHARD_LOG")))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-}
-
 func newMoveCmd() *cobra.Command {
 	var (
 		rangeStr, to, id string
@@ -125,6 +115,10 @@ exits 1 with the reason: move again without --id.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if id == "" {
+				id = newID("m")
+			}
+			logErrorsWith("migration", id)
 			stop, err := f.start(cmd)
 			if err != nil {
 				return err
@@ -136,9 +130,6 @@ exits 1 with the reason: move again without --id.`,
 			}
 			if to == "" {
 				return errors.New("--to SHARD is required: the shard the range moves to")
-			}
-			if id == "" {
-				id = newID("m")
 			}
 			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
 				ex := newExecutor(store, st, &f, progressByID(cmd.ErrOrStderr()), newLogger())

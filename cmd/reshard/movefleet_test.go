@@ -31,6 +31,15 @@ var moveTables = []string{"tenants", "orders", "events"}
 // databases.
 func moveFleet(t *testing.T, cluster string) (string, *clientv3.Client, *catalog.Store, map[string]*testenv.PG) {
 	t.Helper()
+	return moveFleetWith(t, cluster, func(name string, pg *testenv.PG) catalog.Shard {
+		return catalog.Shard{Name: name, DSN: pg.DSNApp()}
+	})
+}
+
+// moveFleetWith is moveFleet with s1 and s2 as shard makes them (from their names and
+// databases), e.g. with a DSN read from a variable.
+func moveFleetWith(t *testing.T, cluster string, shard func(name string, pg *testenv.PG) catalog.Shard) (string, *clientv3.Client, *catalog.Store, map[string]*testenv.PG) {
+	t.Helper()
 	pgs := testenv.Postgres(t, 2)
 	srv, cli := testenv.Etcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -46,7 +55,7 @@ INSERT INTO events SELECT %[1]d + g %% 50, g, date '2025-03-01' + (g %% 200) FRO
 	if err != nil {
 		t.Fatal(err)
 	}
-	shards := []catalog.Shard{{Name: "s1", DSN: pgs[0].DSNApp()}, {Name: "s2", DSN: pgs[1].DSNApp()},
+	shards := []catalog.Shard{shard("s1", pgs[0]), shard("s2", pgs[1]),
 		{Name: "s3", DSN: fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=app connect_timeout=2", closedPort(t))}}
 	ranges := []catalog.Range{
 		{Range: catalog.KeyRange{Lo: catalog.Full.Lo, Hi: 1000}, Shard: "s1", State: catalog.RangeServing, Epoch: 1},

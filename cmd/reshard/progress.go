@@ -15,7 +15,8 @@ import (
 // newProgress returns a mover progress callback that draws a bar on a terminal (copy:
 // bytes against the estimate, with rate and ETA; catch-up: lag) and nothing otherwise.
 func newProgress(w io.Writer, id string) func(mover.Progress) {
-	if !isTerminal(w) {
+	// JSON logs are read by a program: no bar between their lines.
+	if !isTerminal(w) || logs.json {
 		return nil
 	}
 	var (

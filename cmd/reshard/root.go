@@ -27,7 +27,10 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 		// -o is checked once, before any command runs, and picks the printer every
 		// command writes its result through.
-		PersistentPreRunE: func(*cobra.Command, []string) error {
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := setupLogs(cmd.ErrOrStderr()); err != nil {
+				return err
+			}
 			p, err := newPrinter(globals.output)
 			if err != nil {
 				return err
@@ -40,6 +43,8 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&globals.etcd, "etcd", envOr("RESHARD_ETCD", "127.0.0.1:2379"), "etcd endpoints, comma-separated (env RESHARD_ETCD)")
 	pf.StringVar(&globals.cluster, "cluster", envOr("RESHARD_CLUSTER", "default"), "cluster name in the catalog (env RESHARD_CLUSTER)")
 	pf.StringVarP(&globals.output, "output", "o", "text", "output format: text or json")
+	pf.StringVar(&logs.flags.level, "log-level", envOr("RESHARD_LOG", "warn"), "log records at this level and above: debug, info, warn or error (env RESHARD_LOG)")
+	pf.StringVar(&logs.flags.format, "log-format", envOr("RESHARD_LOG_FORMAT", "text"), "log lines as text (key=value) or json, one record a line (env RESHARD_LOG_FORMAT)")
 	pf.StringVar(&globals.etcdCA, "etcd-cacert", os.Getenv("RESHARD_ETCD_CACERT"), "CA bundle to verify etcd's TLS certificate")
 	pf.StringVar(&globals.etcdCert, "etcd-cert", os.Getenv("RESHARD_ETCD_CERT"), "client certificate for etcd TLS")
 	pf.StringVar(&globals.etcdKey, "etcd-key", os.Getenv("RESHARD_ETCD_KEY"), "client key for etcd TLS")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log"
 	"os"
 	"time"
 
@@ -47,7 +46,6 @@ func newScheduleCmd() *cobra.Command {
 			defer stop()
 			return withCatalog(ctx, func(store *catalog.Store, _ *catalog.State) error {
 				host, _ := os.Hostname()
-				logger := log.New(cmd.ErrOrStderr(), "", log.LstdFlags)
 				s := &partitions.Scheduler{
 					Catalog:  store,
 					Connect:  pgmeta.ConnectShard,
@@ -58,7 +56,7 @@ func newScheduleCmd() *cobra.Command {
 					// status` shows the same name for the leader and for the run it recorded.
 					Holder: fmt.Sprintf("%s pid %d", host, os.Getpid()),
 					TTL:    ttl,
-					Logf:   logger.Printf,
+					Log:    newLogger(),
 				}
 				return s.Run(ctx)
 			})
