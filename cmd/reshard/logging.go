@@ -27,6 +27,8 @@ var logs struct {
 // setupLogs checks the flags and builds the logger writing to w: one line per record,
 // text (key=value) or JSON. A bad value is refused before the command does anything.
 func setupLogs(w io.Writer) error {
+	// Nothing of an earlier command in the same process (tests run many) carries over.
+	logs.logger, logs.json, logs.errAttrs = nil, false, nil
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logs.flags.level)); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", logs.flags.level)
@@ -40,7 +42,6 @@ func setupLogs(w io.Writer) error {
 	default:
 		return fmt.Errorf("--log-format %q: use text or json", logs.flags.format)
 	}
-	logs.errAttrs = nil
 	return nil
 }
 

@@ -20,6 +20,8 @@ type globalFlags struct {
 var globals globalFlags
 
 func newRootCmd() *cobra.Command {
+	// A flag the parser refuses is reported before the logs are set up: in text.
+	logs.logger, logs.json, logs.errAttrs = nil, false, nil
 	root := &cobra.Command{
 		Use:           "reshard",
 		Short:         "Rebalance and re-partition multi-tenant PostgreSQL shards online",
