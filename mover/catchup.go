@@ -61,6 +61,12 @@ func (m *Mover) runCatchup(ctx context.Context) error {
 		if err == nil {
 			err = errStreamEnded
 		}
+		var mc *missingColumnError
+		if errors.As(err, &mc) {
+			m.waitForColumn(ctx, mc)
+			backoff = 100 * time.Millisecond
+			continue
+		}
 		if m.slotLost(ctx) {
 			// The source says only that it cannot read the slot; its own catalog says why.
 			return slotInvalidated(m.slot, m.cfg.ID)
@@ -166,6 +172,36 @@ func (m *Mover) session(ctx context.Context) error {
 		err = errStreamEnded
 	}
 	return err
+}
+
+// waitForColumn says, once, in the log and the journal, which column the target lacks and
+// the DDL that gives it, then polls the target's catalog until the column is there (or ctx
+// ends). The next session starts again from reshard.progress, so nothing is lost.
+func (m *Mover) waitForColumn(ctx context.Context, mc *missingColumnError) {
+	src, dst := m.pools()
+	if src == nil || dst == nil {
+		return
+	}
+	if ddl, err := columnDDL(ctx, src, mc.table, mc.column); err == nil {
+		mc.ddl = ddl
+	}
+	msg := mc.Error()
+	m.lastErr.Store(&msg)
+	m.log.Warn(msg)
+	m.noteError(mc)
+	for sleep(ctx, time.Second) == nil {
+		t, err := loadTable(ctx, dst, mc.table.Name)
+		if err == nil && t.column(mc.column) != nil {
+			m.log.Info("the target has the new column; the catch-up goes on", "table", mc.table.Name, "column", mc.column)
+			m.lastErr.Store(nil)
+			_ = m.update(ctx, func(r *catalog.Migration) {
+				if r.LastError == msg {
+					r.LastError = ""
+				}
+			})
+			return
+		}
+	}
 }
 
 // slotLost reports whether the source has invalidated the move's slot (a failed read of

@@ -55,8 +55,11 @@ func newRelation(msg *pglogrepl.RelationMessage, tables map[string]*table, key s
 	}
 	for i, c := range msg.Columns {
 		dc := dst.column(c.Name)
-		if dc == nil || dc.Generated {
-			return nil, fatalf("column %q of %s is not a plain column on the target (was the table altered during the move?): add it on the target, then restart the mover", c.Name, name)
+		if dc == nil {
+			return nil, &missingColumnError{table: dst, column: c.Name}
+		}
+		if dc.Generated {
+			return nil, fatalf("column %q of %s is generated on the target but not on the source: make it a plain column on the target, then restart the mover", c.Name, name)
 		}
 		r.cols = append(r.cols, relColumn{name: c.Name, typ: dc.Type, pk: pk[c.Name], identityAlways: dc.IdentityAlways})
 		r.overriding = r.overriding || dc.IdentityAlways

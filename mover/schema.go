@@ -235,3 +235,43 @@ func diffColumns(src, dst *table) []string {
 	}
 	return probs
 }
+
+// missingColumnError: the source's table has a column the target's lacks, added during the
+// move (pgoutput describes the table anew with it). The catch-up waits for the target to get
+// it (waitForColumn), then goes on from reshard.progress: nothing is lost.
+type missingColumnError struct {
+	table  *table // the target's
+	column string
+	ddl    string // what to run on the target, read from the source's catalog
+}
+
+func (e *missingColumnError) Error() string {
+	msg := fmt.Sprintf("source: column %s was added to %s.%s on the source during the move and the target lacks it: the catch-up waits until it has it",
+		ident(e.column), e.table.Schema, e.table.Rel)
+	if e.ddl != "" {
+		msg += "; run on the target: " + e.ddl
+	}
+	return msg
+}
+
+// columnDDL is the ALTER TABLE that gives the target the source's column (type, default, NOT
+// NULL: a default also fills the rows the copy brought, as it did the source's).
+func columnDDL(ctx context.Context, q querier, t *table, column string) (string, error) {
+	var typ string
+	var def *string
+	var notNull bool
+	err := q.QueryRow(ctx, `SELECT format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid), a.attnotnull
+		FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+		WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`, t.Qualified(), column).Scan(&typ, &def, &notNull)
+	if err != nil {
+		return "", fmt.Errorf("source: read column %s of %s: %w", column, t.Name, err)
+	}
+	ddl := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", t.Qualified(), ident(column), typ)
+	if def != nil {
+		ddl += " DEFAULT " + *def
+	}
+	if notNull {
+		ddl += " NOT NULL"
+	}
+	return ddl, nil
+}
