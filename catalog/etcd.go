@@ -108,10 +108,15 @@ func connectError(ctx context.Context, where, user string, err error) error {
 	return fmt.Errorf("etcd unreachable at %s: %w (check --etcd / RESHARD_ETCD and that etcd runs)", where, err)
 }
 
+// processStart is when this process started, as near as it can tell: with host and pid it
+// names a driver unambiguously (a pid is reused, a start time with it is not).
+var processStart = time.Now()
+
+// defaultHolder describes this process in locks and elections: host, pid and start.
 func defaultHolder() string {
 	h, _ := os.Hostname()
 	if h == "" {
 		h = "unknown-host"
 	}
-	return fmt.Sprintf("%s pid %d", h, os.Getpid())
+	return fmt.Sprintf("%s pid %d started %s", h, os.Getpid(), processStart.UTC().Format(time.RFC3339))
 }

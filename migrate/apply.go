@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/reshard/reshard/catalog"
@@ -13,7 +12,8 @@ import (
 
 // ApplyOptions tune an apply of a plan.
 type ApplyOptions struct {
-	// Parallel is how many moves run at once (below 1: one); never two that share a shard.
+	// Parallel is how many moves this driver runs at once (below 1: one); never two that
+	// share a shard, whichever driver runs them.
 	Parallel int
 	// Approve, if set, is called once the plan has been checked under its lock, before
 	// the first write (the approval prompt): an error stops the apply, nothing changed.
@@ -26,18 +26,30 @@ type ApplyOptions struct {
 
 // Applied is what an apply of a plan did once its moves started.
 type Applied struct {
-	// Migrations are the moves this apply ran, as each ended (moved or not).
+	// Migrations are the moves this driver finished, as each ended.
 	Migrations []*catalog.Migration
+	// Plan is every move of the plan that started, in plan order, as its journal says at
+	// the end, whichever driver ran it.
+	Plan []*catalog.Migration
 	// Elapsed is the apply's time from its first split to its last move.
 	Elapsed time.Duration
 }
 
 // ApplyPlan carries out plan: its splits, in order, then its moves (each a migration with
-// the id <plan id>_<step>), at most opts.Parallel at once and never two on one shard. A
-// re-run of the same plan resumes: splits and moves already done are skipped, moves that
-// started are resumed. Before the first write it refuses a stale plan (ErrStalePlan: a
-// range it touches changed since it was made) and any new move that CheckMove refuses,
-// and takes the plan's own lock, so that two applies of one plan never run at once.
+// the id <plan id>_<step>), at most opts.Parallel at once by this driver and never two on
+// one shard. A re-run of the same plan resumes: splits and moves already done are skipped,
+// moves that started are resumed. Before the first write it refuses a stale plan
+// (ErrStalePlan: a range it touches changed since it was made) and any new move that
+// CheckMove refuses.
+//
+// Several drivers (processes, on several hosts) may apply one plan at once and share its
+// steps through etcd: the splits are made under the plan's lock by whichever driver takes
+// it first (the others wait for it, then find them made), and each move is claimed under
+// its migration's lease lock together with the move slot of both its shards (see
+// catalog.ClaimSlots), so the one-move-per-shard limit holds across all drivers. A step
+// whose driver died is claimed again once that driver's lease expires and resumed from its
+// journal. A driver that finds nothing to claim waits for the others and returns once every
+// move is done.
 //
 // It returns nil Applied when it stopped before the moves (nothing moved); once the moves
 // started, Applied says what they did, also with an error.
@@ -57,30 +69,56 @@ func (e *Executor) ApplyPlan(ctx context.Context, plan *planner.Plan, opts Apply
 	if err := p.precheck(ctx, st); err != nil {
 		return nil, err
 	}
-	lock, err := e.Lock(ctx, "apply_"+plan.ID)
-	if err != nil {
-		return nil, fmt.Errorf("plan %s: %w (another reshard apply runs it; wait for it, or watch it with reshard status)", plan.ID, err)
-	}
-	defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
-	// Read again under the lock: another apply of the plan may have moved it on.
-	if st, err = e.Catalog.Load(ctx); err != nil {
-		return nil, err
-	}
-	if err := p.check(ctx, st); err != nil {
-		return nil, err
-	}
-	if opts.Approve != nil {
-		if err := opts.Approve(); err != nil {
-			return nil, err
-		}
-	}
 	start := time.Now()
-	if err := p.splits(ctx, st, opts.Split); err != nil {
+	if err := p.prepare(ctx, opts); err != nil {
 		return nil, err
 	}
 	a := &applier{planRun: p, opts: opts}
 	err = a.moves(ctx)
-	return &Applied{Migrations: a.results, Elapsed: time.Since(start)}, err
+	return a.outcome(ctx, start), err
+}
+
+// prepare checks the plan again and makes its splits under the plan's lock, waiting while
+// another driver of the plan holds it (it makes them, or asks its approval).
+func (p planRun) prepare(ctx context.Context, opts ApplyOptions) error {
+	lock, err := p.lockPlan(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
+	// Read again under the lock: another driver of the plan may have moved it on.
+	st, err := p.e.Catalog.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if err := p.check(ctx, st); err != nil {
+		return err
+	}
+	if opts.Approve != nil {
+		if err := opts.Approve(); err != nil {
+			return err
+		}
+	}
+	return p.splits(ctx, st, opts.Split)
+}
+
+// lockPlan takes the plan's lock, polling while another driver of the plan holds it.
+func (p planRun) lockPlan(ctx context.Context) (*catalog.Lock, error) {
+	for {
+		lock, err := p.e.Lock(ctx, "apply_"+p.plan.ID)
+		if !errors.Is(err, catalog.ErrLocked) {
+			if err != nil {
+				return nil, fmt.Errorf("plan %s: %w", p.plan.ID, err)
+			}
+			return lock, nil
+		}
+		p.e.log().Info("another driver of the plan holds its lock (splitting, or asking for approval); waiting", "plan", p.plan.ID, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("plan %s: %w (while waiting for another driver of the plan: %w)", p.plan.ID, ctx.Err(), err)
+		case <-time.After(pollEvery):
+		}
+	}
 }
 
 // splits makes the plan's splits that are not made yet, in order: they change only the
@@ -106,85 +144,4 @@ func (p planRun) splits(ctx context.Context, st *catalog.State, done func(planne
 		}
 	}
 	return nil
-}
-
-// applier runs a plan's moves.
-type applier struct {
-	planRun
-	opts ApplyOptions
-
-	mu      sync.Mutex // serialises opts.Moved
-	results []*catalog.Migration
-}
-
-// moves runs the moves in plan order, at most opts.Parallel at once and never two that
-// share a shard, so each shard's copy and cutover get its full connection budget.
-func (a *applier) moves(ctx context.Context) error {
-	var (
-		mu       sync.Mutex
-		cond     = sync.NewCond(&mu)
-		busy     = map[string]bool{}
-		running  int
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	parallel := max(a.opts.Parallel, 1)
-	var pending []planner.Step
-	for _, s := range a.plan.Steps {
-		if s.Kind == planner.StepMove {
-			pending = append(pending, s)
-		}
-	}
-	mu.Lock()
-	for len(pending) > 0 && firstErr == nil && ctx.Err() == nil {
-		idx := -1
-		if running < parallel {
-			for i, s := range pending {
-				if !busy[s.From] && !busy[s.To] {
-					idx = i
-					break
-				}
-			}
-		}
-		if idx < 0 {
-			cond.Wait()
-			continue
-		}
-		s := pending[idx]
-		pending = append(pending[:idx], pending[idx+1:]...)
-		busy[s.From], busy[s.To] = true, true
-		running++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m, err := a.move(ctx, s)
-			mu.Lock()
-			defer mu.Unlock()
-			busy[s.From], busy[s.To] = false, false
-			running--
-			if err != nil && firstErr == nil {
-				firstErr = fmt.Errorf("step %d (move %s %s -> %s): %w", s.N, s.Range, s.From, s.To, err)
-			}
-			if m != nil {
-				a.results = append(a.results, m)
-			}
-			cond.Broadcast()
-		}()
-	}
-	mu.Unlock()
-	wg.Wait()
-	if firstErr != nil {
-		return fmt.Errorf("%w; fix the cause and re-run the same apply to resume", firstErr)
-	}
-	return ctx.Err()
-}
-
-func (a *applier) move(ctx context.Context, s planner.Step) (*catalog.Migration, error) {
-	m, err := a.e.Move(ctx, MoveRequest{ID: a.migrationID(s), Range: s.Range, Target: s.To, Plan: a.plan.ID})
-	if err == nil && m != nil && a.opts.Moved != nil {
-		a.mu.Lock()
-		a.opts.Moved(s, m)
-		a.mu.Unlock()
-	}
-	return m, err
 }

@@ -21,6 +21,9 @@ type Catalog interface {
 	cutover.Catalog
 	Split(ctx context.Context, st *catalog.State, lo, at int64) error
 	ListMigrations(ctx context.Context) ([]catalog.Migration, error)
+	// ClaimSlots claims the move slots of shards for migration id under its lock (a plan's
+	// per-shard limit across drivers).
+	ClaimSlots(ctx context.Context, l *catalog.Lock, id string, shards ...string) error
 }
 
 // Mover is what the executor needs of a mover for one migration (mover.Mover implements it):

@@ -110,6 +110,11 @@ func (p planRun) precheck(ctx context.Context, st *catalog.State) error {
 			return err
 		}
 		if err := p.e.CheckMove(ctx, st, s.Range, s.To, p.migrationID(s)); err != nil {
+			// Another driver of the plan may have started it meanwhile (its journal, its
+			// copy on the target are what CheckMove refused): then it is resumed, not new.
+			if _, gerr := p.e.Catalog.GetMigration(ctx, p.migrationID(s)); gerr == nil {
+				continue
+			}
 			return fmt.Errorf("step %d (move %s %s -> %s): %w", s.N, s.Range, s.From, s.To, err)
 		}
 	}

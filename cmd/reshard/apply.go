@@ -32,7 +32,12 @@ func newApplyCmd() *cobra.Command {
 data); then the moves, up to --parallel at once between disjoint shard pairs. Each move is a
 migration with the id <plan id>_<step>; re-running apply on the same plan resumes the moves that
 did not finish and skips the ones that did. A plan whose ranges changed since it was made is
-refused: re-plan.`,
+refused: re-plan.
+
+Several drivers (on several hosts) may apply the same plan at once: each claims the moves no
+other driver runs, one move per shard at a time across all of them, and takes over a move whose
+driver died once that driver's lock expires (--lock-ttl). A driver with nothing left to claim
+waits for the others and exits 0 once every move of the plan is done.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -129,12 +134,12 @@ func describePlan(p *planner.Plan) string {
 	return b.String()
 }
 
-// printApplied is the summary of an apply's moves.
+// printApplied is the summary of the plan's moves, whichever driver ran them.
 func printApplied(out io.Writer, p *planner.Plan, a *migrate.Applied) {
 	var rows, verified, bytes int64
 	var windows []float64
 	done := 0
-	for _, m := range a.Migrations {
+	for _, m := range a.Plan {
 		if m.Phase == catalog.PhaseDone || m.Phase == catalog.PhaseFlipped || m.Phase == catalog.PhaseCleaningUp {
 			done++
 		}
@@ -146,8 +151,8 @@ func printApplied(out io.Writer, p *planner.Plan, a *migrate.Applied) {
 		}
 	}
 	sort.Float64s(windows)
-	fmt.Fprintf(out, "\nsummary: %d of %d moves done in %s; %d rows (%s) copied, %d rows verified\n",
-		done, p.Moves, a.Elapsed.Round(time.Millisecond), rows, bytesize.Format(bytes), verified)
+	fmt.Fprintf(out, "\nsummary: %d of %d moves done in %s (%d by this driver); %d rows (%s) copied, %d rows verified\n",
+		done, p.Moves, a.Elapsed.Round(time.Millisecond), len(a.Migrations), rows, bytesize.Format(bytes), verified)
 	if len(windows) > 0 {
 		fmt.Fprintf(out, "cutover windows: median %.1fms, max %.1fms\n", windows[len(windows)/2], windows[len(windows)-1])
 	}

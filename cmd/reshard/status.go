@@ -97,6 +97,19 @@ func shownMigrations(ctx context.Context, store *catalog.Store, ids []string, al
 	return shown, nil
 }
 
+// driverColumn is who runs an unfinished migration: its lock holder (host, pid, start),
+// "none" when nobody does (or its lock could not be read: the line below says so); "-"
+// for a finished one.
+func driverColumn(m catalog.Migration, r migrationStatus) string {
+	switch {
+	case m.Terminal():
+		return "-"
+	case r.Driver != "":
+		return r.Driver
+	}
+	return "none"
+}
+
 // printMigrations writes the status table, each unfinished migration's last error, and
 // the slots and advice of the reports.
 func printMigrations(w io.Writer, shown []catalog.Migration, reports []migrationStatus) error {
@@ -105,8 +118,8 @@ func printMigrations(w io.Writer, shown []catalog.Migration, reports []migration
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRANGE\tFROM\tTO\tPHASE\tCOPIED\tLAG\tWINDOW\tUPDATED")
-	for _, m := range shown {
+	fmt.Fprintln(tw, "ID\tRANGE\tFROM\tTO\tPHASE\tCOPIED\tLAG\tWINDOW\tUPDATED\tDRIVER")
+	for i, m := range shown {
 		lag := "-"
 		if m.Phase == catalog.PhaseCatchingUp || m.Phase == catalog.PhaseCopying {
 			lag = fmt.Sprintf("%s/%.1fs", bytesize.Format(m.LagBytes), m.LagSeconds)
@@ -115,8 +128,8 @@ func printMigrations(w io.Writer, shown []catalog.Migration, reports []migration
 		if m.Timings.CutoverWindow > 0 {
 			win = fmt.Sprintf("%.1fms", m.Timings.CutoverWindow*1000)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d rows, %s\t%s\t%s\t%s\n", m.ID, m.Range, m.Source, m.Target, m.Phase,
-			m.RowsCopied, bytesize.Format(m.BytesCopied), lag, win, m.Updated.Local().Format("15:04:05"))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d rows, %s\t%s\t%s\t%s\t%s\n", m.ID, m.Range, m.Source, m.Target, m.Phase,
+			m.RowsCopied, bytesize.Format(m.BytesCopied), lag, win, m.Updated.Local().Format("15:04:05"), driverColumn(m, reports[i]))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

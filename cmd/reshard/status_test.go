@@ -56,3 +56,60 @@ func TestStatusShowsRecentAndUnfinishedMigrations(t *testing.T) {
 		}
 	})
 }
+
+// TestStatusShowsWhichDriverHoldsEachMigration: `status` names, for each unfinished
+// migration, the driver holding its lock (host, pid and start, as the lock records them),
+// "none" for one nobody holds, and "-" for a finished one; -o json carries the driver.
+func TestStatusShowsWhichDriverHoldsEachMigration(t *testing.T) {
+	store, ecli, global := catalogOnly(t)
+	ctx := context.Background()
+	for _, m := range []*catalog.Migration{
+		{ID: "m_held", Kind: catalog.KindMove, Range: catalog.NewRange(0, 10), Source: "s1", Target: "s2", Phase: catalog.PhaseCopying},
+		{ID: "m_free", Kind: catalog.KindMove, Range: catalog.NewRange(10, 20), Source: "s1", Target: "s2", Phase: catalog.PhaseCopying},
+		{ID: "m_done", Kind: catalog.KindMove, Range: catalog.NewRange(20, 30), Source: "s1", Target: "s2", Phase: catalog.PhaseDone},
+	} {
+		if err := store.PutMigration(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const holder = "host-a pid 42 started 2026-12-02T00:00:00Z"
+	driver, err := catalog.NewStore(ecli, "demo", catalog.WithHolder(holder))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := driver.TryLockMigration(ctx, "m_held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock(ctx)
+
+	res := runCLI(t, ctx, append(global, "status")...)
+	rows := map[string]string{}
+	for _, line := range strings.Split(res.stdout, "\n") {
+		if id, _, ok := strings.Cut(line, " "); ok {
+			rows[id] = line
+		}
+	}
+	if res.code != 0 || !strings.Contains(rows["ID"], "DRIVER") || !strings.HasSuffix(rows["m_held"], holder) ||
+		!strings.HasSuffix(rows["m_free"], " none") || !strings.HasSuffix(rows["m_done"], " -") {
+		t.Errorf("status: want a DRIVER column naming %q for m_held, none for m_free, - for m_done:\n%s%s", holder, res.stdout, res.stderr)
+	}
+
+	res = runCLI(t, ctx, append(global, "status", "-o", "json")...)
+	var out struct {
+		Migrations []struct {
+			ID     string `json:"id"`
+			Driver string `json:"driver"`
+		} `json:"migrations"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, res.stdout)
+	}
+	drivers := map[string]string{}
+	for _, m := range out.Migrations {
+		drivers[m.ID] = m.Driver
+	}
+	if drivers["m_held"] != holder || drivers["m_free"] != "" || drivers["m_done"] != "" {
+		t.Errorf("status -o json drivers: %v; want m_held held by %q, no driver for the others", drivers, holder)
+	}
+}
