@@ -73,16 +73,25 @@ func (s *stack) startMove(t *testing.T, id string, r catalog.KeyRange, to, hold,
 	args := []string{"move", "--etcd", s.endpoint(), "--cluster", cluster, "--id", id, "--range", r.String(), "--to", to,
 		"--lock-ttl", "2", "--catchup-timeout", "20s", "--straggler-timeout", "2s", "--cleanup", "now"}
 	args = append(args, extra...)
-	cmd := exec.Command(reshardBinary(t), args...)
-	cmd.Env = append(os.Environ(), "RESHARD_LOG=info")
+	var env []string
 	if hold != "" {
-		cmd.Env = append(cmd.Env, "RESHARD_TEST_HOLD="+hold, "RESHARD_TEST_HOLD_FILE="+holdFile)
+		env = append(env, "RESHARD_TEST_HOLD="+hold, "RESHARD_TEST_HOLD_FILE="+holdFile)
 	}
+	return startDriver(t, args, env)
+}
+
+// startDriver starts the reshard binary with args (and env added to the test's), its log
+// at info on stderr, which it keeps and scans for the test hold's line.
+func startDriver(t *testing.T, args, env []string) *driver {
+	t.Helper()
+	cmd := exec.Command(reshardBinary(t), args...)
+	cmd.Env = append(append(os.Environ(), "RESHARD_LOG=info"), env...)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := &driver{cmd: cmd, held: make(chan string, 1), done: make(chan error, 1)}
+	cmd.Stdout = d // what it prints (an apply's steps and summary) joins its log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -102,13 +111,27 @@ func (s *stack) startMove(t *testing.T, id string, r catalog.KeyRange, to, hold,
 	return d
 }
 
+// Write keeps the driver's standard output with its log.
+func (d *driver) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stderr.Write(p)
+}
+
 func (d *driver) log() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.stderr.String()
 }
 
-func (s *stack) endpoint() string { return fmt.Sprintf("127.0.0.1:%d", s.etcdPorts[0]) }
+// endpoint is the --etcd of the stack's etcd: every member's, comma-separated, for a
+// replicated one.
+func (s *stack) endpoint() string {
+	if s.etcd != nil {
+		return strings.Join(s.etcd.Endpoints(), ",")
+	}
+	return fmt.Sprintf("127.0.0.1:%d", s.etcdPorts[0])
+}
 
 // finishMove re-runs a move until it ends (the dead driver's lock expires within its TTL).
 func (s *stack) finishMove(t *testing.T, id string, r catalog.KeyRange, to string) *catalog.Migration {

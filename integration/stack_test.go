@@ -43,16 +43,30 @@ type stack struct {
 
 	etcdDir   string
 	etcdPorts [2]int // client, peer
+	// etcd is the replicated etcd of a stack made by newStackOn with several members
+	// (srv is nil then).
+	etcd *etcdserver.Cluster
 }
 
 // newStack takes a testing.TB so that the cutover benchmark measures the same fleet the
 // tests check.
 func newStack(t testing.TB, shards int, opts demo.DataOptions) *stack {
 	t.Helper()
+	return newStackOn(t, shards, opts, 1)
+}
+
+// newStackOn is newStack over an etcd of members members: more than one is a replicated
+// etcd (testenv.EtcdCluster) whose members the test kills and restarts through s.etcd.
+func newStackOn(t testing.TB, shards int, opts demo.DataOptions, members int) *stack {
+	t.Helper()
 	ctx := context.Background()
 	s := &stack{t: t, dsn: map[string]string{}, conns: map[string]*pgx.Conn{}}
 	s.pgs = testenv.Postgres(t, shards)
-	s.startEtcd()
+	if members > 1 {
+		s.etcd, s.cli = testenv.EtcdCluster(t, members)
+	} else {
+		s.startEtcd()
+	}
 	store, err := catalog.NewStore(s.cli, cluster)
 	if err != nil {
 		t.Fatal(err)
