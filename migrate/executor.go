@@ -24,6 +24,8 @@ type Catalog interface {
 	// ClaimSlots claims the move slots of shards for migration id under its lock (a plan's
 	// per-shard limit across drivers).
 	ClaimSlots(ctx context.Context, l *catalog.Lock, id string, shards ...string) error
+	// SlotHolders names the claim holding each busy shard slot.
+	SlotHolders(ctx context.Context) (map[string]string, error)
 }
 
 // Mover is what the executor needs of a mover for one migration (mover.Mover implements it):
