@@ -15,7 +15,6 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/bytesize"
 	"github.com/reshard/reshard/migrate"
-	"github.com/reshard/reshard/mover"
 	"github.com/reshard/reshard/planner"
 )
 
@@ -59,11 +58,11 @@ waits for the others and exits 0 once every move of the plan is done.`,
 				return nil
 			}
 			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
-				var progress func(string) func(mover.Progress)
+				var bars *progressBars
 				if parallel == 1 {
-					progress = progressByID(os.Stderr)
+					bars = newProgressBars(os.Stderr)
 				}
-				ex := newExecutor(store, st, &f, progress, newLogger())
+				ex := newExecutor(store, st, &f, bars, newLogger())
 				applied, err := ex.ApplyPlan(ctx, p, migrate.ApplyOptions{
 					Parallel: parallel,
 					Approve: func() error {
@@ -75,10 +74,12 @@ waits for the others and exits 0 once every move of the plan is done.`,
 					},
 					Split: func(s planner.Step) { fmt.Fprintf(out, "step %d: split %s at %v\n", s.N, s.Range, s.At) },
 					Moved: func(s planner.Step, m *catalog.Migration) {
+						bars.finishID(m.ID)
 						fmt.Fprintf(out, "step %d: moved %s %s -> %s: %d rows, %s, cutover window %.1fms\n", s.N, s.Range, s.From, s.To,
 							m.RowsCopied, bytesize.Format(m.BytesCopied), m.Timings.CutoverWindow*1000)
 					},
 				})
+				bars.finish()
 				if applied != nil {
 					printApplied(out, p, applied)
 				}

@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -78,8 +76,8 @@ func (f *execFlags) check() error {
 }
 
 // newExecutor builds the executor behind move, split --to, apply, cancel and cleanup.
-// progress, if set, gives each migration's mover its progress callback.
-func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress func(id string) func(mover.Progress), log *slog.Logger) *migrate.Executor {
+// progress, if set, draws each migration's progress (its mover's callback, its phases).
+func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress *progressBars, log *slog.Logger) *migrate.Executor {
 	lockTTL := f.lockTTL
 	ex := &migrate.Executor{
 		Catalog: store,
@@ -90,11 +88,7 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 			return store.TryLockMigration(ctx, id, catalog.WithTTL(lockTTL))
 		},
 		NewMover: func(m *catalog.Migration, src, dst string, j *migrate.Journal, token int64) (migrate.Mover, error) {
-			var p func(mover.Progress)
-			if progress != nil {
-				p = progress(m.ID)
-			}
-			p = withMetrics(p, f.metrics.m)
+			p := withMetrics(progress.forID(m.ID), f.metrics.m)
 			return mover.New(mover.Config{
 				ID: m.ID, SourceDSN: src, TargetDSN: dst,
 				Key: st.Config.Key, Tables: st.Config.Tables, Range: m.Range,
@@ -118,32 +112,13 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 			CutoverRetries: f.retries,
 		},
 	}
-	if f.metrics.m != nil {
-		ex.Observer = f.metrics.m
-	}
+	ex.Observer = observers(f.metrics.m, progress)
 	if hold := testHold(); hold != nil {
 		ex.Options.Cutover.AfterStep = hold
 		ex.Options.BeforeCutover = func() { hold("catch-up") }
 		ex.Options.BeforeCleanup = func() { hold("cleanup") }
 	}
 	return ex
-}
-
-// progressByID gives each migration one progress bar on w (newProgress), however often
-// its mover is built (a retried cutover, the cleanup).
-func progressByID(w io.Writer) func(id string) func(mover.Progress) {
-	var mu sync.Mutex
-	bars := map[string]func(mover.Progress){}
-	return func(id string) func(mover.Progress) {
-		mu.Lock()
-		defer mu.Unlock()
-		p, ok := bars[id]
-		if !ok {
-			p = newProgress(w, id)
-			bars[id] = p
-		}
-		return p
-	}
 }
 
 // testHold is a fault-injection point for the end-to-end tests, off unless

@@ -3,7 +3,9 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/metrics"
+	"github.com/reshard/reshard/migrate"
 	"github.com/reshard/reshard/mover"
 )
 
@@ -31,6 +33,38 @@ func (f *metricsFlag) serve(cmd *cobra.Command) (stop func(), err error) {
 	}
 	cmdLogger().Info("serving metrics", "url", "http://"+addr.String()+"/metrics")
 	return stop, nil
+}
+
+// observers tells each of m and bars (either may be nil) what the executor does.
+func observers(m *metrics.Metrics, bars *progressBars) migrate.Observer {
+	var obs multiObserver
+	if m != nil {
+		obs = append(obs, m)
+	}
+	if bars != nil {
+		obs = append(obs, bars)
+	}
+	return obs
+}
+
+type multiObserver []migrate.Observer
+
+func (o multiObserver) Migration(m *catalog.Migration) {
+	for _, x := range o {
+		x.Migration(m)
+	}
+}
+
+func (o multiObserver) CutOver(m *catalog.Migration) {
+	for _, x := range o {
+		x.CutOver(m)
+	}
+}
+
+func (o multiObserver) Failed(m *catalog.Migration) {
+	for _, x := range o {
+		x.Failed(m)
+	}
 }
 
 // withMetrics reports each progress of a mover to m as well as to p (either may be nil).

@@ -132,7 +132,8 @@ exits 1 with the reason: move again without --id.`,
 				return errors.New("--to SHARD is required: the shard the range moves to")
 			}
 			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
-				ex := newExecutor(store, st, &f, progressByID(cmd.ErrOrStderr()), newLogger())
+				bars := newProgressBars(cmd.ErrOrStderr())
+				ex := newExecutor(store, st, &f, bars, newLogger())
 				existing, err := store.GetMigration(ctx, id)
 				switch {
 				case errors.Is(err, catalog.ErrNotFound):
@@ -151,6 +152,7 @@ exits 1 with the reason: move again without --id.`,
 					}
 				}
 				m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: r, Target: to})
+				bars.finish()
 				return reportMigration(cmd.OutOrStdout(), m, err)
 			})
 		},

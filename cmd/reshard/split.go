@@ -50,7 +50,8 @@ moved to SHARD like reshard move does.`,
 				if id == "" {
 					id = newID("m")
 				}
-				ex := newExecutor(store, st, &f, progressByID(cmd.ErrOrStderr()), newLogger())
+				bars := newProgressBars(cmd.ErrOrStderr())
+				ex := newExecutor(store, st, &f, bars, newLogger())
 				if to != "" {
 					// The move is checked before the split: a refused one changes nothing.
 					if err := ex.CheckMove(ctx, st, right, to, id); err != nil && !errors.Is(err, migrate.ErrNothingToDo) {
@@ -65,6 +66,7 @@ moved to SHARD like reshard move does.`,
 					return nil
 				}
 				m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: right, Target: to})
+				bars.finish()
 				if errors.Is(err, migrate.ErrNothingToDo) {
 					return nil
 				}
