@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -15,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgcluster"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
@@ -259,7 +262,7 @@ func BenchmarkMoverVsNative(b *testing.B) {
 
 	// (b) Drain a backlog of small transactions made while both appliers were stopped.
 	txs := int(math.Round(40000 * scale))
-	var nativeDrains, moverDrains []cost
+	var nativeDrains, moverDrains, floorDrains []cost
 	var drainHeap float64
 	for round := 0; round < benchRounds; round++ {
 		// Both slots first move their restart point up to now (a checkpoint logs the
@@ -282,8 +285,12 @@ func BenchmarkMoverVsNative(b *testing.B) {
 			_ = src.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = 'bench_native'`).Scan(&active)
 			return !active
 		})
+		// The floor's slot starts at the same point, before the same backlog.
+		mustExec(b, ctx, src, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'bench_floor'`)
+		mustExec(b, ctx, src, `SELECT pg_create_logical_replication_slot('bench_floor', 'pgoutput')`)
 		marker := -1 - round
 		makeBacklog(b, ctx, src, txs, marker)
+		end := currentLSN(b, ctx, src)
 		mustExec(b, ctx, src, "CHECKPOINT")
 		found := func(p *pgxpool.Pool) func() bool {
 			return func() bool {
@@ -324,34 +331,65 @@ func BenchmarkMoverVsNative(b *testing.B) {
 		drainHeap = max(drainHeap, heap)
 		moverDrains = append(moverDrains, c2)
 		b.Logf("(b) round %d reshard: %v", round+1, c2)
+		c3 := drainToNull(b, ctx, srcPG, end)
+		floorDrains = append(floorDrains, c3)
+		b.Logf("(b) round %d floor (pg_recvlogical to /dev/null): %v", round+1, c3)
 		b.StopTimer()
 	}
+	mustExec(b, ctx, src, `SELECT pg_drop_replication_slot('bench_floor')`)
 	checkSameCounts(b, ctx, src, native, moved, pred)
 	if err := m.DropReplication(ctx); err != nil {
 		b.Fatal(err)
 	}
 	mustExec(b, ctx, native, `DROP SUBSCRIPTION bench_native`)
 
-	nc, mc, nd, md := best(nativeCopies), best(moverCopies), best(nativeDrains), best(moverDrains)
+	nc, mc, nd, md, fd := best(nativeCopies), best(moverCopies), best(nativeDrains), best(moverDrains), best(floorDrains)
 	copyRatio := mc.wall.Seconds() / nc.wall.Seconds()
 	drainSpeedup := nd.wall.Seconds() / md.wall.Seconds()
+	floorRatio := md.wall.Seconds() / fd.wall.Seconds()
 	fmt.Printf(`
 reshard's mover vs PostgreSQL's logical replication: same machine, same data, best of %d runs each
   (a) copy %d rows / %d MB to caught-up:   reshard %.2fx the native time (target <= 0.80x)
         native  %v
         reshard %v
-  (b) drain %d small transactions:         reshard %.2fx as fast as native (target >= 2x)
+  (b) drain %d small transactions:         reshard %.2fx as fast as native (target >= 2x), %.2fx the floor's time (target <= 1.2x)
         native  %v
         reshard %v
+        floor   %v (pg_recvlogical from a slot at the same point to /dev/null: decoding and streaming only)
   mover peak Go heap: copy %.1f MB, drain %.1f MB; process max RSS %.0f MB (the benchmark's own load included)
-`, benchRounds, rows, bytes>>20, copyRatio, nc, mc, txs, drainSpeedup, nd, md, copyHeap, drainHeap, maxRSSMB())
+`, benchRounds, rows, bytes>>20, copyRatio, nc, mc, txs, drainSpeedup, floorRatio, nd, md, fd, copyHeap, drainHeap, maxRSSMB())
 	b.ReportMetric(nc.wall.Seconds(), "copy_native_s")
 	b.ReportMetric(mc.wall.Seconds(), "copy_reshard_s")
 	b.ReportMetric(copyRatio, "copy_ratio")
 	b.ReportMetric(nd.wall.Seconds(), "drain_native_s")
 	b.ReportMetric(md.wall.Seconds(), "drain_reshard_s")
 	b.ReportMetric(drainSpeedup, "drain_speedup")
+	b.ReportMetric(fd.wall.Seconds(), "drain_floor_s")
+	b.ReportMetric(floorRatio, "drain_vs_floor")
 	b.ReportMetric(max(copyHeap, drainHeap), "peak_heap_MB")
+}
+
+// drainToNull times the floor of a drain: pg_recvlogical reads the bench_floor slot's
+// pgoutput stream (the native publication: the same row filter) up to end and throws it
+// away. Its CPU is the source's (decoding, sending) and pg_recvlogical's own (as "mover
+// process").
+func drainToNull(b *testing.B, ctx context.Context, src *testenv.PG, end pglogrepl.LSN) cost {
+	b.Helper()
+	dir, err := pgcluster.BinDir()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(dir, "pg_recvlogical"), "-d", src.DSNApp(), "--slot", "bench_floor", "--start",
+		"--endpos", end.String(), "--no-loop", "-f", "/dev/null", "-o", "proto_version=1", "-o", "publication_names=bench_native")
+	var c cost
+	c = measure(b, ctx, src, src, false, func() {
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("pg_recvlogical: %v\n%s", err, out)
+		}
+	})
+	c.dst = 0
+	c.process = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return c
 }
 
 // makeBacklog commits n small transactions on the source, then a marker row (id marker). Each adds an item to an order and updates the order's total, like pgbench's
