@@ -5,7 +5,7 @@ BIN     := bin/reshard
 PKGS    := ./...
 DEVDIR  ?= .reshard-dev
 
-.PHONY: all build test test-short vet lint demo bench bench-mover bench-planner setup clean
+.PHONY: all build test test-short vet lint demo bench bench-scale bench-mover bench-planner setup clean
 
 all: build
 
@@ -39,6 +39,13 @@ bench: setup build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./planner/ ./cutover/ ./mover/
 	RESHARD_BENCH_RATE=400 RESHARD_BENCH_CUTOVERS=100 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./integration/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./integration/
+	$(MAKE) bench-scale
+
+# The catalog at fleet scale on a real etcd: 10,000 shards and 1,000,000 ranges (init, Load,
+# a resolver's first sync, 1,000 flips followed, the etcd database, a plan); docs/scale.md.
+# RESHARD_SCALE_SHARDS, RESHARD_SCALE_RANGES and RESHARD_SCALE_FLIPS make it smaller.
+bench-scale:
+	$(GO) test -run '^$$' -bench 'BenchmarkCatalogScale' -benchtime 1x -timeout 60m ./catalog/
 
 clean:
 	rm -rf bin

@@ -43,7 +43,7 @@ type snapshot struct {
 	cfg     Config
 	shards  map[string]Shard
 	migs    map[string]Migration
-	revs    map[string]int64 // mod revisions of every key but the ranges'
+	revs    map[string]int64 // mod revisions of the config and the shards (journals carry theirs)
 	changed chan struct{}    // closed when a newer snapshot is published
 
 	once sync.Once
@@ -55,7 +55,7 @@ type snapshot struct {
 func snapshotOf(st *State) *snapshot {
 	revs := make(map[string]int64, len(st.Shards)+len(st.Migrations)+1)
 	for k, v := range st.ModRev {
-		if !strings.HasPrefix(k, pfxRanges) {
+		if !strings.HasPrefix(k, pfxRanges) && !strings.HasPrefix(k, pfxMigrations) {
 			revs[k] = v
 		}
 	}
@@ -78,6 +78,9 @@ func (s *snapshot) state() *State {
 			ModRev: make(map[string]int64, len(s.revs)+s.idx.n)}
 		for k, v := range s.revs {
 			st.ModRev[k] = v
+		}
+		for id, m := range s.migs {
+			st.ModRev[MigrationKey(id)] = m.ModRev
 		}
 		st.Ranges = s.idx.ranges(func(lo, rev int64) { st.ModRev[RangeKey(lo)] = rev })
 		s.st = st
@@ -104,7 +107,11 @@ func (s *Store) sync(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	// load leaves the range keys out of ModRev: they are in the index.
+	// load leaves the range keys out of ModRev: they are in the index; the journals carry
+	// their own.
+	for id := range st.Migrations {
+		delete(st.ModRev, MigrationKey(id))
+	}
 	return &snapshot{rev: st.Revision, idx: b.done(), cfg: st.Config, shards: st.Shards,
 		migs: st.Migrations, revs: st.ModRev, changed: make(chan struct{})}, nil
 }
@@ -318,16 +325,19 @@ func (c *Cache) apply(cur *snapshot, evs []*clientv3.Event, rev int64) (*snapsho
 			edit.set(lo, r, ev.Kv.ModRevision, del)
 			continue
 		case strings.HasPrefix(rel, pfxMigrations):
-			own("revs")
+			// A journal carries its own mod revision (Migration.ModRev): revs, which holds
+			// every shard's, is not copied for it.
 			own("migs")
 			id := strings.TrimPrefix(rel, pfxMigrations)
 			delete(next.migs, id)
 			if !del {
 				var m *Migration
-				if m, err = decodeMigration(ev.Kv.Value, ev.Kv.ModRevision); err == nil {
-					next.migs[m.ID] = *m
+				if m, err = decodeMigration(ev.Kv.Value, ev.Kv.ModRevision); err != nil {
+					return nil, badValue(string(ev.Kv.Key), err)
 				}
+				next.migs[m.ID] = *m
 			}
+			continue
 		default:
 			continue
 		}
