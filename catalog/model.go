@@ -199,6 +199,24 @@ type WindowStep struct {
 	Seconds float64 `json:"seconds"`
 }
 
+// Verification is what a cutover verified: the whole range online, at source position
+// LSN, before the freeze; then, inside the window, only the rows changed since.
+type Verification struct {
+	LSN           string  `json:"lsn,omitempty"` // the position both snapshots held exactly
+	OnlineRows    int64   `json:"online_rows"`   // rows compared online (the source's)
+	OnlineChunks  int     `json:"online_chunks"`
+	OnlineSeconds float64 `json:"online_seconds"`
+	// ChangedSince is the row changes the apply made after LSN up to the fence (a row
+	// changed twice counts twice); WindowRows the rows compared inside the window (each
+	// changed row once). Without an online verification, WindowRows is the whole range.
+	ChangedSince int64 `json:"changed_since"`
+	WindowRows   int64 `json:"window_rows"`
+	// PredictedWindow is the window (seconds) predicted before the freeze; Waiting says
+	// why the cutover does not freeze yet (the prediction is over the bound).
+	PredictedWindow float64 `json:"predicted_window,omitempty"`
+	Waiting         string  `json:"waiting,omitempty"`
+}
+
 // Migration is the journal of one move of one range: its record in etcd makes a crash at
 // any point resumable.
 type Migration struct {
@@ -232,6 +250,8 @@ type Migration struct {
 	// KeepTarget: the migration rolls back from before its copy, so the range's rows on
 	// the target (if any) are not its own and stay.
 	KeepTarget bool `json:"keep_target,omitempty"`
+	// Verify is the last cutover's online verification and in-window compare.
+	Verify *Verification `json:"verify,omitempty"`
 
 	// ModRev is the etcd mod revision this record was read at (0: not stored yet). Store
 	// compares it on every write, so two drivers cannot both advance one journal.

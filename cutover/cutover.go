@@ -55,6 +55,12 @@ type Options struct {
 	// the sequences meanwhile. Even a small range gains: on a busy shard the wait for CPU,
 	// not the hashing, is most of a statement's time, and the waits overlap.
 	VerifyConns int
+	// MaxWindow is the longest window the cutover predicts before it freezes (default
+	// 500ms): over it, it keeps catching up, at most CatchupTimeout (ErrWindowTooLong).
+	MaxWindow time.Duration
+	// Online tunes the online verification before the freeze (chunk size, differing
+	// keys written to a file, progress), run when the mover is an ApplyHolder.
+	Online OnlineOptions
 	// AfterStep, if set, is called after each step of the window with its name (freeze,
 	// fence, drain, catch up, verify, sequences, flip, open), in that order, from
 	// Run's goroutine, then after "stop apply", which ends after the flip. The fault tests
@@ -74,6 +80,9 @@ func (o *Options) defaults() {
 	}
 	if o.VerifyConns <= 0 {
 		o.VerifyConns = 4
+	}
+	if o.MaxWindow <= 0 {
+		o.MaxWindow = 500 * time.Millisecond
 	}
 }
 
@@ -122,6 +131,16 @@ type Result struct {
 	// CatchupBefore is the catch-up to the source's present right before the freeze
 	// (outside the window).
 	CatchupBefore time.Duration
+	// Online is the online verification before the freeze (nil without one: then the
+	// window hashed the whole range). WindowRows is the rows the window compared: those
+	// the apply changed since the online verification's position (ChangedSince row
+	// changes), or the whole range without one.
+	Online       *OnlineVerification
+	WindowRows   int64
+	ChangedSince int64
+	// Predicted is the window predicted right before the freeze (zero without a
+	// Predictor).
+	Predicted Prediction
 	// Steps are the durations of the steps inside the window, in order, to see where the
 	// window goes, then of stop apply, which starts with the verify and ends after the
 	// flip. Steps overlap: the sequences and the source half of the verify run during the

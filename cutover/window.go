@@ -27,6 +27,13 @@ type window struct {
 	lanes            *verifyConns
 	srcMore, dstMore []Querier
 
+	// The online verification: the mover that holds and records its apply (nil: the
+	// window hashes the whole range), what both sides hash, and the column types of the
+	// changed rows' keys.
+	holder ApplyHolder
+	plan   *onlinePlan
+	types  columnTypes
+
 	// start is the freeze; lap the end of the last step timed.
 	start, lap time.Time
 	// tasks are every task spawned; the ones of step 4 by name.
@@ -43,20 +50,29 @@ type window struct {
 // mover caught up to the source's present. The range still serves meanwhile.
 func (w *window) prepare() (*catalog.State, error) {
 	ctx, env, m := w.ctx, w.env, w.m
-	st, err := env.Catalog.Load(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("cutover %s: %w", m.ID, err)
-	}
+	var err error
 	if !w.opts.SkipVerify {
 		// Read before the freeze, so the verify in the window stays one statement per lane.
 		if w.cols, err = ReadColumns(ctx, env.Source, env.Tables); err != nil {
 			return nil, fmt.Errorf("cutover %s: source: %w", m.ID, err)
 		}
+		if h, ok := env.Mover.(ApplyHolder); ok {
+			if err := w.verifyOnline(h); err != nil {
+				return nil, fmt.Errorf("cutover %s: online verify: %w", m.ID, err)
+			}
+		}
 		w.lanes = openVerifyConns(ctx, env, min(w.opts.VerifyConns, len(env.Tables)))
 		w.srcMore, w.dstMore = w.lanes.src, w.lanes.dst
 	}
 	warmUp(ctx, env, w.srcMore, w.dstMore, w.cols, m.Range)
-	if w.res.CatchupBefore, err = catchUpBefore(ctx, env, m.ID, w.opts.CatchupTimeout); err != nil {
+	w.warmChanged()
+	if err := w.settle(); err != nil {
+		return nil, fmt.Errorf("cutover %s: %w", m.ID, err)
+	}
+	// Read last (the online verify takes a while, settle may write the journal): the
+	// freeze compares it.
+	st, err := env.Catalog.Load(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("cutover %s: %w", m.ID, err)
 	}
 	return st, nil
@@ -166,7 +182,7 @@ func (w *window) catchUp() (string, error) {
 		w.res.Sequences, err = SyncSequences(ctx, env.Source, env.Target, env.Tables)
 		return err
 	})
-	if !w.opts.SkipVerify {
+	if !w.opts.SkipVerify && w.holder == nil {
 		w.srcHalf = w.spawn(func() (err error) {
 			w.srcDigests, err = digests(ctx, w.lane(w.srcMore, env.Source), env.Key, env.Tables, w.cols, w.r)
 			return err
@@ -204,7 +220,11 @@ func (w *window) lane(more []Querier, control Querier) []Querier {
 func (w *window) verify() (string, error) {
 	var v Verification
 	var verr error
-	if !w.opts.SkipVerify {
+	switch {
+	case w.opts.SkipVerify:
+	case w.holder != nil:
+		v, verr = w.verifyChanged()
+	default:
 		var dstDigests []TableDigest
 		dstDigests, verr = digests(w.ctx, w.lane(w.dstMore, w.env.Target), w.env.Key, w.env.Tables, w.cols, w.r)
 		if verr != nil {
@@ -216,6 +236,7 @@ func (w *window) verify() (string, error) {
 		if verr == nil {
 			v, verr = compare(w.r, w.srcDigests, dstDigests)
 		}
+		w.res.WindowRows = v.Rows
 	}
 	for _, t := range w.tasks {
 		_ = t.wait()
@@ -233,6 +254,11 @@ func (w *window) verify() (string, error) {
 	if !w.opts.SkipVerify {
 		w.res.Rows = v.Rows
 		w.m.RowsVerified = v.Rows
+		if w.res.Online != nil {
+			w.res.Rows = w.res.Online.Rows
+			w.m.RowsVerified = w.res.Online.Rows
+			w.m.Verify.WindowRows, w.m.Verify.ChangedSince = w.res.WindowRows, w.res.ChangedSince
+		}
 		w.step("verify", verifyTook)
 	}
 	return "", nil

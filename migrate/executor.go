@@ -264,7 +264,8 @@ func (e *Executor) copyAndCutover(ss *session) error {
 		res, err := cutover.Run(ctx, *env, m, e.Options.Cutover)
 		if err == nil {
 			e.observer().CutOver(m)
-			env.Log.Info("flipped", "window", res.Window.String(), "steps", fmtSteps(res.Steps))
+			env.Log.Info("flipped", "window", res.Window.String(), "predicted", res.Predicted.Total.String(), "steps", fmtSteps(res.Steps),
+				"rows_verified", res.Rows, "window_rows", res.WindowRows, "changed_since", res.ChangedSince)
 			return nil
 		}
 		// The catch-up may still run (a cutover that failed before it stopped apply): stop
@@ -310,7 +311,8 @@ func stopped(id string, err error) error {
 }
 
 func retryable(err error) bool {
-	return errors.Is(err, cutover.ErrStragglers) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, cutover.ErrGuardMissing)
+	return errors.Is(err, cutover.ErrStragglers) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, cutover.ErrGuardMissing) ||
+		errors.Is(err, cutover.ErrWindowTooLong)
 }
 
 func (e *Executor) waitLag(ctx context.Context, mv Mover) error {

@@ -54,6 +54,10 @@ type applier struct {
 	// advance publishes an applied position (after commit): lsn, source time, transactions.
 	advance func(lsn pglogrepl.LSN, at time.Time, txs int)
 	log     func(msg string, args ...any)
+	// hold, if set, is the hold to stop at (nil: none); record notes each row change
+	// (table, identity columns, their values): see HoldApply.
+	hold   func() *applyHold
+	record func() func(table string, cols []string, vals [][]byte)
 
 	stmts map[stmtKey]string
 	n     int
@@ -174,6 +178,9 @@ func (a *applier) run(ctx context.Context, in <-chan []segment) error {
 }
 
 func (a *applier) handle(ctx context.Context, seg segment) error {
+	if err := a.checkHold(ctx, seg); err != nil {
+		return err
+	}
 	if seg.keepalive {
 		switch {
 		case a.inSrcTx:
@@ -217,6 +224,71 @@ func (a *applier) handle(ctx context.Context, seg segment) error {
 		return a.flush(ctx)
 	}
 	return nil
+}
+
+// checkHold stops at a boundary between source transactions at or past the hold's
+// threshold: before a transaction whose commit record starts there (everything that
+// commits before it is applied, in commit order), or at a keepalive that far between
+// transactions (everything before it was sent). The open target transaction is committed
+// first, so that a snapshot on the target sees exactly what is applied.
+func (a *applier) checkHold(ctx context.Context, seg segment) error {
+	if a.hold == nil {
+		return nil
+	}
+	h := a.hold()
+	if h == nil {
+		return nil
+	}
+	var at pglogrepl.LSN
+	switch {
+	case seg.begin:
+		at = seg.finalLSN
+	case seg.keepalive && !a.inSrcTx:
+		at = seg.walEnd
+	default:
+		return nil
+	}
+	if threshold, _, released, _ := h.state(); released || at < threshold {
+		return nil
+	}
+	if err := a.commit(ctx); err != nil {
+		return err
+	}
+	return h.wait(ctx, at)
+}
+
+// noteChange records the rows a change touches (its identity before and after) while a
+// record runs (see HoldApply).
+func (a *applier) noteChange(c *change) {
+	if a.record == nil {
+		return
+	}
+	record := a.record()
+	if record == nil {
+		return
+	}
+	rel := c.rel
+	cols := make([]string, len(rel.where))
+	for i, w := range rel.where {
+		cols[i] = rel.cols[w].name
+	}
+	for _, t := range []tuple{c.oldTup, c.newTup} {
+		if t == nil {
+			continue
+		}
+		vals := make([][]byte, len(rel.where))
+		whole := true
+		for i, w := range rel.where {
+			if t[w].kind != 't' {
+				whole = false
+				break
+			}
+			vals[i] = t[w].data
+		}
+		if whole {
+			record(rel.dst.Name, cols, vals)
+		}
+	}
 }
 
 // commit ends the target transaction with the progress row and publishes its position.
@@ -446,6 +518,7 @@ func (a *applier) add(ctx context.Context, c *change) error {
 		return a.addIdempotent(ctx, c)
 	}
 	rel := c.rel
+	a.noteChange(c)
 	switch c.op {
 	case 'I':
 		return a.upsert(ctx, c, 'I')

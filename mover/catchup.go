@@ -158,6 +158,7 @@ func (m *Mover) session(ctx context.Context) error {
 		m.setApplied(lsn, at)
 	}, func(msg string, args ...any) { m.log.Debug(msg, args...) })
 	app.token, app.overlap = cfg.Token, m.overlap
+	app.hold, app.record = m.currentHold, m.recorder
 	g.Go(func() error { return rcv.run(gctx) })
 	g.Go(func() error {
 		err := app.run(gctx, segs)
@@ -274,6 +275,7 @@ func (m *Mover) watchCatchup(ctx context.Context, stop <-chan struct{}) {
 		if err != nil {
 			continue
 		}
+		m.rate.sample(time.Now(), m.AppliedLSN(), lagB)
 		m.report(Progress{ID: m.cfg.ID, Phase: catalog.PhaseCatchingUp, AppliedLSN: m.AppliedLSN(),
 			AppliedTxs: m.appliedTxs.Load(), LagBytes: lagB, LagSeconds: lagS})
 		if time.Since(lastSave) >= 5*time.Second {

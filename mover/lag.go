@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -34,4 +35,38 @@ func (m *Mover) Lag(ctx context.Context) (bytes int64, seconds float64, err erro
 		seconds = max(0, time.Since(time.Unix(0, at)).Seconds())
 	}
 	return bytes, seconds, nil
+}
+
+// ApplyRate is the measured apply rate: bytes of source WAL applied per second over
+// intervals during which the mover stayed behind (so it applied as fast as it could),
+// smoothed; 0 while unknown (it has not been behind for a whole second).
+func (m *Mover) ApplyRate() float64 { return m.rate.get() }
+
+// applyRate measures ApplyRate from samples of the applied position and the lag.
+type applyRate struct {
+	mu      sync.Mutex
+	at      time.Time
+	applied pglogrepl.LSN
+	behind  bool
+	perSec  float64
+}
+
+func (r *applyRate) sample(now time.Time, applied pglogrepl.LSN, lag int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.behind && lag > 0 && applied > r.applied {
+		s := float64(applied-r.applied) / now.Sub(r.at).Seconds()
+		if r.perSec == 0 {
+			r.perSec = s
+		} else {
+			r.perSec = (r.perSec + s) / 2
+		}
+	}
+	r.at, r.applied, r.behind = now, applied, lag > 0
+}
+
+func (r *applyRate) get() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.perSec
 }

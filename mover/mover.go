@@ -38,12 +38,15 @@ type Mover struct {
 	dstPool   *pgxpool.Pool // and to the target
 	notify    chan struct{} // closed and replaced whenever the applied position moves
 	copyStat  *copyStats
+	hold      *applyHold // the apply stops at its position (HoldApply)
+	changes   *changeSet // the rows applied since the last hold's position
 
 	applied     atomic.Uint64 // pglogrepl.LSN durably applied on the target
 	appliedAt   atomic.Int64  // source time (unix ns) of the applied position
 	appliedTxs  atomic.Int64
 	waiters     atomic.Int32           // goroutines in WaitApplied
 	lastErr     atomic.Pointer[string] // last transient catch-up error, for the journal
+	rate        applyRate
 	catchupFrom time.Time
 	journalMu   sync.Mutex // serialises update
 	// overlap: source transactions committed before it are applied idempotently (a

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,6 +29,8 @@ type execFlags struct {
 	stragglerTimeout time.Duration
 	killStragglers   bool
 	catchupTimeout   time.Duration
+	maxWindow        time.Duration
+	diffOut          string
 	noVerify         bool
 	cleanup          string
 	deleteBatch      int
@@ -50,7 +53,9 @@ func (f *execFlags) register(cmd *cobra.Command) {
 	fs.DurationVar(&f.stragglerTimeout, "straggler-timeout", 5*time.Second, "how long the cutover waits for transactions older than the fence")
 	fs.BoolVar(&f.killStragglers, "kill-stragglers", false, "terminate transactions older than the fence after --straggler-timeout instead of retrying")
 	fs.DurationVar(&f.catchupTimeout, "catchup-timeout", 30*time.Second, "how long the cutover waits for the fence LSN to be applied")
+	fs.DurationVar(&f.maxWindow, "max-window", 500*time.Millisecond, "freeze only once the predicted write window is under this (otherwise keep catching up, at most --catchup-timeout)")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "skip the row count and hash comparison before the flip")
+	fs.StringVar(&f.diffOut, "diff-out", "", "write every key the online verify finds different to this file")
 	fs.StringVar(&f.cleanup, "cleanup", "now", "delete the moved rows from the source now, or later (reshard cleanup ID)")
 	fs.IntVar(&f.deleteBatch, "delete-batch", 5000, "rows per DELETE when cleaning the source")
 	fs.DurationVar(&f.deletePause, "delete-pause", 10*time.Millisecond, "pause between cleanup batches")
@@ -104,7 +109,7 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 		Options: migrate.ExecOptions{
 			Cutover: cutover.Options{
 				StragglerTimeout: f.stragglerTimeout, KillStragglers: f.killStragglers,
-				CatchupTimeout: f.catchupTimeout, SkipVerify: f.noVerify,
+				CatchupTimeout: f.catchupTimeout, SkipVerify: f.noVerify, MaxWindow: f.maxWindow,
 			},
 			MaxCutoverLag:  f.maxCutoverLag,
 			CleanupLater:   f.cleanup == "later",
@@ -113,6 +118,9 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 		},
 	}
 	ex.Observer = observers(f.metrics.m, progress)
+	if f.diffOut != "" {
+		ex.Options.Cutover.Online.DiffOut = &lazyFile{path: f.diffOut}
+	}
 	if hold := testHold(); hold != nil {
 		ex.Options.Cutover.AfterStep = hold
 		ex.Options.BeforeCutover = func() { hold("catch-up") }
@@ -146,4 +154,25 @@ func testHold() func(string) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// lazyFile creates its file on the first write: --diff-out leaves no file when the online
+// verify finds nothing different. Each line is written through at once.
+type lazyFile struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File
+}
+
+func (l *lazyFile) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		f, err := os.Create(l.path)
+		if err != nil {
+			return 0, err
+		}
+		l.f = f
+	}
+	return l.f.Write(p)
 }

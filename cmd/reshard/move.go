@@ -36,6 +36,8 @@ type moveReport struct {
 	Created      time.Time       `json:"created"`
 	Updated      time.Time       `json:"updated"`
 	LastError    string          `json:"last_error,omitempty"`
+	// Verify: the online verification, the rows the window compared, the prediction.
+	Verify *catalog.Verification `json:"verify,omitempty"`
 }
 
 func reportOf(m *catalog.Migration) moveReport {
@@ -44,6 +46,7 @@ func reportOf(m *catalog.Migration) moveReport {
 		RowsCopied: m.RowsCopied, BytesCopied: m.BytesCopied, RowsVerified: m.RowsVerified,
 		AppliedLSN: m.AppliedLSN, FenceLSN: m.FenceLSN, LagBytes: m.LagBytes, LagSeconds: m.LagSeconds,
 		Timings: m.Timings, Plan: m.Plan, Created: m.Created, Updated: m.Updated, LastError: m.LastError,
+		Verify: m.Verify,
 	}
 }
 
@@ -52,13 +55,17 @@ func printReport(w io.Writer, m *catalog.Migration) error {
 		fmt.Fprintf(w, "migration %s: %s %s -> %s: %s\n", m.ID, m.Range, m.Source, m.Target, m.Phase)
 		fmt.Fprintf(w, "  copied %d rows (%s), verified %d rows\n", m.RowsCopied, bytesize.Format(m.BytesCopied), m.RowsVerified)
 		t := m.Timings
-		fmt.Fprintf(w, "  copy %.2fs, catch-up %.2fs, cutover window %.1fms, cleanup %.2fs\n", t.Copy, t.Catchup, t.CutoverWindow*1000, t.Cleanup)
+		fmt.Fprintf(w, "  copy %.2fs, catch-up %.2fs, cutover window %.1fms%s, cleanup %.2fs\n", t.Copy, t.Catchup, t.CutoverWindow*1000, predicted(m), t.Cleanup)
 		if len(t.Window) > 0 {
 			steps := make([]string, len(t.Window))
 			for i, s := range t.Window {
 				steps[i] = fmt.Sprintf("%s %.1fms", s.Step, s.Seconds*1000)
 			}
 			fmt.Fprintf(w, "  window steps: %s\n", strings.Join(steps, ", "))
+		}
+		if v := m.Verify; v != nil && v.LSN != "" {
+			fmt.Fprintf(w, "  verified %d rows online at %s (%.2fs); in the window %d rows changed since (%d changes)\n",
+				v.OnlineRows, v.LSN, v.OnlineSeconds, v.WindowRows, v.ChangedSince)
 		}
 		if m.LastError != "" {
 			fmt.Fprintf(w, "  last error: %s\n", m.LastError)
@@ -163,4 +170,12 @@ exits 1 with the reason: move again without --id.`,
 	f.register(cmd)
 	_ = cmd.MarkFlagRequired("range")
 	return cmd
+}
+
+// predicted is the window predicted before the freeze, to print beside the measured one.
+func predicted(m *catalog.Migration) string {
+	if m.Verify == nil || m.Verify.PredictedWindow <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (predicted %.1fms)", m.Verify.PredictedWindow*1000)
 }

@@ -138,6 +138,9 @@ func printMigrations(w io.Writer, shown []catalog.Migration, reports []migration
 		if m.LastError != "" && !m.Terminal() {
 			fmt.Fprintf(w, "%s: last error: %s\n", m.ID, m.LastError)
 		}
+		if m.Verify != nil && m.Verify.Waiting != "" && !m.Terminal() && !m.Flipped() {
+			fmt.Fprintf(w, "%s: %s\n", m.ID, m.Verify.Waiting)
+		}
 	}
 	printSlots(w, reports)
 	return nil

@@ -1,0 +1,168 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover"
+	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/migrate"
+)
+
+// bigTenantRows is the rows added to one tenant's events so that its range is large.
+const bigTenantRows = 200_000
+
+// growTenant adds n events to tenant on shard, server-side, and takes the stack's
+// fingerprint again (the check compares every tenant with it).
+func (s *stack) growTenant(t *testing.T, shard string, tenant int64, n int) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.conns[shard].Exec(ctx, `INSERT INTO events (tenant_id, created_at, kind, payload)
+		SELECT $1, now() - (g % 3600) * interval '1 second', 'bulk', jsonb_build_object('g', g)
+		FROM generate_series(1, $2::int) g`, tenant, n); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if s.before, err = demo.TakeSnapshot(ctx, s.queriers(), demo.Tables); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rangeRows counts r's rows over every table on shard.
+func (s *stack) rangeRows(t *testing.T, shard string, r catalog.KeyRange) int64 {
+	t.Helper()
+	var total int64
+	for _, tb := range demo.Tables {
+		var n int64
+		q := fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", tb, r.SQL(demo.Key))
+		if err := s.conns[shard].QueryRow(context.Background(), q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	return total
+}
+
+// TestWindowComparesOnlyRowsChangedSinceTheOnlineVerify: a tenant of more than 200k rows,
+// the busiest of the load, moves while the load writes to it. The whole range is verified
+// online before the freeze; the window compares only the rows the apply changed since the
+// online verification's position: at most the row changes since then, and far fewer than
+// the range holds. Every tenant's rows on every shard are as they should be afterwards.
+func TestWindowComparesOnlyRowsChangedSinceTheOnlineVerify(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.1, Seed: 11})
+	hot := s.tenants[0] // the heaviest and busiest: never quiet
+	st, err := s.store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, _ := st.Owner(hot.ID)
+	to := map[string]string{"s1": "s2", "s2": "s1"}[owner.Shard]
+	s.growTenant(t, owner.Shard, hot.ID, bigTenantRows)
+	r := catalog.NewRange(hot.ID, hot.ID+1)
+	size := s.rangeRows(t, owner.Shard, r)
+	s.carve(r)
+
+	stopLoad := s.runLoad(4, 300, 11)
+	time.Sleep(500 * time.Millisecond)
+	m, err := s.executor(migrate.ExecOptions{CutoverRetries: 3}).Move(ctx, migrate.MoveRequest{ID: "big", Range: r, Target: to})
+	if err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	result := stopLoad()
+
+	v := m.Verify
+	if v == nil {
+		t.Fatalf("the move recorded no verification: %+v", m)
+	}
+	t.Logf("range of %d rows: verified online %d rows in %d chunks (%.2fs) at %s; then %d row changes, %d rows compared in the window of %.1fms",
+		size, v.OnlineRows, v.OnlineChunks, v.OnlineSeconds, v.LSN, v.ChangedSince, v.WindowRows, m.Timings.CutoverWindow*1000)
+	if v.OnlineRows < bigTenantRows || v.LSN == "" {
+		t.Errorf("online verify covered %d rows at %q, want the whole range (%d rows) at a position", v.OnlineRows, v.LSN, size)
+	}
+	if v.ChangedSince == 0 {
+		t.Errorf("the load changed no row of the range between the online verify and the fence: the window compared nothing to show")
+	}
+	if v.WindowRows > v.ChangedSince {
+		t.Errorf("the window compared %d rows, more than the %d row changes since the online verify", v.WindowRows, v.ChangedSince)
+	}
+	if v.WindowRows*10 > size {
+		t.Errorf("the window compared %d rows of a range of %d: it grows with the range", v.WindowRows, size)
+	}
+	if result.Failed > 0 {
+		t.Errorf("%d transactions failed: %v", result.Failed, result.Errors)
+	}
+	s.check(ctx, result)
+}
+
+// TestOnlineVerifyFindsACorruptedRowAndRefusesToFlip: a row of the range changed on the
+// target behind the mover's back (through the fence bypass) after the catch-up caught
+// up is found by the online verification before the freeze, named by its primary key,
+// and the move rolls back instead of flipping. Every tenant's rows on every shard are as
+// they were (the target's copy, the corrupted row with it, is removed).
+func TestOnlineVerifyFindsACorruptedRowAndRefusesToFlip(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.1, Seed: 12})
+	st, err := s.store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim demo.Tenant
+	for _, tn := range s.tenants {
+		if owner, _ := st.Owner(tn.ID); owner.Shard == "s1" && s.quiet[tn.ID] && tn.Orders > 0 {
+			victim = tn
+			break
+		}
+	}
+	if victim.ID == 0 {
+		t.Fatal("no quiet tenant with orders on s1")
+	}
+	r := catalog.NewRange(victim.ID, victim.ID+1)
+	s.carve(r)
+	stopLoad := s.runLoad(2, 200, 12)
+
+	var corrupted int64
+	ex := s.executor(migrate.ExecOptions{})
+	ex.Options.BeforeCutover = func() {
+		if corrupted != 0 {
+			return
+		}
+		err := s.conns["s2"].QueryRow(ctx, `WITH b AS (SELECT set_config($2, 'on', false))
+			UPDATE orders SET total = total + 1 FROM b
+			WHERE tenant_id = $1 AND id = (SELECT min(id) FROM orders WHERE tenant_id = $1) RETURNING id`,
+			victim.ID, cutover.BypassSetting).Scan(&corrupted)
+		if err != nil {
+			t.Errorf("corrupt a row on the target: %v", err)
+		}
+		if _, err := s.conns["s2"].Exec(ctx, "SELECT set_config($1, 'off', false)", cutover.BypassSetting); err != nil {
+			t.Error(err)
+		}
+	}
+	m, err := ex.Move(ctx, migrate.MoveRequest{ID: "corrupt", Range: r, Target: "s2"})
+	result := stopLoad()
+	if err == nil {
+		t.Fatalf("the move flipped over a corrupted row: %+v", m)
+	}
+	t.Logf("move refused: %v", err)
+	key := fmt.Sprintf("orders (tenant_id, id)=(%d, %d): differs", victim.ID, corrupted)
+	if !errors.Is(err, cutover.ErrMismatch) || !strings.Contains(err.Error(), "online verify") || !strings.Contains(err.Error(), key) {
+		t.Errorf("error = %v; want the online verify's mismatch naming %q", err, key)
+	}
+	if m == nil || m.Phase != catalog.PhaseRolledBack {
+		t.Errorf("migration = %+v; want rolled back", m)
+	}
+	st, err = s.store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owner, _ := st.Owner(victim.ID); owner.Shard != "s1" || owner.State != catalog.RangeServing {
+		t.Errorf("the range is %s on %s; want serving on s1", owner.State, owner.Shard)
+	}
+	s.check(ctx, result)
+}
