@@ -514,11 +514,11 @@ func (a *applier) emit(ctx context.Context, g *group, rows [][][]byte) error {
 
 // add queues one change.
 func (a *applier) add(ctx context.Context, c *change) error {
+	a.noteChange(c)
 	if a.idem {
 		return a.addIdempotent(ctx, c)
 	}
 	rel := c.rel
-	a.noteChange(c)
 	switch c.op {
 	case 'I':
 		return a.upsert(ctx, c, 'I')
