@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -36,13 +37,14 @@ INSERT INTO orders SELECT 1 + g % 5, g, 'o' FROM generate_series(1, 500) g;`)
 	}
 	t.Run("equal rows", func(t *testing.T) {
 		res := run("--range", "1:4")
-		if res.code != 0 || !strings.Contains(res.stdout, "ROWS ON s1") || !strings.Contains(strings.Join(strings.Fields(res.stdout), " "), "orders 300 300 true") {
+		if res.code != 0 || !strings.Contains(res.stdout, "ROWS ON s1") || !strings.Contains(strings.Join(strings.Fields(res.stdout), " "), "orders 300 300 1 0 true") {
 			t.Errorf("exit %d:\n%s%s", res.code, res.stdout, res.stderr)
 		}
 	})
 	t.Run("a difference as text", func(t *testing.T) {
 		res := run("--range", "1:5")
-		if res.code != 1 || !strings.Contains(res.stdout, "false") || strings.Count(res.stderr, "\n") != 1 || !strings.Contains(res.stderr, "orders") {
+		if res.code != 1 || !strings.Contains(res.stdout, "false") || strings.Count(res.stderr, "\n") != 1 || !strings.Contains(res.stderr, "orders") ||
+			!strings.Contains(res.stdout, "orders (tenant_id, id)=(4, 3): differs") {
 			t.Errorf("exit %d:\n%s%s", res.code, res.stdout, res.stderr)
 		}
 	})
@@ -62,6 +64,28 @@ INSERT INTO orders SELECT 1 + g % 5, g, 'o' FROM generate_series(1, 500) g;`)
 		res := runCLI(t, ctx, "--etcd", srv.Endpoint(), "--cluster", "verify", "verify", "--range", "1:5", "--with", "s9")
 		if res.code != 1 || !strings.Contains(res.stderr, `unknown shard "s9"`) {
 			t.Errorf("exit %d: %s", res.code, res.stderr)
+		}
+	})
+	t.Run("every differing key to --diff-out, shards by --source and --target", func(t *testing.T) {
+		out := t.TempDir() + "/diff.txt"
+		res := runCLI(t, ctx, "--etcd", srv.Endpoint(), "--cluster", "verify", "verify", "--range", "1:5", "--source", "s1", "--target", "s2", "--diff-out", out)
+		b, err := os.ReadFile(out)
+		if res.code != 1 || err != nil || string(b) != "orders (tenant_id, id)=(4, 3): differs\n" {
+			t.Errorf("exit %d, %v, file %q:\n%s%s", res.code, err, b, res.stdout, res.stderr)
+		}
+	})
+	t.Run("a migration by its ID", func(t *testing.T) {
+		m := &catalog.Migration{ID: "m1", Kind: catalog.KindMove, Range: catalog.NewRange(1, 4), Source: "s1", Target: "s2", Phase: catalog.PhaseCatchingUp}
+		if err := store.PutMigration(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		res := runCLI(t, ctx, "--etcd", srv.Endpoint(), "--cluster", "verify", "verify", "m1")
+		if res.code != 0 || !strings.Contains(strings.Join(strings.Fields(res.stdout), " "), "orders 300 300 1 0 true") {
+			t.Errorf("exit %d:\n%s%s", res.code, res.stdout, res.stderr)
+		}
+		res = runCLI(t, ctx, "--etcd", srv.Endpoint(), "--cluster", "verify", "verify", "m1", "--range", "1:2")
+		if res.code != 1 || !strings.Contains(res.stderr, "not both") {
+			t.Errorf("ID and --range: exit %d: %s", res.code, res.stderr)
 		}
 	})
 }
