@@ -75,7 +75,7 @@ func (w *window) verifyChanged() (Verification, error) {
 // log writes to the cutover's logger, if any.
 func (w *window) log(msg string, args ...any) {
 	if w.env.Log != nil {
-		w.env.Log.Info(msg, append([]any{"migration", w.m.ID}, args...)...)
+		w.env.Log.Info(msg, args...) // the migration's logger names it
 	}
 }
 

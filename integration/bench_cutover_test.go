@@ -238,8 +238,26 @@ type stepLog struct {
 var stepRE = regexp.MustCompile(`([a-z][a-z ]*)=([0-9.]+)ms`)
 
 func (l *stepLog) Enabled(context.Context, slog.Level) bool { return true }
-func (l *stepLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *stepLog) WithAttrs(as []slog.Attr) slog.Handler    { return &stepLogAttrs{l: l, attrs: as} }
 func (l *stepLog) WithGroup(string) slog.Handler            { return l }
+
+// stepLogAttrs is the stepLog of a logger With attributes (the executor's per-migration
+// logger carries the migration's id so).
+type stepLogAttrs struct {
+	l     *stepLog
+	attrs []slog.Attr
+}
+
+func (a *stepLogAttrs) Enabled(context.Context, slog.Level) bool { return true }
+func (a *stepLogAttrs) WithAttrs(as []slog.Attr) slog.Handler {
+	return &stepLogAttrs{l: a.l, attrs: append(slices.Clone(a.attrs), as...)}
+}
+func (a *stepLogAttrs) WithGroup(string) slog.Handler { return a }
+func (a *stepLogAttrs) Handle(ctx context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(a.attrs...)
+	return a.l.Handle(ctx, r)
+}
 func (l *stepLog) Handle(_ context.Context, r slog.Record) error {
 	if r.Message != "flipped" {
 		return nil
