@@ -10,12 +10,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
-// FenceSQLState is the SQLSTATE a fenced write fails with. Class "RS" is not used by
-// PostgreSQL, so an application can match it exactly and retry after re-resolving the
-// tenant's shard.
-const FenceSQLState = "RS001"
+// FenceSQLState is the SQLSTATE a fenced write fails with (pgerr.Fenced). Class "RS" is
+// not used by PostgreSQL, so an application can match it exactly and retry after
+// re-resolving the tenant's shard.
+const FenceSQLState = pgerr.Fenced
 
 // BypassSetting is the custom setting that lets a session through the fence. Only
 // reshard's own connections set it (the source cleanup deletes fenced rows).
@@ -23,8 +24,7 @@ const BypassSetting = "reshard.bypass"
 
 // IsFenceError reports whether err is a write rejected by a reshard fence.
 func IsFenceError(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == FenceSQLState
+	return pgerr.Is(err, pgerr.Fenced)
 }
 
 // Execer is the part of a pgx connection the fence needs.
@@ -242,8 +242,7 @@ func guardKept(ctx context.Context, db Querier, inUse func(context.Context) (str
 
 // noGuard maps "reshard.fence does not exist" (nothing was ever installed) to nothing to do.
 func noGuard(kept string, err error) (string, error) {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+	if pgerr.Is(err, pgerr.UndefinedTable) {
 		return "", nil
 	}
 	if err != nil {
@@ -342,8 +341,7 @@ const fenceRowsOf = `(migration = $1 OR (starts_with(migration, $1 || '.') AND s
 // that drivers up to token wrote; a newer driver's rows stay.
 func DropFence(ctx context.Context, db Execer, migration string, token int64) error {
 	_, err := db.Exec(ctx, `DELETE FROM reshard.fence WHERE `+fenceRowsOf+` AND token <= $2`, migration, token)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+	if pgerr.Is(err, pgerr.UndefinedTable) {
 		return nil
 	}
 	if err != nil {
@@ -396,10 +394,7 @@ func OpenRange(ctx context.Context, db Conn, migration string, r catalog.KeyRang
 
 var errNoFenceTable = errors.New("no reshard.fence table on this shard")
 
-func isUndefinedTable(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
-}
+func isUndefinedTable(err error) bool { return pgerr.Is(err, pgerr.UndefinedTable) }
 
 // ClearTombstones lifts the tombstones on a shard for the keys of r (OpenRange without a
 // migration's own fence).

@@ -2,13 +2,13 @@ package cutover
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // LockRetry bounds how long the guard's DDL (CREATE/DROP TRIGGER) waits for its table
@@ -85,8 +85,7 @@ func (lr LockRetry) once(ctx context.Context, db Conn, fn func(pgx.Tx) error) er
 	return tx.Commit(ctx)
 }
 
-// lockNotGranted: 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
+// lockNotGranted: lock_not_available (lock_timeout) or deadlock_detected.
 func lockNotGranted(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "55P03" || pe.Code == "40P01")
+	return pgerr.Is(err, pgerr.LockNotAvailable, pgerr.DeadlockDetected)
 }

@@ -9,10 +9,10 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // ErrMismatch is returned when a range differs between source and target.
@@ -104,8 +104,7 @@ const textStyleSQL = `SELECT set_config('DateStyle', 'ISO', false), set_config('
 func Digest(ctx context.Context, db Querier, table, key string, cols []string, r catalog.KeyRange) (TableDigest, error) {
 	d := TableDigest{Table: table}
 	err := db.QueryRow(ctx, digestSQL(table, key, cols, r, false)).Scan(&d.Rows, &d.Hash)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: no hash for a type
+	if pgerr.Is(err, pgerr.UndefinedFunction) { // no hash function for a column's type
 		d.Text = true
 		if _, err = db.Exec(ctx, textStyleSQL); err == nil {
 			err = db.QueryRow(ctx, digestSQL(table, key, cols, r, true)).Scan(&d.Rows, &d.Hash)
@@ -208,8 +207,7 @@ func digestGroup(ctx context.Context, db Querier, key string, tables []string, c
 			err = rows.Err()
 		}
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: no hash for a type
+	if pgerr.Is(err, pgerr.UndefinedFunction) { // no hash function for a column's type
 		for j, i := range idx {
 			if out[j], err = Digest(ctx, db, tables[i], key, cols[tables[i]], r); err != nil {
 				return out, err
