@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // partitionedSchema is the demo's events table in small: tenants' rows share partitions, so
@@ -52,13 +51,8 @@ func tenantCounts(t *testing.T, ctx context.Context, db Querier, table string) m
 // tenants that sit at the same ctids in other partitions. Every tenant's rows are counted.
 func TestCleanupKeepsOtherTenantsOfPartitionedTable(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, partitionedSchema)
-	db := connect(t, pg.DSNApp())
 	tables := []string{"plain", "events"}
-	if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
-		t.Fatal(err)
-	}
+	pg, db := guardedShard(t, partitionedSchema, tables...)
 	r := catalog.NewRange(1, 2)
 	if err := SetFence(ctx, db, "m1", r, tables, 1); err != nil {
 		t.Fatal(err)
@@ -106,13 +100,8 @@ func TestCleanupKeepsOtherTenantsOfPartitionedTable(t *testing.T) {
 // driver that was paused past its lease, must delete nothing more.
 func TestCleanupStopsWhenTheTombstoneGoes(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, partitionedSchema)
-	db := connect(t, pg.DSNApp())
 	tables := []string{"plain"}
-	if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
-		t.Fatal(err)
-	}
+	pg, db := guardedShard(t, partitionedSchema, tables...)
 	pg.Exec(ctx, `INSERT INTO plain (tenant_id) SELECT k FROM generate_series(1, 100) g, (VALUES (1), (2)) k(k)`)
 	r := catalog.NewRange(1, 2)
 	if _, err := DeleteRange(ctx, db, "tenant_id", tables, r, DeleteOptions{BatchRows: 10, Tombstone: "m1"}); !errors.Is(err, ErrNotTombstoned) {

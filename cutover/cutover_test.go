@@ -6,40 +6,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/jackc/pglogrepl"
-
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/cutover/cutovertest"
 )
-
-// copiedReplicator stands for a mover whose copy is already complete and whose source is
-// fenced: WaitApplied has nothing left to wait for. It moves no data; the tests that
-// claim data moved use the real mover (integration package).
-type copiedReplicator struct{ stopped int }
-
-func (r *copiedReplicator) WaitApplied(context.Context, pglogrepl.LSN) error { return nil }
-func (r *copiedReplicator) Stop(context.Context) error                       { r.stopped++; return nil }
-
-type fixture struct {
-	env   Env
-	store *catalog.Store
-	rng   catalog.KeyRange
-	fx    cutovertest.Fixture
-}
-
-// setup is cutovertest's fixture with the guard installed on the source, as the
-// migration's start leaves it.
-func setup(t *testing.T) fixture {
-	t.Helper()
-	fx := cutovertest.New(t)
-	if err := InstallGuard(context.Background(), fx.Source, fx.Key, fx.Tables); err != nil {
-		t.Fatal(err)
-	}
-	env := Env{Catalog: fx.Store, Source: fx.Source, Target: fx.Target, Key: fx.Key, Tables: fx.Tables}
-	return fixture{env: env, store: fx.Store, rng: fx.Range, fx: fx}
-}
-
-func newMigration(t *testing.T, f fixture) *catalog.Migration { return f.fx.Migration(t) }
 
 func TestRunFlips(t *testing.T) {
 	ctx := context.Background()

@@ -15,17 +15,6 @@ import (
 	"github.com/reshard/reshard/internal/testenv"
 )
 
-// waitFor polls cond every 50 ms for at most limit (generous: the machine is shared).
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(limit); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestDrainWaitsForBackgroundWorkers: a logical replication subscription's apply worker
 // (backend_type 'logical replication worker', not a client backend) writes sharded rows
 // on the source. A transaction of it that passed the fence trigger before the fence and
@@ -103,12 +92,7 @@ func TestDrainWaitsForBackgroundWorkers(t *testing.T) {
 // between statements, no write), does not hold the drain.
 func TestDrainWaitsForTransactionsOfUnknownStart(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema)
-	db := connect(t, pg.DSNApp())
-	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
-		t.Fatal(err)
-	}
+	pg, db := guardedShard(t, schema, "tenants")
 	pid := func(c *pgx.Conn) int { return int(c.PgConn().PID()) }
 	old := connect(t, pg.DSNApp())
 	idle := connect(t, pg.DSNApp())
@@ -326,12 +310,7 @@ func TestMarkerFlushed(t *testing.T) {
 // does not see it, so the drain must wait for it (or kill it).
 func TestWaitStragglers(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema)
-	db := connect(t, pg.DSNApp())
-	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
-		t.Fatal(err)
-	}
+	pg, db := guardedShard(t, schema, "tenants")
 	old := connect(t, pg.DSNApp())
 	tx, err := old.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
 	if err != nil {

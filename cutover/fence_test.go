@@ -11,23 +11,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/cutover/cutovertest"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
-const schema = cutovertest.Schema
-
-var connect = cutovertest.Connect
-
 func TestFenceGuard(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema)
-	db := connect(t, pg.DSNApp())
 	tables := []string{"tenants", "orders"}
-	if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
-		t.Fatal(err)
-	}
+	pg, db := guardedShard(t, schema, tables...)
 	if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
 		t.Fatalf("second install must be a no-op: %v", err)
 	}
@@ -100,9 +90,7 @@ func TestFenceGuard(t *testing.T) {
 
 func TestClearTombstones(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema)
-	db := connect(t, pg.DSNApp())
+	pg, db := guardedShard(t, schema)
 	if err := ClearTombstones(ctx, db, catalog.NewRange(0, 10)); err != nil {
 		t.Fatalf("no fence table yet: %v", err)
 	}
@@ -150,11 +138,9 @@ func TestClearTombstones(t *testing.T) {
 // reshard.bypass lets a session through.
 func TestFenceStopsReplicaRoleWriters(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema+`
+	pg, db := guardedShard(t, schema+`
 		CREATE TABLE events (tenant_id bigint, at date, PRIMARY KEY (tenant_id, at)) PARTITION BY RANGE (at);
 		CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');`)
-	db := connect(t, pg.DSNApp())
 	tables := []string{"tenants", "orders", "events"}
 	for range 2 { // a second install keeps the trigger ALWAYS-enabled
 		if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
@@ -209,11 +195,9 @@ func TestFenceStopsReplicaRoleWriters(t *testing.T) {
 // stop writes fails, naming the table.
 func TestSetFenceFailsWithoutGuard(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema+`
+	pg, db := guardedShard(t, schema+`
 		CREATE TABLE events (tenant_id bigint, at date, PRIMARY KEY (tenant_id, at)) PARTITION BY RANGE (at);
 		CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');`)
-	db := connect(t, pg.DSNApp())
 	tables := []string{"tenants", "orders", "events"}
 	tests := []struct {
 		name, breakSQL, table string
@@ -335,12 +319,7 @@ func TestGuardDDLDoesNotQueueWriters(t *testing.T) {
 // migration whose id differs where a LIKE wildcard ('_') would match.
 func TestDropFenceMatchesIDExactly(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema)
-	db := connect(t, pg.DSNApp())
-	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
-		t.Fatal(err)
-	}
+	pg, db := guardedShard(t, schema, "tenants")
 	all := []string{"a_b", "a_b.1", "a_b.1.2", "axb", "axb.1", "a_b_c.1", "a_bb.1", "a1b.2", "xa_b.1"}
 	tests := []struct {
 		drop string

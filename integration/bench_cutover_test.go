@@ -20,6 +20,7 @@ import (
 	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/migrate"
+	"github.com/reshard/reshard/migrate/migratetest"
 )
 
 // BenchmarkCutoverWindow measures the write-unavailability window of cutovers under a live
@@ -160,18 +161,13 @@ type cutoverSample struct {
 	steps  []cutover.StepTiming
 }
 
-// benchCheck is the end state check of the moves: balances equal ledgers on every shard,
-// every acknowledged ledger write is present exactly once on its owner only, and every
-// tenant's rows are as they should be (stack.checkTenants).
+// benchCheck is the end state check of the moves: a valid catalog with every range
+// serving, balances equal ledgers on every shard, every acknowledged ledger write is
+// present exactly once on its owner only, and every tenant's rows are as they should be
+// (stack.checkTenants).
 func benchCheck(b *testing.B, s *stack, res *demo.Result) {
 	ctx := context.Background()
-	st, err := s.store.Load(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := catalog.ValidateState(st); err != nil {
-		b.Fatalf("catalog: %v", err)
-	}
+	st := migratetest.Catalog(b, ctx, s.store)
 	for name, c := range s.conns {
 		if err := demo.CheckBalances(ctx, c); err != nil {
 			b.Errorf("shard %s: %v", name, err)

@@ -21,6 +21,7 @@ import (
 	"github.com/reshard/reshard/internal/etcdserver"
 	"github.com/reshard/reshard/internal/testenv"
 	"github.com/reshard/reshard/migrate"
+	"github.com/reshard/reshard/migrate/migratetest"
 	"github.com/reshard/reshard/mover"
 )
 
@@ -314,31 +315,13 @@ func retryIf(err error) bool { return cutover.IsFenceError(err) || errors.Is(err
 func (s *stack) check(ctx context.Context, res *demo.Result) {
 	t := s.t
 	t.Helper()
-	st, err := s.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := catalog.ValidateState(st); err != nil {
-		t.Fatalf("catalog: %v", err)
-	}
-	for _, r := range st.Ranges {
-		if r.State != catalog.RangeServing {
-			t.Errorf("range %s is %s", r.Range, r.State)
-		}
-	}
+	st := migratetest.Catalog(t, ctx, s.store)
 	for name, c := range s.conns {
 		if err := demo.CheckBalances(ctx, c); err != nil {
 			t.Errorf("shard %s: %v", name, err)
 		}
-		var slots, pubs int
-		if err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'reshard%'),
-			(SELECT count(*) FROM pg_publication WHERE pubname LIKE 'reshard%')`).Scan(&slots, &pubs); err != nil {
-			t.Fatal(err)
-		}
-		if slots+pubs != 0 {
-			t.Errorf("shard %s: %d reshard slots and %d publications left", name, slots, pubs)
-		}
 	}
+	migratetest.NoReplicationLeft(t, ctx, s.conns)
 	s.checkTenants(ctx, st, res)
 }
 

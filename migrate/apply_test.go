@@ -15,6 +15,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/internal/testenv"
+	"github.com/reshard/reshard/migrate/migratetest"
 	"github.com/reshard/reshard/mover"
 	"github.com/reshard/reshard/planner"
 )
@@ -187,28 +188,8 @@ func move(r catalog.KeyRange, from, to string) planner.Step {
 func (f *fleet) check(ctx context.Context) *catalog.State {
 	t := f.t
 	t.Helper()
-	st, err := f.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := catalog.ValidateState(st); err != nil {
-		t.Fatalf("catalog: %v", err)
-	}
-	for _, r := range st.Ranges {
-		if r.State != catalog.RangeServing {
-			t.Errorf("range %s is %s", r.Range, r.State)
-		}
-	}
-	for name, c := range f.conns {
-		var left int
-		if err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'reshard%')
-			+ (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'reshard%')`).Scan(&left); err != nil {
-			t.Fatal(err)
-		}
-		if left != 0 {
-			t.Errorf("shard %s: %d reshard slots and publications left", name, left)
-		}
-	}
+	st := migratetest.Catalog(t, ctx, f.store)
+	migratetest.NoReplicationLeft(t, ctx, f.conns)
 	owner := func(tenant int64) string { r, _ := st.Owner(tenant); return r.Shard }
 	rep, err := demo.CheckStack(ctx, f.queriers(), owner, &f.base, nil)
 	if rep != nil && rep.Tenants != nil {

@@ -1,0 +1,74 @@
+package cutover
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/cutover/cutovertest"
+	"github.com/reshard/reshard/internal/testenv"
+)
+
+const schema = cutovertest.Schema
+
+var connect = cutovertest.Connect
+
+// guardedShard starts one shard, runs sql on it (its schema), connects to it and, unless
+// tables is empty, installs the guard on tables.
+func guardedShard(t *testing.T, sql string, tables ...string) (*testenv.PG, *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, sql)
+	db := connect(t, pg.DSNApp())
+	if len(tables) > 0 {
+		if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pg, db
+}
+
+// waitFor polls cond every 50 ms for at most limit (generous: the machine is shared).
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %v waiting for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// copiedReplicator stands for a mover whose copy is already complete and whose source is
+// fenced: WaitApplied has nothing left to wait for. It moves no data; the tests that
+// claim data moved use the real mover (integration package).
+type copiedReplicator struct{ stopped int }
+
+func (r *copiedReplicator) WaitApplied(context.Context, pglogrepl.LSN) error { return nil }
+func (r *copiedReplicator) Stop(context.Context) error                       { r.stopped++; return nil }
+
+type fixture struct {
+	env   Env
+	store *catalog.Store
+	rng   catalog.KeyRange
+	fx    cutovertest.Fixture
+}
+
+// setup is cutovertest's fixture with the guard installed on the source, as the
+// migration's start leaves it.
+func setup(t *testing.T) fixture {
+	t.Helper()
+	fx := cutovertest.New(t)
+	if err := InstallGuard(context.Background(), fx.Source, fx.Key, fx.Tables); err != nil {
+		t.Fatal(err)
+	}
+	env := Env{Catalog: fx.Store, Source: fx.Source, Target: fx.Target, Key: fx.Key, Tables: fx.Tables}
+	return fixture{env: env, store: fx.Store, rng: fx.Range, fx: fx}
+}
+
+func newMigration(t *testing.T, f fixture) *catalog.Migration { return f.fx.Migration(t) }

@@ -1,0 +1,45 @@
+package migratetest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// Catalog fails t unless the catalog is valid and every range serves (no migration is
+// left half-way); it returns the state it read.
+func Catalog(t testing.TB, ctx context.Context, store *catalog.Store) *catalog.State {
+	t.Helper()
+	st, err := store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := catalog.ValidateState(st); err != nil {
+		t.Fatalf("catalog: %v", err)
+	}
+	for _, r := range st.Ranges {
+		if r.State != catalog.RangeServing {
+			t.Errorf("range %s is %s", r.Range, r.State)
+		}
+	}
+	return st
+}
+
+// NoReplicationLeft fails t for each shard that keeps a reshard replication slot or
+// publication: a finished or rolled-back migration drops both.
+func NoReplicationLeft(t testing.TB, ctx context.Context, conns map[string]*pgx.Conn) {
+	t.Helper()
+	for name, c := range conns {
+		var slots, pubs int
+		if err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'reshard%'),
+			(SELECT count(*) FROM pg_publication WHERE pubname LIKE 'reshard%')`).Scan(&slots, &pubs); err != nil {
+			t.Fatal(err)
+		}
+		if slots+pubs != 0 {
+			t.Errorf("shard %s: %d reshard slots and %d publications left", name, slots, pubs)
+		}
+	}
+}
