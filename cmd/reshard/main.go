@@ -1,4 +1,3 @@
-// Command reshard rebalances and re-partitions multi-tenant PostgreSQL shards online.
 package main
 
 import (
