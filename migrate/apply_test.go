@@ -106,11 +106,7 @@ func (f *fleet) cuts(r catalog.KeyRange, parts int) []int64 {
 }
 
 func (f *fleet) queriers() map[string]demo.Querier {
-	qs := map[string]demo.Querier{}
-	for name, c := range f.conns {
-		qs[name] = c
-	}
-	return qs
+	return migratetest.Queriers(f.conns)
 }
 
 // executor is the executor behind `reshard apply`, with the real mover and preflight.

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/demo"
 )
 
 // Catalog fails t unless the catalog is valid and every range serves (no migration is
@@ -42,4 +43,13 @@ func NoReplicationLeft(t testing.TB, ctx context.Context, conns map[string]*pgx.
 			t.Errorf("shard %s: %d reshard slots and %d publications left", name, slots, pubs)
 		}
 	}
+}
+
+// Queriers is conns as the demo's checks take them.
+func Queriers(conns map[string]*pgx.Conn) map[string]demo.Querier {
+	qs := make(map[string]demo.Querier, len(conns))
+	for name, c := range conns {
+		qs[name] = c
+	}
+	return qs
 }
