@@ -17,12 +17,8 @@ import (
 func TestCancelAndCleanupLater(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 3})
-	tenant := s.tenants[0].ID
-	r := catalog.NewRange(tenant, tenant+1)
-	s.carve(r)
-	st, _ := s.store.Load(ctx)
-	from, _ := st.Owner(tenant)
-	to := map[string]string{"s1": "s2", "s2": "s1"}[from.Shard]
+	tenant, r, from := s.tenantRange(0)
+	to := other(from)
 	countOn := func(shard string) int64 {
 		t.Helper()
 		var n int64
@@ -31,7 +27,7 @@ func TestCancelAndCleanupLater(t *testing.T) {
 		}
 		return n
 	}
-	before := countOn(from.Shard)
+	before := countOn(from)
 
 	// Stop the driver once the target is caught up, as a crash would.
 	mctx, stop := context.WithCancel(ctx)
@@ -50,10 +46,10 @@ func TestCancelAndCleanupLater(t *testing.T) {
 	if n := countOn(to); n != 0 {
 		t.Errorf("target keeps %d rows after the cancel", n)
 	}
-	if n := countOn(from.Shard); n != before {
+	if n := countOn(from); n != before {
 		t.Errorf("source has %d rows, want %d", n, before)
 	}
-	if _, err := s.conns[from.Shard].Exec(ctx, `UPDATE tenants SET name = name WHERE tenant_id = $1`, tenant); err != nil {
+	if _, err := s.conns[from].Exec(ctx, `UPDATE tenants SET name = name WHERE tenant_id = $1`, tenant); err != nil {
 		t.Errorf("write to the source after the cancel: %v", err)
 	}
 
@@ -63,20 +59,20 @@ func TestCancelAndCleanupLater(t *testing.T) {
 	if err != nil || m.Phase != catalog.PhaseCleaningUp {
 		t.Fatalf("move with cleanup later: %v, %+v", err, m)
 	}
-	if n := countOn(from.Shard); n != before {
+	if n := countOn(from); n != before {
 		t.Errorf("source has %d rows before cleanup, want %d", n, before)
 	}
-	if _, err := s.conns[from.Shard].Exec(ctx, `UPDATE tenants SET name = name WHERE tenant_id = $1`, tenant); !cutover.IsFenceError(err) {
+	if _, err := s.conns[from].Exec(ctx, `UPDATE tenants SET name = name WHERE tenant_id = $1`, tenant); !cutover.IsFenceError(err) {
 		t.Errorf("stale write to the old shard: %v, want the fence error", err)
 	}
 	if m, err = ex.Cleanup(ctx, "later", true); err != nil || m.Phase != catalog.PhaseDone {
 		t.Fatalf("cleanup: %v, %+v", err, m)
 	}
-	if n := countOn(from.Shard); n != 0 {
+	if n := countOn(from); n != 0 {
 		t.Errorf("source keeps %d rows after cleanup", n)
 	}
 	var triggers int
-	if err := s.conns[from.Shard].QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'reshard_fence'`).Scan(&triggers); err != nil {
+	if err := s.conns[from].QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'reshard_fence'`).Scan(&triggers); err != nil {
 		t.Fatal(err)
 	}
 	if triggers != 0 {

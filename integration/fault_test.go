@@ -124,6 +124,30 @@ func (d *driver) log() string {
 	return d.stderr.String()
 }
 
+// holdFile makes the file a driver started with a hold waits on while it exists.
+func holdFile(t *testing.T) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "hold")
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// waitHeld waits until the driver holds after a step and returns the step's name.
+func (d *driver) waitHeld(t *testing.T) string {
+	t.Helper()
+	select {
+	case step := <-d.held:
+		return step
+	case err := <-d.done:
+		t.Fatalf("move ended before the hold: %v\n%s", err, d.log())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("no hold after 2m:\n%s", d.log())
+	}
+	return ""
+}
+
 // endpoint is the --etcd of the stack's etcd: every member's, comma-separated, for a
 // replicated one.
 func (s *stack) endpoint() string {
@@ -170,30 +194,15 @@ func TestKillDriver(t *testing.T) {
 		{hold: "flip", wantFrozen: false, wantPhase: catalog.PhaseFlipped},
 	}
 	for i, tt := range tests {
-		tenant := s.tenants[i].ID
-		r := catalog.NewRange(tenant, tenant+1)
-		s.carve(r)
-		st, _ := s.store.Load(ctx)
-		from, _ := st.Owner(tenant)
+		tenant, r, from := s.tenantRange(i)
 		to := "s2"
-		if from.Shard == "s2" {
+		if from == "s2" {
 			to = "s3"
 		}
 		id := "kill_" + strings.ReplaceAll(tt.hold, " ", "_")
-		holdFile := filepath.Join(t.TempDir(), "hold")
-		if err := os.WriteFile(holdFile, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		d := s.startMove(t, id, r, to, tt.hold, holdFile)
-		select {
-		case step := <-d.held:
-			if step != tt.hold {
-				t.Fatalf("held after %q, want %q", step, tt.hold)
-			}
-		case err := <-d.done:
-			t.Fatalf("move ended before the hold: %v\n%s", err, d.log())
-		case <-time.After(2 * time.Minute):
-			t.Fatalf("no hold after 2m:\n%s", d.log())
+		d := s.startMove(t, id, r, to, tt.hold, holdFile(t))
+		if step := d.waitHeld(t); step != tt.hold {
+			t.Fatalf("held after %q, want %q", step, tt.hold)
 		}
 		if err := d.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
@@ -203,16 +212,13 @@ func TestKillDriver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, _ = s.store.Load(ctx)
+		st, _ := s.store.Load(ctx)
 		cur, _ := st.Owner(tenant)
 		if m.Phase != tt.wantPhase || (cur.State == catalog.RangeFrozen) != tt.wantFrozen {
 			t.Fatalf("after kill at %s: phase %s, range %+v", tt.hold, m.Phase, cur)
 		}
 		m = s.finishMove(t, id, r, to)
-		st, _ = s.store.Load(ctx)
-		if cur, _ := st.Owner(tenant); cur.Shard != to || cur.State != catalog.RangeServing {
-			t.Fatalf("after re-run: owner %+v, want %s serving", cur, to)
-		}
+		s.wantServing(t, tenant, to)
 		t.Logf("%s: window %.1fms", id, m.Timings.CutoverWindow*1000)
 	}
 	res := stop()
@@ -226,21 +232,12 @@ func TestEtcdDownDuringCutover(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 3, demo.DataOptions{Tenants: 30, Scale: 0.05, Seed: 6})
 	stop := s.runLoad(3, 0, 11)
-	tenant := s.tenants[0].ID
-	r := catalog.NewRange(tenant, tenant+1)
-	s.carve(r)
-	holdFile := filepath.Join(t.TempDir(), "hold")
-	if err := os.WriteFile(holdFile, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d := s.startMove(t, "etcd_down", r, "s3", "verify", holdFile)
-	select {
-	case <-d.held:
-	case err := <-d.done:
-		t.Fatalf("move ended before the hold: %v\n%s", err, d.log())
-	}
+	tenant, r, _ := s.tenantRange(0)
+	hold := holdFile(t)
+	d := s.startMove(t, "etcd_down", r, "s3", "verify", hold)
+	d.waitHeld(t)
 	s.stopEtcd()
-	if err := os.Remove(holdFile); err != nil {
+	if err := os.Remove(hold); err != nil {
 		t.Fatal(err)
 	}
 	// The driver now tries to flip with etcd gone. Whatever it does, the source keeps the
@@ -266,10 +263,7 @@ func TestEtcdDownDuringCutover(t *testing.T) {
 	if m.Phase != catalog.PhaseDone {
 		m = s.finishMove(t, "etcd_down", r, "s3")
 	}
-	st, _ := s.store.Load(ctx)
-	if cur, _ := st.Owner(tenant); cur.Shard != "s3" || cur.State != catalog.RangeServing {
-		t.Fatalf("owner %+v, want s3 serving", cur)
-	}
+	s.wantServing(t, tenant, "s3")
 	res := stop()
 	s.check(ctx, res)
 }
@@ -281,9 +275,7 @@ func TestSourceRestartDuringCatchup(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 2, demo.DataOptions{Tenants: 30, Scale: 0.05, Seed: 8})
 	stop := s.runLoad(3, 0, 11)
-	tenant := s.tenants[0].ID
-	r := catalog.NewRange(tenant, tenant+1)
-	s.carve(r)
+	_, r, _ := s.tenantRange(0)
 	restarted := false
 	ex := s.executor(migrate.ExecOptions{CutoverRetries: 3})
 	ex.Options.BeforeCutover = func() {
@@ -350,24 +342,10 @@ func TestKillDuringCopyAndCatchup(t *testing.T) {
 	s.finishMove(t, "kill_copy", r, "s2")
 
 	// During the catch-up: held once the target is caught up, before the cutover.
-	next := s.tenants[1].ID
-	r2 := catalog.NewRange(next, next+1)
-	s.carve(r2)
-	st, _ := s.store.Load(ctx)
-	from, _ := st.Owner(next)
-	to := map[string]string{"s1": "s2", "s2": "s1"}[from.Shard]
-	holdFile := filepath.Join(t.TempDir(), "hold")
-	if err := os.WriteFile(holdFile, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d = s.startMove(t, "kill_catchup", r2, to, "catch-up", holdFile)
-	select {
-	case <-d.held:
-	case err := <-d.done:
-		t.Fatalf("move ended before the hold: %v\n%s", err, d.log())
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("no hold after 2m:\n%s", d.log())
-	}
+	_, r2, from := s.tenantRange(1)
+	to := other(from)
+	d = s.startMove(t, "kill_catchup", r2, to, "catch-up", holdFile(t))
+	d.waitHeld(t)
 	time.Sleep(500 * time.Millisecond) // let the load write more for the catch-up to carry
 	if err := d.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

@@ -21,12 +21,8 @@ import (
 func TestMoveWithGuardAlwaysOnBothShards(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 9})
-	tenant := s.tenants[0].ID
-	r := catalog.NewRange(tenant, tenant+1)
-	s.carve(r)
-	st, _ := s.store.Load(ctx)
-	from, _ := st.Owner(tenant)
-	to := map[string]string{"s1": "s2", "s2": "s1"}[from.Shard]
+	tenant, r, from := s.tenantRange(0)
+	to := other(from)
 	target := s.conns[to]
 	if err := cutover.InstallGuard(ctx, target, demo.Key, demo.Tables); err != nil {
 		t.Fatal(err)
@@ -38,7 +34,7 @@ func TestMoveWithGuardAlwaysOnBothShards(t *testing.T) {
 		// While the catch-up runs: writes to the moving tenant, one of them from a
 		// replica-mode session (the guard fires for it, and no fence is set yet), and to
 		// a tenant that stays.
-		c := s.conns[from.Shard]
+		c := s.conns[from]
 		stay := s.tenants[1].ID
 		for _, sql := range []string{
 			fmt.Sprintf(`INSERT INTO ledger (tenant_id, amount, memo) VALUES (%d, 1.50, 'catch-up')`, tenant),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -23,12 +22,8 @@ import (
 func TestTargetRefusesMisroutedWrites(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 12})
-	tenant := s.tenants[0].ID
-	r := catalog.NewRange(tenant, tenant+1)
-	s.carve(r)
-	st, _ := s.store.Load(ctx)
-	from, _ := st.Owner(tenant)
-	to := map[string]string{"s1": "s2", "s2": "s1"}[from.Shard]
+	tenant, r, from := s.tenantRange(0)
+	to := other(from)
 	misrouted := func() error {
 		_, err := s.conns[to].Exec(ctx, `INSERT INTO ledger (tenant_id, amount, memo) VALUES ($1, 0, 'misrouted')`, tenant)
 		return err
@@ -98,13 +93,9 @@ func (s *stack) rowsOf(t *testing.T, shard string, tenant int64) map[string]int6
 func TestPausedDriverDeletesNothing(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 13})
-	tenant := s.tenants[0].ID
-	r := catalog.NewRange(tenant, tenant+1)
-	s.carve(r)
-	st, _ := s.store.Load(ctx)
-	from, _ := st.Owner(tenant)
-	to := map[string]string{"s1": "s2", "s2": "s1"}[from.Shard]
-	before := s.rowsOf(t, from.Shard, tenant)
+	tenant, r, from := s.tenantRange(0)
+	to := other(from)
+	before := s.rowsOf(t, from, tenant)
 
 	a := s.startMove(t, "paused_delete", r, to, "", "", "--delete-batch", "20", "--delete-pause", "200ms")
 	s.waitPhase(t, a, "paused_delete", catalog.PhaseCleaningUp, nil)
@@ -112,7 +103,7 @@ func TestPausedDriverDeletesNothing(t *testing.T) {
 	a.signal(t, syscall.SIGSTOP)
 	t.Cleanup(func() { _ = a.cmd.Process.Kill() })
 	s.finishMove(t, "paused_delete", r, to) // waits out the lease, then deletes the rest
-	back := s.finishMove(t, "moved_back", r, from.Shard)
+	back := s.finishMove(t, "moved_back", r, from)
 	t.Logf("moved back: %d rows copied", back.RowsCopied)
 	a.signal(t, syscall.SIGCONT)
 	select {
@@ -122,10 +113,10 @@ func TestPausedDriverDeletesNothing(t *testing.T) {
 		t.Errorf("the paused driver did not stop within 90s of waking")
 		_ = a.cmd.Process.Kill()
 	}
-	after := s.rowsOf(t, from.Shard, tenant)
+	after := s.rowsOf(t, from, tenant)
 	for table, n := range before {
 		if after[table] != n {
-			t.Errorf("%s: tenant %d has %d rows on %s, had %d before the moves", table, tenant, after[table], from.Shard, n)
+			t.Errorf("%s: tenant %d has %d rows on %s, had %d before the moves", table, tenant, after[table], from, n)
 		}
 	}
 	s.check(ctx, nil)
@@ -150,37 +141,24 @@ func TestPausedDriverRacesSecondDriver(t *testing.T) {
 		{name: "catch_up", hold: "catch-up"},
 		{name: "cutover", hold: "drain"},
 	} {
-		tenant := s.tenants[i].ID
-		r := catalog.NewRange(tenant, tenant+1)
-		s.carve(r)
-		st, _ := s.store.Load(ctx)
-		from, _ := st.Owner(tenant)
-		to := map[string]string{"s1": "s2", "s2": "s1"}[from.Shard]
+		tenant, r, from := s.tenantRange(i)
+		to := other(from)
 		id := "paused_" + tt.name
-		holdFile := ""
+		hold := ""
 		if tt.hold != "" {
-			holdFile = filepath.Join(t.TempDir(), "hold")
-			if err := os.WriteFile(holdFile, nil, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			hold = holdFile(t)
 		}
-		a := s.startMove(t, id, r, to, tt.hold, holdFile, tt.extra...)
+		a := s.startMove(t, id, r, to, tt.hold, hold, tt.extra...)
 		t.Cleanup(func() { _ = a.cmd.Process.Kill() })
 		if tt.hold != "" {
-			select {
-			case <-a.held:
-			case err := <-a.done:
-				t.Fatalf("%s ended before the hold: %v\n%s", id, err, a.log())
-			case <-time.After(2 * time.Minute):
-				t.Fatalf("%s: no hold after 2m:\n%s", id, a.log())
-			}
+			a.waitHeld(t)
 		} else {
 			s.waitPhase(t, a, id, tt.phase, nil)
 			time.Sleep(time.Second) // well into the copy: at 1 MB/s it takes about 4s
 		}
 		a.signal(t, syscall.SIGSTOP)
-		if holdFile != "" {
-			if err := os.Remove(holdFile); err != nil {
+		if hold != "" {
+			if err := os.Remove(hold); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -192,10 +170,7 @@ func TestPausedDriverRacesSecondDriver(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: the paused driver did not stop within 30s of waking:\n%s", id, a.log())
 		}
-		st, _ = s.store.Load(ctx)
-		if cur, _ := st.Owner(tenant); cur.Shard != to || cur.State != catalog.RangeServing {
-			t.Fatalf("%s: owner %+v, want %s serving", id, cur, to)
-		}
+		s.wantServing(t, tenant, to)
 		t.Logf("%s: finished by the second driver, window %.1fms", id, m.Timings.CutoverWindow*1000)
 	}
 	res := stop()

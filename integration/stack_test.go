@@ -131,11 +131,7 @@ func newStackOn(t testing.TB, shards int, opts demo.DataOptions, members int) *s
 }
 
 func (s *stack) queriers() map[string]demo.Querier {
-	qs := map[string]demo.Querier{}
-	for name, c := range s.conns {
-		qs[name] = c
-	}
-	return qs
+	return migratetest.Queriers(s.conns)
 }
 
 // quietIn counts the tenants in r, and the quiet ones among them.
@@ -304,6 +300,36 @@ func (s *stack) carve(r catalog.KeyRange) {
 		s.t.Fatalf("carve %s: %v", r, err)
 	}
 }
+
+// tenantRange carves tenant i of the data set into a range of its own and returns the
+// tenant, its range and the shard that owns it.
+func (s *stack) tenantRange(i int) (int64, catalog.KeyRange, string) {
+	s.t.Helper()
+	tenant := s.tenants[i].ID
+	r := catalog.NewRange(tenant, tenant+1)
+	s.carve(r)
+	st, err := s.store.Load(context.Background())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	from, _ := st.Owner(tenant)
+	return tenant, r, from.Shard
+}
+
+// wantServing fails t unless tenant's range serves from shard.
+func (s *stack) wantServing(t *testing.T, tenant int64, shard string) {
+	t.Helper()
+	st, err := s.store.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, _ := st.Owner(tenant); cur.Shard != shard || cur.State != catalog.RangeServing {
+		t.Fatalf("tenant %d: owner %+v, want %s serving", tenant, cur, shard)
+	}
+}
+
+// other is the other shard of a two-shard stack.
+func other(shard string) string { return map[string]string{"s1": "s2", "s2": "s1"}[shard] }
 
 func retryIf(err error) bool { return cutover.IsFenceError(err) || errors.Is(err, errFrozen) }
 
