@@ -102,14 +102,7 @@ func TestDrainWaitsForTransactionsOfUnknownStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tx, err := old.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var one int
-	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil { // takes the snapshot
-		t.Fatal(err)
-	}
+	tx := snapshotTx(t, old)
 	if _, err := rc.Exec(ctx, `BEGIN; SELECT 1`); err != nil {
 		t.Fatal(err)
 	}
@@ -312,14 +305,7 @@ func TestWaitStragglers(t *testing.T) {
 	ctx := context.Background()
 	pg, db := guardedShard(t, schema, "tenants")
 	old := connect(t, pg.DSNApp())
-	tx, err := old.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var one int
-	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil { // takes the snapshot
-		t.Fatal(err)
-	}
+	tx := snapshotTx(t, old)
 	if err := SetFence(ctx, db, "m1", catalog.NewRange(10, 20), []string{"tenants"}, 1); err != nil {
 		t.Fatal(err)
 	}

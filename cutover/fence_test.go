@@ -138,9 +138,7 @@ func TestClearTombstones(t *testing.T) {
 // reshard.bypass lets a session through.
 func TestFenceStopsReplicaRoleWriters(t *testing.T) {
 	ctx := context.Background()
-	pg, db := guardedShard(t, schema+`
-		CREATE TABLE events (tenant_id bigint, at date, PRIMARY KEY (tenant_id, at)) PARTITION BY RANGE (at);
-		CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');`)
+	pg, db := guardedShard(t, eventsSchema)
 	tables := []string{"tenants", "orders", "events"}
 	for range 2 { // a second install keeps the trigger ALWAYS-enabled
 		if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
@@ -195,9 +193,7 @@ func TestFenceStopsReplicaRoleWriters(t *testing.T) {
 // stop writes fails, naming the table.
 func TestSetFenceFailsWithoutGuard(t *testing.T) {
 	ctx := context.Background()
-	pg, db := guardedShard(t, schema+`
-		CREATE TABLE events (tenant_id bigint, at date, PRIMARY KEY (tenant_id, at)) PARTITION BY RANGE (at);
-		CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');`)
+	pg, db := guardedShard(t, eventsSchema)
 	tables := []string{"tenants", "orders", "events"}
 	tests := []struct {
 		name, breakSQL, table string

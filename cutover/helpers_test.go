@@ -33,6 +33,38 @@ func guardedShard(t *testing.T, sql string, tables ...string) (*testenv.PG, *pgx
 	return pg, db
 }
 
+// eventsSchema is schema with a date-partitioned table (its rows reach the guard through
+// the partition).
+const eventsSchema = schema + `
+		CREATE TABLE events (tenant_id bigint, at date, PRIMARY KEY (tenant_id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');`
+
+// twoShards starts a source and a target shard, runs sql on both and connects to each.
+func twoShards(t *testing.T, sql string) (pgs []*testenv.PG, src, dst *pgx.Conn) {
+	t.Helper()
+	pgs = testenv.Postgres(t, 2)
+	for _, p := range pgs {
+		p.Exec(context.Background(), sql)
+	}
+	return pgs, connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
+}
+
+// snapshotTx begins a REPEATABLE READ transaction on c and takes its snapshot at once, as
+// a transaction that started before the fence has.
+func snapshotTx(t *testing.T, c *pgx.Conn) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
 // waitFor polls cond every 50 ms for at most limit (generous: the machine is shared).
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()

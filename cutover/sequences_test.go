@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"testing"
-
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // sequenceSchema has every way a sharded table's ids come from a sequence: serial (owned),
@@ -31,11 +29,7 @@ CREATE TABLE logs_default PARTITION OF logs DEFAULT;
 // issued on the target after the flip cannot collide with moved rows.
 func TestSyncSequencesRaisesDefaultSequences(t *testing.T) {
 	ctx := context.Background()
-	pgs := testenv.Postgres(t, 2)
-	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
-	for _, p := range pgs {
-		p.Exec(ctx, sequenceSchema)
-	}
+	pgs, src, dst := twoShards(t, sequenceSchema)
 	pgs[0].Exec(ctx, `
 		INSERT INTO items (tenant_id) SELECT g % 5 FROM generate_series(1, 300) g;
 		INSERT INTO notes (tenant_id) SELECT g % 5 FROM generate_series(1, 40) g;
@@ -80,11 +74,7 @@ func TestSyncSequencesRaisesDefaultSequences(t *testing.T) {
 // ahead is left where it is.
 func TestSyncSequencesRaisesOnly(t *testing.T) {
 	ctx := context.Background()
-	pgs := testenv.Postgres(t, 2)
-	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
-	for _, p := range pgs {
-		p.Exec(ctx, schema)
-	}
+	pgs, src, dst := twoShards(t, schema)
 	tables := []string{"tenants", "orders"}
 	for _, tt := range []struct {
 		src, dst, want int64

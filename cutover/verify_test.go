@@ -135,11 +135,7 @@ func TestDigestsLanes(t *testing.T) {
 
 func TestVerifySequencesDelete(t *testing.T) {
 	ctx := context.Background()
-	pgs := testenv.Postgres(t, 2)
-	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
-	for _, p := range pgs {
-		p.Exec(ctx, schema)
-	}
+	pgs, src, dst := twoShards(t, schema)
 	fill := `INSERT INTO orders (tenant_id, total, note) SELECT g % 30, g, jsonb_build_object('g', g) FROM generate_series(1, 3000) g`
 	pgs[0].Exec(ctx, fill)
 	r := catalog.NewRange(10, 20)
