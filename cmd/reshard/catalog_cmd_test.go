@@ -52,7 +52,7 @@ func catalogOnly(t *testing.T) (*catalog.Store, *clientv3.Client, []string) {
 // `catalog history` lists every change in order.
 func TestCatalogShowAndHistory(t *testing.T) {
 	_, _, global := catalogOnly(t)
-	run := func(args ...string) cliResult { return runCLI(t, context.Background(), append(global, args...)...) }
+	run := cliRunner(t, context.Background(), global...)
 	t.Run("show -o json is the catalog", func(t *testing.T) {
 		res := run("catalog", "show", "-o", "json")
 		var st catalog.State
@@ -89,7 +89,7 @@ func TestCatalogShowAndHistory(t *testing.T) {
 func TestCatalogExportImport(t *testing.T) {
 	store, ecli, global := catalogOnly(t)
 	ctx := context.Background()
-	run := func(args ...string) cliResult { return runCLI(t, ctx, append(global, args...)...) }
+	run := cliRunner(t, ctx, global...)
 	if err := store.PutHotKeyCustom(ctx, 13, map[string]float64{"read_qps": 50}); err != nil {
 		t.Fatal(err)
 	}

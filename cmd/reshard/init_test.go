@@ -15,12 +15,7 @@ import (
 
 // cliSchema is a small multi-tenant schema (with a date-partitioned table) plus tables
 // that break the rules, for the bad-input cases.
-const cliSchema = `
-CREATE TABLE tenants (tenant_id bigint PRIMARY KEY, name text NOT NULL);
-CREATE TABLE orders (tenant_id bigint NOT NULL, id bigint NOT NULL, note text, PRIMARY KEY (tenant_id, id));
-CREATE TABLE events (tenant_id bigint NOT NULL, id bigint NOT NULL, created date NOT NULL,
-  PRIMARY KEY (tenant_id, id, created)) PARTITION BY RANGE (created);
-CREATE TABLE events_p2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+const cliSchema = moveSchema + `
 CREATE TABLE events_p2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE TABLE nokey (id bigint PRIMARY KEY);
 CREATE TABLE badri (id bigint PRIMARY KEY, tenant_id bigint NOT NULL);

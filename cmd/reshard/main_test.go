@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -41,6 +42,15 @@ func runCLI(t *testing.T, ctx context.Context, args ...string) cliResult {
 	}
 	res.stderr = errb.String()
 	return res
+}
+
+// cliRunner runs the command line like runCLI, each time with the flags first (--etcd and
+// --cluster, usually) that every call of a test passes.
+func cliRunner(t *testing.T, ctx context.Context, first ...string) func(args ...string) cliResult {
+	return func(args ...string) cliResult {
+		t.Helper()
+		return runCLI(t, ctx, append(slices.Clip(first), args...)...)
+	}
 }
 
 func writeFile(t *testing.T, dir, name, body string) string {

@@ -19,9 +19,7 @@ func TestMoveIDOfEndedMigration(t *testing.T) {
 	etcd, _, store, pgs := moveFleet(t, "ended")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	run := func(args ...string) cliResult {
-		return runCLI(t, ctx, append([]string{"--etcd", etcd, "--cluster", "ended"}, args...)...)
-	}
+	run := cliRunner(t, ctx, "--etcd", etcd, "--cluster", "ended")
 	if res := run("move", "--id", "mdone", "--range", "5:10", "--to", "s2"); res.code != 0 {
 		t.Fatalf("move: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}

@@ -19,9 +19,7 @@ func TestRefusedMoveChangesNothing(t *testing.T) {
 	etcd, cli, store, pgs := moveFleet(t, "refuse")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	run := func(args ...string) cliResult {
-		return runCLI(t, ctx, append([]string{"--etcd", etcd, "--cluster", "refuse"}, args...)...)
-	}
+	run := cliRunner(t, ctx, "--etcd", etcd, "--cluster", "refuse")
 	// s2 holds a stray row of tenant 7, which lives on s1.
 	pgs["s2"].Exec(ctx, `INSERT INTO orders VALUES (7, 99999, 'stray')`)
 	// An unfinished migration of 1500:1600 (its journal only).

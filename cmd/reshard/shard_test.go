@@ -15,7 +15,7 @@ import (
 // measured, size.
 func TestShardDrainAndList(t *testing.T) {
 	_, _, global := catalogOnly(t)
-	run := func(args ...string) cliResult { return runCLI(t, context.Background(), append(global, args...)...) }
+	run := cliRunner(t, context.Background(), global...)
 	list := func(t *testing.T) []shardRow {
 		t.Helper()
 		res := run("shard", "list", "-o", "json")
@@ -65,7 +65,7 @@ func TestShardAdd(t *testing.T) {
 	ctx := context.Background()
 	pg := testenv.Postgres(t, 1)[0]
 	replicaLevelShard(t, ctx, pg)
-	run := func(args ...string) cliResult { return runCLI(t, ctx, append(global, args...)...) }
+	run := cliRunner(t, ctx, global...)
 	t.Run("a shard that fails the checks is not added", func(t *testing.T) {
 		before := keyCount(t, ecli, "/reshard/")
 		if res := run("shard", "add", "s3", "--dsn", pg.DSNApp()); res.code != 1 || !strings.Contains(res.stderr, "wal_level is replica") {

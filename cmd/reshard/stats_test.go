@@ -154,7 +154,7 @@ func TestStatsCollectMeasuresEveryShard(t *testing.T) {
 func TestStatsPutAndShow(t *testing.T) {
 	_, global, _ := skewedFleet(t)
 	ctx := context.Background()
-	run := func(args ...string) cliResult { return runCLI(t, ctx, append(global, args...)...) }
+	run := cliRunner(t, ctx, global...)
 	if res := run("stats", "collect", "--sample-writes", "0"); res.code != 0 {
 		t.Fatalf("stats collect: %s", res.stderr)
 	}

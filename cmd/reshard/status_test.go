@@ -26,7 +26,7 @@ func TestStatusShowsRecentAndUnfinishedMigrations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	run := func(args ...string) cliResult { return runCLI(t, ctx, append(global, args...)...) }
+	run := cliRunner(t, ctx, global...)
 	t.Run("recent only by default", func(t *testing.T) {
 		res := run("status")
 		if res.code != 0 || !strings.Contains(res.stdout, "m_recent") || strings.Contains(res.stdout, "m_old") || !strings.Contains(res.stdout, "partition scheduler: none running") {

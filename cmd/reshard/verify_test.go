@@ -32,9 +32,7 @@ INSERT INTO orders SELECT 1 + g % 5, g, 'o' FROM generate_series(1, 500) g;`)
 	if err := store.Init(ctx, catalog.Config{Cluster: "verify", Key: "tenant_id", Tables: []string{"orders"}}, shards, ranges, false); err != nil {
 		t.Fatal(err)
 	}
-	run := func(args ...string) cliResult {
-		return runCLI(t, ctx, append([]string{"--etcd", srv.Endpoint(), "--cluster", "verify", "verify", "--with", "s2"}, args...)...)
-	}
+	run := cliRunner(t, ctx, "--etcd", srv.Endpoint(), "--cluster", "verify", "verify", "--with", "s2")
 	t.Run("equal rows", func(t *testing.T) {
 		res := run("--range", "1:4")
 		if res.code != 0 || !strings.Contains(res.stdout, "ROWS ON s1") || !strings.Contains(strings.Join(strings.Fields(res.stdout), " "), "orders 300 300 1 0 true") {
