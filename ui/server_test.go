@@ -92,6 +92,21 @@ func until(t *testing.T, ctx context.Context, ch <-chan Model, what string, ok f
 	}
 }
 
+// newServer is the page's server over a feed of store's catalog; the caller closes the feed.
+func newServer(t *testing.T, ctx context.Context, store *catalog.Store) (*Feed, *Server) {
+	t.Helper()
+	feed, err := StartFeed(ctx, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer(feed)
+	if err != nil {
+		feed.Close()
+		t.Fatal(err)
+	}
+	return feed, srv
+}
+
 // The event stream pushes a new model for each change the watches see: a migration's
 // journal, its phase changes in the history, new stats, a driver's lock, and /api/state
 // serves the same model.
@@ -99,15 +114,8 @@ func TestEventsFollowTheCatalog(t *testing.T) {
 	store, st := testCatalog(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	feed, err := StartFeed(ctx, store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	feed, srv := newServer(t, ctx, store)
 	defer feed.Close()
-	srv, err := NewServer(feed)
-	if err != nil {
-		t.Fatal(err)
-	}
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
 	// The stream ends before the server closes (Close waits for open requests).
@@ -179,15 +187,8 @@ func TestPageIsSelfContained(t *testing.T) {
 	store, _ := testCatalog(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	feed, err := StartFeed(ctx, store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	feed, srv := newServer(t, ctx, store)
 	defer feed.Close()
-	srv, err := NewServer(feed)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, path := range []string{"/", "/assets/page.js", "/assets/page.css"} {
 		rec := httptest.NewRecorder()
 		srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
