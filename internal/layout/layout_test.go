@@ -60,6 +60,24 @@ func TestEveryPackageHasDocGo(t *testing.T) {
 	}
 }
 
+// TestArchitectureListsEveryPackage: docs/architecture.md matches the tree, so a reader
+// finds every package's role there.
+func TestArchitectureListsEveryPackage(t *testing.T) {
+	arch, err := os.ReadFile(filepath.Join(root, "docs", "architecture.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := map[string]bool{}
+	for _, f := range goFiles(t, true) {
+		dirs[filepath.ToSlash(filepath.Dir(f))] = true
+	}
+	for dir := range dirs {
+		if !strings.Contains(string(arch), "`"+dir+"`") {
+			t.Errorf("docs/architecture.md does not list package %s: add a row with its role", dir)
+		}
+	}
+}
+
 // TestNoFunctionLongerThan120Lines: outside tests, a function that does not fit on a
 // screen or two is split where a name helps the reader.
 func TestNoFunctionLongerThan120Lines(t *testing.T) {
