@@ -185,14 +185,7 @@ func TestDrainReadsFenceTime(t *testing.T) {
 	pg := testenv.Postgres(t, 1)[0]
 	pg.Exec(ctx, schema)
 	db, old := connect(t, pg.DSNApp()), connect(t, pg.DSNApp())
-	tx, err := old.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var one int
-	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-		t.Fatal(err)
-	}
+	tx := snapshotTx(t, old)
 	before := time.Now()
 	type out struct {
 		at  time.Time
