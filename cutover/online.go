@@ -2,7 +2,6 @@ package cutover
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -11,10 +10,10 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgerr"
 )
 
 // The online verification compares a range on two shards from two snapshots that hold
@@ -169,9 +168,8 @@ func hashModes(ctx context.Context, db Querier, key string, tables []string, col
 		q := fmt.Sprintf("SELECT hash_record_extended(%s, 0) FROM %s x WHERE %s LIMIT 1",
 			rowExpr(cols[t]), pgx.Identifier{t}.Sanitize(), r.SQL("x."+pgx.Identifier{key}.Sanitize()))
 		_, err := db.Exec(ctx, q)
-		var pgErr *pgconn.PgError
 		switch {
-		case errors.As(err, &pgErr) && pgErr.Code == "42883":
+		case pgerr.Is(err, pgerr.UndefinedFunction): // no hash function for a column's type
 			text[t] = true
 		case err != nil:
 			return nil, fmt.Errorf("cutover: hash a row of %s: %w", t, err)
