@@ -5,12 +5,17 @@ import (
 )
 
 // Config is the keyspace of a cluster: the sharding column, the sharded tables and the
-// date-partition specs. Stored at /reshard/<cluster>/config.
+// date-partition specs. Stored at /reshard/<cluster>/config. Keyspace() is how its rows
+// fall on the key line.
 type Config struct {
-	Cluster    string          `json:"cluster"`
-	Key        string          `json:"key"`
-	Tables     []string        `json:"tables"`
-	Partitions []PartitionSpec `json:"partitions,omitempty"`
+	Cluster string   `json:"cluster"`
+	Key     string   `json:"key"` // the default key column
+	Tables  []string `json:"tables"`
+	// TableKeys: the key column of each table whose column is not Key.
+	TableKeys    map[string]string `json:"table_keys,omitempty"`
+	KeyType      KeyType           `json:"key_type,omitempty"`     // "": bigint
+	Distribution Distribution      `json:"distribution,omitempty"` // "": range
+	Partitions   []PartitionSpec   `json:"partitions,omitempty"`
 }
 
 // PartitionSpec keeps a date-partitioned table's partitions made ahead of time.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -172,6 +173,7 @@ func (st *State) Clone() *State {
 	}
 	c.Config.Tables = append([]string(nil), st.Config.Tables...)
 	c.Config.Partitions = append([]PartitionSpec(nil), st.Config.Partitions...)
+	c.Config.TableKeys = maps.Clone(st.Config.TableKeys)
 	return &c
 }
 

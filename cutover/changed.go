@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // changedRows are the rows the apply changed since the online verification's position:
@@ -62,7 +64,7 @@ func (c changedRows) keyed(t string, types columnTypes, first int, expr, rangeSQ
 		args[i] = vals
 	}
 	return fmt.Sprintf("unnest(%s) AS u(%s) CROSS JOIN LATERAL (SELECT %s AS h FROM %s x WHERE %s AND %s) AS s",
-		strings.Join(un, ", "), strings.Join(alias, ", "), expr, pgx.Identifier{t}.Sanitize(), rangeSQL, strings.Join(conds, " AND ")), args, nil
+		strings.Join(un, ", "), strings.Join(alias, ", "), expr, catalog.QuoteTable(t), rangeSQL, strings.Join(conds, " AND ")), args, nil
 }
 
 // changedDigests computes, on one shard, the count and hash sum of the changed rows of
@@ -71,7 +73,7 @@ func changedDigests(ctx context.Context, db Querier, p *onlinePlan, types column
 	parts := make([]string, len(tables))
 	var args []any
 	for j, t := range tables {
-		from, a, err := c.keyed(t, types, len(args)+1, p.hashExpr(t), p.rangeSQL())
+		from, a, err := c.keyed(t, types, len(args)+1, p.hashExpr(t), p.rangeSQL(t))
 		if err != nil {
 			return nil, err
 		}
@@ -144,7 +146,7 @@ func compareChanged(ctx context.Context, src, dst Querier, p *onlinePlan, types 
 
 // narrowChanged finds which changed rows of t differ.
 func narrowChanged(ctx context.Context, src, dst Querier, p *onlinePlan, types columnTypes, c changedRows, t string) ([]RowDiff, error) {
-	from, args, err := c.keyed(t, types, 1, p.hashExpr(t), p.rangeSQL())
+	from, args, err := c.keyed(t, types, 1, p.hashExpr(t), p.rangeSQL(t))
 	if err != nil {
 		return nil, err
 	}

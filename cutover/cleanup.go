@@ -40,16 +40,14 @@ type Conn interface {
 // (tables in reverse order), each batch its own short transaction through the fence
 // bypass: the fence stays as a tombstone while its rows go. It is idempotent and returns
 // the rows deleted per table.
-func DeleteRange(ctx context.Context, db Conn, key string, tables []string, r catalog.KeyRange, opts DeleteOptions) (map[string]int64, error) {
+func DeleteRange(ctx context.Context, db Conn, keys catalog.Keyspace, tables []string, r catalog.KeyRange, opts DeleteOptions) (map[string]int64, error) {
 	if opts.BatchRows <= 0 {
 		opts.BatchRows = 5000
 	}
 	out := map[string]int64{}
-	k := pgx.Identifier{key}.Sanitize()
 	for i := len(tables) - 1; i >= 0; i-- {
 		t := tables[i]
-		qt := pgx.Identifier{t}.Sanitize()
-		sql := batchDeleteSQL(qt, r.SQL(k), opts.BatchRows)
+		sql := batchDeleteSQL(catalog.QuoteTable(t), keys.Pred(t, "", r), opts.BatchRows)
 		for {
 			if opts.Check != nil {
 				if err := opts.Check(); err != nil {

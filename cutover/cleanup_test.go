@@ -67,7 +67,7 @@ func TestCleanupKeepsOtherTenantsOfPartitionedTable(t *testing.T) {
 			     (VALUES (timestamptz '2024-01-01'), ('2024-01-02'), ('2024-02-01')) d(day)
 			ORDER BY day, md5(day::text || g || '/' || k);
 			INSERT INTO plain (tenant_id) SELECT k FROM generate_series(1, 200) g, (VALUES (1), (2), (3)) k(k) ORDER BY g, k`)
-		got, err := DeleteRange(ctx, db, "tenant_id", tables, r, DeleteOptions{BatchRows: batch})
+		got, err := DeleteRange(ctx, db, catalog.RangeOn("tenant_id"), tables, r, DeleteOptions{BatchRows: batch})
 		if err != nil {
 			t.Fatalf("batch %d: DeleteRange: %v", batch, err)
 		}
@@ -88,7 +88,7 @@ func TestCleanupKeepsOtherTenantsOfPartitionedTable(t *testing.T) {
 			}
 		}
 		// A re-run (a resumed cleanup) deletes nothing.
-		if again, err := DeleteRange(ctx, db, "tenant_id", tables, r, DeleteOptions{BatchRows: batch}); err != nil || again["events"]+again["plain"] != 0 {
+		if again, err := DeleteRange(ctx, db, catalog.RangeOn("tenant_id"), tables, r, DeleteOptions{BatchRows: batch}); err != nil || again["events"]+again["plain"] != 0 {
 			t.Errorf("batch %d: second DeleteRange = %v, %v; want nothing deleted", batch, again, err)
 		}
 	}
@@ -104,7 +104,7 @@ func TestCleanupStopsWhenTheTombstoneGoes(t *testing.T) {
 	pg, db := guardedShard(t, partitionedSchema, tables...)
 	pg.Exec(ctx, `INSERT INTO plain (tenant_id) SELECT k FROM generate_series(1, 100) g, (VALUES (1), (2)) k(k)`)
 	r := catalog.NewRange(1, 2)
-	if _, err := DeleteRange(ctx, db, "tenant_id", tables, r, DeleteOptions{BatchRows: 10, Tombstone: "m1"}); !errors.Is(err, ErrNotTombstoned) {
+	if _, err := DeleteRange(ctx, db, catalog.RangeOn("tenant_id"), tables, r, DeleteOptions{BatchRows: 10, Tombstone: "m1"}); !errors.Is(err, ErrNotTombstoned) {
 		t.Fatalf("cleanup without a tombstone = %v, want ErrNotTombstoned", err)
 	}
 	if err := MarkTombstone(ctx, db, "m1", r, 1); err != nil {
@@ -119,7 +119,7 @@ func TestCleanupStopsWhenTheTombstoneGoes(t *testing.T) {
 			}
 		}
 	}}
-	if _, err := DeleteRange(ctx, db, "tenant_id", tables, r, opts); !errors.Is(err, ErrNotTombstoned) {
+	if _, err := DeleteRange(ctx, db, catalog.RangeOn("tenant_id"), tables, r, opts); !errors.Is(err, ErrNotTombstoned) {
 		t.Fatalf("cleanup after the move back = %v, want ErrNotTombstoned", err)
 	}
 	if got := tenantCounts(t, ctx, db, "plain"); got[1] != 70 || got[2] != 100 {

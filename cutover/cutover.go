@@ -91,14 +91,24 @@ type Env struct {
 	// Catalog takes the migration's writes; migrate.Executor's compares its lock in each.
 	Catalog Catalog
 	Mover   Replicator
-	Source  Conn // reshard's control connection to the source shard
-	Target  Conn // and to the target
-	Key     string
+	Source  Conn             // reshard's control connection to the source shard
+	Target  Conn             // and to the target
+	Key     string           // the key column, when Keys names none
+	Keys    catalog.Keyspace // each table's key column, the key type, the distribution
 	Tables  []string
 	Log     *slog.Logger // nil: no log
 	// Lease is the driver's lock on the migration; nil (tests that run a cutover
 	// directly) checks nothing and writes token 0.
 	Lease Lease
+}
+
+// Keyspace is Keys, with Key as its key column when Keys names none.
+func (env Env) Keyspace() catalog.Keyspace {
+	k := env.Keys
+	if k.Key == "" {
+		k.Key = env.Key
+	}
+	return k
 }
 
 // MayWrite is checked right before a statement that changes a shard on the migration's

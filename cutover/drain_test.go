@@ -27,7 +27,7 @@ func TestDrainWaitsForBackgroundWorkers(t *testing.T) {
 	src.Exec(ctx, schema)
 	pub.Exec(ctx, schema+`CREATE PUBLICATION app FOR TABLE tenants;`)
 	db := connect(t, src.DSNApp())
-	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants", "orders"}); err != nil {
+	if err := InstallGuard(ctx, db, catalog.RangeOn("tenant_id"), []string{"tenants", "orders"}); err != nil {
 		t.Fatal(err)
 	}
 	// The worker's insert waits, inside its transaction and after the fence trigger

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -56,14 +57,31 @@ CREATE TABLE IF NOT EXISTS reshard.fence (
 );
 ALTER TABLE reshard.fence ADD COLUMN IF NOT EXISTS token bigint NOT NULL DEFAULT 0;`
 
-// guardSQL is the trigger function. The key column is the same in every sharded table of
-// the keyspace, so it is written into the function rather than looked up per row: a
-// dynamic lookup (to_jsonb(NEW)->>col) would cost far more on every write. The empty-fence
-// case, which is all writes outside a cutover, is one index-only probe of an empty table.
-func guardSQL(key string) string {
-	k := pgx.Identifier{key}.Sanitize()
+// guardFunction is the trigger function of the tables whose key is in column col:
+// reshard.fence_guard() for the keyspace's default column, reshard.fence_guard_<hash of
+// col>() for another.
+func guardFunction(keys catalog.Keyspace, col string) string {
+	if col == keys.Key {
+		return "reshard.fence_guard"
+	}
+	h := fnv.New32a()
+	h.Write([]byte(col))
+	return fmt.Sprintf("reshard.fence_guard_%08x", h.Sum32())
+}
+
+// guardSQL is the trigger function of the tables keyed by column col. The column and the
+// position expression (the key, or its hash) are written into the function rather than
+// looked up per row: a dynamic lookup (to_jsonb(NEW)->>col) would cost far more on every
+// write. The empty-fence case, which is all writes outside a cutover, is one index-only
+// probe of an empty table.
+func guardSQL(keys catalog.Keyspace, col string) string {
+	k := pgx.Identifier{col}.Sanitize()
+	hashed := ""
+	if keys.Hashed() {
+		hashed = " (hash %)" // the fence's bounds are hashes: say which one
+	}
 	return fmt.Sprintf(`
-CREATE OR REPLACE FUNCTION reshard.fence_guard() RETURNS trigger
+CREATE OR REPLACE FUNCTION %[4]s() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
 	k bigint;
@@ -73,22 +91,24 @@ BEGIN
 	END IF;
 	FOR i IN 1..2 LOOP
 		IF i = 1 AND TG_OP IN ('INSERT', 'UPDATE') THEN
-			k := NEW.%[1]s;
+			k := %[5]s;
 		ELSIF i = 2 AND TG_OP IN ('UPDATE', 'DELETE') THEN
-			k := OLD.%[1]s;
+			k := %[6]s;
 		ELSE
 			CONTINUE;
 		END IF;
 		IF EXISTS (SELECT 1 FROM reshard.fence f
 		           WHERE (f.lo IS NULL OR k >= f.lo) AND (f.hi IS NULL OR k < f.hi)) THEN
-			RAISE EXCEPTION 'reshard: writes to %[1]s %% are fenced: the range is moving or has moved to another shard; re-resolve the shard and retry', k
+			RAISE EXCEPTION 'reshard: writes to %[1]s %%%[7]s are fenced: the range is moving or has moved to another shard; re-resolve the shard and retry',
+				CASE WHEN i = 1 THEN NEW.%[1]s::text ELSE OLD.%[1]s::text END%[8]s
 				USING ERRCODE = '%[3]s',
 				      HINT = 'Ask the catalog (reshard resolver) which shard owns this key now.';
 		END IF;
 	END LOOP;
 	RETURN COALESCE(NEW, OLD);
 END
-$fn$;`, k, BypassSetting, FenceSQLState)
+$fn$;`, k, BypassSetting, FenceSQLState, guardFunction(keys, col),
+		keys.PositionOf("NEW."+k), keys.PositionOf("OLD."+k), hashed, map[bool]string{true: ", k", false: ""}[keys.Hashed()])
 }
 
 // guardTrigger creates (or replaces) the guard trigger on table t and enables it ALWAYS:
@@ -100,21 +120,20 @@ $fn$;`, k, BypassSetting, FenceSQLState)
 // condition lets reshard's own sessions (the copy and the apply on a target, the cleanup
 // on a source) through without a PL/pgSQL call per row: about 1 µs a row, a second per
 // million rows copied.
-func guardTrigger(t string) string {
-	qt := pgx.Identifier{t}.Sanitize()
+func guardTrigger(t, fn string) string {
 	return fmt.Sprintf(`CREATE OR REPLACE TRIGGER reshard_fence BEFORE INSERT OR UPDATE OR DELETE ON %[1]s
 	FOR EACH ROW WHEN (current_setting('%[2]s', true) IS DISTINCT FROM 'on')
-	EXECUTE FUNCTION reshard.fence_guard();
-ALTER TABLE %[1]s ENABLE ALWAYS TRIGGER reshard_fence`, qt, BypassSetting)
+	EXECUTE FUNCTION %[3]s();
+ALTER TABLE %[1]s ENABLE ALWAYS TRIGGER reshard_fence`, catalog.QuoteTable(t), BypassSetting, fn)
 }
 
-// guardMissingWhere is true for a table t (a name) whose guard is not as guardTrigger
-// makes it, on the table or on any of its partitions (pg_partition_tree lists nothing for
-// a plain table). A missing table counts too, so that creating its trigger fails with
-// PostgreSQL's message.
-const guardMissingWhere = `to_regclass(quote_ident(t)) IS NULL
-   OR EXISTS (SELECT 1 FROM (SELECT to_regclass(quote_ident(t)) AS relid
-                             UNION SELECT relid FROM pg_partition_tree(to_regclass(quote_ident(t)))) p
+// guardMissingWhere is true for a table t (a quoted name, catalog.QuoteTable) whose guard
+// is not as guardTrigger makes it, on the table or on any of its partitions
+// (pg_partition_tree lists nothing for a plain table). A missing table counts too, so that
+// creating its trigger fails with PostgreSQL's message.
+const guardMissingWhere = `to_regclass(t) IS NULL
+   OR EXISTS (SELECT 1 FROM (SELECT to_regclass(t) AS relid
+                             UNION SELECT relid FROM pg_partition_tree(to_regclass(t))) p
               WHERE NOT EXISTS (SELECT 1 FROM pg_trigger g
                                 WHERE g.tgrelid = p.relid AND g.tgname = 'reshard_fence'
                                   AND g.tgenabled = 'A' AND g.tgqual IS NOT NULL))`
@@ -129,24 +148,33 @@ const guardMissingSQL = `SELECT t FROM unnest($1::text[]) AS t WHERE ` + guardMi
 // left alone: no lock is taken on them. Each table's trigger waits for its lock as
 // DefaultLockRetry says; a table whose lock is not granted fails the install with
 // ErrLockNotGranted (the tables done before keep their trigger: a re-run does the rest).
-func InstallGuard(ctx context.Context, db Conn, key string, tables []string) error {
-	return installGuard(ctx, db, key, tables, DefaultLockRetry)
+func InstallGuard(ctx context.Context, db Conn, keys catalog.Keyspace, tables []string) error {
+	return installGuard(ctx, db, keys, tables, DefaultLockRetry)
 }
 
-func installGuard(ctx context.Context, db Conn, key string, tables []string, lr LockRetry) error {
+func installGuard(ctx context.Context, db Conn, keys catalog.Keyspace, tables []string, lr LockRetry) error {
 	if _, err := db.Exec(ctx, schemaSQL); err != nil {
 		return fmt.Errorf("cutover: create reshard.fence: %w", err)
 	}
-	if _, err := db.Exec(ctx, guardSQL(key)); err != nil {
-		return fmt.Errorf("cutover: create reshard.fence_guard(): %w", err)
+	made := map[string]bool{}
+	byQuoted := map[string]string{}
+	for _, t := range tables {
+		byQuoted[catalog.QuoteTable(t)] = t
+		if col := keys.Column(t); !made[col] {
+			made[col] = true
+			if _, err := db.Exec(ctx, guardSQL(keys, col)); err != nil {
+				return fmt.Errorf("cutover: create %s(): %w", guardFunction(keys, col), err)
+			}
+		}
 	}
 	missing, err := guardMissing(ctx, db, tables)
 	if err != nil {
 		return err
 	}
 	for _, t := range missing {
+		fn := guardFunction(keys, keys.Column(byQuoted[t]))
 		err := lr.inTx(ctx, db, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, guardTrigger(t))
+			_, err := tx.Exec(ctx, guardTrigger(t, fn))
 			return err
 		})
 		if errors.Is(err, ErrLockNotGranted) {
@@ -159,10 +187,10 @@ func installGuard(ctx context.Context, db Conn, key string, tables []string, lr 
 	return nil
 }
 
-// guardMissing returns the tables whose guard trigger is missing or not as guardTrigger
-// makes it.
+// guardMissing returns the tables (quoted names) whose guard trigger is missing or not as
+// guardTrigger makes it.
 func guardMissing(ctx context.Context, db Querier, tables []string) ([]string, error) {
-	rows, err := db.Query(ctx, guardMissingSQL, tables)
+	rows, err := db.Query(ctx, guardMissingSQL, catalog.QuoteTables(tables))
 	if err != nil {
 		return nil, fmt.Errorf("cutover: look for the fence triggers: %w", err)
 	}
@@ -197,12 +225,12 @@ func removeGuard(ctx context.Context, db Conn, tables []string, inUse func(conte
 	err := lr.inTx(ctx, db, func(tx pgx.Tx) error {
 		kept = ""
 		for _, t := range tables {
-			if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS reshard_fence ON %s`, pgx.Identifier{t}.Sanitize())); err != nil {
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS reshard_fence ON %s`, catalog.QuoteTable(t))); err != nil {
 				return fmt.Errorf("drop fence trigger on %s: %w", t, err)
 			}
 		}
-		if _, err := tx.Exec(ctx, `DROP FUNCTION IF EXISTS reshard.fence_guard()`); err != nil {
-			return fmt.Errorf("drop reshard.fence_guard(): %w", err)
+		if err := dropGuardFunctions(ctx, tx); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `LOCK TABLE reshard.fence IN SHARE MODE`); err != nil {
 			return err
@@ -220,6 +248,26 @@ func removeGuard(ctx context.Context, db Conn, tables []string, inUse func(conte
 		return fmt.Sprintf("%v; the guard stays (one trigger call per write) until a later cleanup --drop-fence, cancel or rollback on the shard removes it", err), nil
 	}
 	return noGuard("", err)
+}
+
+// dropGuardFunctions drops reshard.fence_guard() and the guard functions of other key
+// columns (guardFunction).
+func dropGuardFunctions(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, `SELECT p.oid::regprocedure::text FROM pg_proc p
+		WHERE p.pronamespace = to_regnamespace('reshard') AND p.proname ~ '^fence_guard(_[0-9a-f]{8})?$'`)
+	if err != nil {
+		return fmt.Errorf("list the guard functions: %w", err)
+	}
+	fns, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list the guard functions: %w", err)
+	}
+	for _, fn := range fns {
+		if _, err := tx.Exec(ctx, `DROP FUNCTION IF EXISTS `+fn); err != nil {
+			return fmt.Errorf("drop %s: %w", fn, err)
+		}
+	}
+	return nil
 }
 
 // errKept ends RemoveGuard's transaction without dropping anything.
@@ -290,7 +338,7 @@ func SetFence(ctx context.Context, db Querier, migration string, r catalog.KeyRa
 	var written int64
 	var missing []string
 	// QueryExecModeExec: one round trip, no statement preparation, inside the window.
-	err := db.QueryRow(ctx, setFenceSQL, pgx.QueryExecModeExec, migration, lo, hi, tables, token).Scan(&written, &missing)
+	err := db.QueryRow(ctx, setFenceSQL, pgx.QueryExecModeExec, migration, lo, hi, catalog.QuoteTables(tables), token).Scan(&written, &missing)
 	if err != nil {
 		return fmt.Errorf("cutover: set fence %s on %s: %w", migration, r, err)
 	}
@@ -350,13 +398,9 @@ func DropFence(ctx context.Context, db Execer, migration string, token int64) er
 	return nil
 }
 
-// quoteList quotes identifiers for messages.
+// quoteList quotes table names for messages.
 func quoteList(names []string) string {
-	q := make([]string, len(names))
-	for i, n := range names {
-		q[i] = pgx.Identifier{n}.Sanitize()
-	}
-	return strings.Join(q, ", ")
+	return strings.Join(catalog.QuoteTables(names), ", ")
 }
 
 // OpenRange makes a shard take writes for r once it owns r, right after the flip that gave

@@ -18,7 +18,7 @@ func TestFenceGuard(t *testing.T) {
 	ctx := context.Background()
 	tables := []string{"tenants", "orders"}
 	pg, db := guardedShard(t, schema, tables...)
-	if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+	if err := InstallGuard(ctx, db, catalog.RangeOn("tenant_id"), tables); err != nil {
 		t.Fatalf("second install must be a no-op: %v", err)
 	}
 	pg.Exec(ctx, `INSERT INTO tenants VALUES (5, 'a'), (15, 'b'), (25, 'c')`)
@@ -94,7 +94,7 @@ func TestClearTombstones(t *testing.T) {
 	if err := ClearTombstones(ctx, db, catalog.NewRange(0, 10)); err != nil {
 		t.Fatalf("no fence table yet: %v", err)
 	}
-	if err := InstallGuard(ctx, db, "tenant_id", []string{"tenants"}); err != nil {
+	if err := InstallGuard(ctx, db, catalog.RangeOn("tenant_id"), []string{"tenants"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := SetFence(ctx, db, "old", catalog.NewRange(0, 100), []string{"tenants"}, 1); err != nil {
@@ -141,7 +141,7 @@ func TestFenceStopsReplicaRoleWriters(t *testing.T) {
 	pg, db := guardedShard(t, eventsSchema)
 	tables := []string{"tenants", "orders", "events"}
 	for range 2 { // a second install keeps the trigger ALWAYS-enabled
-		if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+		if err := InstallGuard(ctx, db, catalog.RangeOn("tenant_id"), tables); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -206,7 +206,7 @@ func TestSetFenceFailsWithoutGuard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+			if err := InstallGuard(ctx, db, catalog.RangeOn("tenant_id"), tables); err != nil {
 				t.Fatal(err)
 			}
 			if tt.breakSQL != "" {
@@ -243,7 +243,7 @@ func TestGuardDDLDoesNotQueueWriters(t *testing.T) {
 		run        func(db *pgx.Conn) (kept string, err error)
 	}{
 		{"install", "ShareRowExclusiveLock", false, func(db *pgx.Conn) (string, error) {
-			return "", InstallGuard(ctx, db, "tenant_id", tables)
+			return "", InstallGuard(ctx, db, catalog.RangeOn("tenant_id"), tables)
 		}},
 		{"remove", "AccessExclusiveLock", true, func(db *pgx.Conn) (string, error) {
 			return RemoveGuard(ctx, db, tables, nil)
@@ -253,7 +253,7 @@ func TestGuardDDLDoesNotQueueWriters(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			db := connect(t, pg.DSNApp())
 			if tt.installed {
-				if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+				if err := InstallGuard(ctx, db, catalog.RangeOn("tenant_id"), tables); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -26,7 +26,7 @@ func guardedShard(t *testing.T, sql string, tables ...string) (*testenv.PG, *pgx
 	pg.Exec(ctx, sql)
 	db := connect(t, pg.DSNApp())
 	if len(tables) > 0 {
-		if err := InstallGuard(ctx, db, "tenant_id", tables); err != nil {
+		if err := InstallGuard(ctx, db, catalog.RangeOn("tenant_id"), tables); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -96,7 +96,7 @@ type fixture struct {
 func setup(t *testing.T) fixture {
 	t.Helper()
 	fx := cutovertest.New(t)
-	if err := InstallGuard(context.Background(), fx.Source, fx.Key, fx.Tables); err != nil {
+	if err := InstallGuard(context.Background(), fx.Source, catalog.RangeOn(fx.Key), fx.Tables); err != nil {
 		t.Fatal(err)
 	}
 	env := Env{Catalog: fx.Store, Source: fx.Source, Target: fx.Target, Key: fx.Key, Tables: fx.Tables}

@@ -97,14 +97,14 @@ type keyColumns struct {
 // pkSQL reads the primary key columns of the tables, in index order, with their types.
 const pkSQL = `
 SELECT t.name, a.attname::text, format_type(a.atttypid, a.atttypmod)
-FROM unnest($1::text[]) WITH ORDINALITY AS t(name, o)
-JOIN pg_index i ON i.indrelid = to_regclass(quote_ident(t.name)) AND i.indisprimary
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(name, quoted, o)
+JOIN pg_index i ON i.indrelid = to_regclass(t.quoted) AND i.indisprimary
 JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) ON true
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 ORDER BY t.o, k.n`
 
 func readPrimaryKeys(ctx context.Context, db Querier, tables []string) (map[string]keyColumns, error) {
-	rows, err := db.Query(ctx, pkSQL, tables)
+	rows, err := db.Query(ctx, pkSQL, tables, catalog.QuoteTables(tables))
 	if err != nil {
 		return nil, fmt.Errorf("cutover: read the primary keys of %s: %w", quoteList(tables), err)
 	}
@@ -133,14 +133,14 @@ func readPrimaryKeys(ctx context.Context, db Querier, tables []string) (map[stri
 // typesSQL reads the types of every column of the tables.
 const typesSQL = `
 SELECT t.name, a.attname::text, format_type(a.atttypid, a.atttypmod)
-FROM unnest($1::text[]) AS t(name)
-JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(t.name)) AND a.attnum > 0 AND NOT a.attisdropped`
+FROM unnest($1::text[], $2::text[]) AS t(name, quoted)
+JOIN pg_attribute a ON a.attrelid = to_regclass(t.quoted) AND a.attnum > 0 AND NOT a.attisdropped`
 
 // columnTypes are the types of the tables' columns, by table and column.
 type columnTypes map[string]map[string]string
 
 func readColumnTypes(ctx context.Context, db Querier, tables []string) (columnTypes, error) {
-	rows, err := db.Query(ctx, typesSQL, tables)
+	rows, err := db.Query(ctx, typesSQL, tables, catalog.QuoteTables(tables))
 	if err != nil {
 		return nil, fmt.Errorf("cutover: read the column types of %s: %w", quoteList(tables), err)
 	}
@@ -162,11 +162,11 @@ func readColumnTypes(ctx context.Context, db Querier, tables []string) (columnTy
 // hashModes says, per table, whether its rows are hashed through their text form: a
 // column type without a hash function (json, point, ...) makes hash_record_extended fail
 // at run time, which would abort a snapshot's transaction, so it is probed before.
-func hashModes(ctx context.Context, db Querier, key string, tables []string, cols Columns, r catalog.KeyRange) (map[string]bool, error) {
+func hashModes(ctx context.Context, db Querier, keys catalog.Keyspace, tables []string, cols Columns, r catalog.KeyRange) (map[string]bool, error) {
 	text := map[string]bool{}
 	for _, t := range tables {
 		q := fmt.Sprintf("SELECT hash_record_extended(%s, 0) FROM %s x WHERE %s LIMIT 1",
-			rowExpr(cols[t]), pgx.Identifier{t}.Sanitize(), r.SQL("x."+pgx.Identifier{key}.Sanitize()))
+			rowExpr(cols[t]), catalog.QuoteTable(t), keys.Pred(t, "x", r))
 		_, err := db.Exec(ctx, q)
 		switch {
 		case pgerr.Is(err, pgerr.UndefinedFunction): // no hash function for a column's type
@@ -186,7 +186,7 @@ type snapshotSide struct {
 
 // onlinePlan is what both sides hash: per table its columns, key and hash mode.
 type onlinePlan struct {
-	key    string // the sharding column
+	keys   catalog.Keyspace // each table's key column and how it maps onto the key line
 	r      catalog.KeyRange
 	tables []string
 	cols   Columns
@@ -201,7 +201,7 @@ func (p *onlinePlan) hashExpr(t string) string {
 	return "hash_record_extended(" + rowExpr(p.cols[t]) + ", 0)"
 }
 
-func (p *onlinePlan) rangeSQL() string { return p.r.SQL("x." + pgx.Identifier{p.key}.Sanitize()) }
+func (p *onlinePlan) rangeSQL(t string) string { return p.keys.Pred(t, "x", p.r) }
 
 // keyList renders columns prefixed "x.", with a suffix (" DESC", "::text").
 func keyList(cols []string, suffix string) string {
@@ -271,7 +271,7 @@ func (p *onlinePlan) chunkSQL(t string, lo []string, n int) (string, []any) {
 	return fmt.Sprintf(`WITH c AS MATERIALIZED (SELECT %s, %s AS h FROM %s x WHERE %s AND %s ORDER BY %s LIMIT %d),
 l AS (SELECT %s FROM c ORDER BY %s LIMIT 1)
 SELECT (SELECT count(*) FROM c), (SELECT coalesce(sum(h), 0)::text FROM c), l.* FROM (SELECT 1) AS one LEFT JOIN l ON true`,
-		keyList(k.cols, ""), p.hashExpr(t), pgx.Identifier{t}.Sanitize(), p.rangeSQL(), bounds, keyList(k.cols, ""), n,
+		keyList(k.cols, ""), p.hashExpr(t), catalog.QuoteTable(t), p.rangeSQL(t), bounds, keyList(k.cols, ""), n,
 		strings.Join(lastCols, ", "), strings.Join(desc, ", ")), args
 }
 
@@ -303,7 +303,7 @@ func (p *onlinePlan) hashChunk(ctx context.Context, tx pgx.Tx, c *chunk) error {
 	bounds, args := boundsSQL(p.pks[c.table], c.lo, c.hi)
 	// In key order, as the source read it: through the key's index (see snapshotConn).
 	q := fmt.Sprintf(`SELECT count(*), coalesce(sum(h), 0)::text FROM (SELECT %s AS h FROM %s x WHERE %s AND %s ORDER BY %s) AS s`,
-		p.hashExpr(c.table), pgx.Identifier{c.table}.Sanitize(), p.rangeSQL(), bounds, keyList(p.pks[c.table].cols, ""))
+		p.hashExpr(c.table), catalog.QuoteTable(c.table), p.rangeSQL(c.table), bounds, keyList(p.pks[c.table].cols, ""))
 	if err := tx.QueryRow(ctx, q, args...).Scan(&c.tgtRows, &c.tgtHash); err != nil {
 		return fmt.Errorf("target: hash a chunk of %s: %w", c.table, err)
 	}
@@ -438,7 +438,7 @@ func reportDiffs(v *OnlineVerification, diffs []RowDiff, opts OnlineOptions, r c
 // that where selects.
 func (p *onlinePlan) rowHashes(ctx context.Context, db Querier, t string, keyCols []string, where string, args []any) (map[string]rowHash, error) {
 	q := fmt.Sprintf(`SELECT ARRAY[%s], %s::text FROM %s x WHERE %s AND %s`,
-		keyList(keyCols, "::text"), p.hashExpr(t), pgx.Identifier{t}.Sanitize(), p.rangeSQL(), where)
+		keyList(keyCols, "::text"), p.hashExpr(t), catalog.QuoteTable(t), p.rangeSQL(t), where)
 	return keyedHashes(ctx, db, q, args)
 }
 

@@ -30,7 +30,7 @@ func TestOnlineVerifyNamesEachDifferingKey(t *testing.T) {
 	r := catalog.NewRange(10, 20)
 	tables := []string{"orders", "docs"}
 	opts := OnlineOptions{ChunkRows: 7}
-	if v, err := VerifyShards(ctx, src, dst, "tenant_id", tables, r, opts); err != nil || v.Rows != 400 || v.Chunks < 50 {
+	if v, err := VerifyShards(ctx, src, dst, catalog.RangeOn("tenant_id"), tables, r, opts); err != nil || v.Rows != 400 || v.Chunks < 50 {
 		t.Fatalf("equal shards: %+v, %v; want 400 rows in many chunks, equal", v, err)
 	}
 	pgs[1].Exec(ctx, `
@@ -42,7 +42,7 @@ func TestOnlineVerifyNamesEachDifferingKey(t *testing.T) {
 	pgs[0].Exec(ctx, `INSERT INTO orders VALUES (11, 7000, 1)`) // only on the source
 	var out strings.Builder
 	opts.ReportKeys, opts.DiffOut = 3, &out
-	v, err := VerifyShards(ctx, src, dst, "tenant_id", tables, r, opts)
+	v, err := VerifyShards(ctx, src, dst, catalog.RangeOn("tenant_id"), tables, r, opts)
 	if !errors.Is(err, ErrMismatch) {
 		t.Fatalf("VerifyShards = %v; want ErrMismatch", err)
 	}
@@ -80,7 +80,7 @@ func TestCompareChangedComparesOnlyTheGivenKeys(t *testing.T) {
 	}
 	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
 	r := catalog.NewRange(10, 20)
-	p, err := newOnlinePlan(ctx, src, "tenant_id", []string{"orders"}, r)
+	p, err := newOnlinePlan(ctx, src, catalog.RangeOn("tenant_id"), []string{"orders"}, r)
 	if err != nil {
 		t.Fatal(err)
 	}

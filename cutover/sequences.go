@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // Sequence is a sequence a sharded table's column defaults call, or that an identity or
@@ -25,8 +27,8 @@ const sequencesSQL = `
 WITH rel AS (
 	SELECT p.relid
 	FROM unnest($1::text[]) AS t(name)
-	CROSS JOIN LATERAL (SELECT to_regclass(quote_ident(t.name)) AS relid
-		UNION SELECT relid FROM pg_partition_tree(to_regclass(quote_ident(t.name)))) p
+	CROSS JOIN LATERAL (SELECT to_regclass(t.name) AS relid
+		UNION SELECT relid FROM pg_partition_tree(to_regclass(t.name))) p
 ), seq AS (
 	SELECT d.refobjid AS oid
 	FROM pg_attrdef ad
@@ -55,7 +57,7 @@ FROM unnest($1::text[], $2::bigint[]) AS u(name, v)`
 // tableSequences lists the sequences behind the tables' column defaults and identity
 // columns, owned or not, with their last value on this shard.
 func tableSequences(ctx context.Context, db Querier, tables []string) (map[string]int64, error) {
-	rows, err := db.Query(ctx, sequencesSQL, pgx.QueryExecModeExec, tables)
+	rows, err := db.Query(ctx, sequencesSQL, pgx.QueryExecModeExec, catalog.QuoteTables(tables))
 	if err != nil {
 		return nil, fmt.Errorf("cutover: list sequences: %w", err)
 	}

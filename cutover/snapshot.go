@@ -124,7 +124,7 @@ func quoteLiteral(s string) string {
 
 // newOnlinePlan reads on the source what both sides hash: columns, primary keys, and which
 // tables hash through text.
-func newOnlinePlan(ctx context.Context, src Querier, key string, tables []string, r catalog.KeyRange) (*onlinePlan, error) {
+func newOnlinePlan(ctx context.Context, src Querier, keys catalog.Keyspace, tables []string, r catalog.KeyRange) (*onlinePlan, error) {
 	cols, err := ReadColumns(ctx, src, tables)
 	if err != nil {
 		return nil, err
@@ -133,11 +133,11 @@ func newOnlinePlan(ctx context.Context, src Querier, key string, tables []string
 	if err != nil {
 		return nil, err
 	}
-	text, err := hashModes(ctx, src, key, tables, cols, r)
+	text, err := hashModes(ctx, src, keys, tables, cols, r)
 	if err != nil {
 		return nil, err
 	}
-	return &onlinePlan{key: key, r: r, tables: tables, cols: cols, pks: pks, text: text}, nil
+	return &onlinePlan{keys: keys, r: r, tables: tables, cols: cols, pks: pks, text: text}, nil
 }
 
 // VerifyAt verifies range r online between the source and the target of a migration
@@ -146,8 +146,8 @@ func newOnlinePlan(ctx context.Context, src Querier, key string, tables []string
 // and the apply go on; the apply holds at L only while the target's snapshot is taken.
 // From L on, h records the rows it applies, which the cutover compares in its window. A
 // difference is ErrMismatch naming the differing keys.
-func VerifyAt(ctx context.Context, src, dst Querier, h ApplyHolder, key string, tables []string, r catalog.KeyRange, opts OnlineOptions) (OnlineVerification, error) {
-	p, err := newOnlinePlan(ctx, src, key, tables, r)
+func VerifyAt(ctx context.Context, src, dst Querier, h ApplyHolder, keys catalog.Keyspace, tables []string, r catalog.KeyRange, opts OnlineOptions) (OnlineVerification, error) {
+	p, err := newOnlinePlan(ctx, src, keys, tables, r)
 	if err != nil {
 		return OnlineVerification{}, fmt.Errorf("source: %w", err)
 	}
@@ -197,8 +197,8 @@ func verifyAt(ctx context.Context, src, dst Querier, h ApplyHolder, p *onlinePla
 // side is read from its own snapshot (REPEATABLE READ), chunk by chunk, while writes go
 // on, so it is exact for a range that takes no writes (a moved range, fenced on its old
 // shard) and otherwise shows what differed at about the same time.
-func VerifyShards(ctx context.Context, a, b Querier, key string, tables []string, r catalog.KeyRange, opts OnlineOptions) (OnlineVerification, error) {
-	p, err := newOnlinePlan(ctx, a, key, tables, r)
+func VerifyShards(ctx context.Context, a, b Querier, keys catalog.Keyspace, tables []string, r catalog.KeyRange, opts OnlineOptions) (OnlineVerification, error) {
+	p, err := newOnlinePlan(ctx, a, keys, tables, r)
 	if err != nil {
 		return OnlineVerification{}, err
 	}

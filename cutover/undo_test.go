@@ -140,7 +140,7 @@ func TestFailedFlipKeepsTargetTombstone(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
 	f.env.Mover = &copiedReplicator{}
-	if err := InstallGuard(ctx, f.env.Target, f.env.Key, f.env.Tables); err != nil {
+	if err := InstallGuard(ctx, f.env.Target, f.env.Keyspace(), f.env.Tables); err != nil {
 		t.Fatal(err)
 	}
 	if err := MarkTombstone(ctx, f.env.Target, "earlier", catalog.NewRange(0, 100), 0); err != nil {

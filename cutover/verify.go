@@ -32,8 +32,8 @@ type Columns map[string][]string
 // columnsSQL reads the live columns of the tables in one round trip.
 const columnsSQL = `
 SELECT t.name, a.attname::text
-FROM unnest($1::text[]) AS t(name)
-JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(t.name)) AND a.attnum > 0 AND NOT a.attisdropped`
+FROM unnest($1::text[], $2::text[]) AS t(name, quoted)
+JOIN pg_attribute a ON a.attrelid = to_regclass(t.quoted) AND a.attnum > 0 AND NOT a.attisdropped`
 
 // ReadColumns reads the tables' columns on one shard (the source: preflight made sure the
 // target has the same names and types). Rows are hashed as a row of these columns in name
@@ -41,7 +41,7 @@ JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(t.name)) AND a.attnu
 // when its columns were added in another order or one was dropped on one side only, and
 // preflight, which compares columns by name, lets such tables move.
 func ReadColumns(ctx context.Context, db Querier, tables []string) (Columns, error) {
-	rows, err := db.Query(ctx, columnsSQL, tables)
+	rows, err := db.Query(ctx, columnsSQL, tables, catalog.QuoteTables(tables))
 	if err != nil {
 		return nil, fmt.Errorf("cutover: read the columns of %s: %w", quoteList(tables), err)
 	}
@@ -59,7 +59,7 @@ func ReadColumns(ctx context.Context, db Querier, tables []string) (Columns, err
 	}
 	for _, t := range tables {
 		if len(cols[t]) == 0 {
-			return nil, fmt.Errorf("cutover: table %s not found: check the cluster's table list", pgx.Identifier{t}.Sanitize())
+			return nil, fmt.Errorf("cutover: table %s not found: check the cluster's table list", catalog.QuoteTable(t))
 		}
 		sort.Strings(cols[t])
 	}
@@ -81,14 +81,14 @@ func rowExpr(cols []string) string {
 // matters because verify runs inside the write-unavailability window. Both sides have the
 // same column names and types (preflight checks it) and the row lists them in name order,
 // so equal rows hash equally whatever the tables' physical column order.
-func digestSQL(table, key string, cols []string, r catalog.KeyRange, text bool) string {
-	t := pgx.Identifier{table}.Sanitize()
+func digestSQL(table string, keys catalog.Keyspace, cols []string, r catalog.KeyRange, text bool) string {
+	t := catalog.QuoteTable(table)
 	h := "hash_record_extended(" + rowExpr(cols) + ", 0)"
 	if text {
 		h = "hashtextextended(" + rowExpr(cols) + "::text, 0)"
 	}
 	return fmt.Sprintf(`SELECT count(*) AS n, coalesce(sum(%s), 0)::text AS h FROM %s x WHERE %s`,
-		h, t, r.SQL("x."+pgx.Identifier{key}.Sanitize()))
+		h, t, keys.Pred(table, "x", r))
 }
 
 // textStyleSQL makes the session write values as text the same way on every server, for
@@ -101,13 +101,13 @@ const textStyleSQL = `SELECT set_config('DateStyle', 'ISO', false), set_config('
 // Digest computes the digest of one table's range, hashing its columns cols (ReadColumns).
 // A table with a column type that has no hash function (json, point, ...) is hashed
 // through the row's text form instead, written in fixed styles (textStyleSQL).
-func Digest(ctx context.Context, db Querier, table, key string, cols []string, r catalog.KeyRange) (TableDigest, error) {
+func Digest(ctx context.Context, db Querier, table string, keys catalog.Keyspace, cols []string, r catalog.KeyRange) (TableDigest, error) {
 	d := TableDigest{Table: table}
-	err := db.QueryRow(ctx, digestSQL(table, key, cols, r, false)).Scan(&d.Rows, &d.Hash)
+	err := db.QueryRow(ctx, digestSQL(table, keys, cols, r, false)).Scan(&d.Rows, &d.Hash)
 	if pgerr.Is(err, pgerr.UndefinedFunction) { // no hash function for a column's type
 		d.Text = true
 		if _, err = db.Exec(ctx, textStyleSQL); err == nil {
-			err = db.QueryRow(ctx, digestSQL(table, key, cols, r, true)).Scan(&d.Rows, &d.Hash)
+			err = db.QueryRow(ctx, digestSQL(table, keys, cols, r, true)).Scan(&d.Rows, &d.Hash)
 		}
 	}
 	if err != nil {
@@ -126,7 +126,7 @@ type Verification struct {
 // Verify compares count and hash of every table's range on source and target (in
 // parallel on the two shards), hashing the source's columns by name. A difference is
 // ErrMismatch naming each differing table.
-func Verify(ctx context.Context, src, dst Querier, key string, tables []string, r catalog.KeyRange) (Verification, error) {
+func Verify(ctx context.Context, src, dst Querier, keys catalog.Keyspace, tables []string, r catalog.KeyRange) (Verification, error) {
 	cols, err := ReadColumns(ctx, src, tables)
 	if err != nil {
 		return Verification{}, fmt.Errorf("source: %w", err)
@@ -134,14 +134,14 @@ func Verify(ctx context.Context, src, dst Querier, key string, tables []string, 
 	var s, d []TableDigest
 	var g errgroup.Group
 	g.Go(func() (err error) {
-		s, err = digests(ctx, []Querier{src}, key, tables, cols, r)
+		s, err = digests(ctx, []Querier{src}, keys, tables, cols, r)
 		if err != nil {
 			err = fmt.Errorf("source: %w", err)
 		}
 		return err
 	})
 	g.Go(func() (err error) {
-		d, err = digests(ctx, []Querier{dst}, key, tables, cols, r)
+		d, err = digests(ctx, []Querier{dst}, keys, tables, cols, r)
 		if err != nil {
 			err = fmt.Errorf("target: %w", err)
 		}
@@ -157,7 +157,7 @@ func Verify(ctx context.Context, src, dst Querier, key string, tables []string, 
 // out among the connections, which hash at once, each its share in one statement (one
 // round trip). A failure does not cancel the others: cancelling a query would break its
 // connection, which the caller still needs.
-func digests(ctx context.Context, conns []Querier, key string, tables []string, cols Columns, r catalog.KeyRange) ([]TableDigest, error) {
+func digests(ctx context.Context, conns []Querier, keys catalog.Keyspace, tables []string, cols Columns, r catalog.KeyRange) ([]TableDigest, error) {
 	out := make([]TableDigest, len(tables))
 	n := min(len(conns), len(tables))
 	var g errgroup.Group
@@ -167,7 +167,7 @@ func digests(ctx context.Context, conns []Querier, key string, tables []string, 
 			for i := lane; i < len(tables); i += n {
 				idx = append(idx, i)
 			}
-			ds, err := digestGroup(ctx, conns[lane], key, tables, cols, idx, r)
+			ds, err := digestGroup(ctx, conns[lane], keys, tables, cols, idx, r)
 			for j, i := range idx {
 				out[i] = ds[j]
 			}
@@ -180,17 +180,17 @@ func digests(ctx context.Context, conns []Querier, key string, tables []string, 
 // digestGroup computes the digests of tables[idx] in one statement (a UNION ALL of each
 // table's aggregate). When a table has a column type without a hash function, it falls
 // back to one statement per table, where Digest hashes that table through text.
-func digestGroup(ctx context.Context, db Querier, key string, tables []string, cols Columns, idx []int, r catalog.KeyRange) ([]TableDigest, error) {
+func digestGroup(ctx context.Context, db Querier, keys catalog.Keyspace, tables []string, cols Columns, idx []int, r catalog.KeyRange) ([]TableDigest, error) {
 	out := make([]TableDigest, len(idx))
 	if len(idx) == 1 {
-		d, err := Digest(ctx, db, tables[idx[0]], key, cols[tables[idx[0]]], r)
+		d, err := Digest(ctx, db, tables[idx[0]], keys, cols[tables[idx[0]]], r)
 		out[0] = d
 		return out, err
 	}
 	parts := make([]string, len(idx))
 	for j, i := range idx {
 		out[j].Table = tables[i]
-		parts[j] = fmt.Sprintf("SELECT %d AS j, n, h FROM (%s) d%d", j, digestSQL(tables[i], key, cols[tables[i]], r, false), j)
+		parts[j] = fmt.Sprintf("SELECT %d AS j, n, h FROM (%s) d%d", j, digestSQL(tables[i], keys, cols[tables[i]], r, false), j)
 	}
 	rows, err := db.Query(ctx, strings.Join(parts, "\nUNION ALL\n"))
 	if err == nil {
@@ -209,7 +209,7 @@ func digestGroup(ctx context.Context, db Querier, key string, tables []string, c
 	}
 	if pgerr.Is(err, pgerr.UndefinedFunction) { // no hash function for a column's type
 		for j, i := range idx {
-			if out[j], err = Digest(ctx, db, tables[i], key, cols[tables[i]], r); err != nil {
+			if out[j], err = Digest(ctx, db, tables[i], keys, cols[tables[i]], r); err != nil {
 				return out, err
 			}
 		}
@@ -226,7 +226,7 @@ func digestGroup(ctx context.Context, db Querier, key string, tables []string, c
 // pays for loading their catalog entries and statistics (several times the cost of hashing
 // a small range), and hashing one row looks up the columns' hash functions. It is run
 // before the freeze; errors are ignored (the verify reports them).
-func warmDigests(ctx context.Context, conns []Querier, key string, tables []string, cols Columns, r catalog.KeyRange) {
+func warmDigests(ctx context.Context, conns []Querier, keys catalog.Keyspace, tables []string, cols Columns, r catalog.KeyRange) {
 	n := min(len(conns), len(tables))
 	var wg sync.WaitGroup
 	for lane := range n {
@@ -236,7 +236,7 @@ func warmDigests(ctx context.Context, conns []Querier, key string, tables []stri
 			var parts []string
 			for i := lane; i < len(tables); i += n {
 				parts = append(parts, fmt.Sprintf("(SELECT hash_record_extended(%s, 0) FROM %s x WHERE %s LIMIT 1)",
-					rowExpr(cols[tables[i]]), pgx.Identifier{tables[i]}.Sanitize(), r.SQL("x."+pgx.Identifier{key}.Sanitize())))
+					rowExpr(cols[tables[i]]), catalog.QuoteTable(tables[i]), keys.Pred(tables[i], "x", r)))
 			}
 			_, _ = conns[lane].Exec(ctx, strings.Join(parts, " UNION ALL "))
 		}()

@@ -37,7 +37,7 @@ func TestVerifyHashesColumnsByName(t *testing.T) {
 	r := catalog.NewRange(10, 20)
 	sets := [][]string{{"orders", "docs"}, {"orders"}, {"docs"}}
 	for _, tables := range sets {
-		if v, err := Verify(ctx, src, dst, "tenant_id", tables, r); err != nil || v.Rows == 0 {
+		if v, err := Verify(ctx, src, dst, catalog.RangeOn("tenant_id"), tables, r); err != nil || v.Rows == 0 {
 			t.Errorf("%v, same rows in another column order: Verify = %+v, %v; want equal", tables, v.Rows, err)
 		}
 	}
@@ -48,12 +48,12 @@ func TestVerifyHashesColumnsByName(t *testing.T) {
 	} {
 		pgs[1].Exec(ctx, bad)
 		for _, tables := range sets[:1] {
-			if _, err := Verify(ctx, src, dst, "tenant_id", tables, r); !errors.Is(err, ErrMismatch) {
+			if _, err := Verify(ctx, src, dst, catalog.RangeOn("tenant_id"), tables, r); !errors.Is(err, ErrMismatch) {
 				t.Errorf("after %q: Verify %v = %v; want ErrMismatch", bad, tables, err)
 			}
 		}
 		pgs[0].Exec(ctx, bad) // the same change on the source: equal again
-		if _, err := Verify(ctx, src, dst, "tenant_id", sets[0], r); err != nil {
+		if _, err := Verify(ctx, src, dst, catalog.RangeOn("tenant_id"), sets[0], r); err != nil {
 			t.Errorf("change %d made on both sides: Verify = %v; want equal", i, err)
 		}
 	}
@@ -77,12 +77,12 @@ func TestVerifyTextFallbackWhateverTheServersSettings(t *testing.T) {
 	}
 	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
 	r := catalog.NewRange(10, 20)
-	v, err := Verify(ctx, src, dst, "tenant_id", []string{"docs"}, r)
+	v, err := Verify(ctx, src, dst, catalog.RangeOn("tenant_id"), []string{"docs"}, r)
 	if err != nil || v.Rows != 100 || !v.Source[0].Text {
 		t.Fatalf("Verify = %+v, %v; want 100 equal rows hashed through text", v, err)
 	}
 	pgs[1].Exec(ctx, `UPDATE docs SET f = f + 1e-15 WHERE tenant_id = 12 AND id = 12`)
-	if _, err := Verify(ctx, src, dst, "tenant_id", []string{"docs"}, r); !errors.Is(err, ErrMismatch) {
+	if _, err := Verify(ctx, src, dst, catalog.RangeOn("tenant_id"), []string{"docs"}, r); !errors.Is(err, ErrMismatch) {
 		t.Errorf("after a change in the 15th digit of a float: Verify = %v; want ErrMismatch", err)
 	}
 }
@@ -107,7 +107,7 @@ func TestDigestsLanes(t *testing.T) {
 	for _, tables := range [][]string{{"tenants", "orders"}, {"tenants", "orders", "docs"}} {
 		var want []TableDigest
 		for _, tb := range tables {
-			d, err := Digest(ctx, conns[0], tb, "tenant_id", cols[tb], r)
+			d, err := Digest(ctx, conns[0], tb, catalog.RangeOn("tenant_id"), cols[tb], r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,7 +115,7 @@ func TestDigestsLanes(t *testing.T) {
 		}
 		for lanes := 1; lanes <= len(conns); lanes++ {
 			t.Run(fmt.Sprintf("%d tables on %d connections", len(tables), lanes), func(t *testing.T) {
-				got, err := digests(ctx, conns[:lanes], "tenant_id", tables, cols, r)
+				got, err := digests(ctx, conns[:lanes], catalog.RangeOn("tenant_id"), tables, cols, r)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -124,11 +124,11 @@ func TestDigestsLanes(t *testing.T) {
 						t.Errorf("table %d: %+v, want %+v", i, got[i], want[i])
 					}
 				}
-				warmDigests(ctx, conns[:lanes], "tenant_id", tables, cols, r) // must not break a connection
+				warmDigests(ctx, conns[:lanes], catalog.RangeOn("tenant_id"), tables, cols, r) // must not break a connection
 			})
 		}
 	}
-	if _, err := Verify(ctx, conns[0], conns[1], "tenant_id", []string{"tenants", "orders", "docs"}, r); err != nil {
+	if _, err := Verify(ctx, conns[0], conns[1], catalog.RangeOn("tenant_id"), []string{"tenants", "orders", "docs"}, r); err != nil {
 		t.Fatalf("Verify of a shard with itself: %v", err)
 	}
 }
@@ -149,7 +149,7 @@ func TestVerifySequencesDelete(t *testing.T) {
 		t.Fatalf("copy: %d %v", n, err)
 	}
 	tables := []string{"tenants", "orders"}
-	v, err := Verify(ctx, src, dst, "tenant_id", tables, r)
+	v, err := Verify(ctx, src, dst, catalog.RangeOn("tenant_id"), tables, r)
 	if err != nil || v.Rows != 1000 {
 		t.Fatalf("Verify equal = %+v, %v", v, err)
 	}
@@ -158,7 +158,7 @@ func TestVerifySequencesDelete(t *testing.T) {
 		`INSERT INTO orders SELECT tenant_id, id + 100000, total, note FROM orders WHERE tenant_id = 12 LIMIT 1`,
 	} {
 		pgs[1].Exec(ctx, `BEGIN; `+bad+`; COMMIT`)
-		if _, err := Verify(ctx, src, dst, "tenant_id", tables, r); !errors.Is(err, ErrMismatch) {
+		if _, err := Verify(ctx, src, dst, catalog.RangeOn("tenant_id"), tables, r); !errors.Is(err, ErrMismatch) {
 			t.Errorf("after %q: Verify = %v, want ErrMismatch", bad, err)
 		}
 	}
@@ -172,7 +172,7 @@ func TestVerifySequencesDelete(t *testing.T) {
 		t.Fatalf("target nextval = %d, %v", next, err)
 	}
 	// Delete in small batches through the fence.
-	if err := InstallGuard(ctx, src, "tenant_id", tables); err != nil {
+	if err := InstallGuard(ctx, src, catalog.RangeOn("tenant_id"), tables); err != nil {
 		t.Fatal(err)
 	}
 	if err := SetFence(ctx, src, "m1", r, tables, 1); err != nil {
@@ -182,7 +182,7 @@ func TestVerifySequencesDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := DeleteRange(ctx, src, "tenant_id", tables, r, DeleteOptions{BatchRows: 128})
+	got, err := DeleteRange(ctx, src, catalog.RangeOn("tenant_id"), tables, r, DeleteOptions{BatchRows: 128})
 	if err != nil || got["orders"] != 1000 {
 		t.Fatalf("DeleteRange = %v, %v", got, err)
 	}

@@ -184,7 +184,7 @@ func (w *window) catchUp() (string, error) {
 	})
 	if !w.opts.SkipVerify && w.holder == nil {
 		w.srcHalf = w.spawn(func() (err error) {
-			w.srcDigests, err = digests(ctx, w.lane(w.srcMore, env.Source), env.Key, env.Tables, w.cols, w.r)
+			w.srcDigests, err = digests(ctx, w.lane(w.srcMore, env.Source), env.Keyspace(), env.Tables, w.cols, w.r)
 			return err
 		})
 	}
@@ -226,7 +226,7 @@ func (w *window) verify() (string, error) {
 		v, verr = w.verifyChanged()
 	default:
 		var dstDigests []TableDigest
-		dstDigests, verr = digests(w.ctx, w.lane(w.dstMore, w.env.Target), w.env.Key, w.env.Tables, w.cols, w.r)
+		dstDigests, verr = digests(w.ctx, w.lane(w.dstMore, w.env.Target), w.env.Keyspace(), w.env.Tables, w.cols, w.r)
 		if verr != nil {
 			verr = fmt.Errorf("target: %w", verr)
 		}
@@ -389,8 +389,8 @@ func warmUp(ctx context.Context, env Env, srcMore, dstMore []Querier, cols Colum
 		_, _ = guardMissing(ctx, env.Source, env.Tables) // the fence's check reads the same catalogs
 		warmSequences(ctx, env.Source, env.Target, env.Tables)
 	}()
-	go func() { defer wg.Done(); warmDigests(ctx, srcMore, env.Key, env.Tables, cols, r) }()
-	go func() { defer wg.Done(); warmDigests(ctx, dstMore, env.Key, env.Tables, cols, r) }()
+	go func() { defer wg.Done(); warmDigests(ctx, srcMore, env.Keyspace(), env.Tables, cols, r) }()
+	go func() { defer wg.Done(); warmDigests(ctx, dstMore, env.Keyspace(), env.Tables, cols, r) }()
 	wg.Wait()
 }
 

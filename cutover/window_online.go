@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/reshard/reshard/catalog"
 )
 
@@ -20,7 +18,7 @@ const onlineAttempts = 3
 // the apply records, it verifies again at a later position.
 func (w *window) verifyOnline(h ApplyHolder) error {
 	ctx, env, m := w.ctx, w.env, w.m
-	p, err := newOnlinePlan(ctx, env.Source, env.Key, env.Tables, m.Range)
+	p, err := newOnlinePlan(ctx, env.Source, env.Keyspace(), env.Tables, m.Range)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
@@ -63,7 +61,7 @@ func (w *window) verifyChanged() (Verification, error) {
 	src, dst := w.lane(w.srcMore, w.env.Source)[0], w.lane(w.dstMore, w.env.Target)[0]
 	if !ok {
 		w.log("more rows changed since the online verify than the apply records: the window hashes the whole range", "changes", changes)
-		v, err := Verify(w.ctx, src, dst, w.env.Key, w.env.Tables, w.r)
+		v, err := Verify(w.ctx, src, dst, w.env.Keyspace(), w.env.Tables, w.r)
 		w.res.WindowRows = v.Rows
 		return v, err
 	}
@@ -92,7 +90,7 @@ func (w *window) warmChanged() {
 	for _, t := range w.plan.tables {
 		cols := w.plan.pks[t].cols
 		var key []string
-		q := fmt.Sprintf("SELECT ARRAY[%s] FROM %s x WHERE %s LIMIT 1", keyList(cols, "::text"), pgx.Identifier{t}.Sanitize(), w.plan.rangeSQL())
+		q := fmt.Sprintf("SELECT ARRAY[%s] FROM %s x WHERE %s LIMIT 1", keyList(cols, "::text"), catalog.QuoteTable(t), w.plan.rangeSQL(t))
 		if err := w.env.Source.QueryRow(ctx, q).Scan(&key); err == nil {
 			c.cols[t], c.keys[t] = cols, [][]string{key}
 		}

@@ -24,7 +24,7 @@ func TestMoveWithGuardAlwaysOnBothShards(t *testing.T) {
 	tenant, r, from := s.tenantRange(0)
 	to := other(from)
 	target := s.conns[to]
-	if err := cutover.InstallGuard(ctx, target, demo.Key, demo.Tables); err != nil {
+	if err := cutover.InstallGuard(ctx, target, catalog.RangeOn(demo.Key), demo.Tables); err != nil {
 		t.Fatal(err)
 	}
 	if err := cutover.MarkTombstone(ctx, target, "earlier_move_away", r, 0); err != nil {

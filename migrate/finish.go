@@ -48,7 +48,7 @@ func (e *Executor) finish(ss *session) error {
 	}
 	del := e.Options.Delete
 	del.Check, del.Tombstone = env.MayWrite, m.ID
-	if _, err := cutover.DeleteRange(ctx, env.Source, env.Key, env.Tables, m.Range, del); err != nil {
+	if _, err := cutover.DeleteRange(ctx, env.Source, env.Keyspace(), env.Tables, m.Range, del); err != nil {
 		return ss.interrupted(fmt.Errorf("cleanup %s: %w (re-run `reshard cleanup %s`)", m.ID, err, m.ID))
 	}
 	m.Timings.Cleanup = time.Since(start).Seconds()

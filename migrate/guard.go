@@ -17,10 +17,10 @@ import (
 // sessions pass), so no write a misrouted client made there can be lost to a rollback.
 func (e *Executor) guard(ss *session) error {
 	ctx, m, env := ss.ctx, ss.m, ss.env
-	if err := cutover.InstallGuard(ctx, env.Source, env.Key, env.Tables); err != nil {
+	if err := cutover.InstallGuard(ctx, env.Source, env.Keyspace(), env.Tables); err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
-	if err := cutover.InstallGuard(ctx, env.Target, env.Key, env.Tables); err != nil {
+	if err := cutover.InstallGuard(ctx, env.Target, env.Keyspace(), env.Tables); err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
 	if err := env.MayWrite(); err != nil {

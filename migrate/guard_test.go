@@ -38,7 +38,7 @@ func TestRollbackAndCancelRemoveGuard(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			f, m := setup(t)
-			if err := cutover.InstallGuard(ctx, f.env.Target, f.env.Key, f.env.Tables); err != nil {
+			if err := cutover.InstallGuard(ctx, f.env.Target, f.env.Keyspace(), f.env.Tables); err != nil {
 				t.Fatal(err)
 			}
 			if tt.other {

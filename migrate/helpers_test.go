@@ -35,7 +35,7 @@ type fixture struct {
 func setup(t *testing.T) (fixture, *catalog.Migration) {
 	t.Helper()
 	fx := cutovertest.New(t)
-	if err := cutover.InstallGuard(context.Background(), fx.Source, fx.Key, fx.Tables); err != nil {
+	if err := cutover.InstallGuard(context.Background(), fx.Source, catalog.RangeOn(fx.Key), fx.Tables); err != nil {
 		t.Fatal(err)
 	}
 	env := cutover.Env{Catalog: fx.Store, Source: fx.Source, Target: fx.Target, Key: fx.Key, Tables: fx.Tables}

@@ -111,7 +111,7 @@ func (e *Executor) open(ctx context.Context, id string, create func(context.Cont
 		ss.close()
 		return ss, err
 	}
-	ss.env.Key, ss.env.Tables = st.Config.Key, st.Config.Tables
+	ss.env.Keys, ss.env.Tables = st.Config.Keyspace(), st.Config.Tables
 	var src, dst *pgx.Conn
 	if src, dst, ss.srcDSN, ss.dstDSN, err = e.connect(ss.ctx, st, ss.m); err != nil {
 		ss.close()

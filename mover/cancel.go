@@ -150,7 +150,7 @@ func (m *Mover) removeTargetRows(ctx context.Context, dst *pgxpool.Pool) error {
 		}
 		tables = append(tables, t)
 	}
-	d := rangeDeleter{pool: dst, pred: m.cfg.Range.SQL(ident(m.cfg.Key)), migration: m.cfg.ID, token: m.cfg.Token, log: m.log}
+	d := rangeDeleter{pool: dst, pred: m.cfg.pred, migration: m.cfg.ID, token: m.cfg.Token, log: m.log}
 	return d.run(ctx, tables)
 }
 
@@ -162,7 +162,7 @@ func (m *Mover) removeTargetRows(ctx context.Context, dst *pgxpool.Pool) error {
 // until it commits.
 type rangeDeleter struct {
 	pool      txExecer
-	pred      string
+	pred      func(*table) string
 	migration string
 	token     int64
 	log       *slog.Logger
@@ -186,7 +186,7 @@ func (d rangeDeleter) run(ctx context.Context, tables []*table) error {
 	for _, t := range tables {
 		// (tableoid, ctid): a ctid is unique within one partition only.
 		sql := fmt.Sprintf(`DELETE FROM %[1]s WHERE %[2]s AND (tableoid, ctid) IN
-			(SELECT tableoid, ctid FROM %[1]s WHERE %[2]s LIMIT %[3]d)`, t.Qualified(), d.pred, batchRows)
+			(SELECT tableoid, ctid FROM %[1]s WHERE %[2]s LIMIT %[3]d)`, t.Qualified(), d.pred(t), batchRows)
 		var total int64
 		for {
 			n, err := d.batch(ctx, sql)

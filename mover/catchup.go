@@ -151,7 +151,7 @@ func (m *Mover) session(ctx context.Context) error {
 
 	segs := make(chan []segment, 16)
 	g, gctx := errgroup.WithContext(ctx)
-	rcv := &receiver{id: cfg.ID, conn: repl, tables: tables, key: cfg.Key, start: start, applied: m.AppliedLSN, th: m.th, out: segs,
+	rcv := &receiver{id: cfg.ID, conn: repl, tables: tables, key: cfg.keyspace(), start: start, applied: m.AppliedLSN, th: m.th, out: segs,
 		eager: func() bool { return m.waiters.Load() > 0 }}
 	app := newApplier(conn, cfg.ID, replica, phantoms, m.fetchRow, func(lsn pglogrepl.LSN, at time.Time, txs int) {
 		m.appliedTxs.Add(int64(txs))
@@ -232,7 +232,7 @@ func (m *Mover) fetchRow(ctx context.Context, rel *relation, cols []int, where [
 		args[i] = string(v)
 	}
 	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s AND %s", strings.Join(sel, ", "), rel.dst.Qualified(),
-		whereClause(rel, 1), m.cfg.Range.SQL(ident(m.cfg.Key)))
+		whereClause(rel, 1), m.cfg.pred(rel.dst))
 	rows, err := src.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("source: read unchanged values of a row of %s: %w", rel.name, err)

@@ -94,7 +94,7 @@ func (c chunk) predicate() string {
 // quantiles of a TABLESAMPLE of the primary keys in the range. workers is how many copy
 // workers there are; share, how many of them this table gets (runChunks loads at most that
 // many of its chunks at once).
-func planChunks(ctx context.Context, q querier, src, dst *table, rangePred string, workers, share int) ([]chunk, int64, error) {
+func planChunks(ctx context.Context, q querier, src, dst *table, rangePred func(*table) string, workers, share int) ([]chunk, int64, error) {
 	if src.SizeBytes < 2*chunkMinBytes {
 		// Too small to be worth splitting (or sampling).
 		return []chunk{{src: src, dst: dst, estBytes: src.SizeBytes}}, src.SizeBytes, nil
@@ -116,7 +116,7 @@ func planChunks(ctx context.Context, q querier, src, dst *table, rangePred strin
 	sql := fmt.Sprintf(`SELECT s.reshard_n, %s FROM (
 		SELECT count(*) OVER () AS reshard_n, %s AS reshard_in, %s FROM %s t TABLESAMPLE SYSTEM (%g) REPEATABLE (7)
 	) s WHERE s.reshard_in ORDER BY %s`,
-		strings.Join(pkText, ", "), rangePred, strings.Join(pkSel, ", "), src.Qualified(), pct, strings.Join(pkOrd, ", "))
+		strings.Join(pkText, ", "), rangePred(src), strings.Join(pkSel, ", "), src.Qualified(), pct, strings.Join(pkOrd, ", "))
 	rows, err := q.Query(ctx, sql)
 	if err != nil {
 		return nil, 0, fmt.Errorf("source: sample %s to plan the copy: %w", src.Name, err)

@@ -20,8 +20,11 @@ type Config struct {
 	// every character outside [a-z0-9_] replaced by '_' (see Names).
 	ID                   string
 	SourceDSN, TargetDSN string
-	// Key is the sharding column, e.g. "tenant_id".
+	// Key is the sharding column, e.g. "tenant_id", when Keys does not name one.
 	Key string
+	// Keys is the keyspace: each table's key column, the key type and the distribution.
+	// Its zero value is bigint keys by range in Key.
+	Keys catalog.Keyspace
 	// Tables are the sharded tables in FK-safe order (parents first), optionally
 	// schema-qualified ("sales.orders").
 	Tables []string
@@ -124,7 +127,7 @@ func (cfg Config) validate() []string {
 	if cfg.TargetDSN == "" {
 		probs = append(probs, "config: target DSN is empty")
 	}
-	if strings.TrimSpace(cfg.Key) == "" {
+	if strings.TrimSpace(cfg.keyspace().Key) == "" {
 		probs = append(probs, "config: sharding key column is empty (e.g. tenant_id)")
 	}
 	if len(cfg.Tables) == 0 {
@@ -132,7 +135,7 @@ func (cfg Config) validate() []string {
 	}
 	seen := map[string]bool{}
 	for _, t := range cfg.Tables {
-		if _, err := splitTableName(t); err != nil {
+		if _, err := catalog.SplitTableName(t); err != nil {
 			probs = append(probs, "config: "+err.Error())
 		}
 		if seen[t] {
@@ -155,19 +158,17 @@ func (cfg Config) validate() []string {
 	return probs
 }
 
-// splitTableName parses "table" or "schema.table" (no quoting).
-func splitTableName(s string) ([]string, error) {
-	parts := strings.Split(s, ".")
-	if len(parts) > 2 {
-		return nil, fmt.Errorf("table name %q: want table or schema.table", s)
+// keyspace is Keys, with Key as its key column when Keys names none.
+func (cfg Config) keyspace() catalog.Keyspace {
+	k := cfg.Keys
+	if k.Key == "" {
+		k.Key = cfg.Key
 	}
-	for _, p := range parts {
-		if p == "" {
-			return nil, fmt.Errorf("table name %q: empty part", s)
-		}
-	}
-	return parts, nil
+	return k
 }
+
+// pred is the predicate selecting the range's rows of t.
+func (cfg Config) pred(t *table) string { return cfg.keyspace().Pred(t.Name, "", cfg.Range) }
 
 // Names returns the replication slot and publication names of migration id: "reshard_"
 // followed by id lower-cased, with characters outside [a-z0-9_] replaced by '_'. Ids too

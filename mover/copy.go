@@ -105,7 +105,7 @@ type worker struct {
 func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 	cfg := m.cfg
 	src, dst := m.pools()
-	rangePred := cfg.Range.SQL(ident(cfg.Key))
+	rangePred := cfg.pred
 	if err := m.prepareTarget(ctx, dst, md, rangePred); err != nil {
 		return 0, err
 	}
@@ -160,7 +160,7 @@ func (m *Mover) copy(ctx context.Context, md *metadata) (pglogrepl.LSN, error) {
 
 // prepareTarget readies the target for the copy: the progress table, the range's old rows
 // deleted under --overwrite, and the claim that fences the range there.
-func (m *Mover) prepareTarget(ctx context.Context, dst *pgxpool.Pool, md *metadata, rangePred string) error {
+func (m *Mover) prepareTarget(ctx context.Context, dst *pgxpool.Pool, md *metadata, rangePred func(*table) string) error {
 	cfg := m.cfg
 	if err := ensureProgressTable(ctx, dst); err != nil {
 		return err
@@ -180,7 +180,7 @@ func (m *Mover) prepareTarget(ctx context.Context, dst *pgxpool.Pool, md *metada
 
 // planCopy cuts every table's part of the range into chunks for the configured number of
 // workers and sets up the counters of the copy.
-func (m *Mover) planCopy(ctx context.Context, src *pgxpool.Pool, md *metadata, rangePred string) ([][]chunk, *copyStats, int, error) {
+func (m *Mover) planCopy(ctx context.Context, src *pgxpool.Pool, md *metadata, rangePred func(*table) string) ([][]chunk, *copyStats, int, error) {
 	nw := m.cfg.copyWorkers()
 	st := &copyStats{start: time.Now(), tables: map[string]*tableStats{}}
 	var perTable [][]chunk
@@ -212,7 +212,7 @@ func (m *Mover) planCopy(ctx context.Context, src *pgxpool.Pool, md *metadata, r
 // the publication was made (for the copy's timings).
 func (m *Mover) shareSnapshot(ctx context.Context, src *pgxpool.Pool, md *metadata, workers []*worker) (pglogrepl.LSN, string, time.Time, error) {
 	cfg := m.cfg
-	if err := createPublication(ctx, src, m.pub, cfg.Key, cfg.Range, md.src, m.log); err != nil {
+	if err := createPublication(ctx, src, m.pub, cfg.keyspace(), cfg.Range, md.src, m.log); err != nil {
 		return 0, "", time.Time{}, err
 	}
 	opened := time.Now()
@@ -313,7 +313,7 @@ func stages(perTable [][]chunk, replica bool) [][]chunk {
 // right-most page fast path, half-full page splits; measured: about 45% more target CPU
 // with two concurrent chunks per table); so a table is split across workers only when
 // there are more workers than tables, as for one huge tenant table.
-func (m *Mover) runChunks(ctx context.Context, workers []*worker, stages [][]chunk, rangePred string, st *copyStats) error {
+func (m *Mover) runChunks(ctx context.Context, workers []*worker, stages [][]chunk, rangePred func(*table) string, st *copyStats) error {
 	g, gctx := errgroup.WithContext(ctx)
 	jobs := make(chan chunk)
 	done := make(chan *table, len(workers))
@@ -381,7 +381,7 @@ func (m *Mover) runChunks(ctx context.Context, workers []*worker, stages [][]chu
 
 // copyChunk streams one chunk from the source's COPY TO into the target's COPY FROM
 // through the relay (relay.go): rows are never decoded and memory stays at one buffer.
-func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred string, ts *tableStats) error {
+func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred func(*table) string, ts *tableStats) error {
 	cols := c.src.copyColumns()
 	q := make([]string, len(cols))
 	for i, col := range cols {
@@ -392,7 +392,7 @@ func (m *Mover) copyChunk(ctx context.Context, w *worker, c chunk, rangePred str
 	if !c.src.binarySafe() || !c.dst.binarySafe() {
 		format = "text" // binary COPY carries type OIDs of composites and arrays of user types
 	}
-	where := rangePred
+	where := rangePred(c.src)
 	if p := c.predicate(); p != "" {
 		where += " AND " + p
 	}

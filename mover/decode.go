@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // relation maps a source relation, as described by a pgoutput Relation message, onto its
@@ -39,7 +41,7 @@ type relColumn struct {
 }
 
 // newRelation resolves a Relation message against the target tables (keyed schema.table).
-func newRelation(msg *pglogrepl.RelationMessage, tables map[string]*table, key string) (*relation, error) {
+func newRelation(msg *pglogrepl.RelationMessage, tables map[string]*table, keys catalog.Keyspace) (*relation, error) {
 	name := msg.Namespace + "." + msg.RelationName
 	dst, ok := tables[name]
 	if !ok {
@@ -49,6 +51,7 @@ func newRelation(msg *pglogrepl.RelationMessage, tables map[string]*table, key s
 		return &relation{id: msg.RelationID, name: name}, nil
 	}
 	r := &relation{id: msg.RelationID, name: name, dst: dst, full: msg.ReplicaIdentity == 'f', key: -1}
+	key := keys.Column(dst.Name)
 	pk := map[string]bool{}
 	for _, c := range dst.PK {
 		pk[c] = true

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 func TestNewRelation(t *testing.T) {
@@ -15,14 +17,14 @@ func TestNewRelation(t *testing.T) {
 	msg := &pglogrepl.RelationMessage{RelationID: 9, Namespace: "public", RelationName: "orders", ReplicaIdentity: 'd', Columns: []*pglogrepl.RelationMessageColumn{
 		{Name: "tenant_id", Flags: 1}, {Name: "id", Flags: 1}, {Name: "note"}, {Name: "total"},
 	}}
-	rel, err := newRelation(msg, tables, "tenant_id")
+	rel, err := newRelation(msg, tables, catalog.RangeOn("tenant_id"))
 	if err != nil || fmt.Sprint(rel.where) != "[0 1]" || rel.key != 0 {
 		t.Fatalf("newRelation = %+v, %v", rel, err)
 	}
 	full := *msg
 	full.ReplicaIdentity = 'f'
 	full.Columns = []*pglogrepl.RelationMessageColumn{{Name: "tenant_id", Flags: 1}, {Name: "id", Flags: 1}, {Name: "note", Flags: 1}, {Name: "total", Flags: 1}}
-	if rel, err := newRelation(&full, tables, "tenant_id"); err != nil || fmt.Sprint(rel.where) != "[0 1]" {
+	if rel, err := newRelation(&full, tables, catalog.RangeOn("tenant_id")); err != nil || fmt.Sprint(rel.where) != "[0 1]" {
 		t.Errorf("REPLICA IDENTITY FULL must identify rows by the primary key: %+v, %v", rel, err)
 	}
 	// PostgreSQL 15 describes a leaf partition too, although its changes name the root:
@@ -30,7 +32,7 @@ func TestNewRelation(t *testing.T) {
 	other := *msg
 	other.RelationName = "orders_p1"
 	other.RelationID = 10
-	leaf, err := newRelation(&other, tables, "tenant_id")
+	leaf, err := newRelation(&other, tables, catalog.RangeOn("tenant_id"))
 	if err != nil {
 		t.Fatalf("a Relation message outside the move: %v", err)
 	}
@@ -40,7 +42,7 @@ func TestNewRelation(t *testing.T) {
 	}
 	altered := *msg
 	altered.Columns = append(append([]*pglogrepl.RelationMessageColumn{}, msg.Columns...), &pglogrepl.RelationMessageColumn{Name: "added"})
-	if _, err := newRelation(&altered, tables, "tenant_id"); err == nil || !strings.Contains(err.Error(), `"added"`) {
+	if _, err := newRelation(&altered, tables, catalog.RangeOn("tenant_id")); err == nil || !strings.Contains(err.Error(), `"added"`) {
 		t.Errorf("a column missing on the target: %v", err)
 	}
 }

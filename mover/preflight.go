@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // Preflight checks, without changing anything, that the move described by cfg can start:
@@ -138,11 +140,12 @@ func checkSource(ctx context.Context, conn *pgx.Conn, cfg Config, slot, pub stri
 			return nil, nil, fmt.Errorf("source: %w", err)
 		}
 		tables = append(tables, t)
-		probs = append(probs, checkTableShape("source", t, cfg.Key)...)
-		if t.column(cfg.Key) == nil {
+		key := cfg.keyspace().Column(name)
+		probs = append(probs, checkTableShape("source", t, cfg.keyspace())...)
+		if t.column(key) == nil {
 			continue
 		}
-		idp, err := identityIncludesKey(ctx, conn, t, cfg.Key)
+		idp, err := identityIncludesKey(ctx, conn, t, key)
 		if err != nil {
 			return nil, nil, fmt.Errorf("source: read replica identity of %s: %w", name, err)
 		}
@@ -164,16 +167,17 @@ func checkSource(ctx context.Context, conn *pgx.Conn, cfg Config, slot, pub stri
 	return probs, tables, nil
 }
 
-// checkTableShape checks what both sides need of a table: a primary key and an integer key
-// column.
-func checkTableShape(side string, t *table, key string) []string {
+// checkTableShape checks what both sides need of a table: a primary key and a key column
+// of the keyspace's type.
+func checkTableShape(side string, t *table, keys catalog.Keyspace) []string {
 	var probs []string
+	key := keys.Column(t.Name)
 	c := t.column(key)
 	switch {
 	case c == nil:
 		probs = append(probs, fmt.Sprintf("%s: table %s has no sharding key column %q", side, t.Name, key))
-	case c.Type != "bigint" && c.Type != "integer" && c.Type != "smallint":
-		probs = append(probs, fmt.Sprintf("%s: sharding key %s.%s is %s; it must be an integer column (bigint)", side, t.Name, key, c.Type))
+	case !keys.KeyType().Holds(c.Type):
+		probs = append(probs, fmt.Sprintf("%s: sharding key %s.%s is %s; it must be %s", side, t.Name, key, c.Type, keys.KeyType().Describe()))
 	}
 	if len(t.PK) == 0 {
 		probs = append(probs, fmt.Sprintf("%s: table %s has no primary key: add one, e.g. ALTER TABLE %s ADD PRIMARY KEY (%s, id)", side, t.Name, t.Qualified(), key))
@@ -206,7 +210,7 @@ func checkTarget(ctx context.Context, conn *pgx.Conn, cfg Config, src []*table, 
 			return nil, nil, fmt.Errorf("target: %w", err)
 		}
 		tables = append(tables, t)
-		probs = append(probs, checkTableShape("target", t, cfg.Key)...)
+		probs = append(probs, checkTableShape("target", t, cfg.keyspace())...)
 		if i < len(src) && src[i] != nil {
 			for _, p := range diffColumns(src[i], t) {
 				add("table %s: %s", name, p)
@@ -220,11 +224,11 @@ func checkTarget(ctx context.Context, conn *pgx.Conn, cfg Config, src []*table, 
 		if !priv {
 			add("the role needs SELECT, INSERT, UPDATE and DELETE on %s", name)
 		}
-		if t.column(cfg.Key) == nil || cfg.Overwrite {
+		if t.column(cfg.keyspace().Column(name)) == nil || cfg.Overwrite {
 			continue
 		}
 		var has bool
-		q := fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE %s)", t.Qualified(), cfg.Range.SQL(pgx.Identifier{cfg.Key}.Sanitize()))
+		q := fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE %s)", t.Qualified(), cfg.pred(t))
 		if err := conn.QueryRow(ctx, q).Scan(&has); err != nil {
 			return nil, nil, fmt.Errorf("target: look for rows of the range in %s: %w", name, err)
 		}

@@ -20,11 +20,10 @@ type execer interface {
 // filter; changes of partitions published as their root's, so the target may be
 // partitioned differently. TRUNCATE is published too, although row filters do not apply
 // to it, so that the catch-up sees one and stops (see truncate.go): it is never applied.
-func publicationSQL(name, key string, r catalog.KeyRange, tables []*table) string {
-	pred := r.SQL(pgx.Identifier{key}.Sanitize())
+func publicationSQL(name string, keys catalog.Keyspace, r catalog.KeyRange, tables []*table) string {
 	parts := make([]string, len(tables))
 	for i, t := range tables {
-		parts[i] = fmt.Sprintf("TABLE %s WHERE %s", t.Qualified(), pred)
+		parts[i] = fmt.Sprintf("TABLE %s WHERE %s", t.Qualified(), keys.Pred(t.Name, "", r))
 	}
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR %s WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)",
 		pgx.Identifier{name}.Sanitize(), strings.Join(parts, ", "))

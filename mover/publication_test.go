@@ -9,7 +9,7 @@ import (
 
 func TestPublicationSQL(t *testing.T) {
 	tb := testTable()
-	got := publicationSQL("reshard_m1", "tenant_id", catalog.NewRange(10, 20), []*table{tb, tb})
+	got := publicationSQL("reshard_m1", catalog.RangeOn("tenant_id"), catalog.NewRange(10, 20), []*table{tb, tb})
 	want := `CREATE PUBLICATION "reshard_m1" FOR TABLE "public"."orders" WHERE ("tenant_id" >= 10 AND "tenant_id" < 20), ` +
 		`TABLE "public"."orders" WHERE ("tenant_id" >= 10 AND "tenant_id" < 20) WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)`
 	if got != want {

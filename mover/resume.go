@@ -136,7 +136,7 @@ func (m *Mover) resumeCopy(ctx context.Context, rec *catalog.Migration) (bool, e
 	}
 	began := time.Now()
 	m.log.Info("resuming the interrupted copy", "chunks_left", total, "rows_done", st.rows())
-	rangePred := m.cfg.Range.SQL(ident(m.cfg.Key))
+	rangePred := m.cfg.pred
 	if err := m.clearUnfinished(ctx, workers[0].dst, perTable, rangePred); err != nil {
 		return true, err
 	}
@@ -193,12 +193,12 @@ func (m *Mover) tablesOf(ctx context.Context) (*metadata, error) {
 // clearUnfinished deletes from the target what unfinished chunks may have left there (a
 // chunk committed just before the crash, before the journal recorded it): each key chunk's
 // rows, or the range's rows of a table copied by blocks.
-func (m *Mover) clearUnfinished(ctx context.Context, conn *pgx.Conn, perTable [][]chunk, rangePred string) error {
+func (m *Mover) clearUnfinished(ctx context.Context, conn *pgx.Conn, perTable [][]chunk, rangePred func(*table) string) error {
 	for i := len(perTable) - 1; i >= 0; i-- {
 		for _, c := range perTable[i] {
-			pred := rangePred
+			pred := func(t *table) string { return rangePred(t) }
 			if p := c.predicate(); p != "" && !c.blocks {
-				pred += " AND " + p
+				pred = func(t *table) string { return rangePred(t) + " AND " + p }
 			}
 			d := rangeDeleter{pool: conn, pred: pred, migration: m.cfg.ID, token: m.cfg.Token, log: m.log}
 			if err := d.run(ctx, []*table{c.dst}); err != nil {

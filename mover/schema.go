@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // querier is the part of pgx.Conn / pgxpool.Pool the metadata readers need.
@@ -85,7 +87,7 @@ var errNoTable = errors.New("table does not exist")
 
 // loadTable reads the metadata of the configured table name on one database.
 func loadTable(ctx context.Context, q querier, name string) (*table, error) {
-	parts, err := splitTableName(name)
+	parts, err := catalog.SplitTableName(name)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 const (
@@ -41,7 +43,7 @@ type receiver struct {
 	id      string // the migration's, for messages
 	conn    *pgconn.PgConn
 	tables  map[string]*table // target tables by schema.table
-	key     string
+	key     catalog.Keyspace
 	start   pglogrepl.LSN // transactions committed before it were applied already
 	applied func() pglogrepl.LSN
 	th      *throttle

@@ -129,7 +129,7 @@ func truncateMessage(id, prefix string, content []byte, tables map[string]*table
 // createPublication creates the move's publication and, in the same transaction, the
 // TRUNCATE triggers on the partitions of its tables that lack one: committed before the
 // slot exists, they fire for every TRUNCATE the copy's snapshot does not see.
-func createPublication(ctx context.Context, db *pgxpool.Pool, name, key string, r catalog.KeyRange, tables []*table, log *slog.Logger) error {
+func createPublication(ctx context.Context, db *pgxpool.Pool, name string, keys catalog.Keyspace, r catalog.KeyRange, tables []*table, log *slog.Logger) error {
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("source: create publication %s: %w", name, err)
@@ -153,7 +153,7 @@ func createPublication(ctx context.Context, db *pgxpool.Pool, name, key string, 
 			}
 		}
 	}
-	if _, err := tx.Exec(ctx, publicationSQL(name, key, r, tables)); err != nil {
+	if _, err := tx.Exec(ctx, publicationSQL(name, keys, r, tables)); err != nil {
 		return fmt.Errorf("source: create publication %s: %w%s", name, err, lockHint(err))
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // errTable is a problem with one table's shape on a shard: reported for that table, the
@@ -55,7 +57,7 @@ func readTable(ctx context.Context, tx pgx.Tx, s spec) (*tableInfo, uint32, erro
 		keyAttnum               int16
 	)
 	err := tx.QueryRow(ctx, `
-SELECT true, c.oid, c.relnamespace, n.nspname, c.relkind::text, pg_get_userbyid(c.relowner), c.relreplident::text,
+SELECT true, c.oid, c.relnamespace, n.nspname, c.relname::text, c.relkind::text, pg_get_userbyid(c.relowner), c.relreplident::text,
        coalesce(pt.partstrat::text, ''), coalesce(pt.partnatts, 0::int2), coalesce(pt.partattrs[0], 0::int2),
        coalesce(a.attname::text, ''), coalesce(format_type(a.atttypid, a.atttypmod), ''),
        coalesce((SELECT x.indexrelid FROM pg_index x WHERE x.indrelid = c.oid AND x.indisreplident), 0::oid),
@@ -66,7 +68,7 @@ FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = pt.partattrs[0]
-WHERE c.oid = to_regclass(quote_ident($1))`, s.Table).Scan(&found, &ti.oid, &nsOID, &ti.schema, &relkind, &ti.owner, &ti.replIdent,
+WHERE c.oid = to_regclass($1)`, catalog.QuoteTable(s.Table)).Scan(&found, &ti.oid, &nsOID, &ti.schema, &ti.name, &relkind, &ti.owner, &ti.replIdent,
 		&strat, &natts, &keyAttnum, &attname, &typ, &ti.riIndex, &riName, &grantsJSON)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -155,7 +157,7 @@ func readTakenNames(ctx context.Context, tx pgx.Tx, ti *tableInfo, s spec, now t
 	cur := periodStart(ti.clock.now(now), s.Interval, ti.clock.loc)
 	var cand []string
 	for k := 0; k <= s.premake; k++ {
-		cand = append(cand, partitionName(s.Table, addPeriods(cur, s.Interval, k)))
+		cand = append(cand, partitionName(ti.name, addPeriods(cur, s.Interval, k)))
 	}
 	ti.taken = map[string]bool{}
 	rows, err := tx.Query(ctx, `SELECT relname::text FROM pg_class WHERE relnamespace = $1 AND relname = ANY($2::text[])`, nsOID, cand)

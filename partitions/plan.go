@@ -163,7 +163,7 @@ func planTable(s spec, ti *tableInfo, now time.Time) tablePlan {
 	fixed := map[string]bool{}
 	for k := 0; k <= s.premake; k++ {
 		from, to := addPeriods(cur, s.Interval, k), addPeriods(cur, s.Interval, k+1)
-		name := partitionName(s.Table, from)
+		name := partitionName(ti.name, from)
 		over, full := covering(attached, from, to)
 		switch {
 		case len(over) == 0 && ti.taken[name] && !childNames[name]:

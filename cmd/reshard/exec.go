@@ -96,14 +96,14 @@ func newExecutor(store *catalog.Store, st *catalog.State, f *execFlags, progress
 			p := withMetrics(progress.forID(m.ID), f.metrics.m)
 			return mover.New(mover.Config{
 				ID: m.ID, SourceDSN: src, TargetDSN: dst,
-				Key: st.Config.Key, Tables: st.Config.Tables, Range: m.Range,
+				Keys: st.Config.Keyspace(), Tables: st.Config.Tables, Range: m.Range,
 				Workers: f.workers, MaxConnections: f.maxConns, MaxRate: f.maxRate, MaxSourceLag: f.maxSourceLag,
 				Overwrite: f.overwrite, Token: token, Progress: p, Logger: log,
 			}, j)
 		},
 		Preflight: func(ctx context.Context, m *catalog.Migration, src, dst string) error {
 			return mover.Preflight(ctx, mover.Config{ID: m.ID, SourceDSN: src, TargetDSN: dst,
-				Key: st.Config.Key, Tables: st.Config.Tables, Range: m.Range,
+				Keys: st.Config.Keyspace(), Tables: st.Config.Tables, Range: m.Range,
 				Workers: f.workers, MaxConnections: f.maxConns, Overwrite: f.overwrite})
 		},
 		Options: migrate.ExecOptions{

@@ -173,7 +173,7 @@ Example cluster.yaml:
 				return lerr
 			}
 			if cf.Key != "" && catalog.ValidName(cf.Key) {
-				problems = append(problems, pgmeta.CheckShards(ctx, validShards(shards), cf.Key, validTables(cf.Tables))...)
+				problems = append(problems, pgmeta.CheckShards(ctx, validShards(shards), cfg.Keyspace(), validTables(cf.Tables))...)
 			}
 			if len(problems) > 0 {
 				return &errProblems{what: "init " + file, problems: problems}

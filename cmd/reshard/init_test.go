@@ -106,7 +106,7 @@ func TestInitRefusesBadClusterFiles(t *testing.T) {
 		{"wal_level", bad("tenants", f.s3(), ""), nil,
 			[]string{"shard s3: wal_level is replica, not logical", "ALTER SYSTEM SET wal_level = logical"}},
 		{"missing table", bad("tenants, nosuch", f.s1(), ""), nil,
-			[]string{"table public.nosuch does not exist"}},
+			[]string{"table nosuch does not exist"}},
 		{"missing key column", bad("nokey", f.s1(), ""), nil,
 			[]string{"table nokey has no column tenant_id"}},
 		{"replica identity without key", bad("badri", f.s1(), ""), nil,

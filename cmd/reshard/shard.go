@@ -42,7 +42,7 @@ connect time and never stored) or libpq's .pgpass.`,
 				if _, ok := st.Shards[sh.Name]; ok {
 					return fmt.Errorf("shard %q already exists (see `reshard shard list`)", sh.Name)
 				}
-				if ps := pgmeta.CheckShards(ctx, []catalog.Shard{sh}, st.Config.Key, st.Config.Tables); len(ps) > 0 {
+				if ps := pgmeta.CheckShards(ctx, []catalog.Shard{sh}, st.Config.Keyspace(), st.Config.Tables); len(ps) > 0 {
 					return &errProblems{what: "shard add " + sh.Name, problems: ps}
 				}
 				if err := store.AddShard(ctx, sh); err != nil {

@@ -113,7 +113,7 @@ func runVerify(ctx context.Context, cmd *cobra.Command, st *catalog.State, req v
 		defer f.Close()
 		opts.DiffOut = f
 	}
-	v, verr := cutover.VerifyShards(ctx, conns[0], conns[1], st.Config.Key, st.Config.Tables, req.r, opts)
+	v, verr := cutover.VerifyShards(ctx, conns[0], conns[1], st.Config.Keyspace(), st.Config.Tables, req.r, opts)
 	out := map[string]any{"range": req.r.String(), "shards": []string{req.source, req.target}, "ok": verr == nil, "verification": v}
 	if verr != nil {
 		out["error"] = verr.Error()

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // Schema is where sharded tables live.
@@ -18,7 +20,7 @@ const Schema = "public"
 // the key column missing or not bigint; no primary key; a partition (or the table) whose
 // replica identity does not include the key. Each problem says how to fix it. The error is
 // for a failed query, not for a problem found.
-func CheckShard(ctx context.Context, q Querier, key string, tables []string) ([]string, error) {
+func CheckShard(ctx context.Context, q Querier, keys catalog.Keyspace, tables []string) ([]string, error) {
 	var problems []string
 	lvl, err := WalLevel(ctx, q)
 	if err != nil {
@@ -28,7 +30,7 @@ func CheckShard(ctx context.Context, q Querier, key string, tables []string) ([]
 		problems = append(problems, fmt.Sprintf("wal_level is %s, not logical: run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL", lvl))
 	}
 	for _, t := range tables {
-		ps, err := CheckTable(ctx, q, key, t)
+		ps, err := CheckTable(ctx, q, keys, t)
 		if err != nil {
 			return nil, err
 		}
@@ -39,28 +41,31 @@ func CheckShard(ctx context.Context, q Querier, key string, tables []string) ([]
 
 // relation is one table or partition.
 type relation struct {
-	oid      uint32
-	name     string // schema-qualified, quoted as needed
-	relkind  string
-	replid   string // relreplident: d, i, f or n
-	isLeaf   bool
-	keyType  string // format_type of the key column, "" if missing
-	keyNull  bool   // the key column is nullable
-	pkName   string
-	pkCols   []string
-	riName   string   // the replica identity index (relreplident i)
-	riCols   []string // its columns
-	uniqKeys []string // unique, non-partial indexes that include the key (candidates for USING INDEX)
+	oid     uint32
+	name    string // schema-qualified, quoted as needed
+	relkind string
+	replid  string // relreplident: d, i, f or n
+	isLeaf  bool
+	keyType string // format_type of the key column, "" if missing
+	keyNull bool   // the key column is nullable
+	// keyNondet names the key column's collation when it is nondeterministic ("" if not).
+	keyNondet string
+	pkName    string
+	pkCols    []string
+	riName    string   // the replica identity index (relreplident i)
+	riCols    []string // its columns
+	uniqKeys  []string // unique, non-partial indexes that include the key (candidates for USING INDEX)
 }
 
 // CheckTable returns the problems of one sharded table (see CheckShard).
-func CheckTable(ctx context.Context, q Querier, key, table string) ([]string, error) {
+func CheckTable(ctx context.Context, q Querier, keys catalog.Keyspace, table string) ([]string, error) {
+	key := keys.Column(table)
 	var oid uint32
 	var relkind string
-	err := q.QueryRow(ctx, `SELECT c.oid, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, Schema, table).Scan(&oid, &relkind)
+	err := q.QueryRow(ctx, `SELECT c.oid, c.relkind::text FROM pg_class c
+		WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`, catalog.QuoteTable(table)).Scan(&oid, &relkind)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return []string{fmt.Sprintf("table %s.%s does not exist: create it, or remove it from tables:", Schema, table)}, nil
+		return []string{fmt.Sprintf("table %s does not exist: create it, or remove it from tables: (a name without a schema is looked up in the search_path)", table)}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up table %s: %w", table, err)
@@ -73,9 +78,10 @@ func CheckTable(ctx context.Context, q Querier, key, table string) ([]string, er
 	root := rels[0]
 	switch {
 	case root.keyType == "":
-		return []string{fmt.Sprintf("table %s has no column %s (the sharding key): add it as bigint, or name the right key column", table, key)}, nil
-	case root.keyType != "bigint":
-		problems = append(problems, fmt.Sprintf("table %s: column %s is %s, not bigint: ALTER TABLE %s ALTER COLUMN %s TYPE bigint", table, key, root.keyType, table, key))
+		return []string{fmt.Sprintf("table %s has no column %s (the sharding key): add it as %s, or name the right key column", table, key, keys.KeyType())}, nil
+	case !keyTypeIs(root.keyType, keys.KeyType()):
+		problems = append(problems, fmt.Sprintf("table %s: key column %s is %s, not %s (every sharded table's key has one type): ALTER TABLE %s ALTER COLUMN %s TYPE %s",
+			table, key, root.keyType, keys.KeyType(), catalog.QuoteTable(table), pgx.Identifier{key}.Sanitize(), keys.KeyType()))
 	}
 	if root.pkName == "" {
 		problems = append(problems, fmt.Sprintf("table %s has no primary key: add one that includes the key, e.g. ALTER TABLE %s ADD PRIMARY KEY (%s, id)", table, table, key))
@@ -84,17 +90,24 @@ func CheckTable(ctx context.Context, q Querier, key, table string) ([]string, er
 		if !r.isLeaf {
 			continue
 		}
-		if p := replicaIdentityProblem(table, key, r); p != "" {
+		if p := replicaIdentityProblem(table, key, r, r.oid == root.oid); p != "" {
 			problems = append(problems, p)
 		}
 	}
 	return problems, nil
 }
 
+// keyTypeIs reports whether a column of PostgreSQL type formatType holds keys of type t
+// exactly: a keyspace has one key type.
+func keyTypeIs(formatType string, t catalog.KeyType) bool {
+	ct, err := catalog.ColumnKeyType(formatType)
+	return err == nil && ct == t
+}
+
 // replicaIdentityProblem explains why updates and deletes of r would not carry the key.
-func replicaIdentityProblem(table, key string, r relation) string {
+func replicaIdentityProblem(table, key string, r relation, isRoot bool) string {
 	where := "table " + table
-	if r.name != Schema+"."+table && r.name != table {
+	if !isRoot {
 		where = fmt.Sprintf("partition %s of %s", r.name, table)
 	}
 	fix := func() string {
@@ -158,6 +171,8 @@ SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relkind::text, c.relrepli
                   WHERE a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped), ''),
        coalesce((SELECT NOT a.attnotnull FROM pg_attribute a
                   WHERE a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped), false),
+       coalesce((SELECT co.collname::text FROM pg_attribute a JOIN pg_collation co ON co.oid = a.attcollation
+                  WHERE a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND NOT co.collisdeterministic), ''),
        coalesce((SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), ''),
        coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i
                   CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
@@ -184,7 +199,7 @@ ORDER BY p.level, c.relname`, oid, key)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (relation, error) {
 		var r relation
-		err := row.Scan(&r.oid, &r.name, &r.relkind, &r.replid, &r.isLeaf, &r.keyType, &r.keyNull,
+		err := row.Scan(&r.oid, &r.name, &r.relkind, &r.replid, &r.isLeaf, &r.keyType, &r.keyNull, &r.keyNondet,
 			&r.pkName, &r.pkCols, &r.riName, &r.riCols, &r.uniqKeys)
 		return r, err
 	})

@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/internal/testenv"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // schema is the sharded tables of these tests, and tables that break each rule.
@@ -57,7 +59,7 @@ func TestCheckShard(t *testing.T) {
 	_, conn := shardWith(t, schema)
 	ctx := context.Background()
 
-	problems, err := CheckShard(ctx, conn, "tenant_id", []string{"tenants", "orders", "events", "rifull"})
+	problems, err := CheckShard(ctx, conn, catalog.RangeOn("tenant_id"), []string{"tenants", "orders", "events", "rifull"})
 	if err != nil || len(problems) != 0 {
 		t.Fatalf("good tables: %v %v", problems, err)
 	}
@@ -67,7 +69,7 @@ func TestCheckShard(t *testing.T) {
 	}{
 		{"missing", []string{"does not exist"}},
 		{"nokey", []string{"has no column tenant_id"}},
-		{"intkey", []string{"is integer, not bigint", "ALTER COLUMN tenant_id TYPE bigint"}},
+		{"intkey", []string{"is integer, not bigint", `ALTER COLUMN "tenant_id" TYPE bigint`}},
 		{"nopk", []string{"no primary key", "ADD PRIMARY KEY (tenant_id, id)"}},
 		{"pkwithoutkey", []string{"primary key pkwithoutkey_pkey (id), which does not include tenant_id", "ALTER COLUMN tenant_id SET NOT NULL", "REPLICA IDENTITY USING INDEX pkwithoutkey_tenant_id_ri"}},
 		{"ridx", []string{"does not include tenant_id", "ALTER TABLE public.ridx REPLICA IDENTITY USING INDEX ridx_key"}},
@@ -76,7 +78,7 @@ func TestCheckShard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.table, func(t *testing.T) {
-			ps, err := CheckTable(ctx, conn, "tenant_id", tt.table)
+			ps, err := CheckTable(ctx, conn, catalog.RangeOn("tenant_id"), tt.table)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +97,7 @@ func TestCheckShard(t *testing.T) {
 	if _, err := conn.Exec(ctx, "ALTER TABLE public.ridx REPLICA IDENTITY USING INDEX ridx_key"); err != nil {
 		t.Fatal(err)
 	}
-	if ps, _ := CheckTable(ctx, conn, "tenant_id", "ridx"); len(ps) != 0 {
+	if ps, _ := CheckTable(ctx, conn, catalog.RangeOn("tenant_id"), "ridx"); len(ps) != 0 {
 		t.Errorf("after the fix: %v", ps)
 	}
 }
@@ -114,11 +116,11 @@ func TestWalLevelNotLogical(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	ps, err := CheckShard(ctx, conn, "tenant_id", []string{"t"})
+	ps, err := CheckShard(ctx, conn, catalog.RangeOn("tenant_id"), []string{"t"})
 	if err != nil || len(ps) != 1 || !strings.Contains(ps[0], "wal_level is replica, not logical") {
 		t.Fatalf("CheckShard = %v, %v", ps, err)
 	}
-	_, err = SampleWrites(ctx, conn, "tenant_id", []string{"t"}, time.Second)
+	_, err = SampleWrites(ctx, conn, catalog.RangeOn("tenant_id"), []string{"t"}, time.Second)
 	if err == nil || !strings.Contains(err.Error(), "wal_level") {
 		t.Errorf("SampleWrites without logical WAL = %v", err)
 	}

@@ -30,7 +30,7 @@ func ConnectShard(ctx context.Context, sh catalog.Shard) (*pgx.Conn, error) {
 
 // CheckShards checks every shard at once, as CheckShard does (reachable, wal_level, each
 // table), and lists every problem, each prefixed with its shard's name, sorted.
-func CheckShards(ctx context.Context, shards []catalog.Shard, key string, tables []string) []string {
+func CheckShards(ctx context.Context, shards []catalog.Shard, keys catalog.Keyspace, tables []string) []string {
 	var mu sync.Mutex
 	var problems []string
 	var wg sync.WaitGroup
@@ -38,7 +38,7 @@ func CheckShards(ctx context.Context, shards []catalog.Shard, key string, tables
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ps := checkOne(ctx, sh, key, tables)
+			ps := checkOne(ctx, sh, keys, tables)
 			mu.Lock()
 			for _, p := range ps {
 				problems = append(problems, "shard "+sh.Name+": "+p)
@@ -51,7 +51,7 @@ func CheckShards(ctx context.Context, shards []catalog.Shard, key string, tables
 	return problems
 }
 
-func checkOne(ctx context.Context, sh catalog.Shard, key string, tables []string) []string {
+func checkOne(ctx context.Context, sh catalog.Shard, keys catalog.Keyspace, tables []string) []string {
 	dsn, err := sh.ConnString()
 	if err != nil {
 		return []string{withoutShard(err, sh)}
@@ -63,7 +63,7 @@ func checkOne(ctx context.Context, sh catalog.Shard, key string, tables []string
 		return []string{err.Error() + " (is it running, and is the DSN right?)"}
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	ps, err := CheckShard(cctx, conn, key, tables)
+	ps, err := CheckShard(cctx, conn, keys, tables)
 	if err != nil {
 		return []string{fmt.Sprintf("cannot inspect %s: %v", catalog.MaskDSN(dsn), err)}
 	}
@@ -130,7 +130,7 @@ func measureOne(ctx context.Context, sh catalog.Shard, cfg catalog.Config, o Fle
 	go func() {
 		defer wg.Done()
 		sizeErr = withConn(ctx, dsn, func(conn *pgx.Conn) (err error) {
-			sizes, err = Measure(ctx, conn, cfg.Key, cfg.Tables, MeasureOptions{SampleAboveRows: o.SampleAboveRows})
+			sizes, err = Measure(ctx, conn, cfg.Keyspace(), cfg.Tables, MeasureOptions{SampleAboveRows: o.SampleAboveRows})
 			return err
 		})
 		if sizeErr != nil {
@@ -142,7 +142,7 @@ func measureOne(ctx context.Context, sh catalog.Shard, cfg catalog.Config, o Fle
 		go func() {
 			defer wg.Done()
 			sampleErr = withConn(ctx, dsn, func(conn *pgx.Conn) (err error) {
-				sample, err = SampleWrites(ctx, conn, cfg.Key, cfg.Tables, o.SampleWrites)
+				sample, err = SampleWrites(ctx, conn, cfg.Keyspace(), cfg.Tables, o.SampleWrites)
 				return err
 			})
 			if sampleErr != nil {

@@ -21,7 +21,7 @@ func TestCheckShardsListsEveryProblemByShard(t *testing.T) {
 		{Name: "s2", DSNEnv: "RESHARD_TEST_DOWN_DSN"},
 		{Name: "s3", DSNEnv: "RESHARD_TEST_UNSET_DSN"},
 	}
-	ps := CheckShards(ctx, shards, "tenant_id", []string{"tenants", "nokey"})
+	ps := CheckShards(ctx, shards, catalog.RangeOn("tenant_id"), []string{"tenants", "nokey"})
 	want := []string{"shard s1: table nokey has no column tenant_id", "shard s2: cannot connect to", "shard s3: environment variable RESHARD_TEST_UNSET_DSN is empty or unset"}
 	if len(ps) != len(want) {
 		t.Fatalf("problems %q, want %d", ps, len(want))
@@ -34,7 +34,7 @@ func TestCheckShardsListsEveryProblemByShard(t *testing.T) {
 	if all := strings.Join(ps, "\n"); strings.Contains(all, "hunter2") || !strings.Contains(all, "password=****") {
 		t.Errorf("password not masked: %s", all)
 	}
-	if ps := CheckShards(ctx, shards[:1], "tenant_id", []string{"tenants", "orders"}); len(ps) != 0 {
+	if ps := CheckShards(ctx, shards[:1], catalog.RangeOn("tenant_id"), []string{"tenants", "orders"}); len(ps) != 0 {
 		t.Errorf("a good shard has problems: %q", ps)
 	}
 }

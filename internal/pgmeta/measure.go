@@ -6,6 +6,8 @@ import (
 	"math"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // TableSize is one table's size on disk (heap, indexes and TOAST of all its partitions)
@@ -44,7 +46,7 @@ type MeasureOptions struct {
 // a shard add up to the shard's table bytes, indexes and TOAST included. Tables above
 // SampleAboveRows rows are sampled (TABLESAMPLE SYSTEM, counts scaled up): cheaper, with
 // small tenants possibly missed; TableSize.Sampled says so.
-func Measure(ctx context.Context, q Querier, key string, tables []string, opts MeasureOptions) (*Sizes, error) {
+func Measure(ctx context.Context, q Querier, keys catalog.Keyspace, tables []string, opts MeasureOptions) (*Sizes, error) {
 	if opts.SampleAboveRows <= 0 {
 		opts.SampleAboveRows = 5_000_000
 	}
@@ -52,9 +54,8 @@ func Measure(ctx context.Context, q Querier, key string, tables []string, opts M
 		opts.SampleRows = 1_000_000
 	}
 	out := &Sizes{Tables: map[string]TableSize{}, Tenants: map[int64]TenantSize{}}
-	qkey := pgx.Identifier{key}.Sanitize()
 	for _, t := range tables {
-		qt := pgx.Identifier{Schema, t}.Sanitize()
+		qt := catalog.QuoteTable(t)
 		var bytes int64
 		var estimate float64
 		err := q.QueryRow(ctx, `SELECT coalesce(sum(pg_total_relation_size(p.relid)), 0)::bigint,
@@ -72,7 +73,9 @@ func Measure(ctx context.Context, q Querier, key string, tables []string, opts M
 			scale = 100 / pct
 			ts.Sampled = true
 		}
-		rows, err := q.Query(ctx, fmt.Sprintf(`SELECT t.%s, count(*), sum(pg_column_size(t.*))::bigint FROM %s WHERE t.%s IS NOT NULL GROUP BY 1`, qkey, from, qkey))
+		// Tenants are counted by their position on the key line (the key, or its hash).
+		rows, err := q.Query(ctx, fmt.Sprintf(`SELECT %s, count(*), sum(pg_column_size(t.*))::bigint FROM %s WHERE t.%s IS NOT NULL GROUP BY 1`,
+			keys.Expr(t, "t"), from, pgx.Identifier{keys.Column(t)}.Sanitize()))
 		if err != nil {
 			return nil, fmt.Errorf("per-tenant size of table %s: %w", t, err)
 		}

@@ -3,6 +3,8 @@ package pgmeta
 import (
 	"context"
 	"testing"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // TestMeasure: tables and tenants are sized (partitions summed, tenants adding up to their
@@ -17,7 +19,7 @@ INSERT INTO events SELECT 1 + g % 50, g, CASE WHEN g % 2 = 0 THEN date '2025-01-
 ANALYZE;`)
 	ctx := context.Background()
 	tables := []string{"tenants", "orders", "events"}
-	sz, err := Measure(ctx, conn, "tenant_id", tables, MeasureOptions{})
+	sz, err := Measure(ctx, conn, catalog.RangeOn("tenant_id"), tables, MeasureOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +47,7 @@ ANALYZE;`)
 		t.Errorf("tenant 1 (%d bytes) should dwarf tenant 2 (%d)", sz.Tenants[1].Bytes, sz.Tenants[2].Bytes)
 	}
 	// Sampled: estimates, flagged.
-	sampled, err := Measure(ctx, conn, "tenant_id", []string{"orders"}, MeasureOptions{SampleAboveRows: 1000, SampleRows: 11000})
+	sampled, err := Measure(ctx, conn, catalog.RangeOn("tenant_id"), []string{"orders"}, MeasureOptions{SampleAboveRows: 1000, SampleRows: 11000})
 	if err != nil {
 		t.Fatal(err)
 	}

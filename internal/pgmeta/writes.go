@@ -5,13 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/internal/pgerr"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // WriteSample is the row changes (inserts, updates, deletes) per tenant committed during a
@@ -37,7 +38,7 @@ const changesBatch = 10000
 //
 // Creating a logical slot waits until the transactions running at that moment end, so a
 // long-running transaction on the shard delays the start (bounded by ctx).
-func SampleWrites(ctx context.Context, conn *pgx.Conn, key string, tables []string, d time.Duration) (ws *WriteSample, err error) {
+func SampleWrites(ctx context.Context, conn *pgx.Conn, keys catalog.Keyspace, tables []string, d time.Duration) (ws *WriteSample, err error) {
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	slot := SlotPrefix + hex.EncodeToString(rnd[:])
@@ -55,7 +56,7 @@ func SampleWrites(ctx context.Context, conn *pgx.Conn, key string, tables []stri
 		return nil, err
 	}
 	ws = &WriteSample{Writes: map[int64]int64{}, Slot: slot}
-	p := &changeParser{key: key, roots: roots, writes: ws.Writes}
+	p := &changeParser{keys: keys, roots: roots, writes: ws.Writes}
 	deadline := start.Add(d)
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
@@ -149,7 +150,7 @@ func partitionRoots(ctx context.Context, q Querier, tables []string) (map[string
 	roots := map[string]string{}
 	for _, t := range tables {
 		rows, err := q.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM (`+treeSQL("$1::regclass")+`) p
-			JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace`, pgx.Identifier{Schema, t}.Sanitize())
+			JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace`, catalog.QuoteTable(t))
 		if err != nil {
 			return nil, fmt.Errorf("partitions of %s: %w", t, err)
 		}
@@ -170,7 +171,7 @@ func partitionRoots(ctx context.Context, q Querier, tables []string) (map[string
 //	table public.orders: UPDATE: old-key: tenant_id[bigint]:1 id[bigint]:2 new-tuple: ...
 //	table public.orders: DELETE: tenant_id[bigint]:42 id[bigint]:1
 type changeParser struct {
-	key    string
+	keys   catalog.Keyspace
 	roots  map[string]string
 	writes map[int64]int64
 	// unknown holds counts for relations not known when the sample started (a partition
@@ -196,11 +197,18 @@ func (p *changeParser) line(s string) {
 	if _, t, ok := strings.Cut(tuple, "new-tuple: "); ok {
 		tuple = t
 	}
-	k, ok := keyValue(tuple, p.key)
+	// A partition created during the sample is not in roots yet: its table's key column
+	// is taken to be the default one.
+	root, known := p.roots[rel]
+	v, ok := keyValue(tuple, p.keys.Column(root))
 	if !ok {
 		return
 	}
-	if _, known := p.roots[rel]; known {
+	k, err := p.keys.PositionOfText(v)
+	if err != nil {
+		return
+	}
+	if known {
 		p.writes[k]++
 		return
 	}
@@ -233,20 +241,20 @@ func (p *changeParser) lookupUnknown(ctx context.Context, q Querier) error {
 	return nil
 }
 
-// keyValue finds column key's bigint value in a test_decoding tuple: a sequence of
+// keyValue finds column key's value in a test_decoding tuple: a sequence of
 // name[type]:value, where a value is 'quoted' (with ” inside), or runs to the next space.
-func keyValue(tuple, key string) (int64, bool) {
+func keyValue(tuple, key string) (string, bool) {
 	s := tuple
 	for len(s) > 0 {
 		s = strings.TrimLeft(s, " ")
 		lb := strings.IndexByte(s, '[')
 		if lb < 0 {
-			return 0, false
+			return "", false
 		}
 		name := strings.Trim(s[:lb], `"`)
 		te := strings.Index(s[lb:], "]:")
 		if te < 0 {
-			return 0, false
+			return "", false
 		}
 		s = s[lb+te+2:]
 		var val string
@@ -271,9 +279,14 @@ func keyValue(tuple, key string) (int64, bool) {
 			val, s = s[:end], s[end:]
 		}
 		if name == key {
-			n, err := strconv.ParseInt(strings.Trim(val, "'"), 10, 64)
-			return n, err == nil
+			if val == "null" {
+				return "", false
+			}
+			if strings.HasPrefix(val, "'") {
+				val = strings.ReplaceAll(strings.TrimSuffix(val[1:], "'"), "''", "'")
+			}
+			return val, true
 		}
 	}
-	return 0, false
+	return "", false
 }

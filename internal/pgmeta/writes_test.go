@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 func TestSampleWrites(t *testing.T) {
@@ -48,7 +50,7 @@ INSERT INTO orders SELECT g % 10, g, 'x' FROM generate_series(1, 1000) g`)
 		}
 	}()
 	before := hot.Load()
-	ws, err := SampleWrites(ctx, conn, "tenant_id", []string{"orders", "events"}, 2*time.Second)
+	ws, err := SampleWrites(ctx, conn, catalog.RangeOn("tenant_id"), []string{"orders", "events"}, 2*time.Second)
 	after := hot.Load()
 	stop()
 	wg.Wait()
@@ -73,13 +75,13 @@ func TestSampleWritesCancelDropsSlot(t *testing.T) {
 	ctx := context.Background()
 	cctx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
 	defer cancel()
-	_, err := SampleWrites(cctx, conn, "tenant_id", []string{"orders"}, time.Minute)
+	_, err := SampleWrites(cctx, conn, catalog.RangeOn("tenant_id"), []string{"orders"}, time.Minute)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("SampleWrites = %v, want deadline exceeded", err)
 	}
 	assertNoSlots(t, ctx, pg.DSNApp())
 	// Unknown table: an error, and no slot left.
-	if _, err := SampleWrites(ctx, conn, "tenant_id", []string{"nosuch"}, time.Second); err == nil {
+	if _, err := SampleWrites(ctx, conn, catalog.RangeOn("tenant_id"), []string{"nosuch"}, time.Second); err == nil {
 		t.Error("unknown table accepted")
 	}
 	assertNoSlots(t, ctx, pg.DSNApp())
@@ -107,25 +109,28 @@ func assertNoSlots(t *testing.T, ctx context.Context, dsn string) {
 
 func TestKeyValue(t *testing.T) {
 	tests := []struct {
-		tuple string
-		want  int64
-		ok    bool
+		tuple, key string
+		want       string
+		ok         bool
 	}{
-		{`id[bigint]:1 tenant_id[bigint]:42 note[text]:'x'`, 42, true},
-		{`note[text]:'it''s tenant_id[bigint]:9 here' tenant_id[bigint]:-5`, -5, true},
-		{`created[timestamp with time zone]:'2026-01-01 00:00:00+00' tenant_id[bigint]:7`, 7, true},
-		{`tags[text[]]:'{a,b}' tenant_id[bigint]:8`, 8, true},
-		{`tenant_id[bigint]:null id[bigint]:1`, 0, false},
-		{`id[bigint]:1`, 0, false},
-		{`(no-tuple-data)`, 0, false},
+		{`id[bigint]:1 tenant_id[bigint]:42 note[text]:'x'`, "tenant_id", "42", true},
+		{`note[text]:'it''s tenant_id[bigint]:9 here' tenant_id[bigint]:-5`, "tenant_id", "-5", true},
+		{`created[timestamp with time zone]:'2026-01-01 00:00:00+00' tenant_id[bigint]:7`, "tenant_id", "7", true},
+		{`tags[text[]]:'{a,b}' tenant_id[bigint]:8`, "tenant_id", "8", true},
+		{`tenant_id[bigint]:null id[bigint]:1`, "tenant_id", "", false},
+		{`id[bigint]:1`, "tenant_id", "", false},
+		{`(no-tuple-data)`, "tenant_id", "", false},
+		{`slug[text]:'o''brien x' id[bigint]:1`, "slug", "o'brien x", true},
+		{`slug[text]:'null'`, "slug", "null", true},
+		{`"Company"[uuid]:'0e1b4c3a-5f2d-4e8a-9c7b-3d2f1a0b9c8d'`, "Company", "0e1b4c3a-5f2d-4e8a-9c7b-3d2f1a0b9c8d", true},
 	}
 	for _, tt := range tests {
-		got, ok := keyValue(tt.tuple, "tenant_id")
+		got, ok := keyValue(tt.tuple, tt.key)
 		if got != tt.want || ok != tt.ok {
-			t.Errorf("keyValue(%q) = %d, %v; want %d, %v", tt.tuple, got, ok, tt.want, tt.ok)
+			t.Errorf("keyValue(%q, %q) = %q, %v; want %q, %v", tt.tuple, tt.key, got, ok, tt.want, tt.ok)
 		}
 	}
-	p := &changeParser{key: "tenant_id", roots: map[string]string{"public.orders": "orders"}, writes: map[int64]int64{}}
+	p := &changeParser{keys: catalog.RangeOn("tenant_id"), roots: map[string]string{"public.orders": "orders"}, writes: map[int64]int64{}}
 	for _, l := range []string{
 		"BEGIN",
 		"table public.orders: INSERT: tenant_id[bigint]:1 id[bigint]:1",
