@@ -41,22 +41,31 @@ func ValidateConfig(c Config) error {
 	if !ValidName(c.Cluster) {
 		p.add("cluster name %q: use lower-case letters, digits and _ (at most 48), starting with a letter", c.Cluster)
 	}
-	if !ValidName(c.Key) {
-		p.add("key column %q: use a plain lower-case column name such as tenant_id", c.Key)
+	if !validColumn(c.Key) {
+		p.add("key column %q: name the column that holds the tenant key, such as tenant_id (as PostgreSQL stores it, at most 63 bytes)", c.Key)
 	}
 	if len(c.Tables) == 0 {
 		p.add("no sharded tables: list them under tables:")
 	}
 	seen := map[string]bool{}
 	for _, t := range c.Tables {
-		if !ValidName(t) {
-			p.add("table %q: use a plain lower-case table name (schema public)", t)
+		if _, err := SplitTableName(t); err != nil {
+			p.add("%v: write table or schema.table, with a part in double quotes if it holds a dot", err)
 		}
 		if seen[t] {
 			p.add("table %q listed twice", t)
 		}
 		seen[t] = true
 	}
+	for t, col := range c.TableKeys {
+		if !seen[t] {
+			p.add("key column %q of table %q: the table is not in tables:", col, t)
+		}
+		if !validColumn(col) {
+			p.add("table %s: key column %q: name a column of the table (at most 63 bytes)", t, col)
+		}
+	}
+	p.keyspace(c)
 	for _, ps := range c.Partitions {
 		if err := ValidatePartitionSpec(ps, seen); err != nil {
 			p.add("%s", strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
@@ -65,11 +74,38 @@ func ValidateConfig(c Config) error {
 	return p.Err()
 }
 
+// keyspace checks the distribution and the key type: range distribution compares the key
+// itself with the bounds, so only an integer key can use it.
+func (p *Problems) keyspace(c Config) {
+	switch c.Distribution {
+	case "", DistRange, DistHash:
+	default:
+		p.add("distribution %q: use range (integer keys compared with the ranges' bounds) or hash (the key's 64-bit hash)", c.Distribution)
+		return
+	}
+	if c.KeyType == "" {
+		return
+	}
+	if _, err := ParseKeyType(string(c.KeyType)); err != nil {
+		p.add("%v", err)
+		return
+	}
+	if c.Keyspace().Dist() == DistRange && !c.KeyType.Integer() {
+		p.add("distribution range needs an integer key, and the key is %s: set distribution: hash", c.KeyType)
+	}
+}
+
+// validColumn reports whether s can name a column: PostgreSQL stores at most 63 bytes
+// and no NUL.
+func validColumn(s string) bool {
+	return s != "" && len(s) <= 63 && !strings.ContainsRune(s, 0)
+}
+
 // ValidatePartitionSpec checks one partition spec; tables, if not nil, are the sharded ones.
 func ValidatePartitionSpec(ps PartitionSpec, tables map[string]bool) error {
 	var p Problems
-	if !ValidName(ps.Table) {
-		p.add("partitions: table %q is not a plain table name", ps.Table)
+	if _, err := SplitTableName(ps.Table); err != nil {
+		p.add("partitions: %v", err)
 	}
 	if !ValidName(ps.Column) {
 		p.add("partitions of %s: column %q is not a plain column name", ps.Table, ps.Column)

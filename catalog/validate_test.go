@@ -101,3 +101,40 @@ func TestValidateConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateConfigKeyspace(t *testing.T) {
+	base := func(mod func(*Config)) Config {
+		c := Config{Cluster: "k", Key: "company_id", Tables: []string{"companies", "Billing.Invoices", `app."Line.Items"`}}
+		mod(&c)
+		return c
+	}
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // "" valid
+	}{
+		{"qualified and quoted names", base(func(c *Config) {}), ""},
+		{"hash on uuid", base(func(c *Config) { c.KeyType, c.Distribution = KeyUUID, DistHash }), ""},
+		{"own key column", base(func(c *Config) { c.TableKeys = map[string]string{"companies": "id"} }), ""},
+		{"range on uuid", base(func(c *Config) { c.KeyType = KeyUUID }), "distribution range needs an integer key, and the key is uuid: set distribution: hash"},
+		{"range on text", base(func(c *Config) { c.KeyType, c.Distribution = KeyText, DistRange }), "distribution range needs an integer key"},
+		{"unknown distribution", base(func(c *Config) { c.Distribution = "modulo" }), `distribution "modulo"`},
+		{"key of an unlisted table", base(func(c *Config) { c.TableKeys = map[string]string{"ads": "company_id"} }), `table "ads": the table is not in tables:`},
+		{"three-part name", base(func(c *Config) { c.Tables = append(c.Tables, "a.b.c") }), "want table or schema.table"},
+		{"unsupported key type", base(func(c *Config) { c.KeyType = "numeric" }), "not supported"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateConfig(tt.cfg)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

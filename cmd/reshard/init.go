@@ -18,12 +18,55 @@ import (
 
 // clusterFile is cluster.yaml (README.md, Using it, shows one).
 type clusterFile struct {
-	Cluster    string          `yaml:"cluster"`
-	Key        string          `yaml:"key"`
-	Tables     []string        `yaml:"tables"`
-	Shards     []shardFile     `yaml:"shards"`
-	Ranges     []rangeFile     `yaml:"ranges"`
-	Partitions []partitionFile `yaml:"partitions"`
+	Cluster      string          `yaml:"cluster"`
+	Key          string          `yaml:"key"`
+	Distribution string          `yaml:"distribution"`
+	Tables       []tableFile     `yaml:"tables"`
+	Shards       []shardFile     `yaml:"shards"`
+	Ranges       []rangeFile     `yaml:"ranges"`
+	Partitions   []partitionFile `yaml:"partitions"`
+}
+
+// tableFile is an entry of tables: a name, or {table: NAME, key: COLUMN} for a table whose
+// key column is not the file's key.
+type tableFile struct {
+	Table string `yaml:"table"`
+	Key   string `yaml:"key"`
+}
+
+func (t *tableFile) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		return n.Decode(&t.Table)
+	}
+	type plain tableFile // without this method
+	var p plain
+	dec := yaml.NewDecoder(bytes.NewReader(mustYAML(n)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&p); err != nil {
+		return fmt.Errorf("line %d: a table is a name or {table: NAME, key: COLUMN}: %s", n.Line, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	if p.Table == "" {
+		return fmt.Errorf("line %d: a table entry needs table: NAME", n.Line)
+	}
+	*t = tableFile(p)
+	return nil
+}
+
+// mustYAML writes a parsed node back out (it came from YAML, so it always can).
+func mustYAML(n *yaml.Node) []byte {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func (cf *clusterFile) tableNames() []string {
+	out := make([]string, len(cf.Tables))
+	for i, t := range cf.Tables {
+		out[i] = t.Table
+	}
+	return out
 }
 
 type shardFile struct {
@@ -85,7 +128,15 @@ func readClusterFile(path string, stdin io.Reader) (*clusterFile, error) {
 // catalogParts turns the file into catalog values; problems are returned, not failed on,
 // so they can be listed with the shard checks.
 func (cf *clusterFile) catalogParts(cluster string) (catalog.Config, []catalog.Shard, []catalog.Range, []string) {
-	cfg := catalog.Config{Cluster: cluster, Key: cf.Key, Tables: cf.Tables}
+	cfg := catalog.Config{Cluster: cluster, Key: cf.Key, Tables: cf.tableNames(), Distribution: catalog.Distribution(cf.Distribution)}
+	for _, t := range cf.Tables {
+		if t.Key != "" && t.Key != cf.Key {
+			if cfg.TableKeys == nil {
+				cfg.TableKeys = map[string]string{}
+			}
+			cfg.TableKeys[t.Table] = t.Key
+		}
+	}
 	for _, p := range cf.Partitions {
 		cfg.Partitions = append(cfg.Partitions, catalog.PartitionSpec(p))
 	}
@@ -149,6 +200,11 @@ Example cluster.yaml:
 				return err
 			}
 			cfg, shards, ranges, problems := cf.catalogParts(cluster)
+			// The key type is the key columns': the first table's sets it, and the checks
+			// below require every other table's to be the same.
+			if cfg.KeyType = pgmeta.DetectKeyType(ctx, validShards(shards), cfg.Keyspace(), validTables(cfg.Tables)); cfg.KeyType == "" {
+				cfg.KeyType = catalog.KeyBigint
+			}
 			st, verr := catalog.NewState(cfg, shards, ranges)
 			problems = append(problems, catalog.ProblemList(verr)...)
 
@@ -172,11 +228,14 @@ Example cluster.yaml:
 			case !errors.Is(lerr, catalog.ErrNotFound) && !force:
 				return lerr
 			}
-			if cf.Key != "" && catalog.ValidName(cf.Key) {
-				problems = append(problems, pgmeta.CheckShards(ctx, validShards(shards), cfg.Keyspace(), validTables(cf.Tables))...)
+			if cf.Key != "" {
+				problems = append(problems, pgmeta.CheckShards(ctx, validShards(shards), cfg.Keyspace(), validTables(cfg.Tables))...)
 			}
 			if len(problems) > 0 {
 				return &errProblems{what: "init " + file, problems: problems}
+			}
+			for _, w := range pgmeta.ForeignKeyWarnings(ctx, validShards(shards), validTables(cfg.Tables)) {
+				fmt.Fprintln(cmd.ErrOrStderr(), w)
 			}
 			if err := store.Init(ctx, cfg, shards, ranges, force); err != nil {
 				if errors.Is(err, catalog.ErrExists) {
@@ -231,7 +290,7 @@ func validShards(in []catalog.Shard) []catalog.Shard {
 func validTables(in []string) []string {
 	var out []string
 	for _, t := range in {
-		if catalog.ValidName(t) {
+		if _, err := catalog.SplitTableName(t); err == nil {
 			out = append(out, t)
 		}
 	}

@@ -78,10 +78,13 @@ func CheckTable(ctx context.Context, q Querier, keys catalog.Keyspace, table str
 	root := rels[0]
 	switch {
 	case root.keyType == "":
-		return []string{fmt.Sprintf("table %s has no column %s (the sharding key): add it as %s, or name the right key column", table, key, keys.KeyType())}, nil
+		return []string{fmt.Sprintf("table %s has no column %s (the sharding key): add it as %s, or name the right key column ({table: %s, key: COLUMN})", table, key, keys.KeyType(), table)}, nil
 	case !keyTypeIs(root.keyType, keys.KeyType()):
 		problems = append(problems, fmt.Sprintf("table %s: key column %s is %s, not %s (every sharded table's key has one type): ALTER TABLE %s ALTER COLUMN %s TYPE %s",
 			table, key, root.keyType, keys.KeyType(), catalog.QuoteTable(table), pgx.Identifier{key}.Sanitize(), keys.KeyType()))
+	case root.keyNondet != "":
+		problems = append(problems, fmt.Sprintf("table %s: key column %s has the nondeterministic collation %s, whose hash reshard does not compute: ALTER TABLE %s ALTER COLUMN %s TYPE %s COLLATE \"C\"",
+			table, key, root.keyNondet, catalog.QuoteTable(table), pgx.Identifier{key}.Sanitize(), root.keyType))
 	}
 	if root.pkName == "" {
 		problems = append(problems, fmt.Sprintf("table %s has no primary key: add one that includes the key, e.g. ALTER TABLE %s ADD PRIMARY KEY (%s, id)", table, table, key))

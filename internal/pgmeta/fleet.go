@@ -29,26 +29,90 @@ func ConnectShard(ctx context.Context, sh catalog.Shard) (*pgx.Conn, error) {
 }
 
 // CheckShards checks every shard at once, as CheckShard does (reachable, wal_level, each
-// table), and lists every problem, each prefixed with its shard's name, sorted.
+// table), and lists every problem, prefixed with its shard's name, sorted. A problem found
+// on several shards (a schema is usually the same on all) is one line naming them all.
 func CheckShards(ctx context.Context, shards []catalog.Shard, keys catalog.Keyspace, tables []string) []string {
+	return onShards(ctx, shards, func(ctx context.Context, sh catalog.Shard) []string {
+		return checkOne(ctx, sh, keys, tables)
+	})
+}
+
+// onShards runs f on every shard at once and lists its lines, each prefixed with the
+// shards it came from ("shard s1: ", "shards s1, s2: "), sorted.
+func onShards(ctx context.Context, shards []catalog.Shard, f func(context.Context, catalog.Shard) []string) []string {
 	var mu sync.Mutex
-	var problems []string
+	where := map[string][]string{}
 	var wg sync.WaitGroup
 	for _, sh := range shards {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ps := checkOne(ctx, sh, keys, tables)
+			ps := f(ctx, sh)
 			mu.Lock()
 			for _, p := range ps {
-				problems = append(problems, "shard "+sh.Name+": "+p)
+				where[p] = append(where[p], sh.Name)
 			}
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	sort.Strings(problems)
-	return problems
+	var out []string
+	for p, names := range where {
+		sort.Strings(names)
+		if len(names) == 1 {
+			out = append(out, "shard "+names[0]+": "+p)
+		} else {
+			out = append(out, "shards "+strings.Join(names, ", ")+": "+p)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// DetectKeyType is the type of the first table's key column that exists, read on the first
+// shard that answers ("" if none does): the keyspace's key type, which every other table's
+// key column must have too (CheckTable).
+func DetectKeyType(ctx context.Context, shards []catalog.Shard, keys catalog.Keyspace, tables []string) catalog.KeyType {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for _, sh := range shards {
+		conn, err := ConnectShard(ctx, sh)
+		if err != nil {
+			continue
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		for _, t := range tables {
+			var typ string
+			err := conn.QueryRow(ctx, `SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+				WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped`,
+				catalog.QuoteTable(t), keys.Column(t)).Scan(&typ)
+			if err != nil {
+				continue
+			}
+			if kt, err := catalog.ColumnKeyType(typ); err == nil {
+				return kt
+			}
+		}
+		return ""
+	}
+	return ""
+}
+
+// ForeignKeyWarnings lists, on every shard, the foreign keys from a table that is not
+// sharded into a sharded one (see ForeignKeysInto).
+func ForeignKeyWarnings(ctx context.Context, shards []catalog.Shard, tables []string) []string {
+	return onShards(ctx, shards, func(ctx context.Context, sh catalog.Shard) []string {
+		conn, err := ConnectShard(ctx, sh)
+		if err != nil {
+			return nil // CheckShards reports it
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		ws, err := ForeignKeysInto(ctx, conn, tables)
+		if err != nil {
+			return []string{fmt.Sprintf("could not look for foreign keys into the sharded tables: %v", err)}
+		}
+		return ws
+	})
 }
 
 func checkOne(ctx context.Context, sh catalog.Shard, keys catalog.Keyspace, tables []string) []string {
