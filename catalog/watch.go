@@ -391,8 +391,10 @@ type Resolver struct{ c *Cache }
 // NewResolver resolves keys from c.
 func NewResolver(c *Cache) *Resolver { return &Resolver{c: c} }
 
-// Resolve returns the route of key. A frozen route means a cutover is fencing writes to
-// its range: hold writes (WaitServing) and send them where the next route says.
+// Resolve returns the route of key, a position on the key line: the key itself under
+// range distribution, its hash under hash (ResolveKey takes the key). A frozen route means
+// a cutover is fencing writes to its range: hold writes (WaitServing) and send them where
+// the next route says.
 func (r *Resolver) Resolve(key int64) (Route, error) {
 	return resolve(r.c.cur.Load(), key)
 }
@@ -403,6 +405,27 @@ func resolve(snap *snapshot, key int64) (Route, error) {
 		return Route{Revision: snap.rev}, fmt.Errorf("key %d is in no range at revision %d (is the catalog initialised?): %w", key, snap.rev, ErrNotFound)
 	}
 	return Route{Range: rg.Range, Shard: rg.Shard, State: rg.State, Epoch: rg.Epoch, Revision: snap.rev}, nil
+}
+
+// ResolveKey returns the route of a tenant key given in its own type: under hash
+// distribution its range holds the key's hash, computed as PostgreSQL does (HashKey);
+// under range, the key itself. A key of another type than the keyspace's is ErrBadKey.
+func (r *Resolver) ResolveKey(key Key) (Route, error) {
+	snap := r.c.cur.Load()
+	pos, err := snap.cfg.Keyspace().Position(key)
+	if err != nil {
+		return Route{Revision: snap.rev}, err
+	}
+	return resolve(snap, pos)
+}
+
+// WaitServingKey is WaitServing for a key in its own type (see ResolveKey).
+func (r *Resolver) WaitServingKey(ctx context.Context, key Key) (Route, error) {
+	pos, err := r.c.cur.Load().cfg.Keyspace().Position(key)
+	if err != nil {
+		return Route{}, err
+	}
+	return r.WaitServing(ctx, pos)
 }
 
 // WaitServing returns the route of key once its range is serving, waiting while it is

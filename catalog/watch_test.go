@@ -456,3 +456,39 @@ func sameAsLoad(t *testing.T, s *Store, c *Cache, res *Resolver) {
 		}
 	}
 }
+
+// TestResolveKeyTakesKeysInTheirOwnType: under hash distribution a uuid or text key is
+// resolved by its PostgreSQL hash, under range an integer key by itself; a key of another
+// type than the keyspace's is ErrBadKey.
+func TestResolveKeyTakesKeysInTheirOwnType(t *testing.T) {
+	u, _ := ParseKey(KeyUUID, "0e1b4c3a-5f2d-4e8a-9c7b-3d2f1a0b9c8d")
+	ranges := []Range{{Range: Below(0), Shard: "neg", State: RangeServing, Epoch: 1}, {Range: From(0), Shard: "pos", State: RangeServing, Epoch: 2}}
+	side := func(h int64) string {
+		if h < 0 {
+			return "neg"
+		}
+		return "pos"
+	}
+	tests := []struct {
+		cfg     Config
+		key     Key
+		want    string
+		wantErr bool
+	}{
+		{Config{KeyType: KeyUUID, Distribution: DistHash}, u, side(HashUUID([16]byte(u.u))), false},
+		{Config{KeyType: KeyText, Distribution: DistHash}, TextKey("acme"), side(HashText("acme")), false},
+		{Config{KeyType: KeyText, Distribution: DistHash}, TextKey("globex"), side(HashText("globex")), false},
+		{Config{Distribution: DistHash}, BigintKey(-7), side(HashBigint(-7)), false},
+		{Config{}, BigintKey(-7), "neg", false},
+		{Config{}, BigintKey(7), "pos", false},
+		{Config{KeyType: KeyUUID, Distribution: DistHash}, TextKey("acme"), "", true},
+	}
+	for _, tt := range tests {
+		c := NewStaticCache(&State{Config: tt.cfg, Ranges: ranges})
+		rt, err := NewResolver(c).ResolveKey(tt.key)
+		if (err != nil) != tt.wantErr || rt.Shard != tt.want {
+			t.Errorf("%+v ResolveKey(%s) = %+v, %v; want shard %q", tt.cfg, tt.key, rt, err, tt.want)
+		}
+		c.Close()
+	}
+}

@@ -54,7 +54,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newInitCmd(), newCatalogCmd(), newShardCmd(), newStatsCmd(), newPlanCmd(),
 		newApplyCmd(), newMoveCmd(), newSplitCmd(), newStatusCmd(), newCancelCmd(), newCleanupCmd(),
-		newVerifyCmd(), newPartitionsCmd(), newScheduleCmd(), newDevCmd(), newUICmd(),
+		newVerifyCmd(), newPartitionsCmd(), newScheduleCmd(), newDevCmd(), newUICmd(), newResolveCmd(),
 	)
 	return root
 }

@@ -10,7 +10,7 @@ import (
 // TestRootListsEveryCommand: the root command carries every command once, the documented
 // ones and the hidden dev etcd under dev, whatever order files are compiled in.
 func TestRootListsEveryCommand(t *testing.T) {
-	want := []string{"apply", "cancel", "catalog", "cleanup", "dev", "init", "move", "partitions", "plan",
+	want := []string{"apply", "cancel", "catalog", "cleanup", "dev", "init", "move", "partitions", "plan", "resolve",
 		"schedule", "shard", "split", "stats", "status", "ui", "verify"}
 	var got []string
 	for _, c := range newRootCmd().Commands() {
