@@ -201,8 +201,16 @@ Example cluster.yaml:
 			}
 			cfg, shards, ranges, problems := cf.catalogParts(cluster)
 			// The key type is the key columns': the first table's sets it, and the checks
-			// below require every other table's to be the same.
-			if cfg.KeyType = pgmeta.DetectKeyType(ctx, validShards(shards), cfg.Keyspace(), validTables(cfg.Tables)); cfg.KeyType == "" {
+			// below require every other table's to be the same. Tables are kept parents
+			// first (copies load, and deletes go backwards, in this order).
+			if vt := validTables(cfg.Tables); len(vt) == len(cfg.Tables) {
+				var p string
+				cfg.KeyType, cfg.Tables, p = pgmeta.InspectKeyspace(ctx, validShards(shards), cfg.Keyspace(), vt)
+				if p != "" {
+					problems = append(problems, p)
+				}
+			}
+			if cfg.KeyType == "" {
 				cfg.KeyType = catalog.KeyBigint
 			}
 			st, verr := catalog.NewState(cfg, shards, ranges)

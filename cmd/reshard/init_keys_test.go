@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -100,11 +101,12 @@ func TestInitRefusesBadKeyspaces(t *testing.T) {
 
 // TestInitWritesAKeyspaceOfUUIDKeys: the tenant table keyed by id, its children by
 // company_id and a table of a mixed-case schema become a keyspace of uuid keys by hash
-// (the key type read from the columns); init warns, once for both shards, about the
+// (the key type read from the columns), stored parents first whatever order the file lists
+// them in; init warns, once for both shards, about the
 // unsharded table whose foreign key references a sharded one, and says why.
 func TestInitWritesAKeyspaceOfUUIDKeys(t *testing.T) {
 	k := newKeysFixture(t)
-	file := writeFile(t, k.f.dir, "keys.yaml", k.file("hash", "  - {table: companies, key: id}\n  - campaigns\n  - ads\n  - Billing.Invoices\n"))
+	file := writeFile(t, k.f.dir, "keys.yaml", k.file("hash", "  - ads\n  - campaigns\n  - Billing.Invoices\n  - {table: companies, key: id}\n"))
 	res := k.f.init(t, file)
 	if res.code != 0 {
 		t.Fatalf("init: %d %s", res.code, res.stderr)
@@ -125,5 +127,8 @@ func TestInitWritesAKeyspaceOfUUIDKeys(t *testing.T) {
 	if ks.KeyType() != catalog.KeyUUID || ks.Dist() != catalog.DistHash || ks.Column("companies") != "id" ||
 		ks.Column("ads") != "company_id" || ks.Column("Billing.Invoices") != "company_id" {
 		t.Errorf("keyspace %+v", ks)
+	}
+	if want := []string{"companies", "campaigns", "ads", "Billing.Invoices"}; !reflect.DeepEqual(cfg.Tables, want) {
+		t.Errorf("tables %q, want parents first: %q", cfg.Tables, want)
 	}
 }

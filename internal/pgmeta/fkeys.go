@@ -3,6 +3,7 @@ package pgmeta
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -42,4 +43,77 @@ func ForeignKeysInto(ctx context.Context, q Querier, tables []string) ([]string,
 		return nil
 	})
 	return out, err
+}
+
+// foreignKeysAmongSQL lists the foreign keys between the sharded tables $1 (quoted names;
+// $2 the names as configured), partitions counted as their table, as (child, parent).
+const foreignKeysAmongSQL = `
+WITH sharded AS (
+	SELECT p.relid, t.name
+	FROM unnest($1::text[], $2::text[]) AS t(quoted, name)
+	CROSS JOIN LATERAL (SELECT to_regclass(t.quoted) AS relid
+		UNION SELECT relid FROM pg_partition_tree(to_regclass(t.quoted))) p
+	WHERE p.relid IS NOT NULL
+)
+SELECT DISTINCT child.name, parent.name
+FROM pg_constraint c
+JOIN sharded child ON child.relid = c.conrelid
+JOIN sharded parent ON parent.relid = c.confrelid
+WHERE c.contype = 'f' AND child.name <> parent.name`
+
+// ParentsFirst orders the sharded tables so that every table comes after the tables its
+// foreign keys reference, keeping the given order where the keys leave it free. Copies
+// without replica mode load in this order and deletes (cleanup, a cancelled copy) run in
+// the reverse one, so each statement's foreign key checks find their rows. A cycle of
+// foreign keys is an error naming its tables.
+func ParentsFirst(ctx context.Context, q Querier, tables []string) ([]string, error) {
+	rows, err := q.Query(ctx, foreignKeysAmongSQL, catalog.QuoteTables(tables), tables)
+	if err != nil {
+		return nil, fmt.Errorf("read the foreign keys between the sharded tables: %w", err)
+	}
+	parents := map[string][]string{}
+	var child, parent string
+	if _, err := pgx.ForEachRow(rows, []any{&child, &parent}, func() error {
+		parents[child] = append(parents[child], parent)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read the foreign keys between the sharded tables: %w", err)
+	}
+	return orderParentsFirst(tables, parents)
+}
+
+// orderParentsFirst is a depth-first topological sort in the given order.
+func orderParentsFirst(tables []string, parents map[string][]string) ([]string, error) {
+	const (
+		visiting = 1
+		done     = 2
+	)
+	state := map[string]int{}
+	var out, path []string
+	var visit func(t string) error
+	visit = func(t string) error {
+		switch state[t] {
+		case done:
+			return nil
+		case visiting:
+			return fmt.Errorf("the foreign keys of %s form a cycle: reshard copies the sharded tables parents first and deletes children first, which a cycle has no order for: drop one of these foreign keys", strings.Join(append(path, t), " -> "))
+		}
+		state[t] = visiting
+		path = append(path, t)
+		for _, p := range parents[t] {
+			if err := visit(p); err != nil {
+				return err
+			}
+		}
+		path = path[:len(path)-1]
+		state[t] = done
+		out = append(out, t)
+		return nil
+	}
+	for _, t := range tables {
+		if err := visit(t); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

@@ -69,10 +69,12 @@ func onShards(ctx context.Context, shards []catalog.Shard, f func(context.Contex
 	return out
 }
 
-// DetectKeyType is the type of the first table's key column that exists, read on the first
-// shard that answers ("" if none does): the keyspace's key type, which every other table's
-// key column must have too (CheckTable).
-func DetectKeyType(ctx context.Context, shards []catalog.Shard, keys catalog.Keyspace, tables []string) catalog.KeyType {
+// InspectKeyspace reads, on the first shard that answers, the keyspace's key type (that of
+// the first table whose key column exists: every other table's must be the same, which
+// CheckTable checks) and the tables in foreign key order (ParentsFirst). Without a shard
+// that answers it returns "" and the tables as given (CheckShards says why); problem is a
+// cycle of foreign keys.
+func InspectKeyspace(ctx context.Context, shards []catalog.Shard, keys catalog.Keyspace, tables []string) (kt catalog.KeyType, ordered []string, problem string) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	for _, sh := range shards {
@@ -89,13 +91,18 @@ func DetectKeyType(ctx context.Context, shards []catalog.Shard, keys catalog.Key
 			if err != nil {
 				continue
 			}
-			if kt, err := catalog.ColumnKeyType(typ); err == nil {
-				return kt
+			if kt, err = catalog.ColumnKeyType(typ); err == nil {
+				break
 			}
+			kt = ""
 		}
-		return ""
+		ordered, err := ParentsFirst(ctx, conn, tables)
+		if err != nil {
+			return kt, tables, err.Error()
+		}
+		return kt, ordered, ""
 	}
-	return ""
+	return "", tables, ""
 }
 
 // ForeignKeyWarnings lists, on every shard, the foreign keys from a table that is not
