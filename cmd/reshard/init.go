@@ -166,17 +166,22 @@ func newInitCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "init -f cluster.yaml [--force]",
 		Short: "Validate the shards and tables of cluster.yaml and write the catalog to etcd",
-		Long: `Reads cluster.yaml (cluster, key, tables, shards with dsn or dsn_env, optional ranges,
-optional partitions), checks that every shard is reachable, has wal_level=logical, and that every
-sharded table exists with the bigint key column, a primary key and a replica identity that includes
+		Long: `Reads cluster.yaml (cluster, key, distribution, tables, shards with dsn or dsn_env, optional
+ranges, optional partitions), checks that every shard is reachable, has wal_level=logical, and that
+every sharded table exists with its key column (all of one type: bigint, integer, smallint, uuid
+or text; range distribution needs an integer), a primary key and a replica identity that includes
 the key (on every partition). Every problem is listed at once; nothing is written unless all pass.
-An existing catalog is refused unless --force.
+A foreign key from an unsharded table into a sharded one is a warning. An existing catalog is
+refused unless --force.
 
 Example cluster.yaml:
 
   cluster: demo
-  key: tenant_id
-  tables: [tenants, orders]
+  key: tenant_id                # the default key column
+  distribution: range           # or hash (any key type; ranges then hold the key's hash)
+  tables:                       # a name (schema.table works), or {table: NAME, key: COLUMN}
+    - {table: tenants, key: id}
+    - orders
   shards:
     - name: s1
       dsn: "host=10.0.0.1 user=reshard dbname=app"   # no password here: use .pgpass or dsn_env
