@@ -148,7 +148,7 @@ func TestInitRefusesBadClusterFiles(t *testing.T) {
 	t.Run("several problems are all listed", func(t *testing.T) {
 		res := f.init(t, writeFile(t, f.dir, "multi.yaml", bad("tenants, nokey, badri", f.s1()+f.s3(), "")))
 		if res.code != 1 || !strings.Contains(res.stderr, "problems, nothing was written") ||
-			!strings.Contains(res.stderr, "shard s1: table nokey") || !strings.Contains(res.stderr, "shard s3: wal_level") {
+			!strings.Contains(res.stderr, "shards s1, s3: table nokey") || !strings.Contains(res.stderr, "shard s3: wal_level") {
 			t.Fatalf("multi-problem init: %d %s", res.code, res.stderr)
 		}
 		if n := keyCount(t, f.ecli, "/reshard/"); n != 0 {
