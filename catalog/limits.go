@@ -2,9 +2,18 @@ package catalog
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// etcd refuses a request over its --max-request-bytes (default 1.5 MiB) or with more
+// operations than its --max-txn-ops (default 128) before it proposes anything: the write
+// failed whole, nothing of it applied.
+var (
+	ErrRequestTooLarge = errors.New("etcd refused the write: the request is larger than etcd's --max-request-bytes (default 1.5 MiB); nothing of it applied")
+	ErrTooManyOps      = errors.New("etcd refused the write: more operations in one transaction than etcd's --max-txn-ops (default 128); nothing of it applied")
 )
 
 // defaultMaxTxnBytes leaves a third of etcd's default request limit (1.5 MiB) for what a

@@ -3,9 +3,11 @@ package catalog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -148,6 +150,54 @@ func TestFitCutsBatchesByCountAndBytes(t *testing.T) {
 			n, err := s.fit(tc.ops, tc.maxOps, tc.budget)
 			if n != tc.want || (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("fit = %d, %v; want %d, %q", n, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestWritesOverEtcdLimitsFailDefinitely: a write etcd refuses for its size (over
+// --max-request-bytes) or its operations (over --max-txn-ops) is reported as the limit it
+// hit, never as "outcome unknown": etcd refused it whole, nothing of it applied, and the
+// caller must not read the catalog to find out.
+func TestWritesOverEtcdLimitsFailDefinitely(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		write func(s *Store) error
+		want  error
+	}{
+		{"a migration record over the request limit", func(s *Store) error {
+			m := &Migration{ID: "big", Kind: KindMove, Range: NewRange(0, 10), Source: "s2", Target: "s3",
+				Phase: PhasePlanned, LastError: strings.Repeat("x", 1600<<10)}
+			return s.PutMigration(ctx, m)
+		}, ErrRequestTooLarge},
+		{"more operations than etcd takes in one transaction", func(s *Store) error {
+			var w write
+			for i := range 150 {
+				w.ops = append(w.ops, clientv3.OpPut(s.key(fmt.Sprintf("many/%03d", i)), "v"))
+			}
+			_, err := s.commit(ctx, &w)
+			return err
+		}, ErrTooManyOps},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// reshard's own bound above etcd's (128): the request reaches etcd.
+			s, cli := testStore(t, WithMaxTxnOps(200), WithRetry(5*time.Second))
+			initDemo(t, s)
+			before, err := cli.Get(ctx, s.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tc.write(s)
+			if !errors.Is(err, tc.want) || strings.Contains(err.Error(), "did not say") {
+				t.Fatalf("err = %v; want %v, and not an unknown outcome", err, tc.want)
+			}
+			after, err := cli.Get(ctx, s.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.Count != before.Count || after.Header.Revision != before.Header.Revision {
+				t.Fatalf("keys %d -> %d, revision %d -> %d: something applied", before.Count, after.Count, before.Header.Revision, after.Header.Revision)
 			}
 		})
 	}

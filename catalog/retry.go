@@ -152,13 +152,17 @@ func (s *Store) sendTxn(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3
 		r, err := s.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			// Even "no leader" may come after the request reached a member that forwarded
-			// it: count every failed attempt as possibly applied.
-			unknown = true
+			// it: count every failed attempt as possibly applied, unless etcd refused it
+			// before proposing it.
+			unknown = unknown || !refused(err)
 			return err
 		}
 		resp = r
 		return nil
 	})
+	if err != nil && !unknown && refused(err) {
+		return nil, false, refusal(err)
+	}
 	if err != nil && unknown {
 		err = fmt.Errorf("%w (etcd did not say whether this write applied: it may have, or may still; load the catalog again to see)", s.wrapEtcd(err))
 	} else if err != nil {
@@ -223,4 +227,33 @@ func (s *Store) appliedEffects(ctx context.Context, ops []clientv3.Op) (int64, b
 		rev = resp.Header.Revision
 	}
 	return rev, true, nil
+}
+
+// refused reports an error etcd (or the client, before sending) gives a request it never
+// proposes: invalid arguments, among them a request over etcd's size or operation limits,
+// and a gRPC message over the size either side accepts. Nothing of such a write applied.
+func refused(err error) bool {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.InvalidArgument
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument:
+		return true
+	case codes.ResourceExhausted:
+		// Not etcd's "database space exceeded" (an EtcdError, above): a gRPC message size.
+		return strings.Contains(err.Error(), "larger than max")
+	}
+	return false
+}
+
+// refusal is a refused write's error, with the limit it hit as a sentinel.
+func refusal(err error) error {
+	switch {
+	case errors.Is(err, rpctypes.ErrTooManyOps):
+		return fmt.Errorf("%w (%v): reshard's limit is above etcd's: pass reshard the limit etcd has, or raise etcd's --max-txn-ops", ErrTooManyOps, err)
+	case errors.Is(err, rpctypes.ErrRequestTooLarge), status.Code(err) == codes.ResourceExhausted:
+		return fmt.Errorf("%w (%v): raise etcd's --max-request-bytes, or write less at once", ErrRequestTooLarge, err)
+	}
+	return fmt.Errorf("etcd refused the write, nothing of it applied: %w", err)
 }
