@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -31,8 +30,7 @@ func TestSizeFlagsAcceptUnits(t *testing.T) {
 // TestBadSizeFlagIsOneLine: a size flag that is not a size ends the command with one line
 // naming the flag and what to write, before anything is read or written.
 func TestBadSizeFlagIsOneLine(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := testContext(t, time.Minute)
 	for _, args := range [][]string{
 		{"move", "--range", "1:2", "--to", "s2", "--max-rate", "50XB"},
 		{"apply", "plan.json", "--max-cutover-lag", "lots"},

@@ -23,8 +23,7 @@ func TestJSONLogsOfAMove(t *testing.T) {
 		t.Setenv(env, pg.DSNApp()+" password="+password)
 		return catalog.Shard{Name: name, DSNEnv: env}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 4*time.Minute)
 	t.Setenv("RESHARD_TEST_S3_DSN", fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=app password=%s connect_timeout=2", closedPort(t), password))
 	if err := store.AddShard(ctx, catalog.Shard{Name: "s4", DSNEnv: "RESHARD_TEST_S3_DSN", State: catalog.ShardActive}); err != nil {
 		t.Fatal(err)

@@ -13,10 +13,9 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/metrics/metricstest"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
@@ -33,38 +32,7 @@ func scrapeMetrics(t *testing.T, url string) map[string]*dto.MetricFamily {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return nil
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatalf("the exposition does not parse: %v\n%s", err, body)
-	}
-	return fams
-}
-
-// series is the value of family name's series whose labels include want, and whether
-// there is one (a histogram's value is its count of observations).
-func series(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, s := range f.Metric {
-		for _, l := range s.Label {
-			if w, ok := want[l.GetName()]; ok && w != l.GetValue() {
-				continue next
-			}
-		}
-		switch {
-		case s.Counter != nil:
-			return s.Counter.GetValue(), true
-		case s.Gauge != nil:
-			return s.Gauge.GetValue(), true
-		case s.Histogram != nil:
-			return float64(s.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
+	return metricstest.Parse(t, string(body))
 }
 
 // TestMetricsFollowARealMove: `move --metrics` serves /metrics while it runs. Scraped
@@ -74,8 +42,7 @@ next:
 // parses with Prometheus's text parser. The move then ends, every tenant where it belongs.
 func TestMetricsFollowARealMove(t *testing.T) {
 	etcd, _, store, pgs := moveFleet(t, "metrics")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 4*time.Minute)
 	// About 2 MB more for the range, so that a copy at 200 kB/s takes seconds.
 	pgs["s1"].Exec(ctx, `INSERT INTO orders SELECT 1 + g % 49, 1000 + g, repeat('x', 200) FROM generate_series(1, 10000) g`)
 	before := map[string]string{}
@@ -97,7 +64,7 @@ func TestMetricsFollowARealMove(t *testing.T) {
 	}()
 	mig := map[string]string{"id": "mmet", "range": "1:50", "source": "s1", "target": "s2"}
 	phase := func(fams map[string]*dto.MetricFamily, p string) bool {
-		_, ok := series(fams, "reshard_migration_phase", map[string]string{"id": "mmet", "phase": p})
+		_, ok := metricstest.Value(fams, "reshard_migration_phase", map[string]string{"id": "mmet", "phase": p})
 		return ok
 	}
 	// waitFor scrapes until ok says so, calling seen with each scrape.
@@ -120,7 +87,7 @@ func TestMetricsFollowARealMove(t *testing.T) {
 
 	var rows []float64
 	fams := waitFor("a caught-up move", func(fams map[string]*dto.MetricFamily) bool {
-		if v, ok := series(fams, "reshard_migration_copied_rows_total", mig); ok && (len(rows) == 0 || v != rows[len(rows)-1]) {
+		if v, ok := metricstest.Value(fams, "reshard_migration_copied_rows_total", mig); ok && (len(rows) == 0 || v != rows[len(rows)-1]) {
 			rows = append(rows, v)
 		}
 		return phase(fams, "catching_up")
@@ -128,26 +95,26 @@ func TestMetricsFollowARealMove(t *testing.T) {
 	if !slices.IsSorted(rows) || len(slices.Compact(slices.Clone(rows))) < 3 || rows[len(rows)-1] < 10000 {
 		t.Errorf("copied rows seen %v: want them rising through at least three values to the range's 10000+", rows)
 	}
-	if _, ok := series(fams, "reshard_migration_apply_lag_bytes", mig); !ok {
+	if _, ok := metricstest.Value(fams, "reshard_migration_apply_lag_bytes", mig); !ok {
 		t.Error("no apply lag (bytes) of the caught-up move")
 	}
-	if _, ok := series(fams, "reshard_migration_apply_lag_seconds", mig); !ok {
+	if _, ok := metricstest.Value(fams, "reshard_migration_apply_lag_seconds", mig); !ok {
 		t.Error("no apply lag (seconds) of the caught-up move")
 	}
-	if n, _ := series(fams, "reshard_cutover_window_seconds", nil); n != 0 {
+	if n, _ := metricstest.Value(fams, "reshard_cutover_window_seconds", nil); n != 0 {
 		t.Errorf("%v cutover windows observed before the cutover", n)
 	}
 	os.Remove(hold + ".catch-up")
 
 	fams = waitFor("a cutover window", func(fams map[string]*dto.MetricFamily) bool {
-		n, _ := series(fams, "reshard_cutover_window_seconds", nil)
+		n, _ := metricstest.Value(fams, "reshard_cutover_window_seconds", nil)
 		return n > 0
 	})
-	if n, _ := series(fams, "reshard_cutover_window_seconds", nil); n != 1 {
+	if n, _ := metricstest.Value(fams, "reshard_cutover_window_seconds", nil); n != 1 {
 		t.Errorf("%v cutover windows observed, want 1", n)
 	}
 	for _, step := range []string{"freeze", "fence", "drain", "catch-up", "verify", "sequences", "flip", "open"} {
-		if n, _ := series(fams, "reshard_cutover_step_seconds", map[string]string{"step": step}); n != 1 {
+		if n, _ := metricstest.Value(fams, "reshard_cutover_step_seconds", map[string]string{"step": step}); n != 1 {
 			t.Errorf("step %s: %v observations, want 1", step, n)
 		}
 	}
@@ -217,8 +184,7 @@ func checkMoved(t *testing.T, ctx context.Context, before map[string]string, pgs
 // partition runway and the scheduler's last run; a journal change reaches the metrics.
 func TestUIServesTheCatalogsMetrics(t *testing.T) {
 	store, _, flags := catalogOnly(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 2*time.Minute)
 	m := &catalog.Migration{ID: "mui", Kind: catalog.KindMove, Range: catalog.NewRange(5, 10), Source: "s1", Target: "s2",
 		Phase: catalog.PhaseCopying, RowsCopied: 1234}
 	if err := store.PutMigration(ctx, m); err != nil {
@@ -251,10 +217,10 @@ func TestUIServesTheCatalogsMetrics(t *testing.T) {
 	}
 	mig := map[string]string{"id": "mui", "range": "5:10", "source": "s1", "target": "s2"}
 	scrapeUntil("the migration and the runway", func(fams map[string]*dto.MetricFamily) bool {
-		rows, _ := series(fams, "reshard_migration_copied_rows_total", mig)
-		_, copying := series(fams, "reshard_migration_phase", map[string]string{"id": "mui", "phase": "copying"})
-		runway, _ := series(fams, "reshard_partition_runway_periods", map[string]string{"shard": "s1", "table": "events"})
-		ok, _ := series(fams, "reshard_scheduler_last_run_outcome", map[string]string{"outcome": "ok"})
+		rows, _ := metricstest.Value(fams, "reshard_migration_copied_rows_total", mig)
+		_, copying := metricstest.Value(fams, "reshard_migration_phase", map[string]string{"id": "mui", "phase": "copying"})
+		runway, _ := metricstest.Value(fams, "reshard_partition_runway_periods", map[string]string{"shard": "s1", "table": "events"})
+		ok, _ := metricstest.Value(fams, "reshard_scheduler_last_run_outcome", map[string]string{"outcome": "ok"})
 		return rows == 1234 && copying && runway == 7 && ok == 1
 	})
 	m.Phase, m.RowsCopied = catalog.PhaseCatchingUp, 2000
@@ -262,8 +228,8 @@ func TestUIServesTheCatalogsMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	scrapeUntil("the journal's change", func(fams map[string]*dto.MetricFamily) bool {
-		rows, _ := series(fams, "reshard_migration_copied_rows_total", mig)
-		_, catching := series(fams, "reshard_migration_phase", map[string]string{"id": "mui", "phase": "catching_up"})
+		rows, _ := metricstest.Value(fams, "reshard_migration_copied_rows_total", mig)
+		_, catching := metricstest.Value(fams, "reshard_migration_phase", map[string]string{"id": "mui", "phase": "catching_up"})
 		return rows == 2000 && catching
 	})
 	stop()

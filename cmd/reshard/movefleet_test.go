@@ -42,8 +42,7 @@ func moveFleetWith(t *testing.T, cluster string, shard func(name string, pg *tes
 	t.Helper()
 	pgs := testenv.Postgres(t, 2)
 	srv, cli := testenv.Etcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 2*time.Minute)
 	for i, pg := range pgs {
 		lo := []int{1, 1000}[i]
 		pg.Exec(ctx, moveSchema+fmt.Sprintf(`

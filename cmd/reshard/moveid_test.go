@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -17,8 +16,7 @@ import (
 // range or to another shard it exits 1. apply refuses a plan whose move was rolled back.
 func TestMoveIDOfEndedMigration(t *testing.T) {
 	etcd, _, store, pgs := moveFleet(t, "ended")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 4*time.Minute)
 	run := cliRunner(t, ctx, "--etcd", etcd, "--cluster", "ended")
 	if res := run("move", "--id", "mdone", "--range", "5:10", "--to", "s2"); res.code != 0 {
 		t.Fatalf("move: exit %d\n%s%s", res.code, res.stdout, res.stderr)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -18,8 +17,7 @@ import (
 // two real shards, with --now as the clock.
 func TestPartitionsCLI(t *testing.T) {
 	etcd, _ := partitionsCluster(t, "clitest")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 2*time.Minute)
 	reshard := func(args ...string) (string, error) {
 		root := newRootCmd()
 		var out bytes.Buffer
@@ -71,8 +69,7 @@ func partitionsCluster(t *testing.T, cluster string) (string, *catalog.Store) {
 	t.Helper()
 	pgs := testenv.Postgres(t, 2)
 	srv, cli := testenv.Etcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 2*time.Minute)
 	var shards []catalog.Shard
 	for i, pg := range pgs {
 		pg.Exec(ctx, `CREATE TABLE events (tenant_id bigint NOT NULL, id bigint NOT NULL, created_at timestamptz NOT NULL,

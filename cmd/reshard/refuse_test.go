@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -17,8 +16,7 @@ import (
 // shard's rows and reshard objects are unchanged. A good move then goes through.
 func TestRefusedMoveChangesNothing(t *testing.T) {
 	etcd, cli, store, pgs := moveFleet(t, "refuse")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 4*time.Minute)
 	run := cliRunner(t, ctx, "--etcd", etcd, "--cluster", "refuse")
 	// s2 holds a stray row of tenant 7, which lives on s1.
 	pgs["s2"].Exec(ctx, `INSERT INTO orders VALUES (7, 99999, 'stray')`)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/metrics/metricstest"
 )
 
 // TestScheduleRecordsRuns runs `reshard schedule` against a real etcd catalog and two real
@@ -17,8 +18,7 @@ import (
 // `reshard status` (text and -o json) shows it.
 func TestScheduleRecordsRuns(t *testing.T) {
 	etcd, store := partitionsCluster(t, "schedtest")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 2*time.Minute)
 	global := []string{"--etcd", etcd, "--cluster", "schedtest"}
 	if res := runCLI(t, ctx, append(global, "status")...); res.code != 0 || !strings.Contains(res.stdout, "last partition run: none recorded") {
 		t.Errorf("status before any run: %+v", res)
@@ -53,21 +53,13 @@ func TestScheduleRecordsRuns(t *testing.T) {
 	}
 	// --metrics serves the run: each shard's table's runway and the run's outcome and time.
 	fams := scrapeMetrics(t, "http://"+metricsAddr+"/metrics")
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
-		{"reshard_partition_runway_periods", map[string]string{"shard": "s1", "table": "events"}, 2},
-		{"reshard_partition_runway_periods", map[string]string{"shard": "s2", "table": "events"}, 2},
-		{"reshard_scheduler_last_run_outcome", map[string]string{"outcome": "ok"}, 1},
-		{"reshard_scheduler_last_run_outcome", map[string]string{"outcome": "failed"}, 0},
-		{"reshard_scheduler_last_run_timestamp_seconds", nil, float64(run.Time.UnixNano()) / 1e9},
-	} {
-		if got, ok := series(fams, c.name, c.labels); !ok || got != c.want {
-			t.Errorf("metrics: %s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
-		}
-	}
+	metricstest.Expect(t, fams, []metricstest.Series{
+		{Name: "reshard_partition_runway_periods", Labels: map[string]string{"shard": "s1", "table": "events"}, Want: 2},
+		{Name: "reshard_partition_runway_periods", Labels: map[string]string{"shard": "s2", "table": "events"}, Want: 2},
+		{Name: "reshard_scheduler_last_run_outcome", Labels: map[string]string{"outcome": "ok"}, Want: 1},
+		{Name: "reshard_scheduler_last_run_outcome", Labels: map[string]string{"outcome": "failed"}, Want: 0},
+		{Name: "reshard_scheduler_last_run_timestamp_seconds", Labels: nil, Want: float64(run.Time.UnixNano()) / 1e9},
+	})
 	stop()
 	select {
 	case err := <-done:

@@ -18,8 +18,7 @@ import (
 // carries the same. A finished migration's slot is not looked for.
 func TestStatusShowsSlotWAL(t *testing.T) {
 	etcd, store := partitionsCluster(t, "statustest")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 2*time.Minute)
 	st, err := store.Load(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -22,8 +21,7 @@ import (
 func TestTruncateDuringMoveShowsInStatus(t *testing.T) {
 	bin := buildReshard(t)
 	etcd, _, store, pgs := moveFleet(t, "trunc")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 4*time.Minute)
 	before := map[string]map[string]string{}
 	for name, pg := range pgs {
 		before[name] = tenantEntries(shardState(t, ctx, pg))

@@ -40,8 +40,7 @@ func newUIStack(t *testing.T, cluster string) *uiStack {
 	t.Helper()
 	pgs := testenv.Postgres(t, 2)
 	srv, cli := testenv.Etcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 3*time.Minute)
 	s := &uiStack{endpoint: srv.Endpoint(), conns: map[string]demo.Querier{}}
 	names := []string{"s1", "s2"}
 	ranges := catalog.EvenRanges(names)
@@ -169,8 +168,7 @@ func TestUIPageFollowsAMoveInABrowser(t *testing.T) {
 	testenv.Integration(t)
 	const cluster = "uibrowser"
 	s := newUIStack(t, cluster)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 10*time.Minute)
 	global := []string{"--etcd", s.endpoint, "--cluster", cluster}
 	if res := runCLI(t, ctx, append(global, "stats", "collect", "--sample-writes", "0")...); res.code != 0 {
 		t.Fatalf("stats collect: exit %d: %s", res.code, res.stderr)
@@ -282,8 +280,7 @@ func TestUICommandServesUntilInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 2*time.Minute)
 	if err := store.Init(ctx, catalog.Config{Cluster: "uicmd", Key: "tenant_id", Tables: []string{"orders"}},
 		[]catalog.Shard{{Name: "s1", DSN: "host=127.0.0.1 dbname=a"}}, nil, false); err != nil {
 		t.Fatal(err)

@@ -2,58 +2,22 @@ package metrics
 
 import (
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/metrics/metricstest"
 	"github.com/reshard/reshard/mover"
 )
 
-// scrape reads the handler's exposition with Prometheus's own text parser.
+// scrape reads the handler's exposition as a scraper does.
 func scrape(t *testing.T, m *Metrics) map[string]*dto.MetricFamily {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(rec.Body.String()))
-	if err != nil {
-		t.Fatalf("the exposition does not parse: %v\n%s", err, rec.Body.String())
-	}
-	return fams
-}
-
-// value is the value of the series of family name whose labels include want.
-func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, s := range f.Metric {
-		got := map[string]string{}
-		for _, l := range s.Label {
-			got[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if got[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case s.Counter != nil:
-			return s.Counter.GetValue(), true
-		case s.Gauge != nil:
-			return s.Gauge.GetValue(), true
-		case s.Histogram != nil:
-			return float64(s.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
+	return metricstest.Parse(t, rec.Body.String())
 }
 
 func rec(id, phase string, rows int64) *catalog.Migration {
@@ -78,14 +42,14 @@ func TestMetricsFollowMigrations(t *testing.T) {
 		"reshard_migration_apply_lag_bytes": 300, "reshard_migration_apply_lag_seconds": 0.5,
 		"reshard_migration_applied_transactions_total": 7,
 	} {
-		if got, ok := value(fams, name, labels); !ok || got != want {
+		if got, ok := metricstest.Value(fams, name, labels); !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
 		}
 	}
-	if _, ok := value(fams, "reshard_migration_phase", map[string]string{"id": "m1", "phase": catalog.PhaseCatchingUp}); !ok {
+	if _, ok := metricstest.Value(fams, "reshard_migration_phase", map[string]string{"id": "m1", "phase": catalog.PhaseCatchingUp}); !ok {
 		t.Error("no phase catching_up for m1")
 	}
-	if _, ok := value(fams, "reshard_migration_copied_rows_total", map[string]string{"id": "unknown"}); ok {
+	if _, ok := metricstest.Value(fams, "reshard_migration_copied_rows_total", map[string]string{"id": "unknown"}); ok {
 		t.Error("progress of a migration never seen in a journal made a series without its labels")
 	}
 
@@ -101,24 +65,16 @@ func TestMetricsFollowMigrations(t *testing.T) {
 	m.Failed(rec("m3", catalog.PhaseCopying, 0))
 	m.Failed(rec("m2", catalog.PhaseRolledBack, 0))
 	fams = scrape(t, m)
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
-		{"reshard_migrations_finished_total", map[string]string{"outcome": "done"}, 1},
-		{"reshard_migrations_finished_total", map[string]string{"outcome": "rolled_back"}, 0},
-		{"reshard_migrations_finished_total", map[string]string{"outcome": "cancelled"}, 0},
-		{"reshard_migrations_finished_total", map[string]string{"outcome": "failed"}, 1},
-		{"reshard_cutover_window_seconds", nil, 1},
-		{"reshard_cutover_step_seconds", map[string]string{"step": "freeze"}, 1},
-		{"reshard_cutover_step_seconds", map[string]string{"step": "flip"}, 1},
-		{"reshard_migration_apply_lag_bytes", labels, 0},
-	} {
-		if got, ok := value(fams, c.name, c.labels); !ok || got != c.want {
-			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
-		}
-	}
+	metricstest.Expect(t, fams, []metricstest.Series{
+		{Name: "reshard_migrations_finished_total", Labels: map[string]string{"outcome": "done"}, Want: 1},
+		{Name: "reshard_migrations_finished_total", Labels: map[string]string{"outcome": "rolled_back"}, Want: 0},
+		{Name: "reshard_migrations_finished_total", Labels: map[string]string{"outcome": "cancelled"}, Want: 0},
+		{Name: "reshard_migrations_finished_total", Labels: map[string]string{"outcome": "failed"}, Want: 1},
+		{Name: "reshard_cutover_window_seconds", Labels: nil, Want: 1},
+		{Name: "reshard_cutover_step_seconds", Labels: map[string]string{"step": "freeze"}, Want: 1},
+		{Name: "reshard_cutover_step_seconds", Labels: map[string]string{"step": "flip"}, Want: 1},
+		{Name: "reshard_migration_apply_lag_bytes", Labels: labels, Want: 0},
+	})
 }
 
 // TestMetricsShowThePartitionRun: runway per shard and table, and the last run's time,
@@ -130,22 +86,14 @@ func TestMetricsShowThePartitionRun(t *testing.T) {
 		{Shard: "s1", Tables: []catalog.PartitionTableRun{{Table: "events", Runway: 6}}},
 		{Shard: "s2", Tables: []catalog.PartitionTableRun{{Table: "events", Runway: 2}}}}})
 	fams := scrape(t, m)
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
-		{"reshard_partition_runway_periods", map[string]string{"shard": "s1", "table": "events"}, 6},
-		{"reshard_partition_runway_periods", map[string]string{"shard": "s2", "table": "events"}, 2},
-		{"reshard_scheduler_last_run_timestamp_seconds", nil, float64(at.Unix())},
-		{"reshard_scheduler_last_run_duration_seconds", nil, 1.5},
-		{"reshard_scheduler_last_run_outcome", map[string]string{"outcome": "errors"}, 1},
-		{"reshard_scheduler_last_run_outcome", map[string]string{"outcome": "ok"}, 0},
-	} {
-		if got, ok := value(fams, c.name, c.labels); !ok || got != c.want {
-			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
-		}
-	}
+	metricstest.Expect(t, fams, []metricstest.Series{
+		{Name: "reshard_partition_runway_periods", Labels: map[string]string{"shard": "s1", "table": "events"}, Want: 6},
+		{Name: "reshard_partition_runway_periods", Labels: map[string]string{"shard": "s2", "table": "events"}, Want: 2},
+		{Name: "reshard_scheduler_last_run_timestamp_seconds", Labels: nil, Want: float64(at.Unix())},
+		{Name: "reshard_scheduler_last_run_duration_seconds", Labels: nil, Want: 1.5},
+		{Name: "reshard_scheduler_last_run_outcome", Labels: map[string]string{"outcome": "errors"}, Want: 1},
+		{Name: "reshard_scheduler_last_run_outcome", Labels: map[string]string{"outcome": "ok"}, Want: 0},
+	})
 }
 
 // TestWatchedMigrationsObserveTheirWindow: a watcher (the status page) that saw a migration
@@ -163,13 +111,13 @@ func TestWatchedMigrationsObserveTheirWindow(t *testing.T) {
 		m.Watched(r)
 	}
 	fams := scrape(t, m)
-	if n, _ := value(fams, "reshard_cutover_window_seconds", nil); n != 1 {
+	if n, _ := metricstest.Value(fams, "reshard_cutover_window_seconds", nil); n != 1 {
 		t.Errorf("%v windows observed, want 1", n)
 	}
-	if n, _ := value(fams, "reshard_cutover_step_seconds", map[string]string{"step": "verify"}); n != 1 {
+	if n, _ := metricstest.Value(fams, "reshard_cutover_step_seconds", map[string]string{"step": "verify"}); n != 1 {
 		t.Errorf("%v verify steps observed, want 1", n)
 	}
-	if n, _ := value(fams, "reshard_migrations_finished_total", map[string]string{"outcome": "done"}); n != 1 {
+	if n, _ := metricstest.Value(fams, "reshard_migrations_finished_total", map[string]string{"outcome": "done"}); n != 1 {
 		t.Errorf("%v done, want 1", n)
 	}
 }

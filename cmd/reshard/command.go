@@ -1,0 +1,30 @@
+package main
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+
+	"github.com/reshard/reshard/catalog"
+)
+
+// runFunc is a cobra command's RunE.
+type runFunc = func(cmd *cobra.Command, args []string) error
+
+// onStore is the RunE of a command whose work is on the catalog store of --cluster: fn runs
+// with the command's context and the store, which is closed however fn returns.
+func onStore(fn func(ctx context.Context, cmd *cobra.Command, args []string, store *catalog.Store) error) runFunc {
+	return func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
+		return withStore(ctx, func(store *catalog.Store) error { return fn(ctx, cmd, args, store) })
+	}
+}
+
+// onCatalog is onStore for the commands that work on the catalog as it is (withCatalog): a
+// cluster without one fails with the catalog's own error before fn runs.
+func onCatalog(fn func(ctx context.Context, cmd *cobra.Command, args []string, store *catalog.Store, st *catalog.State) error) runFunc {
+	return func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
+		return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error { return fn(ctx, cmd, args, store, st) })
+	}
+}
