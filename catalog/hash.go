@@ -94,42 +94,34 @@ func le32[T ~string | ~[]byte](p T) uint32 {
 	return uint32(p[0]) | uint32(p[1])<<8 | uint32(p[2])<<16 | uint32(p[3])<<24
 }
 
+// mix is lookup3's mix: six rounds with a rotation each, the roles of a, b and c turning
+// by one every round.
 func mix(a, b, c uint32) (uint32, uint32, uint32) {
-	a -= c
-	a ^= bits.RotateLeft32(c, 4)
-	c += b
-	b -= a
-	b ^= bits.RotateLeft32(a, 6)
-	a += c
-	c -= b
-	c ^= bits.RotateLeft32(b, 8)
-	b += a
-	a -= c
-	a ^= bits.RotateLeft32(c, 16)
-	c += b
-	b -= a
-	b ^= bits.RotateLeft32(a, 19)
-	a += c
-	c -= b
-	c ^= bits.RotateLeft32(b, 4)
-	b += a
+	a, c = mixRound(a, c, b, 4)
+	b, a = mixRound(b, a, c, 6)
+	c, b = mixRound(c, b, a, 8)
+	a, c = mixRound(a, c, b, 16)
+	b, a = mixRound(b, a, c, 19)
+	c, b = mixRound(c, b, a, 4)
 	return a, b, c
 }
 
+// mixRound is one round of mix: x takes in z rotated by k, and z takes in y.
+func mixRound(x, z, y uint32, k int) (uint32, uint32) {
+	return (x - z) ^ bits.RotateLeft32(z, k), z + y
+}
+
+// final is lookup3's final: seven rounds, each word in turn (from c) taking in the one
+// before it and its rotation.
 func final(a, b, c uint32) (uint32, uint32, uint32) {
-	c ^= b
-	c -= bits.RotateLeft32(b, 14)
-	a ^= c
-	a -= bits.RotateLeft32(c, 11)
-	b ^= a
-	b -= bits.RotateLeft32(a, 25)
-	c ^= b
-	c -= bits.RotateLeft32(b, 16)
-	a ^= c
-	a -= bits.RotateLeft32(c, 4)
-	b ^= a
-	b -= bits.RotateLeft32(a, 14)
-	c ^= b
-	c -= bits.RotateLeft32(b, 24)
+	c = finalRound(c, b, 14)
+	a = finalRound(a, c, 11)
+	b = finalRound(b, a, 25)
+	c = finalRound(c, b, 16)
+	a = finalRound(a, c, 4)
+	b = finalRound(b, a, 14)
+	c = finalRound(c, b, 24)
 	return a, b, c
 }
+
+func finalRound(x, y uint32, k int) uint32 { return (x ^ y) - bits.RotateLeft32(y, k) }

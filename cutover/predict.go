@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/clock"
 )
 
 // Predictor is a Replicator that reports its lag and measured apply rate (mover.Mover
@@ -135,19 +136,8 @@ func (w *window) settle() error {
 			}
 			continue
 		}
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := clock.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -74,13 +74,9 @@ func (m *Mover) Remove(ctx context.Context, targetRows bool) error {
 // one keeps its phase). It works from the journal alone (a migration whose process died)
 // and is idempotent. The journal is read afresh: a cached record could miss a flip.
 func (m *Mover) Cancel(ctx context.Context) error {
-	rec, err := m.j.Load(ctx, m.cfg.ID)
+	rec, phase, err := m.loadRecord(ctx)
 	if err != nil {
-		return fmt.Errorf("mover: load migration %s: %w", m.cfg.ID, err)
-	}
-	phase := ""
-	if rec != nil {
-		phase = rec.Phase
+		return err
 	}
 	switch phase {
 	case catalog.PhaseFlipped, catalog.PhaseCleaningUp, catalog.PhaseDone:

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/clock"
 )
 
 // launchCatchup starts the catch-up goroutine and its checkpointer.
@@ -80,7 +81,7 @@ func (m *Mover) runCatchup(ctx context.Context) error {
 			backoff = 100 * time.Millisecond
 		}
 		m.log.Warn("catch-up interrupted; reconnecting", "err", err, "in", backoff)
-		if sleep(ctx, backoff) != nil {
+		if clock.Sleep(ctx, backoff) != nil {
 			return nil
 		}
 		backoff = min(backoff*2, 5*time.Second)
@@ -190,7 +191,7 @@ func (m *Mover) waitForColumn(ctx context.Context, mc *missingColumnError) {
 	m.lastErr.Store(&msg)
 	m.log.Warn(msg)
 	m.noteError(mc)
-	for sleep(ctx, time.Second) == nil {
+	for clock.Sleep(ctx, time.Second) == nil {
 		t, err := loadTable(ctx, dst, mc.table.Name)
 		if err == nil && t.column(mc.column) != nil {
 			m.log.Info("the target has the new column; the catch-up goes on", "table", mc.table.Name, "column", mc.column)

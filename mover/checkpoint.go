@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+
 	"github.com/reshard/reshard/catalog"
 )
 
@@ -70,3 +72,28 @@ func (m *Mover) checkpoint(ctx context.Context, withLag bool) error {
 // caughtUpBytes is the lag under which the catch-up counts as caught up for its timing
 // (other tenants keep writing on a busy source, so exact zero may never be seen).
 const caughtUpBytes = 64 << 10
+
+// recordCopyDone journals a finished copy, first or resumed, in one save: the catch-up
+// starts from consistent, with the copy's counters and its time since began, so a restart
+// after it resumes the catch-up and never copies again.
+func (m *Mover) recordCopyDone(ctx context.Context, consistent pglogrepl.LSN, st *copyStats, began time.Time) error {
+	return m.update(ctx, func(r *catalog.Migration) {
+		r.Phase = catalog.PhaseCatchingUp
+		r.AppliedLSN = consistent.String()
+		st.record(r)
+		r.Timings.Copy = time.Since(began).Seconds()
+	})
+}
+
+// loadRecord reads the migration's record afresh from the journal, and its phase ("" when
+// there is no record yet).
+func (m *Mover) loadRecord(ctx context.Context) (*catalog.Migration, string, error) {
+	rec, err := m.j.Load(ctx, m.cfg.ID)
+	if err != nil {
+		return nil, "", fmt.Errorf("mover: load migration %s: %w", m.cfg.ID, err)
+	}
+	if rec == nil {
+		return nil, "", nil
+	}
+	return rec, rec.Phase, nil
+}

@@ -3,6 +3,7 @@ package mover
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -188,27 +189,15 @@ func boundaries(sorted [][]string, n int) [][]string {
 	}
 	for i := 1; i < n; i++ {
 		k := sorted[i*len(sorted)/n]
-		if len(out) > 0 && equalTuple(out[len(out)-1], k) {
+		if len(out) > 0 && slices.Equal(out[len(out)-1], k) {
 			continue
 		}
-		if len(out) == 0 && equalTuple(sorted[0], k) {
+		if len(out) == 0 && slices.Equal(sorted[0], k) {
 			continue // a boundary at the very first key makes an empty first chunk
 		}
 		out = append(out, k)
 	}
 	return out
-}
-
-func equalTuple(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // blockChunks cuts a plain table's heap into n block ranges; the last is open-ended, so

@@ -141,19 +141,19 @@ func connectReplication(ctx context.Context, dsn, app string) (*pgconn.PgConn, e
 
 // closeQuietly closes a connection with a fresh short context (the caller's may be done).
 func closeQuietly(c *pgx.Conn) {
-	if c == nil {
-		return
+	if c != nil {
+		closeWithin(c.Close)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-	defer cancel()
-	_ = c.Close(ctx)
 }
 
 func closeReplQuietly(c *pgconn.PgConn) {
-	if c == nil {
-		return
+	if c != nil {
+		closeWithin(c.Close)
 	}
+}
+
+func closeWithin(close func(context.Context) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
-	_ = c.Close(ctx)
+	_ = close(ctx)
 }

@@ -32,22 +32,21 @@ type copyStats struct {
 	tables map[string]*tableStats
 }
 
-func (s *copyStats) rows() (n int64) {
-	if s == nil {
-		return 0
-	}
-	for _, t := range s.tables {
-		n += t.rows.Load()
-	}
-	return n
+func (s *copyStats) rows() int64 {
+	return s.sum(func(t *tableStats) *atomic.Int64 { return &t.rows })
 }
 
-func (s *copyStats) bytes() (n int64) {
+func (s *copyStats) bytes() int64 {
+	return s.sum(func(t *tableStats) *atomic.Int64 { return &t.bytes })
+}
+
+// sum adds one counter over the tables; a nil copyStats (no copy yet) counts nothing.
+func (s *copyStats) sum(counter func(*tableStats) *atomic.Int64) (n int64) {
 	if s == nil {
 		return 0
 	}
 	for _, t := range s.tables {
-		n += t.bytes.Load()
+		n += counter(t).Load()
 	}
 	return n
 }

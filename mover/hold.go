@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -111,7 +112,7 @@ func (s *changeSet) add(table string, cols []string, vals [][]byte) {
 	if s.overflow {
 		return
 	}
-	if have, ok := s.cols[table]; ok && !sameStrings(have, cols) {
+	if have, ok := s.cols[table]; ok && !slices.Equal(have, cols) {
 		// The table's identity changed in the stream: the record cannot say which rows.
 		s.drop()
 		return
@@ -141,18 +142,6 @@ func (s *changeSet) add(table string, cols []string, vals [][]byte) {
 func (s *changeSet) drop() {
 	s.overflow = true
 	s.cols, s.keys, s.n = nil, nil, 0
-}
-
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // ChangedKeys is every row the apply changed since the position of the last successful

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/clock"
 )
 
 const closeTimeout = 5 * time.Second
@@ -112,16 +113,12 @@ func (m *Mover) Start(ctx context.Context) (err error) {
 		}
 	}()
 
-	rec, err := m.j.Load(runCtx, m.cfg.ID)
+	rec, phase, err := m.loadRecord(runCtx)
 	if err != nil {
-		return fmt.Errorf("mover: load migration %s: %w", m.cfg.ID, err)
+		return err
 	}
-	phase := ""
-	if rec != nil {
-		phase = rec.Phase
-		if !rec.Range.Equal(m.cfg.Range) && rec.Phase != "" && rec.Phase != catalog.PhasePlanned {
-			return fmt.Errorf("mover: migration %s moves range %s, not %s: use another id", m.cfg.ID, rec.Range, m.cfg.Range)
-		}
+	if rec != nil && !rec.Range.Equal(m.cfg.Range) && phase != "" && phase != catalog.PhasePlanned {
+		return fmt.Errorf("mover: migration %s moves range %s, not %s: use another id", m.cfg.ID, rec.Range, m.cfg.Range)
 	}
 	switch phase {
 	case "", catalog.PhasePlanned, catalog.PhasePreflight, catalog.PhaseCancelled, catalog.PhaseRolledBack:
@@ -171,7 +168,7 @@ func (m *Mover) retryCopy(ctx context.Context, run func() error) error {
 			return err
 		}
 		m.log.Warn("the copy was interrupted; resuming it", "err", err, "in", backoff)
-		if sleep(ctx, backoff) != nil {
+		if clock.Sleep(ctx, backoff) != nil {
 			return err
 		}
 		backoff = min(2*backoff, 5*time.Second)
@@ -222,12 +219,7 @@ func (m *Mover) startFresh(ctx context.Context) error {
 		return err
 	}
 	st := m.copyStats()
-	if err := m.update(ctx, func(r *catalog.Migration) {
-		r.Phase = catalog.PhaseCatchingUp
-		r.AppliedLSN = consistent.String()
-		st.record(r)
-		r.Timings.Copy = time.Since(copyStart).Seconds()
-	}); err != nil {
+	if err := m.recordCopyDone(ctx, consistent, st, copyStart); err != nil {
 		return err
 	}
 	m.log.Info("copy done", "rows", st.rows(), "bytes", st.bytes(), "seconds", time.Since(copyStart).Seconds())

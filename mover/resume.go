@@ -153,12 +153,7 @@ func (m *Mover) resumeCopy(ctx context.Context, rec *catalog.Migration) (bool, e
 	if err := m.finishCopy(ctx, dst, workers, consistent); err != nil {
 		return true, err
 	}
-	if err := m.update(ctx, func(r *catalog.Migration) {
-		r.Phase = catalog.PhaseCatchingUp
-		r.AppliedLSN = consistent.String()
-		st.record(r)
-		r.Timings.Copy = time.Since(began).Seconds()
-	}); err != nil {
+	if err := m.recordCopyDone(ctx, consistent, st, began); err != nil {
 		return true, err
 	}
 	m.log.Info("copy done (resumed)", "rows", st.rows(), "overlap_until", overlap, "seconds", time.Since(began).Seconds())

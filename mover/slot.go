@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/reshard/reshard/internal/clock"
 	"github.com/reshard/reshard/internal/pgerr"
 )
 
@@ -77,7 +78,7 @@ func dropSlot(ctx context.Context, db interface {
 		}
 		if s.active && s.activePID != nil {
 			if time.Now().Before(deadline) {
-				if err := sleep(ctx, 100*time.Millisecond); err != nil {
+				if err := clock.Sleep(ctx, 100*time.Millisecond); err != nil {
 					return err
 				}
 				continue
@@ -93,23 +94,11 @@ func dropSlot(ctx context.Context, db interface {
 		case pgerr.Is(err, pgerr.UndefinedObject): // gone meanwhile
 			return nil
 		case pgerr.Is(err, pgerr.ObjectInUse) && time.Now().Before(deadline.Add(10*time.Second)):
-			if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			if err := clock.Sleep(ctx, 200*time.Millisecond); err != nil {
 				return err
 			}
 		default:
 			return fmt.Errorf("source: drop replication slot %s: %w", name, err)
 		}
-	}
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/reshard/reshard/internal/clock"
 )
 
 // throttle enforces MaxRate over copy and apply, and the copy's pause while another slot
@@ -43,7 +45,7 @@ func (t *throttle) wait(ctx context.Context, n int) error {
 // waitUnpaused blocks while the copy is paused for source lag.
 func (t *throttle) waitUnpaused(ctx context.Context) error {
 	for t != nil && t.paused.Load() {
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := clock.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
