@@ -13,10 +13,8 @@ import (
 )
 
 func TestExportImportRoundTrip(t *testing.T) {
-	s, cli := testStore(t)
+	s, cli, st, m := demoMove(t)
 	ctx := context.Background()
-	st := initDemo(t, s)
-	m := newMigration(t, s, "mv1", st.Ranges[1], "s3")
 	if err := s.Freeze(ctx, st, 0, m); err != nil {
 		t.Fatal(err)
 	}

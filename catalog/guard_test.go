@@ -12,10 +12,8 @@ import (
 // every guarded write fails with ErrLockLost and changes nothing, the lock reports the
 // loss, and the driver's context ends with it as the cause.
 func TestGuardedWritesNeedTheLock(t *testing.T) {
-	s, cli := testStore(t)
+	s, cli, st, m := demoMove(t)
 	ctx := context.Background()
-	st := initDemo(t, s)
-	m := newMigration(t, s, "mv1", st.Ranges[1], "s3")
 	l, err := s.TryLockMigration(ctx, "mv1", WithTTL(5))
 	if err != nil {
 		t.Fatal(err)

@@ -8,35 +8,13 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
-	"github.com/reshard/reshard/internal/etcdserver"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
-// A second process: its own client on the same etcd, closed without unlocking to play a
-// process that died.
-func otherProcess(t *testing.T, srv *etcdserver.Server, holder string) (*Store, *clientv3.Client) {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := NewStore(cli, "demo", WithHolder(holder))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, cli
-}
-
 func TestLockMigration(t *testing.T) {
-	srv, cli := testenv.Etcd(t)
 	ctx := context.Background()
-	a, err := NewStore(cli, "demo", WithHolder("driver-a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, bcli := otherProcess(t, srv, "driver-b")
+	a, b, bcli := twoProcesses(t, "driver-a", "driver-b")
 	defer bcli.Close()
 
 	la, err := a.LockMigration(ctx, "mv1", WithTTL(5))
@@ -58,7 +36,7 @@ func TestLockMigration(t *testing.T) {
 	}
 	lo.Unlock(ctx)
 	// A guarded write succeeds only while the lock is held.
-	resp, err := cli.Txn(ctx).If(la.IsOwner()).Then(clientv3.OpPut("/x", "1")).Commit()
+	resp, err := a.cli.Txn(ctx).If(la.IsOwner()).Then(clientv3.OpPut("/x", "1")).Commit()
 	if err != nil || !resp.Succeeded {
 		t.Fatalf("guarded write while holding: %v %v", resp, err)
 	}
@@ -87,7 +65,7 @@ func TestLockMigration(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Lock did not get the released lock")
 	}
-	resp, _ = cli.Txn(ctx).If(la.IsOwner()).Then(clientv3.OpPut("/x", "2")).Commit()
+	resp, _ = a.cli.Txn(ctx).If(la.IsOwner()).Then(clientv3.OpPut("/x", "2")).Commit()
 	if resp.Succeeded {
 		t.Error("a guarded write succeeded after unlock")
 	}
@@ -99,13 +77,8 @@ func TestLockMigration(t *testing.T) {
 // A lock held by a process that died (client closed, never unlocked) is released when its
 // lease expires, and not before.
 func TestLockOfDeadProcessReleasedAfterTTL(t *testing.T) {
-	srv, cli := testenv.Etcd(t)
 	ctx := context.Background()
-	alive, err := NewStore(cli, "demo", WithHolder("survivor"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead, dcli := otherProcess(t, srv, "doomed")
+	alive, dead, dcli := twoProcesses(t, "survivor", "doomed")
 	const ttl = 3
 	if _, err := dead.LockMigration(ctx, "mv1", WithTTL(ttl)); err != nil {
 		t.Fatal(err)
@@ -130,10 +103,8 @@ func TestLockOfDeadProcessReleasedAfterTTL(t *testing.T) {
 }
 
 func TestCampaign(t *testing.T) {
-	srv, cli := testenv.Etcd(t)
 	ctx := context.Background()
-	a, _ := NewStore(cli, "demo", WithHolder("sched-a"))
-	b, bcli := otherProcess(t, srv, "sched-b")
+	a, b, bcli := twoProcesses(t, "sched-a", "sched-b")
 	la, err := a.Campaign(ctx, "scheduler", WithTTL(3))
 	if err != nil {
 		t.Fatal(err)

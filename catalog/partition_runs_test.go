@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 func sampleRun(holder string, created, runway int) PartitionRun {
@@ -41,16 +39,11 @@ func historyOfKind(t *testing.T, s *Store, kind string) []Event {
 // a scheduler that lost the election (lease gone, or resigned, while another leads) is
 // refused with ErrNotLeader and changes nothing.
 func TestPartitionRunOnlyLeaderWrites(t *testing.T) {
-	srv, cli := testenv.Etcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, err := NewStore(cli, "demo", WithHolder("sched-a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	initDemo(t, a)
-	b, bcli := otherProcess(t, srv, "sched-b")
+	a, b, bcli := twoProcesses(t, "sched-a", "sched-b")
 	defer bcli.Close()
+	initDemo(t, a)
 
 	if r, err := a.LastPartitionRun(ctx); r != nil || err != nil {
 		t.Fatalf("LastPartitionRun before any run = %+v, %v; want nil, nil", r, err)
@@ -89,7 +82,7 @@ func TestPartitionRunOnlyLeaderWrites(t *testing.T) {
 		}
 		won <- lb
 	}()
-	if _, err := cli.Revoke(ctx, la.session.Lease()); err != nil {
+	if _, err := a.cli.Revoke(ctx, la.session.Lease()); err != nil {
 		t.Fatal(err)
 	}
 	lb := <-won
@@ -117,7 +110,7 @@ func TestPartitionRunOnlyLeaderWrites(t *testing.T) {
 		t.Errorf("put after resign = %v, want ErrNotLeader", err)
 	}
 	// A leader of another cluster's election cannot write this cluster's record.
-	other, err := NewStore(cli, "other")
+	other, err := NewStore(a.cli, "other")
 	if err != nil {
 		t.Fatal(err)
 	}

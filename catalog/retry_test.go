@@ -232,10 +232,8 @@ func TestUnknownWriteOutcomeResolvedByReading(t *testing.T) {
 // writer changed the migration meanwhile, the re-send's failed compare is a conflict: the
 // store reads that the stored version is not its own and says so.
 func TestLostReplyAndAnotherWriterIsAConflict(t *testing.T) {
-	s, cli := testStore(t)
+	s, cli, _, m := demoMove(t)
 	ctx := context.Background()
-	st := initDemo(t, s)
-	m := newMigration(t, s, "mv1", st.Ranges[1], "s3")
 	other, err := NewStore(cli, "demo")
 	if err != nil {
 		t.Fatal(err)

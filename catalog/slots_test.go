@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // TestShardSlotsHoldAcrossDriversAndGoWithTheLock: a shard's move slot is held by one
@@ -15,13 +13,8 @@ import (
 // free ones unclaimed) and names the holder; the slots go with the claim's lock, whether it
 // is unlocked or its process dies (its lease expires); a lock no longer held claims nothing.
 func TestShardSlotsHoldAcrossDriversAndGoWithTheLock(t *testing.T) {
-	srv, cli := testenv.Etcd(t)
 	ctx := context.Background()
-	a, err := NewStore(cli, "demo", WithHolder("driver-a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, bcli := otherProcess(t, srv, "driver-b")
+	a, b, bcli := twoProcesses(t, "driver-a", "driver-b")
 	defer bcli.Close()
 	holders := func() map[string]string {
 		t.Helper()
@@ -77,7 +70,7 @@ func TestShardSlotsHoldAcrossDriversAndGoWithTheLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Revoke(ctx, lc.session.Lease()); err != nil {
+	if _, err := a.cli.Revoke(ctx, lc.session.Lease()); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.ClaimSlots(ctx, lc, "p_3", "s1"); !errors.Is(err, ErrLockLost) {

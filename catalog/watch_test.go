@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -334,23 +333,7 @@ func TestCacheFollowsFlipsWithoutCopyingTheCatalog(t *testing.T) {
 	}
 	wait(st.Revision)
 	const flips = 20
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	for i := range flips {
-		r := st.Ranges[1]
-		to := map[string]string{"s2": "s1", "s1": "s2"}[r.Shard]
-		m := newMigration(t, s, fmt.Sprintf("m%d", i), r, to)
-		if err := s.Freeze(ctx, st, 0, m); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Flip(ctx, st, 0, m, to); err != nil {
-			t.Fatal(err)
-		}
-		wait(st.Revision)
-	}
-	runtime.ReadMemStats(&after)
-	perFlip := (after.TotalAlloc - before.TotalAlloc) / flips
+	perFlip := allocatedPerFlip(t, s, st, flips, flipChecks{flipped: func(int, *Migration, string) { wait(st.Revision) }})
 	if rt, _ := res.Resolve(500); rt.Epoch != flips+1 {
 		t.Fatalf("the cache did not follow the flips: %+v", rt)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,10 +111,8 @@ func TestConcurrentWritersOneRange(t *testing.T) {
 
 // Two drivers advancing the same journal from the same read: one wins.
 func TestMigrationCAS(t *testing.T) {
-	s, _ := testStore(t)
+	s, _, _, m := demoMove(t)
 	ctx := context.Background()
-	st := initDemo(t, s)
-	m := newMigration(t, s, "mv1", st.Ranges[1], "s3")
 	if err := s.PutMigration(ctx, &Migration{ID: "mv1", Kind: KindMove, Range: m.Range, Phase: PhasePlanned}); !errors.Is(err, ErrExists) {
 		t.Fatalf("create twice = %v, want ErrExists", err)
 	}
@@ -165,10 +162,8 @@ func TestPhaseRules(t *testing.T) {
 }
 
 func TestFreezeFlipUnfreeze(t *testing.T) {
-	s, _ := testStore(t)
+	s, _, st, m := demoMove(t)
 	ctx := context.Background()
-	st := initDemo(t, s)
-	m := newMigration(t, s, "mv1", st.Ranges[1], "s3")
 	if err := s.Flip(ctx, st, 0, m, "s3"); !errors.Is(err, ErrConflict) {
 		t.Fatalf("flip of a serving range = %v, want ErrConflict", err)
 	}
@@ -274,10 +269,8 @@ func TestHistoryRecordsEveryChange(t *testing.T) {
 // with the migration record, before their transaction; writers appending history
 // meanwhile make that read stale, which must cost a retry, never a failure or a gap.
 func TestFreezeFlipUnderHistoryAppends(t *testing.T) {
-	s, _ := testStore(t)
+	s, _, st, m := demoMove(t)
 	ctx := context.Background()
-	st := initDemo(t, s)
-	m := newMigration(t, s, "mv1", st.Ranges[1], "s3")
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var added atomic.Int64
@@ -401,28 +394,18 @@ func TestFreezeAndFlipDoNotCopyTheCatalog(t *testing.T) {
 	ctx := context.Background()
 	st := bigState(initDemo(t, s), 300_000)
 	const flips = 10
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	for i := range flips {
-		r := st.Ranges[1]
-		to := map[string]string{"s2": "s1", "s1": "s2"}[r.Shard]
-		m := newMigration(t, s, fmt.Sprintf("m%d", i), r, to)
-		if err := s.Freeze(ctx, st, 0, m); err != nil {
-			t.Fatal(err)
-		}
-		if got := st.Ranges[1]; got.State != RangeFrozen || got.Migration != m.ID {
-			t.Fatalf("after freeze the state holds %+v", got)
-		}
-		if err := s.Flip(ctx, st, 0, m, to); err != nil {
-			t.Fatal(err)
-		}
-		if got := st.Ranges[1]; got.Shard != to || got.State != RangeServing || got.Epoch != int64(i+2) {
-			t.Fatalf("after flip %d the state holds %+v", i, got)
-		}
-	}
-	runtime.ReadMemStats(&after)
-	perPair := (after.TotalAlloc - before.TotalAlloc) / flips
+	perPair := allocatedPerFlip(t, s, st, flips, flipChecks{
+		frozen: func(_ int, m *Migration, _ string) {
+			if got := st.Ranges[1]; got.State != RangeFrozen || got.Migration != m.ID {
+				t.Fatalf("after freeze the state holds %+v", got)
+			}
+		},
+		flipped: func(i int, _ *Migration, to string) {
+			if got := st.Ranges[1]; got.Shard != to || got.State != RangeServing || got.Epoch != int64(i+2) {
+				t.Fatalf("after flip %d the state holds %+v", i, got)
+			}
+		},
+	})
 	t.Logf("%d KiB allocated per freeze and flip over %d ranges", perPair>>10, len(st.Ranges))
 	if perPair > 4<<20 {
 		t.Fatalf("%d MiB allocated per freeze and flip: they copy the catalog", perPair>>20)
