@@ -129,6 +129,9 @@ func decodeExport(ex Export) (*State, map[string]any, int64, error) {
 			if err = strict(raw, &m); err == nil && MigrationKey(m.ID) != rel {
 				err = fmt.Errorf("key does not match migration id %q", m.ID)
 			}
+		case strings.HasPrefix(rel, pfxCopyPlans):
+			var chunks []CopyChunk
+			err = strict(raw, &chunks)
 		case strings.HasPrefix(rel, pfxHistory):
 			var ev Event
 			if err = strict(raw, &ev); err == nil && historyKey(ev.Seq) != rel {

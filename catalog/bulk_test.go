@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,12 @@ import (
 func TestExportImportRoundTrip(t *testing.T) {
 	s, cli, st, m := demoMove(t)
 	ctx := context.Background()
+	// Its copy plan is stored beside it (copyplan.go), and is part of a backup.
+	m.Copy = syntheticPlan(300)
+	plan := m.Copy.Clone()
+	if err := s.PutMigration(ctx, m); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Freeze(ctx, st, 0, m); err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +91,9 @@ func TestExportImportRoundTrip(t *testing.T) {
 	mm := after.Migrations["mv1"]
 	if err := s2.Flip(ctx, after, 0, &mm, "s3"); err != nil {
 		t.Fatalf("flip after import: %v", err)
+	}
+	if got, err := s2.GetMigration(ctx, "mv1"); err != nil || !reflect.DeepEqual(got.Copy, plan) {
+		t.Fatalf("the copy plan after import and flip: %v", err)
 	}
 	// Export of the restored catalog, imported with --force over the original, gives it back.
 	data2, err := s2.Export(ctx)

@@ -151,6 +151,16 @@ type CopyPlan struct {
 	// position, later than the slot's consistent point; the catch-up applies the source
 	// transactions committed before it idempotently.
 	OverlapLSN string `json:"overlap_lsn,omitempty"`
+	// Pages is where the store keeps the chunks (catalog/copyplan.go), set instead of the
+	// tables' chunks on a record read by a listing; GetMigration reads the chunks.
+	Pages []CopyPage `json:"pages,omitempty"`
+}
+
+// CopyPage is one stored page of a table's chunks: its table's index and the hash of its
+// content, which names its key.
+type CopyPage struct {
+	Table int    `json:"table"`
+	Hash  string `json:"hash"`
 }
 
 // CopyTable is one table's chunks, in the order of the migration's tables.
@@ -180,6 +190,7 @@ func (p *CopyPlan) Clone() *CopyPlan {
 		return nil
 	}
 	c := *p
+	c.Pages = append([]CopyPage(nil), p.Pages...)
 	c.Tables = make([]CopyTable, len(p.Tables))
 	for i, t := range p.Tables {
 		c.Tables[i] = CopyTable{Table: t.Table, Chunks: append([]CopyChunk(nil), t.Chunks...)}

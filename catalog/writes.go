@@ -283,7 +283,7 @@ func checkMigrationRange(r Range, m *Migration) error {
 // revisions; on success it updates st (range i in place: st must be the caller's own, from
 // Load or Clone, as for every write) and *m.
 func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Range, nm, m *Migration, ev Event, opts []WriteOption) error {
-	from, seq, err := s.storedPhaseAndSeq(ctx, m)
+	from, stored, seq, err := s.storedPhaseAndSeq(ctx, m)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", ev.Kind, nr.Range, err)
 	}
@@ -302,17 +302,19 @@ func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Rang
 	if err := w.put(s, rk, nr); err != nil {
 		return err
 	}
-	if err := w.put(s, MigrationKey(nm.ID), nm); err != nil {
-		return err
-	}
 	w.events = append(w.events, ev)
 	if nm.Phase != from {
 		w.events = append(w.events, Event{Kind: EventPhase, Range: &nm.Range, Migration: nm.ID, From: from, To: nm.Phase})
+	}
+	dead, err := s.putMigration(ctx, &w, nm, stored)
+	if err != nil {
+		return err
 	}
 	rev, err := s.commitSeq(ctx, &w, seq)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", ev.Kind, nr.Range, err)
 	}
+	s.dropPages(ctx, dead)
 	st.Ranges[i] = nr
 	st.ModRev[rk] = rev
 	st.ModRev[MigrationKey(nm.ID)] = rev
@@ -328,44 +330,46 @@ func (s *Store) rangeAndMigration(ctx context.Context, st *State, i int, nr Rang
 // storedPhase is the phase of m as stored at m.ModRev ("" for a new one). Reading it,
 // rather than trusting the caller's copy, keeps the phase rules and the history's "from"
 // right whoever built the struct; a record changed since m.ModRev is ErrConflict at once.
-func (s *Store) storedPhase(ctx context.Context, m *Migration) (string, error) {
+// It also returns the stored record (nil for a new one).
+func (s *Store) storedPhase(ctx context.Context, m *Migration) (string, *Migration, error) {
 	if m.ModRev == 0 {
-		return "", nil
+		return "", nil, nil
 	}
 	resp, err := s.get(ctx, s.key(MigrationKey(m.ID)))
 	if err != nil {
-		return "", s.wrapEtcd(err)
+		return "", nil, s.wrapEtcd(err)
 	}
 	return s.phaseAt(m, resp.Kvs)
 }
 
 // storedPhaseAndSeq is storedPhase plus the history counter, in one read: Freeze and Flip
 // run inside the cutover window, where each etcd round trip counts.
-func (s *Store) storedPhaseAndSeq(ctx context.Context, m *Migration) (string, *seqRead, error) {
+func (s *Store) storedPhaseAndSeq(ctx context.Context, m *Migration) (string, *Migration, *seqRead, error) {
 	resp, err := s.read(ctx, clientv3.OpGet(s.key(MigrationKey(m.ID))), clientv3.OpGet(s.key(keySeq)))
 	if err != nil {
-		return "", nil, s.wrapEtcd(err)
+		return "", nil, nil, s.wrapEtcd(err)
 	}
 	seq, rev, err := parseSeq(resp.Responses[1].GetResponseRange().Kvs)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	if m.ModRev == 0 {
-		return "", &seqRead{seq, rev}, nil
+		return "", nil, &seqRead{seq, rev}, nil
 	}
-	phase, err := s.phaseAt(m, resp.Responses[0].GetResponseRange().Kvs)
-	return phase, &seqRead{seq, rev}, err
+	phase, cur, err := s.phaseAt(m, resp.Responses[0].GetResponseRange().Kvs)
+	return phase, cur, &seqRead{seq, rev}, err
 }
 
-func (s *Store) phaseAt(m *Migration, kvs []*mvccKV) (string, error) {
+// phaseAt decodes the stored record (its plan's pages unread) if it is still m's.
+func (s *Store) phaseAt(m *Migration, kvs []*mvccKV) (string, *Migration, error) {
 	if len(kvs) == 0 || kvs[0].ModRevision != m.ModRev {
-		return "", fmt.Errorf("migration %s was changed by another driver: %w", m.ID, ErrConflict)
+		return "", nil, fmt.Errorf("migration %s was changed by another driver: %w", m.ID, ErrConflict)
 	}
 	var cur Migration
 	if err := json.Unmarshal(kvs[0].Value, &cur); err != nil {
-		return "", badValue(string(kvs[0].Key), err)
+		return "", nil, badValue(string(kvs[0].Key), err)
 	}
-	return cur.Phase, nil
+	return cur.Phase, &cur, nil
 }
 
 // Split replaces the range starting at lo by [lo, at) and [at, hi) on the same shard, both
@@ -480,7 +484,7 @@ func (s *Store) PutMigration(ctx context.Context, m *Migration, opts ...WriteOpt
 	if err := ValidateMigration(m); err != nil {
 		return err
 	}
-	from, err := s.storedPhase(ctx, m)
+	from, stored, err := s.storedPhase(ctx, m)
 	if err != nil {
 		return fmt.Errorf("write migration %s: %w", m.ID, err)
 	}
@@ -499,11 +503,12 @@ func (s *Store) PutMigration(ctx context.Context, m *Migration, opts ...WriteOpt
 	if m.ModRev == 0 {
 		w.cmps = append(w.cmps, clientv3.Compare(clientv3.CreateRevision(s.key(keyConfig)), "!=", 0))
 	}
-	if err := w.put(s, MigrationKey(m.ID), nm); err != nil {
-		return err
-	}
 	if from != nm.Phase {
 		w.events = append(w.events, Event{Kind: EventPhase, Range: &nm.Range, Migration: nm.ID, From: from, To: nm.Phase, Shard: nm.Source})
+	}
+	dead, err := s.putMigration(ctx, &w, &nm, stored)
+	if err != nil {
+		return fmt.Errorf("write migration %s: %w", m.ID, err)
 	}
 	rev, err := s.commit(ctx, &w)
 	if err != nil {
@@ -517,6 +522,7 @@ func (s *Store) PutMigration(ctx context.Context, m *Migration, opts ...WriteOpt
 		}
 		return fmt.Errorf("write migration %s: %w", m.ID, err)
 	}
+	s.dropPages(ctx, dead)
 	nm.ModRev = rev
 	*m = nm
 	return nil
@@ -524,16 +530,21 @@ func (s *Store) PutMigration(ctx context.Context, m *Migration, opts ...WriteOpt
 
 // GetMigration reads one journal; ErrNotFound if there is none.
 func (s *Store) GetMigration(ctx context.Context, id string) (*Migration, error) {
-	resp, err := s.get(ctx, s.key(MigrationKey(id)))
+	// The record and its plan's pages at one revision (copyplan.go).
+	resp, err := s.read(ctx, clientv3.OpGet(s.key(MigrationKey(id))), clientv3.OpGet(s.key(copyPagesPrefix(id)), clientv3.WithPrefix()))
 	if err != nil {
 		return nil, fmt.Errorf("read migration %s: %w", id, s.wrapEtcd(err))
 	}
-	if len(resp.Kvs) == 0 {
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
 		return nil, fmt.Errorf("migration %q: %w (see `reshard status`)", id, ErrNotFound)
 	}
-	m, err := decodeMigration(resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	m, err := decodeMigration(kvs[0].Value, kvs[0].ModRevision)
 	if err != nil {
-		return nil, badValue(string(resp.Kvs[0].Key), err)
+		return nil, badValue(string(kvs[0].Key), err)
+	}
+	if err := fillPlan(m, resp.Responses[1].GetResponseRange().Kvs); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -1,0 +1,185 @@
+package catalog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// A migration's copy plan is stored beside its record, not in it: a plan has about 100
+// bytes a chunk, so a tenant of 15,000 chunks (150M rows at 10k rows a chunk) would make
+// the record larger than one etcd request may be, and the move could not even start.
+//
+// The record keeps the plan's other fields and, per table, the list of its pages (at most
+// chunksPerPage chunks each) by the hash of their content; a page is the key
+// copyplans/<migration>/<hash>, written once and never changed. A write of the record
+// writes only the pages it references that the stored record does not, in the same
+// transaction when they fit (a chunk done: one page), otherwise before it (a new plan):
+// unreferenced until the record's compare-and-swap commits, so a failed write leaves the
+// journal as it was. Pages the new record no longer references go in the same
+// transaction, or after it. GetMigration reads the record and its pages at one revision.
+// Listings (ListMigrations, Load, the watch) carry Pages and no chunks, and a record
+// written back from one keeps the stored plan.
+
+const (
+	pfxCopyPlans  = "copyplans/"
+	chunksPerPage = 100
+)
+
+func copyPageKey(id, hash string) string { return pfxCopyPlans + id + "/" + hash }
+
+func copyPagesPrefix(id string) string { return pfxCopyPlans + id + "/" }
+
+// unread reports a plan read by a listing: pages, no chunks.
+func (p *CopyPlan) unread() bool {
+	if p == nil || len(p.Pages) == 0 {
+		return false
+	}
+	for _, t := range p.Tables {
+		if len(t.Chunks) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// storedForm is m as its record is stored (the plan's chunks replaced by page
+// references) and the content of those pages by hash.
+func storedForm(m *Migration) (*Migration, map[string][]byte, error) {
+	if m.Copy == nil || m.Copy.unread() {
+		return m, nil, nil
+	}
+	sm := *m
+	p := *m.Copy
+	p.Pages = nil
+	p.Tables = make([]CopyTable, len(m.Copy.Tables))
+	pages := map[string][]byte{}
+	for ti, t := range m.Copy.Tables {
+		p.Tables[ti] = CopyTable{Table: t.Table}
+		for i := 0; i < len(t.Chunks); i += chunksPerPage {
+			b, err := json.Marshal(t.Chunks[i:min(i+chunksPerPage, len(t.Chunks))])
+			if err != nil {
+				return nil, nil, fmt.Errorf("encode the copy plan of migration %s: %w", m.ID, err)
+			}
+			sum := sha256.Sum256(b)
+			h := hex.EncodeToString(sum[:16])
+			pages[h] = b
+			p.Pages = append(p.Pages, CopyPage{Table: ti, Hash: h})
+		}
+	}
+	sm.Copy = &p
+	return &sm, pages, nil
+}
+
+// pageRefs is the set of pages a stored record references.
+func pageRefs(m *Migration) map[string]bool {
+	refs := map[string]bool{}
+	if m != nil && m.Copy != nil {
+		for _, pg := range m.Copy.Pages {
+			refs[pg.Hash] = true
+		}
+	}
+	return refs
+}
+
+// putMigration adds to w the record of nm (stored holds what its stored version
+// references; nil for a new one): the record, and the pages it needs that are not stored
+// yet, in w itself when they fit, otherwise written now. It returns the pages to delete
+// once w has committed (those w does not delete itself).
+func (s *Store) putMigration(ctx context.Context, w *write, nm *Migration, stored *Migration) ([]string, error) {
+	sm, pages, err := storedForm(nm)
+	if err != nil {
+		return nil, err
+	}
+	if nm.Copy.unread() {
+		return nil, w.put(s, MigrationKey(nm.ID), nm)
+	}
+	old, refs := pageRefs(stored), pageRefs(sm)
+	var puts []clientv3.Op
+	for h, b := range pages {
+		if !old[h] {
+			puts = append(puts, clientv3.OpPut(s.key(copyPageKey(nm.ID, h)), string(b)))
+		}
+	}
+	var dead []string
+	for h := range old {
+		if !refs[h] {
+			dead = append(dead, s.key(copyPageKey(nm.ID, h)))
+		}
+	}
+	if err := w.put(s, MigrationKey(nm.ID), sm); err != nil {
+		return nil, err
+	}
+	room := s.maxTxnOps/2 - len(w.ops) - len(w.events)
+	if len(puts)+len(dead) <= room && opBytes(w.ops)+opBytes(puts) <= s.maxTxnBytes {
+		w.ops = append(w.ops, puts...)
+		for _, k := range dead {
+			w.ops = append(w.ops, clientv3.OpDelete(k))
+		}
+		return nil, nil
+	}
+	// Unreferenced until the record commits: written with no compare, a re-send or a
+	// writer that loses the record's compare-and-swap changes no journal.
+	if err := s.sendBatches(ctx, puts); err != nil {
+		return nil, fmt.Errorf("write the copy plan of migration %s: %w", nm.ID, err)
+	}
+	return dead, nil
+}
+
+// sendBatches sends ops in transactions of at most half the store's operations and its
+// bytes each.
+func (s *Store) sendBatches(ctx context.Context, ops []clientv3.Op) error {
+	for len(ops) > 0 {
+		n, err := s.fit(ops, s.maxTxnOps/2, s.maxTxnBytes)
+		if err != nil {
+			return err
+		}
+		if _, _, err := s.sendTxn(ctx, nil, ops[:n]); err != nil {
+			return err
+		}
+		ops = ops[n:]
+	}
+	return nil
+}
+
+// dropPages deletes pages a committed record no longer references. A failure leaves
+// them as garbage under the migration's prefix, never a wrong plan.
+func (s *Store) dropPages(ctx context.Context, keys []string) {
+	var ops []clientv3.Op
+	for _, k := range keys {
+		ops = append(ops, clientv3.OpDelete(k))
+	}
+	_ = s.sendBatches(ctx, ops)
+}
+
+// fillPlan fills m's plan from the pages read with it (kvs: the migration's page keys
+// at the record's revision).
+func fillPlan(m *Migration, kvs []*mvccKV) error {
+	if m.Copy == nil || len(m.Copy.Pages) == 0 {
+		return nil
+	}
+	byHash := map[string][]byte{}
+	for _, kv := range kvs {
+		k := string(kv.Key)
+		byHash[k[strings.LastIndex(k, "/")+1:]] = kv.Value
+	}
+	for _, pg := range m.Copy.Pages {
+		b, ok := byHash[pg.Hash]
+		if !ok || pg.Table < 0 || pg.Table >= len(m.Copy.Tables) {
+			return fmt.Errorf("migration %s: page %s of its copy plan is missing: cancel the migration and move again", m.ID, pg.Hash)
+		}
+		var chunks []CopyChunk
+		if err := json.Unmarshal(b, &chunks); err != nil {
+			return badValue(copyPageKey(m.ID, pg.Hash), err)
+		}
+		t := &m.Copy.Tables[pg.Table]
+		t.Chunks = append(t.Chunks, chunks...)
+	}
+	m.Copy.Pages = nil
+	return nil
+}
