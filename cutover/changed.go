@@ -39,10 +39,13 @@ func (c changedRows) tables(all []string) []string {
 	return out
 }
 
-// keyed is a FROM clause that looks up each of c's keys of table t on its own (a
-// LATERAL subquery: one index probe per key, never a scan of the range), with expr (over
-// the table's alias x) as column h and the key's columns, as text, as k0, k1, ...: the
-// keys go as one text array per column, cast to the column's type.
+// keyed is a FROM clause that looks up each of c's keys of table t on its own, with expr
+// (over the table's alias x) as column h and the key's columns, as text, as k0, k1, ...:
+// the keys go as one text array per column, cast to the column's type. OFFSET 0 keeps the
+// LATERAL subquery a subquery, probed once per key through the primary key: without it the
+// planner pulls it up into a plain join and, from statistics taken before the range was
+// copied (a target's usual state), expects a handful of rows in the range and hash-joins
+// all of them (measured on a 1M-row range: 5.1 s against 24 ms).
 func (c changedRows) keyed(t string, types columnTypes, first int, expr, rangeSQL string) (string, []any, error) {
 	cols := c.cols[t]
 	un := make([]string, len(cols))
@@ -63,28 +66,22 @@ func (c changedRows) keyed(t string, types columnTypes, first int, expr, rangeSQ
 		}
 		args[i] = vals
 	}
-	return fmt.Sprintf("unnest(%s) AS u(%s) CROSS JOIN LATERAL (SELECT %s AS h FROM %s x WHERE %s AND %s) AS s",
+	return fmt.Sprintf("unnest(%s) AS u(%s) CROSS JOIN LATERAL (SELECT %s AS h FROM %s x WHERE %s AND %s OFFSET 0) AS s",
 		strings.Join(un, ", "), strings.Join(alias, ", "), expr, catalog.QuoteTable(t), rangeSQL, strings.Join(conds, " AND ")), args, nil
 }
 
 // changedDigests computes, on one shard, the count and hash sum of the changed rows of
 // every table that has some, in one statement (a UNION ALL of each table's aggregate).
 func changedDigests(ctx context.Context, db Querier, p *onlinePlan, types columnTypes, c changedRows, tables []string) ([]TableDigest, error) {
-	parts := make([]string, len(tables))
-	var args []any
-	for j, t := range tables {
-		from, a, err := c.keyed(t, types, len(args)+1, p.hashExpr(t), p.rangeSQL(t))
-		if err != nil {
-			return nil, err
-		}
-		args = append(args, a...)
-		parts[j] = fmt.Sprintf("SELECT %d AS j, count(*) AS n, coalesce(sum(s.h), 0)::text AS h FROM %s", j, from)
+	q, args, err := changedDigestsSQL(p, types, c, tables)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]TableDigest, len(tables))
 	for j, t := range tables {
 		out[j].Table = t
 	}
-	rows, err := db.Query(ctx, strings.Join(parts, "\nUNION ALL\n"), args...)
+	rows, err := db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("cutover: digest of the changed rows of %s: %w", quoteList(tables), err)
 	}
@@ -98,6 +95,21 @@ func changedDigests(ctx context.Context, db Querier, p *onlinePlan, types column
 		out[j].Rows, out[j].Hash = d.Rows, d.Hash
 	}
 	return out, rows.Err()
+}
+
+// changedDigestsSQL is changedDigests' statement: per table j, a row (j, count, hash sum).
+func changedDigestsSQL(p *onlinePlan, types columnTypes, c changedRows, tables []string) (string, []any, error) {
+	parts := make([]string, len(tables))
+	var args []any
+	for j, t := range tables {
+		from, a, err := c.keyed(t, types, len(args)+1, p.hashExpr(t), p.rangeSQL(t))
+		if err != nil {
+			return "", nil, err
+		}
+		args = append(args, a...)
+		parts[j] = fmt.Sprintf("SELECT %d AS j, count(*) AS n, coalesce(sum(s.h), 0)::text AS h FROM %s", j, from)
+	}
+	return strings.Join(parts, "\nUNION ALL\n"), args, nil
 }
 
 // compareChanged compares the changed rows on source and target, one statement on each
