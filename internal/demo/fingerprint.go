@@ -48,6 +48,26 @@ func fingerprintSQL(table string, cols []string, text bool) string {
 	return fmt.Sprintf(`SELECT x.%s, count(*), coalesce(sum(%s), 0)::text FROM %s x GROUP BY 1`, k, h, pgx.Identifier{table}.Sanitize())
 }
 
+// Columns names, per table, the columns a fingerprint hashes; a table it does not name (or
+// a nil Columns) is hashed over all its live columns.
+type Columns map[string][]string
+
+// TableColumns reads the live columns of each table on one shard, for a baseline's
+// fingerprints: compared over these, rows whose table gained a column since (ALTER TABLE
+// ... ADD COLUMN during a move) match as long as the columns they had are as they were.
+// What the added column holds is for the caller to check on its own.
+func TableColumns(ctx context.Context, db Querier, tables []string) (Columns, error) {
+	out := Columns{}
+	for _, table := range tables {
+		cols, err := columns(ctx, db, table)
+		if err != nil {
+			return nil, fmt.Errorf("demo: columns of %s: %w", table, err)
+		}
+		out[table] = cols
+	}
+	return out, nil
+}
+
 // columns returns a table's live column names, sorted bytewise.
 func columns(ctx context.Context, db Querier, table string) ([]string, error) {
 	rows, err := db.Query(ctx, `SELECT attname::text FROM pg_attribute
@@ -71,9 +91,15 @@ func columns(ctx context.Context, db Querier, table string) ([]string, error) {
 // with CompareTenants afterwards: counts of a moved range alone miss the rows of a tenant
 // that should have stayed.
 func Fingerprint(ctx context.Context, db Querier, tables []string) (Fingerprints, error) {
+	return FingerprintColumns(ctx, db, tables, nil)
+}
+
+// FingerprintColumns is Fingerprint over the columns cols names for each table (all live
+// columns of a table it does not name).
+func FingerprintColumns(ctx context.Context, db Querier, tables []string, cols Columns) (Fingerprints, error) {
 	out := Fingerprints{}
 	for _, table := range tables {
-		cols, err := columns(ctx, db, table)
+		cols, err := cols.of(ctx, db, table)
 		if err == nil {
 			err = fingerprintTable(ctx, db, table, cols, false, out)
 		}
@@ -85,6 +111,14 @@ func Fingerprint(ctx context.Context, db Querier, tables []string) (Fingerprints
 		}
 	}
 	return out, nil
+}
+
+// of is the sorted columns to hash of table: the named ones, or its live columns.
+func (c Columns) of(ctx context.Context, db Querier, table string) ([]string, error) {
+	if named, ok := c[table]; ok {
+		return uniqueSorted(append([]string(nil), named...)), nil
+	}
+	return columns(ctx, db, table)
 }
 
 func fingerprintTable(ctx context.Context, db Querier, table string, cols []string, text bool, out Fingerprints) error {
@@ -109,6 +143,11 @@ func fingerprintTable(ctx context.Context, db Querier, table string, cols []stri
 
 // TakeSnapshot fingerprints the tables on every shard at once.
 func TakeSnapshot(ctx context.Context, shards map[string]Querier, tables []string) (Snapshot, error) {
+	return TakeSnapshotColumns(ctx, shards, tables, nil)
+}
+
+// TakeSnapshotColumns is TakeSnapshot over the columns cols names (FingerprintColumns).
+func TakeSnapshotColumns(ctx context.Context, shards map[string]Querier, tables []string, cols Columns) (Snapshot, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	snap := Snapshot{}
@@ -117,7 +156,7 @@ func TakeSnapshot(ctx context.Context, shards map[string]Querier, tables []strin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f, err := Fingerprint(ctx, db, tables)
+			f, err := FingerprintColumns(ctx, db, tables, cols)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

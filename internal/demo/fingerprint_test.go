@@ -54,3 +54,47 @@ func TestFingerprintColumnOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestFingerprintOverBaselineColumns: fingerprints over the columns a baseline had ignore a
+// column added since (its default fills every row) and still see a changed value of those
+// columns; over all live columns, the same rows differ once the new column is set.
+func TestFingerprintOverBaselineColumns(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, `CREATE TABLE items (tenant_id bigint NOT NULL, id int NOT NULL, v text, PRIMARY KEY (tenant_id, id));
+		INSERT INTO items SELECT t, i, 'v' || i FROM generate_series(1, 3) t, generate_series(1, 4) i`)
+	db := pg.Pool(ctx)
+	base, err := TableColumns(ctx, db, []string{"items"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := FingerprintColumns(ctx, db, []string{"items"}, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg.Exec(ctx, `ALTER TABLE items ADD COLUMN region text NOT NULL DEFAULT 'eu';
+		UPDATE items SET region = 'us' WHERE tenant_id = 1;
+		UPDATE items SET v = 'changed' WHERE tenant_id = 3 AND id = 1`)
+	for _, tc := range []struct {
+		name string
+		cols Columns
+		want []string // tenants whose rows differ
+	}{
+		{"the baseline's columns", base, []string{"tenant 3"}},
+		{"all live columns", nil, []string{"tenant 1", "tenant 2", "tenant 3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			after, err := FingerprintColumns(ctx, db, []string{"items"}, tc.cols)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = before.Diff("s1", after)
+			for _, tenant := range []string{"tenant 1", "tenant 2", "tenant 3"} {
+				want := strings.Contains(strings.Join(tc.want, ","), tenant)
+				if got := err != nil && strings.Contains(err.Error(), tenant+":"); got != want {
+					t.Errorf("%s differs: %v, want %v (%v)", tenant, got, want, err)
+				}
+			}
+		})
+	}
+}

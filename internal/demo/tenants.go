@@ -223,7 +223,13 @@ func compareOwner(t int64, class, shard string, start, got map[string]TableFinge
 // CheckTenants fingerprints the tables on every shard and compares them with before (see
 // CompareTenants).
 func CheckTenants(ctx context.Context, shards map[string]Querier, tables []string, before Snapshot, owner func(tenant int64) string, ch *Changes) (*TenantReport, error) {
-	after, err := TakeSnapshot(ctx, shards, tables)
+	return CheckTenantsColumns(ctx, shards, tables, nil, before, owner, ch)
+}
+
+// CheckTenantsColumns is CheckTenants with the fingerprints taken over the columns cols
+// names, those before was taken over (a column added since is left out; see TableColumns).
+func CheckTenantsColumns(ctx context.Context, shards map[string]Querier, tables []string, cols Columns, before Snapshot, owner func(tenant int64) string, ch *Changes) (*TenantReport, error) {
+	after, err := TakeSnapshotColumns(ctx, shards, tables, cols)
 	if err != nil {
 		return nil, err
 	}
