@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -39,51 +40,47 @@ driver died once that driver's lock expires (--lock-ttl). A driver with nothing 
 waits for the others and exits 0 once every move of the plan is done.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			stop, err := f.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			if parallel < 1 {
-				return fmt.Errorf("--parallel %d: use 1 or more", parallel)
-			}
-			p, err := readPlan(args[0])
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if p.Empty() {
-				fmt.Fprintln(out, "the plan has no steps: nothing to do")
-				return nil
-			}
-			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
-				var bars *progressBars
-				if parallel == 1 {
-					bars = newProgressBars(os.Stderr)
+			return f.run(cmd, func(ctx context.Context) error {
+				if parallel < 1 {
+					return fmt.Errorf("--parallel %d: use 1 or more", parallel)
 				}
-				ex := newExecutor(store, st, &f, bars, newLogger())
-				applied, err := ex.ApplyPlan(ctx, p, migrate.ApplyOptions{
-					Parallel: parallel,
-					Approve: func() error {
-						fmt.Fprint(out, describePlan(p))
-						if autoApprove {
-							return nil
-						}
-						return confirm(cmd.InOrStdin(), out)
-					},
-					Split: func(s planner.Step) { fmt.Fprintf(out, "step %d: split %s at %v\n", s.N, s.Range, s.At) },
-					Moved: func(s planner.Step, m *catalog.Migration) {
-						bars.finishID(m.ID)
-						fmt.Fprintf(out, "step %d: moved %s %s -> %s: %d rows, %s, cutover window %.1fms\n", s.N, s.Range, s.From, s.To,
-							m.RowsCopied, bytesize.Format(m.BytesCopied), m.Timings.CutoverWindow*1000)
-					},
+				p, err := readPlan(args[0])
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				if p.Empty() {
+					fmt.Fprintln(out, "the plan has no steps: nothing to do")
+					return nil
+				}
+				return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+					var bars *progressBars
+					if parallel == 1 {
+						bars = newProgressBars(os.Stderr)
+					}
+					ex := newExecutor(store, st, &f, bars, newLogger())
+					applied, err := ex.ApplyPlan(ctx, p, migrate.ApplyOptions{
+						Parallel: parallel,
+						Approve: func() error {
+							fmt.Fprint(out, describePlan(p))
+							if autoApprove {
+								return nil
+							}
+							return confirm(cmd.InOrStdin(), out)
+						},
+						Split: func(s planner.Step) { fmt.Fprintf(out, "step %d: split %s at %v\n", s.N, s.Range, s.At) },
+						Moved: func(s planner.Step, m *catalog.Migration) {
+							bars.finishID(m.ID)
+							fmt.Fprintf(out, "step %d: moved %s %s -> %s: %d rows, %s, cutover window %.1fms\n", s.N, s.Range, s.From, s.To,
+								m.RowsCopied, bytesize.Format(m.BytesCopied), m.Timings.CutoverWindow*1000)
+						},
+					})
+					bars.finish()
+					if applied != nil {
+						printApplied(out, p, applied)
+					}
+					return err
 				})
-				bars.finish()
-				if applied != nil {
-					printApplied(out, p, applied)
-				}
-				return err
 			})
 		},
 	}

@@ -54,14 +54,10 @@ when no client can be stale any more.`,
 // catalog, build the executor, run do, and print the migration it returns (also on error,
 // so the operator sees where it stopped).
 func runMigration(cmd *cobra.Command, f *execFlags, do func(context.Context, *migrate.Executor) (*catalog.Migration, error)) error {
-	ctx := cmd.Context()
-	stop, err := f.metrics.serve(cmd)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
-		m, err := do(ctx, newExecutor(store, st, f, nil, newLogger()))
-		return reportMigration(cmd.OutOrStdout(), m, err)
+	return f.metrics.run(cmd, func(ctx context.Context) error {
+		return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+			m, err := do(ctx, newExecutor(store, st, f, nil, newLogger()))
+			return reportMigration(cmd.OutOrStdout(), m, err)
+		})
 	})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -30,16 +31,13 @@ func newCatalogShowCmd() *cobra.Command {
 		Use:   "show [-o json]",
 		Short: "Shards, ranges, states, epochs and migrations of the cluster",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			return withCatalog(ctx, func(_ *catalog.Store, st *catalog.State) error {
-				w := cmd.OutOrStdout()
-				return result.print(w, st, func() error {
-					fmt.Fprintf(w, "cluster %s at etcd revision %d\n", st.Config.Cluster, st.Revision)
-					return printCatalog(w, st)
-				})
+		RunE: onCatalog(func(ctx context.Context, cmd *cobra.Command, _ []string, _ *catalog.Store, st *catalog.State) error {
+			w := cmd.OutOrStdout()
+			return result.print(w, st, func() error {
+				fmt.Fprintf(w, "cluster %s at etcd revision %d\n", st.Config.Cluster, st.Revision)
+				return printCatalog(w, st)
 			})
-		},
+		}),
 	}
 }
 
@@ -91,25 +89,22 @@ func newCatalogExportCmd() *cobra.Command {
 		Use:   "export [--out FILE]",
 		Short: "Write a backup of the whole catalog (JSON) to stdout or a file",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			return withStore(ctx, func(store *catalog.Store) error {
-				data, err := store.Export(ctx)
-				if err != nil {
-					return err
-				}
-				data = append(data, '\n')
-				if out == "" || out == "-" {
-					_, err = cmd.OutOrStdout().Write(data)
-					return err
-				}
-				if err := os.WriteFile(out, data, 0o600); err != nil {
-					return fmt.Errorf("write %s: %w", out, err)
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "catalog of cluster %s written to %s\n", store.Cluster(), out)
-				return nil
-			})
-		},
+		RunE: onStore(func(ctx context.Context, cmd *cobra.Command, _ []string, store *catalog.Store) error {
+			data, err := store.Export(ctx)
+			if err != nil {
+				return err
+			}
+			data = append(data, '\n')
+			if out == "" || out == "-" {
+				_, err = cmd.OutOrStdout().Write(data)
+				return err
+			}
+			if err := os.WriteFile(out, data, 0o600); err != nil {
+				return fmt.Errorf("write %s: %w", out, err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "catalog of cluster %s written to %s\n", store.Cluster(), out)
+			return nil
+		}),
 	}
 	cmd.Flags().StringVar(&out, "out", "", "file to write (default stdout)")
 	return cmd
@@ -160,16 +155,13 @@ func newCatalogHistoryCmd() *cobra.Command {
 		Use:   "history [--limit N]",
 		Short: "The append-only log of ownership changes, splits, phase changes",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			return withStore(ctx, func(store *catalog.Store) error {
-				evs, err := store.History(ctx, limit)
-				if err != nil {
-					return err
-				}
-				return result.print(cmd.OutOrStdout(), evs, func() error { return printHistory(cmd.OutOrStdout(), evs) })
-			})
-		},
+		RunE: onStore(func(ctx context.Context, cmd *cobra.Command, _ []string, store *catalog.Store) error {
+			evs, err := store.History(ctx, limit)
+			if err != nil {
+				return err
+			}
+			return result.print(cmd.OutOrStdout(), evs, func() error { return printHistory(cmd.OutOrStdout(), evs) })
+		}),
 	}
 	cmd.Flags().IntVar(&limit, "limit", 50, "show the last N events (0: all)")
 	return cmd

@@ -65,12 +65,12 @@ func (f *execFlags) register(cmd *cobra.Command) {
 	f.metrics.register(cmd)
 }
 
-// start checks the flags and starts serving metrics (with --metrics); stop ends that.
-func (f *execFlags) start(cmd *cobra.Command) (stop func(), err error) {
+// run checks the flags, then runs fn as metricsFlag.run does (serving --metrics meanwhile).
+func (f *execFlags) run(cmd *cobra.Command, fn func(ctx context.Context) error) error {
 	if err := f.check(); err != nil {
-		return nil, err
+		return err
 	}
-	return f.metrics.serve(cmd)
+	return f.metrics.run(cmd, fn)
 }
 
 func (f *execFlags) check() error {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	"github.com/reshard/reshard/catalog"
@@ -78,4 +80,15 @@ func withMetrics(p func(mover.Progress), m *metrics.Metrics) func(mover.Progress
 			p(pr)
 		}
 	}
+}
+
+// run is the body of a long-running command: fn runs with the command's context while the
+// metrics are served (with --metrics), and the serving ends when fn returns.
+func (f *metricsFlag) run(cmd *cobra.Command, fn func(ctx context.Context) error) error {
+	stop, err := f.serve(cmd)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return fn(cmd.Context())
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -121,46 +122,42 @@ move that is done it prints the result (exit 0); for one that was rolled back or
 exits 1 with the reason: move again without --id.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
 			if id == "" {
 				id = newID("m")
 			}
 			logErrorsWith("migration", id)
-			stop, err := f.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			r, err := catalog.ParseRange(rangeStr)
-			if err != nil {
-				return err
-			}
-			if to == "" {
-				return errors.New("--to SHARD is required: the shard the range moves to")
-			}
-			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
-				bars := newProgressBars(cmd.ErrOrStderr())
-				ex := newExecutor(store, st, &f, bars, newLogger())
-				existing, err := store.GetMigration(ctx, id)
-				switch {
-				case errors.Is(err, catalog.ErrNotFound):
-					// Everything that can refuse the move, before the first write.
-					if err := ex.CheckMove(ctx, st, r, to, id); err != nil {
-						return err
-					}
-					if _, err = migrate.Carve(ctx, store, r); err != nil {
-						return err
-					}
-				case err != nil:
+			return f.run(cmd, func(ctx context.Context) error {
+				r, err := catalog.ParseRange(rangeStr)
+				if err != nil {
 					return err
-				default:
-					if err := resumable(existing, r, to); err != nil {
-						return err
-					}
 				}
-				m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: r, Target: to})
-				bars.finish()
-				return reportMigration(cmd.OutOrStdout(), m, err)
+				if to == "" {
+					return errors.New("--to SHARD is required: the shard the range moves to")
+				}
+				return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+					bars := newProgressBars(cmd.ErrOrStderr())
+					ex := newExecutor(store, st, &f, bars, newLogger())
+					existing, err := store.GetMigration(ctx, id)
+					switch {
+					case errors.Is(err, catalog.ErrNotFound):
+						// Everything that can refuse the move, before the first write.
+						if err := ex.CheckMove(ctx, st, r, to, id); err != nil {
+							return err
+						}
+						if _, err = migrate.Carve(ctx, store, r); err != nil {
+							return err
+						}
+					case err != nil:
+						return err
+					default:
+						if err := resumable(existing, r, to); err != nil {
+							return err
+						}
+					}
+					m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: r, Target: to})
+					bars.finish()
+					return reportMigration(cmd.OutOrStdout(), m, err)
+				})
 			})
 		},
 	}

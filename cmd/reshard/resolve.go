@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -30,17 +31,14 @@ with seed 0) picks the range; under range, the key itself. Keys are given in the
 type: an integer, a uuid or a text. A key that is not of that type is refused, naming it,
 before anything is printed. Give a negative integer key after -- (reshard resolve -- -42).`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			return withCatalog(ctx, func(_ *catalog.Store, st *catalog.State) error {
-				out, err := resolveKeys(st, args)
-				if err != nil {
-					return err
-				}
-				w := cmd.OutOrStdout()
-				return result.print(w, out, func() error { return printResolved(w, st.Config.Keyspace().Hashed(), out) })
-			})
-		},
+		RunE: onCatalog(func(ctx context.Context, cmd *cobra.Command, args []string, _ *catalog.Store, st *catalog.State) error {
+			out, err := resolveKeys(st, args)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			return result.print(w, out, func() error { return printResolved(w, st.Config.Keyspace().Hashed(), out) })
+		}),
 	}
 }
 

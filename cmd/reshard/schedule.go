@@ -28,7 +28,6 @@ func newScheduleCmd() *cobra.Command {
 			"exactly one act, and another takes over within --ttl seconds if it dies (at once if it stops).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
 			if every <= 0 {
 				return fmt.Errorf("--every %v: use a positive duration such as 1h", every)
 			}
@@ -39,26 +38,23 @@ func newScheduleCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			stop, err := mf.serve(cmd)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			return withCatalog(ctx, func(store *catalog.Store, _ *catalog.State) error {
-				host, _ := os.Hostname()
-				s := &partitions.Scheduler{
-					Catalog:  store,
-					Connect:  pgmeta.ConnectShard,
-					Recorder: runRecorder{store, mf.m},
-					Every:    every,
-					Fleet:    fo,
-					// Named as the catalog names this process in the election, so that `reshard
-					// status` shows the same name for the leader and for the run it recorded.
-					Holder: fmt.Sprintf("%s pid %d", host, os.Getpid()),
-					TTL:    ttl,
-					Log:    newLogger(),
-				}
-				return s.Run(ctx)
+			return mf.run(cmd, func(ctx context.Context) error {
+				return withCatalog(ctx, func(store *catalog.Store, _ *catalog.State) error {
+					host, _ := os.Hostname()
+					s := &partitions.Scheduler{
+						Catalog:  store,
+						Connect:  pgmeta.ConnectShard,
+						Recorder: runRecorder{store, mf.m},
+						Every:    every,
+						Fleet:    fo,
+						// Named as the catalog names this process in the election, so that `reshard
+						// status` shows the same name for the leader and for the run it recorded.
+						Holder: fmt.Sprintf("%s pid %d", host, os.Getpid()),
+						TTL:    ttl,
+						Log:    newLogger(),
+					}
+					return s.Run(ctx)
+				})
 			})
 		},
 	}

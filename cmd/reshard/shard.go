@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -73,29 +74,26 @@ func newShardListCmd() *cobra.Command {
 		Use:   "list [-o json]",
 		Short: "Shards with their state, ranges and (after `stats collect`) size",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
-				stats, err := store.LoadStats(ctx)
-				if err != nil {
-					return err
+		RunE: onCatalog(func(ctx context.Context, cmd *cobra.Command, _ []string, store *catalog.Store, st *catalog.State) error {
+			stats, err := store.LoadStats(ctx)
+			if err != nil {
+				return err
+			}
+			count := map[string]int{}
+			for _, r := range st.Ranges {
+				count[r.Shard]++
+			}
+			var rows []shardRow
+			for _, sh := range st.Shards {
+				row := shardRow{Name: sh.Name, State: sh.State, Connection: sh.Display(), Ranges: count[sh.Name]}
+				if ss, ok := stats.Shards[sh.Name]; ok {
+					row.Bytes, row.Rows = &ss.Bytes, &ss.Rows
 				}
-				count := map[string]int{}
-				for _, r := range st.Ranges {
-					count[r.Shard]++
-				}
-				var rows []shardRow
-				for _, sh := range st.Shards {
-					row := shardRow{Name: sh.Name, State: sh.State, Connection: sh.Display(), Ranges: count[sh.Name]}
-					if ss, ok := stats.Shards[sh.Name]; ok {
-						row.Bytes, row.Rows = &ss.Bytes, &ss.Rows
-					}
-					rows = append(rows, row)
-				}
-				sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
-				return result.print(cmd.OutOrStdout(), rows, func() error { return printShardRows(cmd.OutOrStdout(), rows) })
-			})
-		},
+				rows = append(rows, row)
+			}
+			sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+			return result.print(cmd.OutOrStdout(), rows, func() error { return printShardRows(cmd.OutOrStdout(), rows) })
+		}),
 	}
 }
 
@@ -118,35 +116,32 @@ func newShardDrainCmd() *cobra.Command {
 		Use:   "drain NAME [--undo]",
 		Short: "Mark a shard draining: the planner moves all its ranges away",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			return withStore(ctx, func(store *catalog.Store) error {
-				state := catalog.ShardDraining
-				if undo {
-					state = catalog.ShardActive
+		RunE: onStore(func(ctx context.Context, cmd *cobra.Command, args []string, store *catalog.Store) error {
+			state := catalog.ShardDraining
+			if undo {
+				state = catalog.ShardActive
+			}
+			for attempt := 0; ; attempt++ {
+				st, err := store.Load(ctx)
+				if err != nil {
+					return err
 				}
-				for attempt := 0; ; attempt++ {
-					st, err := store.Load(ctx)
-					if err != nil {
-						return err
-					}
-					err = store.SetShardState(ctx, st, args[0], state)
-					if errors.Is(err, catalog.ErrConflict) && attempt < 5 {
-						continue // someone else changed the shard meanwhile: read again
-					}
-					if err != nil {
-						return err
-					}
-					break
+				err = store.SetShardState(ctx, st, args[0], state)
+				if errors.Is(err, catalog.ErrConflict) && attempt < 5 {
+					continue // someone else changed the shard meanwhile: read again
 				}
-				if undo {
-					fmt.Fprintf(cmd.OutOrStdout(), "shard %s is active again\n", args[0])
-				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "shard %s is draining: `reshard plan` will move its ranges away\n", args[0])
+				if err != nil {
+					return err
 				}
-				return nil
-			})
-		},
+				break
+			}
+			if undo {
+				fmt.Fprintf(cmd.OutOrStdout(), "shard %s is active again\n", args[0])
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "shard %s is draining: `reshard plan` will move its ranges away\n", args[0])
+			}
+			return nil
+		}),
 	}
 	cmd.Flags().BoolVar(&undo, "undo", false, "mark the shard active again")
 	return cmd

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -24,53 +25,49 @@ stay on their shard, so no data moves and no write waits. With --to, the upper p
 moved to SHARD like reshard move does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			stop, err := f.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			r, err := catalog.ParseRange(rangeStr)
-			if err != nil {
-				return err
-			}
-			key, err := strconv.ParseInt(at, 10, 64)
-			if err != nil {
-				return fmt.Errorf("--at %q: want a 64-bit integer key inside the range", at)
-			}
-			left, right, err := r.Split(key)
-			if err != nil {
-				return err
-			}
-			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
-				owner, ok := st.Owner(r.Lo)
-				if !ok || !owner.Range.Equal(r) {
-					return fmt.Errorf("range %s is not a catalog range (see reshard catalog show); to split part of one, give the whole range", r)
-				}
-				if id == "" {
-					id = newID("m")
-				}
-				bars := newProgressBars(cmd.ErrOrStderr())
-				ex := newExecutor(store, st, &f, bars, newLogger())
-				if to != "" {
-					// The move is checked before the split: a refused one changes nothing.
-					if err := ex.CheckMove(ctx, st, right, to, id); err != nil && !errors.Is(err, migrate.ErrNothingToDo) {
-						return err
-					}
-				}
-				if err := store.Split(ctx, st, r.Lo, key); err != nil {
+			return f.run(cmd, func(ctx context.Context) error {
+				r, err := catalog.ParseRange(rangeStr)
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "split %s into %s and %s on %s\n", r, left, right, owner.Shard)
-				if to == "" {
-					return nil
+				key, err := strconv.ParseInt(at, 10, 64)
+				if err != nil {
+					return fmt.Errorf("--at %q: want a 64-bit integer key inside the range", at)
 				}
-				m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: right, Target: to})
-				bars.finish()
-				if errors.Is(err, migrate.ErrNothingToDo) {
-					return nil
+				left, right, err := r.Split(key)
+				if err != nil {
+					return err
 				}
-				return reportMigration(cmd.OutOrStdout(), m, err)
+				return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
+					owner, ok := st.Owner(r.Lo)
+					if !ok || !owner.Range.Equal(r) {
+						return fmt.Errorf("range %s is not a catalog range (see reshard catalog show); to split part of one, give the whole range", r)
+					}
+					if id == "" {
+						id = newID("m")
+					}
+					bars := newProgressBars(cmd.ErrOrStderr())
+					ex := newExecutor(store, st, &f, bars, newLogger())
+					if to != "" {
+						// The move is checked before the split: a refused one changes nothing.
+						if err := ex.CheckMove(ctx, st, right, to, id); err != nil && !errors.Is(err, migrate.ErrNothingToDo) {
+							return err
+						}
+					}
+					if err := store.Split(ctx, st, r.Lo, key); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "split %s into %s and %s on %s\n", r, left, right, owner.Shard)
+					if to == "" {
+						return nil
+					}
+					m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: right, Target: to})
+					bars.finish()
+					if errors.Is(err, migrate.ErrNothingToDo) {
+						return nil
+					}
+					return reportMigration(cmd.OutOrStdout(), m, err)
+				})
 			})
 		},
 	}

@@ -24,24 +24,21 @@ func newStatusCmd() *cobra.Command {
 		Use:   "status [ID]",
 		Short: "Migrations: phase, progress, lag, cutover windows",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			return withStore(ctx, func(store *catalog.Store) error {
-				for {
-					if err := printStatus(ctx, store, cmd.OutOrStdout(), args, all, watch && isTerminal(cmd.OutOrStdout())); err != nil {
-						return err
-					}
-					if !watch {
-						return nil
-					}
-					select {
-					case <-ctx.Done():
-						return nil
-					case <-time.After(interval):
-					}
+		RunE: onStore(func(ctx context.Context, cmd *cobra.Command, args []string, store *catalog.Store) error {
+			for {
+				if err := printStatus(ctx, store, cmd.OutOrStdout(), args, all, watch && isTerminal(cmd.OutOrStdout())); err != nil {
+					return err
 				}
-			})
-		},
+				if !watch {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
+		}),
 	}
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh until interrupted")
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "refresh interval with --watch")

@@ -22,31 +22,27 @@ func newUICmd() *cobra.Command {
 		Short: "Serve a live, read-only status page of the cluster (docs/ui.md)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			stop, err := mf.serve(cmd)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			return withStore(ctx, func(store *catalog.Store) error {
-				feed, err := ui.StartFeed(ctx, store)
-				if err != nil {
-					return err
-				}
-				defer feed.Close()
-				if mf.m != nil {
-					go feedMetrics(ctx, feed, mf.m)
-				}
-				srv, err := ui.NewServer(feed)
-				if err != nil {
-					return err
-				}
-				ln, err := net.Listen("tcp", listen)
-				if err != nil {
-					return fmt.Errorf("listen on %s: %w (pick another --listen address)", listen, err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "reshard ui: cluster %s at http://%s/ (JSON: /api/state); Ctrl-C stops it\n", store.Cluster(), ln.Addr())
-				return srv.Serve(ctx, ln)
+			return mf.run(cmd, func(ctx context.Context) error {
+				return withStore(ctx, func(store *catalog.Store) error {
+					feed, err := ui.StartFeed(ctx, store)
+					if err != nil {
+						return err
+					}
+					defer feed.Close()
+					if mf.m != nil {
+						go feedMetrics(ctx, feed, mf.m)
+					}
+					srv, err := ui.NewServer(feed)
+					if err != nil {
+						return err
+					}
+					ln, err := net.Listen("tcp", listen)
+					if err != nil {
+						return fmt.Errorf("listen on %s: %w (pick another --listen address)", listen, err)
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "reshard ui: cluster %s at http://%s/ (JSON: /api/state); Ctrl-C stops it\n", store.Cluster(), ln.Addr())
+					return srv.Serve(ctx, ln)
+				})
 			})
 		},
 	}

@@ -30,16 +30,13 @@ ID, the migration's range between its source and target (a migration catching up
 during the verify may show as different; its cutover verifies at one exact position).
 Exit codes: 0 equal, 1 different (or an error).`,
 		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error {
-				req, err := verifyRequest(ctx, store, st, args, rangeStr, source, target)
-				if err != nil {
-					return err
-				}
-				return runVerify(ctx, cmd, st, req, diffOut)
-			})
-		},
+		RunE: onCatalog(func(ctx context.Context, cmd *cobra.Command, args []string, store *catalog.Store, st *catalog.State) error {
+			req, err := verifyRequest(ctx, store, st, args, rangeStr, source, target)
+			if err != nil {
+				return err
+			}
+			return runVerify(ctx, cmd, st, req, diffOut)
+		}),
 	}
 	cmd.Flags().StringVar(&rangeStr, "range", "", "key range LO:HI")
 	cmd.Flags().StringVar(&source, "source", "", "first shard (default: the range's owner)")
