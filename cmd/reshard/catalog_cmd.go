@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -127,13 +126,9 @@ locks.`,
 				return err
 			}
 			return withStore(ctx, func(store *catalog.Store) error {
-				if err := store.Import(ctx, data, force); err != nil {
-					if errors.Is(err, catalog.ErrExists) {
-						return fmt.Errorf("%w (nothing was written)", err)
-					}
-					return err
-				}
-				st, err := store.Load(ctx)
+				st, err := writeCatalog(ctx, store, "nothing was written", func() error {
+					return store.Import(ctx, data, force)
+				})
 				if err != nil {
 					return err
 				}

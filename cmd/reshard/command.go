@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
@@ -27,4 +29,16 @@ func onCatalog(fn func(ctx context.Context, cmd *cobra.Command, args []string, s
 		ctx := cmd.Context()
 		return withCatalog(ctx, func(store *catalog.Store, st *catalog.State) error { return fn(ctx, cmd, args, store, st) })
 	}
+}
+
+// writeCatalog is init's and catalog import's write of a whole catalog: write, an existing
+// catalog refused with hint (what to do), then the catalog as etcd now has it, to print.
+func writeCatalog(ctx context.Context, store *catalog.Store, hint string, write func() error) (*catalog.State, error) {
+	if err := write(); err != nil {
+		if errors.Is(err, catalog.ErrExists) {
+			return nil, fmt.Errorf("%w (%s)", err, hint)
+		}
+		return nil, err
+	}
+	return store.Load(ctx)
 }

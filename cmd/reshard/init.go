@@ -250,13 +250,9 @@ Example cluster.yaml:
 			for _, w := range pgmeta.ForeignKeyWarnings(ctx, validShards(shards), validTables(cfg.Tables)) {
 				fmt.Fprintln(cmd.ErrOrStderr(), w)
 			}
-			if err := store.Init(ctx, cfg, shards, ranges, force); err != nil {
-				if errors.Is(err, catalog.ErrExists) {
-					return fmt.Errorf("%w (pass --force to replace it)", err)
-				}
-				return err
-			}
-			loaded, err := store.Load(ctx)
+			loaded, err := writeCatalog(ctx, store, "pass --force to replace it", func() error {
+				return store.Init(ctx, cfg, shards, ranges, force)
+			})
 			if err != nil {
 				return err
 			}

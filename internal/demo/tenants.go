@@ -88,6 +88,13 @@ func (r *TenantReport) Print(w io.Writer) {
 	}
 }
 
+// String is what Print writes, for a test's log.
+func (r *TenantReport) String() string {
+	var b strings.Builder
+	r.Print(&b)
+	return b.String()
+}
+
 // CompareTenants checks every tenant's rows on every shard of after against the start
 // (before) and what the load did since (ch; nil: nothing was written): a tenant's rows are
 // all on its owner and nowhere else; a tenant no write touched has exactly its starting
