@@ -31,6 +31,15 @@ type Keyspace struct {
 	Columns      map[string]string // table (as configured) -> its key column, where not Key
 }
 
+// OrKey is k, with key as its key column when k names none: the keyspace of a caller
+// configured with both a Keyspace and a bare key column (the mover's and the cutover's).
+func (k Keyspace) OrKey(key string) Keyspace {
+	if k.Key == "" {
+		k.Key = key
+	}
+	return k
+}
+
 // RangeOn is the keyspace of bigint keys by range in column col of every table.
 func RangeOn(col string) Keyspace { return Keyspace{Key: col} }
 

@@ -127,3 +127,24 @@ func TestKeyTypeHoldsColumnTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyspaceOrKeyFillsOnlyAMissingKey: a bare key column is the keyspace's key only when
+// the keyspace names none; its type, distribution and table keys are kept either way.
+func TestKeyspaceOrKeyFillsOnlyAMissingKey(t *testing.T) {
+	hashed := Keyspace{Type: KeyUUID, Distribution: DistHash, Columns: map[string]string{"ads": "company_id"}}
+	for _, tc := range []struct {
+		name string
+		ks   Keyspace
+		key  string
+		want string
+	}{
+		{"no key in the keyspace", hashed, "id", "id"},
+		{"the keyspace's key wins", Keyspace{Key: "tenant_id"}, "id", "tenant_id"},
+		{"neither names one", Keyspace{}, "", ""},
+	} {
+		got := tc.ks.OrKey(tc.key)
+		if got.Key != tc.want || got.Type != tc.ks.Type || got.Distribution != tc.ks.Distribution || !reflect.DeepEqual(got.Columns, tc.ks.Columns) {
+			t.Errorf("%s: %+v.OrKey(%q) = %+v, want key %q and the rest kept", tc.name, tc.ks, tc.key, got, tc.want)
+		}
+	}
+}

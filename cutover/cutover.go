@@ -103,13 +103,7 @@ type Env struct {
 }
 
 // Keyspace is Keys, with Key as its key column when Keys names none.
-func (env Env) Keyspace() catalog.Keyspace {
-	k := env.Keys
-	if k.Key == "" {
-		k.Key = env.Key
-	}
-	return k
-}
+func (env Env) Keyspace() catalog.Keyspace { return env.Keys.OrKey(env.Key) }
 
 // MayWrite is checked right before a statement that changes a shard on the migration's
 // behalf: a driver whose lock may have been lost must not act on what it read before.

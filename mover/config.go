@@ -159,13 +159,7 @@ func (cfg Config) validate() []string {
 }
 
 // keyspace is Keys, with Key as its key column when Keys names none.
-func (cfg Config) keyspace() catalog.Keyspace {
-	k := cfg.Keys
-	if k.Key == "" {
-		k.Key = cfg.Key
-	}
-	return k
-}
+func (cfg Config) keyspace() catalog.Keyspace { return cfg.Keys.OrKey(cfg.Key) }
 
 // pred is the predicate selecting the range's rows of t.
 func (cfg Config) pred(t *table) string { return cfg.keyspace().Pred(t.Name, "", cfg.Range) }
