@@ -15,14 +15,11 @@ import (
 // is idempotent, and refuses a migration that has flipped.
 func TestCancelAndCleanup(t *testing.T) {
 	ctx := context.Background()
-	srcPG, dstPG, src, dst := pair(t, ctx, schema)
-	seed(t, ctx, src, 6, 5, 200, 10)
 	rng := catalog.NewRange(2, 5)
 	// Rows outside the range on the target are not the mover's and must survive.
-	seedNeighbours(t, ctx, src, dst, testTables, rng)
+	srcPG, dstPG, src, dst := seededPair(t, ctx, rng, 6, 5, 200, 10)
 	j := newMemJournal()
-	cfg := Config{ID: "cancel-me", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
-		Tables: testTables, Range: rng, Logger: testLogger(t)}
+	cfg := moveConfig(t, "cancel-me", srcPG, dstPG, testTables, rng)
 
 	// A mover whose process "dies" during catch-up.
 	runCtx, kill := context.WithCancel(ctx)

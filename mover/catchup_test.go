@@ -74,8 +74,7 @@ func TestCatchUpIdentityAndGeneratedColumns(t *testing.T) {
 	for _, tb := range identityTables {
 		mine[tb] = allRows(t, ctx, dst, tb, rng, false)
 	}
-	m := startMover(t, ctx, Config{ID: "ident", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
-		Tables: identityTables, Range: rng, Logger: testLogger(t)}, newMemJournal())
+	m := startMover(t, ctx, moveConfig(t, "ident", srcPG, dstPG, identityTables, rng), newMemJournal())
 	defer m.Stop(ctx)
 	for _, q := range []string{
 		// items: identity in the key.

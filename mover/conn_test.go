@@ -79,8 +79,7 @@ func TestMoveExactWhateverTheServersTextSettings(t *testing.T) {
 		t.Fatalf("fa not stored out of line / compressed: %v", err)
 	}
 	rng := catalog.NewRange(10, 20)
-	m := startMover(t, ctx, Config{ID: "styles", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
-		Tables: []string{"vals", "vals_text"}, Range: rng, Logger: testLogger(t)}, newMemJournal())
+	m := startMover(t, ctx, moveConfig(t, "styles", srcPG, dstPG, []string{"vals", "vals_text"}, rng), newMemJournal())
 	defer m.Stop(ctx)
 	for _, q := range []string{
 		`UPDATE vals SET d = d + 1, ts = ts + interval '1 day 2 hours', tz = tz - interval '5 hours', iv = iv * 2 - interval '7 days', f = f / 7, r = r * 3 WHERE tenant_id = 10`,

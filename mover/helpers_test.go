@@ -524,6 +524,23 @@ func pair(t *testing.T, ctx context.Context, ddl string) (*testenv.PG, *testenv.
 	return srcPG, dstPG, srcPG.Pool(ctx), dstPG.Pool(ctx)
 }
 
+// seededPair is pair with the test schema, the source seeded (sizes as seed takes them)
+// and the target holding the rows either side of rng that no move may touch.
+func seededPair(t *testing.T, ctx context.Context, rng catalog.KeyRange, tenants, accounts, ledger, docs int) (srcPG, dstPG *testenv.PG, src, dst *pgxpool.Pool) {
+	t.Helper()
+	srcPG, dstPG, src, dst = pair(t, ctx, schema)
+	seed(t, ctx, src, tenants, accounts, ledger, docs)
+	seedNeighbours(t, ctx, src, dst, testTables, rng)
+	return srcPG, dstPG, src, dst
+}
+
+// moveConfig moves tables' rows in rng from srcPG to dstPG by tenant_id, logging to the
+// test; each test sets on it what it exercises (workers, rate, progress).
+func moveConfig(t testing.TB, id string, srcPG, dstPG *testenv.PG, tables []string, rng catalog.KeyRange) Config {
+	return Config{ID: id, SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
+		Tables: tables, Range: rng, Logger: testLogger(t)}
+}
+
 // waitCaughtUp waits until everything written on the source so far is applied.
 func waitCaughtUp(t testing.TB, ctx context.Context, m *Mover, src *pgxpool.Pool) {
 	t.Helper()
@@ -535,6 +552,17 @@ func waitCaughtUp(t testing.TB, ctx context.Context, m *Mover, src *pgxpool.Pool
 		t.Fatalf("WaitApplied(%s): %v (applied %s)", lsn, err, m.AppliedLSN())
 	}
 	t.Logf("applied up to %s in %v", lsn, time.Since(start).Round(time.Millisecond))
+}
+
+// caughtUpAndSame waits until m has applied all the source wrote, fails on m's error, and
+// compares testTables' rows in rng on both sides row by row.
+func caughtUpAndSame(t testing.TB, ctx context.Context, m *Mover, src, dst *pgxpool.Pool, rng catalog.KeyRange) {
+	t.Helper()
+	waitCaughtUp(t, ctx, m, src)
+	if err := m.Err(); err != nil {
+		t.Fatal(err)
+	}
+	assertSame(t, ctx, src, dst, testTables, rng)
 }
 
 func newRand(seed int) *rand.Rand { return rand.New(rand.NewPCG(uint64(seed), 7)) }

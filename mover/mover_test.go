@@ -16,10 +16,8 @@ import (
 func TestMoveUnderConcurrentWrites(t *testing.T) {
 	smallChunks(t) // 4 of 10 tenants: key chunks
 	ctx := context.Background()
-	srcPG, dstPG, src, dst := pair(t, ctx, schema)
-	seed(t, ctx, src, 10, 5, 400, 30)
 	rng := catalog.NewRange(3, 7)
-	seedNeighbours(t, ctx, src, dst, testTables, rng)
+	srcPG, dstPG, src, dst := seededPair(t, ctx, rng, 10, 5, 400, 30)
 
 	w := startWriter(ctx, src, 10, 3)
 	defer w.close()
@@ -27,12 +25,10 @@ func TestMoveUnderConcurrentWrites(t *testing.T) {
 
 	j := newMemJournal()
 	var progressCalls atomic.Int64
-	m, err := New(Config{
-		ID: "move-1", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(),
-		Key: "tenant_id", Tables: testTables, Range: rng, Workers: 3,
-		Progress: func(Progress) { progressCalls.Add(1) },
-		Logger:   testLogger(t),
-	}, j)
+	cfg := moveConfig(t, "move-1", srcPG, dstPG, testTables, rng)
+	cfg.Workers = 3
+	cfg.Progress = func(Progress) { progressCalls.Add(1) }
+	m, err := New(cfg, j)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,11 +47,7 @@ func TestMoveUnderConcurrentWrites(t *testing.T) {
 	if w.moves.Load() == 0 {
 		t.Fatal("the writer moved no document across tenants; the test proves less than it claims")
 	}
-	waitCaughtUp(t, ctx, m, src)
-	if err := m.Err(); err != nil {
-		t.Fatal(err)
-	}
-	assertSame(t, ctx, src, dst, testTables, rng)
+	caughtUpAndSame(t, ctx, m, src, dst, rng)
 
 	// An idle source reaches lag zero through keepalives.
 	deadline := time.Now().Add(20 * time.Second)
@@ -97,20 +89,15 @@ func TestMoveUnderConcurrentWrites(t *testing.T) {
 func TestResumeAfterKill(t *testing.T) {
 	smallChunks(t) // 5 of 8 tenants: block chunks
 	ctx := context.Background()
-	srcPG, dstPG, src, dst := pair(t, ctx, schema)
-	seed(t, ctx, src, 8, 5, 1500, 60)
 	rng := catalog.From(4) // unbounded above
-	seedNeighbours(t, ctx, src, dst, testTables, rng)
+	srcPG, dstPG, src, dst := seededPair(t, ctx, rng, 8, 5, 1500, 60)
 	j := newMemJournal()
 	w := startWriter(ctx, src, 8, 2)
 	defer w.close()
 
-	cfg := Config{
-		ID: "resume", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(),
-		Key: "tenant_id", Tables: testTables, Range: rng, Workers: 2,
-		MaxRate: 256 << 10, // slow enough to be killed midway
-		Logger:  testLogger(t),
-	}
+	cfg := moveConfig(t, "resume", srcPG, dstPG, testTables, rng)
+	cfg.Workers = 2
+	cfg.MaxRate = 256 << 10 // slow enough to be killed midway
 
 	// 1. Killed during the copy, once some chunk has landed, or at the latest once bytes
 	// flow: on a loaded machine the last chunks may all end between two progress reports.
@@ -170,11 +157,7 @@ func TestResumeAfterKill(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	w.halt(t)
-	waitCaughtUp(t, ctx, m3, src)
-	if err := m3.Err(); err != nil {
-		t.Fatal(err)
-	}
-	assertSame(t, ctx, src, dst, testTables, rng)
+	caughtUpAndSame(t, ctx, m3, src, dst, rng)
 	if err := m3.Cancel(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -247,8 +230,7 @@ func TestTypesAndToast(t *testing.T) {
 	seedNeighbours(t, ctx, src, dst, []string{"kinds", "tagged"}, rng)
 
 	j := newMemJournal()
-	m := startMover(t, ctx, Config{ID: "types", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
-		Tables: []string{"kinds", "tagged"}, Range: rng, Logger: testLogger(t)}, j)
+	m := startMover(t, ctx, moveConfig(t, "types", srcPG, dstPG, []string{"kinds", "tagged"}, rng), j)
 	defer m.Stop(ctx)
 	assertSame(t, ctx, src, dst, []string{"kinds", "tagged"}, rng)
 

@@ -128,26 +128,15 @@ func checkSource(ctx context.Context, conn *pgx.Conn, cfg Config, slot, pub stri
 	if h := s.headroom(); h < need {
 		add("only %d free connections (max_connections=%d, %d in use, %d reserved) but the move needs %d: lower --workers or raise max_connections", h, s.maxConns, s.conns-1, s.reserved, need)
 	}
-	var tables []*table
-	for _, name := range cfg.Tables {
-		t, err := loadTable(ctx, conn, name)
-		if errors.Is(err, errNoTable) {
-			add("table %s does not exist", name)
-			tables = append(tables, nil)
-			continue
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("source: %w", err)
-		}
-		tables = append(tables, t)
+	tables, err := forEachTable(ctx, conn, cfg.Tables, "source", "table %s does not exist", add, func(_ int, name string, t *table) error {
 		key := cfg.keyspace().Column(name)
 		probs = append(probs, checkTableShape("source", t, cfg.keyspace())...)
 		if t.column(key) == nil {
-			continue
+			return nil
 		}
 		idp, err := identityIncludesKey(ctx, conn, t, key)
 		if err != nil {
-			return nil, nil, fmt.Errorf("source: read replica identity of %s: %w", name, err)
+			return fmt.Errorf("source: read replica identity of %s: %w", name, err)
 		}
 		for _, p := range idp {
 			add("%s", p)
@@ -155,7 +144,7 @@ func checkSource(ctx context.Context, conn *pgx.Conn, cfg Config, slot, pub stri
 		var owner, sel bool
 		if err := conn.QueryRow(ctx, `SELECT pg_has_role(c.relowner, 'USAGE'), has_table_privilege(c.oid, 'SELECT')
 			FROM pg_class c WHERE c.oid = $1`, t.OID).Scan(&owner, &sel); err != nil {
-			return nil, nil, fmt.Errorf("source: read privileges on %s: %w", name, err)
+			return fmt.Errorf("source: read privileges on %s: %w", name, err)
 		}
 		if !owner && !s.super {
 			add("the role does not own %s, which CREATE PUBLICATION requires: connect as its owner or a superuser", name)
@@ -163,8 +152,35 @@ func checkSource(ctx context.Context, conn *pgx.Conn, cfg Config, slot, pub stri
 		if !sel {
 			add("the role cannot SELECT from %s: GRANT SELECT ON %s TO <role>", name, t.Qualified())
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return probs, tables, nil
+}
+
+// forEachTable loads each of names through conn, in order, and hands it to check; one that
+// does not exist is nil in the result, and add says so (missing, a format of its name) in
+// its place among the problems. An error reading a table or from check ends it.
+func forEachTable(ctx context.Context, conn *pgx.Conn, names []string, side, missing string, add func(string, ...any), check func(i int, name string, t *table) error) ([]*table, error) {
+	var tables []*table
+	for i, name := range names {
+		t, err := loadTable(ctx, conn, name)
+		if errors.Is(err, errNoTable) {
+			add(missing, name)
+			tables = append(tables, nil)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", side, err)
+		}
+		tables = append(tables, t)
+		if err := check(i, name, t); err != nil {
+			return nil, err
+		}
+	}
+	return tables, nil
 }
 
 // checkTableShape checks what both sides need of a table: a primary key and a key column
@@ -198,18 +214,8 @@ func checkTarget(ctx context.Context, conn *pgx.Conn, cfg Config, src []*table, 
 	if !s.canCreateSchema {
 		add("the role may not create the schema reshard (for reshard.progress): GRANT CREATE ON DATABASE <db> TO <role>, or create the schema beforehand")
 	}
-	var tables []*table
-	for i, name := range cfg.Tables {
-		t, err := loadTable(ctx, conn, name)
-		if errors.Is(err, errNoTable) {
-			add("table %s does not exist: create it with the same columns as on the source", name)
-			tables = append(tables, nil)
-			continue
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("target: %w", err)
-		}
-		tables = append(tables, t)
+	missing := "table %s does not exist: create it with the same columns as on the source"
+	tables, err := forEachTable(ctx, conn, cfg.Tables, "target", missing, add, func(i int, name string, t *table) error {
 		probs = append(probs, checkTableShape("target", t, cfg.keyspace())...)
 		if i < len(src) && src[i] != nil {
 			for _, p := range diffColumns(src[i], t) {
@@ -219,22 +225,26 @@ func checkTarget(ctx context.Context, conn *pgx.Conn, cfg Config, src []*table, 
 		var priv bool
 		if err := conn.QueryRow(ctx, `SELECT has_table_privilege($1::oid, 'SELECT') AND has_table_privilege($1::oid, 'INSERT')
 			AND has_table_privilege($1::oid, 'UPDATE') AND has_table_privilege($1::oid, 'DELETE')`, t.OID).Scan(&priv); err != nil {
-			return nil, nil, fmt.Errorf("target: read privileges on %s: %w", name, err)
+			return fmt.Errorf("target: read privileges on %s: %w", name, err)
 		}
 		if !priv {
 			add("the role needs SELECT, INSERT, UPDATE and DELETE on %s", name)
 		}
 		if t.column(cfg.keyspace().Column(name)) == nil || cfg.Overwrite {
-			continue
+			return nil
 		}
 		var has bool
 		q := fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE %s)", t.Qualified(), cfg.pred(t))
 		if err := conn.QueryRow(ctx, q).Scan(&has); err != nil {
-			return nil, nil, fmt.Errorf("target: look for rows of the range in %s: %w", name, err)
+			return fmt.Errorf("target: look for rows of the range in %s: %w", name, err)
 		}
 		if has {
 			add("table %s already holds rows of range %s: delete them, or pass --overwrite to have them replaced", name, cfg.Range)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return probs, tables, nil
 }

@@ -32,8 +32,7 @@ func TestPartitionedTable(t *testing.T) {
 		CREATE TABLE events_all PARTITION OF events DEFAULT`)
 	rng := catalog.NewRange(3, 6)
 	seedNeighbours(t, ctx, src, dst, []string{"events"}, rng)
-	m := startMover(t, ctx, Config{ID: "parts", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
-		Tables: []string{"events"}, Range: rng, Logger: testLogger(t)}, newMemJournal())
+	m := startMover(t, ctx, moveConfig(t, "parts", srcPG, dstPG, []string{"events"}, rng), newMemJournal())
 	defer m.Stop(ctx)
 	for _, q := range []string{
 		`INSERT INTO events VALUES (4, 1000, '2024-01-15', 'new p1'), (4, 1001, '2024-02-15', 'new p2'), (8, 1002, '2024-02-15', 'outside')`,

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/testenv"
 )
 
 // TestResumedCopyCopiesOnlyUnfinishedChunks kills the mover (cancels its context) once half
@@ -20,10 +21,8 @@ import (
 func TestResumedCopyCopiesOnlyUnfinishedChunks(t *testing.T) {
 	smallChunks(t) // 4 of 10 tenants: key chunks
 	ctx := context.Background()
-	srcPG, dstPG, src, dst := pair(t, ctx, schema)
-	seed(t, ctx, src, 10, 5, 1500, 60)
 	rng := catalog.NewRange(3, 7)
-	seedNeighbours(t, ctx, src, dst, testTables, rng)
+	srcPG, dstPG, src, dst := seededPair(t, ctx, rng, 10, 5, 1500, 60)
 	w := startWriter(ctx, src, 10, 2)
 	defer w.close()
 
@@ -35,8 +34,8 @@ func TestResumedCopyCopiesOnlyUnfinishedChunks(t *testing.T) {
 			once.Do(kill)
 		}
 	}
-	cfg := Config{ID: "resume_copy", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(),
-		Key: "tenant_id", Tables: testTables, Range: rng, Workers: 1, Logger: testLogger(t)}
+	cfg := moveConfig(t, "resume_copy", srcPG, dstPG, testTables, rng)
+	cfg.Workers = 1
 	m1, err := New(cfg, j)
 	if err != nil {
 		t.Fatal(err)
@@ -94,11 +93,7 @@ func TestResumedCopyCopiesOnlyUnfinishedChunks(t *testing.T) {
 
 	time.Sleep(time.Second)
 	w.halt(t)
-	waitCaughtUp(t, ctx, m2, src)
-	if err := m2.Err(); err != nil {
-		t.Fatal(err)
-	}
-	assertSame(t, ctx, src, dst, testTables, rng)
+	caughtUpAndSame(t, ctx, m2, src, dst, rng)
 }
 
 // chunksDone counts the done chunks of a copy plan, and all of them.
@@ -124,33 +119,24 @@ func chunksDone(p *catalog.CopyPlan) (done, total int) {
 func TestTargetRestartDuringCopyAndCatchup(t *testing.T) {
 	smallChunks(t)
 	ctx := context.Background()
-	srcPG, dstPG, src, dst := pair(t, ctx, schema)
-	seed(t, ctx, src, 10, 5, 1500, 60)
 	rng := catalog.NewRange(3, 7)
-	seedNeighbours(t, ctx, src, dst, testTables, rng)
+	srcPG, dstPG, src, dst := seededPair(t, ctx, rng, 10, 5, 1500, 60)
 	w := startWriter(ctx, src, 10, 2)
 	defer w.close()
 
 	restarted := make(chan error, 1)
 	var once sync.Once
 	j := newMemJournal()
-	cfg := Config{ID: "dst_restart", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(),
-		Key: "tenant_id", Tables: testTables, Range: rng, Workers: 1, MaxRate: 512 << 10, Logger: testLogger(t),
-		Progress: func(p Progress) {
-			if p.Phase == catalog.PhaseCopying && p.ChunksDone > 0 && p.ChunksDone < p.ChunksTotal {
-				once.Do(func() { go func() { restarted <- dstPG.Restart(ctx) }() })
-			}
-		}}
+	cfg := moveConfig(t, "dst_restart", srcPG, dstPG, testTables, rng)
+	cfg.Workers, cfg.MaxRate = 1, 512<<10
+	cfg.Progress = func(p Progress) {
+		if p.Phase == catalog.PhaseCopying && p.ChunksDone > 0 && p.ChunksDone < p.ChunksTotal {
+			once.Do(func() { go func() { restarted <- dstPG.Restart(ctx) }() })
+		}
+	}
 	m := startMover(t, ctx, cfg, j)
 	defer m.Stop(ctx)
-	select {
-	case err := <-restarted:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatal("the target was never restarted during the copy")
-	}
+	testenv.WaitErr(t, restarted, 2*time.Minute, "the target was never restarted during the copy")
 	rec := j.get(t, cfg.ID)
 	if rec.Copy.Runs < 2 {
 		t.Errorf("the copy ran %d times, want it resumed after the restart", rec.Copy.Runs)
@@ -161,9 +147,5 @@ func TestTargetRestartDuringCopyAndCatchup(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	w.halt(t)
-	waitCaughtUp(t, ctx, m, src)
-	if err := m.Err(); err != nil {
-		t.Fatal(err)
-	}
-	assertSame(t, ctx, src, dst, testTables, rng)
+	caughtUpAndSame(t, ctx, m, src, dst, rng)
 }

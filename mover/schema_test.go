@@ -20,8 +20,7 @@ func TestAddColumnOnSourceWaitsForTheTarget(t *testing.T) {
 	seed(t, ctx, src, 6, 3, 50, 5)
 	rng := catalog.NewRange(1, 4)
 	j := newMemJournal()
-	m := startMover(t, ctx, Config{ID: "add_col", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(),
-		Key: "tenant_id", Tables: testTables, Range: rng, Logger: testLogger(t)}, j)
+	m := startMover(t, ctx, moveConfig(t, "add_col", srcPG, dstPG, testTables, rng), j)
 	defer m.Stop(ctx)
 	waitCaughtUp(t, ctx, m, src)
 
@@ -58,11 +57,7 @@ func TestAddColumnOnSourceWaitsForTheTarget(t *testing.T) {
 		t.Fatalf("the catch-up stopped for good while waiting: %v", err)
 	}
 	mustExec(t, ctx, dst, ddl)
-	waitCaughtUp(t, ctx, m, src)
-	if err := m.Err(); err != nil {
-		t.Fatal(err)
-	}
-	assertSame(t, ctx, src, dst, testTables, rng)
+	caughtUpAndSame(t, ctx, m, src, dst, rng)
 	if n := count(t, ctx, dst, `SELECT count(*) FROM accounts WHERE region = 'us' AND tenant_id = 2 AND id = 100`); n != 1 {
 		t.Errorf("the new column's value is not on the target")
 	}

@@ -24,8 +24,7 @@ func TestInvalidatedSlotStopsTheCatchUpWithWhatToDo(t *testing.T) {
 	srcPG.Exec(ctx, "SELECT pg_reload_conf()")
 
 	j := newMemJournal()
-	cfg := Config{ID: "slot_lost", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(),
-		Key: "tenant_id", Tables: testTables, Range: rng, Logger: testLogger(t)}
+	cfg := moveConfig(t, "slot_lost", srcPG, dstPG, testTables, rng)
 	m := startMover(t, ctx, cfg, j)
 	defer m.Stop(ctx)
 	waitCaughtUp(t, ctx, m, src)

@@ -13,12 +13,9 @@ import (
 // applied position without a target transaction: the cutover waits for no commit there.
 func TestMessageOnlyTransactionsWriteNothingOnTarget(t *testing.T) {
 	ctx := context.Background()
-	srcPG, dstPG, src, dst := pair(t, ctx, schema)
-	seed(t, ctx, src, 4, 2, 20, 2)
 	rng := catalog.NewRange(2, 4)
-	seedNeighbours(t, ctx, src, dst, testTables, rng)
-	m := startMover(t, ctx, Config{ID: "msgs", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
-		Tables: testTables, Range: rng, Logger: testLogger(t)}, newMemJournal())
+	srcPG, dstPG, src, dst := seededPair(t, ctx, rng, 4, 2, 20, 2)
+	m := startMover(t, ctx, moveConfig(t, "msgs", srcPG, dstPG, testTables, rng), newMemJournal())
 	defer m.Stop(ctx)
 	mustExec(t, ctx, src, `UPDATE accounts SET name = 'x' WHERE tenant_id = 3`)
 	waitCaughtUp(t, ctx, m, src)

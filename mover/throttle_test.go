@@ -14,18 +14,17 @@ import (
 func TestCopyPausesForSourceLag(t *testing.T) {
 	smallChunks(t)
 	ctx := context.Background()
-	srcPG, dstPG, src, dst := pair(t, ctx, schema)
-	seed(t, ctx, src, 6, 5, 2000, 40)
 	rng := catalog.NewRange(2, 5)
-	seedNeighbours(t, ctx, src, dst, testTables, rng)
+	srcPG, dstPG, src, dst := seededPair(t, ctx, rng, 6, 5, 2000, 40)
 	// A standby's slot that does not move, and 4 MB of WAL behind it.
 	mustExec(t, ctx, src, `SELECT pg_create_physical_replication_slot('laggy', true)`)
 	mustExec(t, ctx, src, `CREATE TABLE scratch AS SELECT g, md5(g::text) AS h FROM generate_series(1, 60000) g; DROP TABLE scratch`)
 
 	var copied atomic.Int64
-	m, err := New(Config{ID: "lag", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id", Tables: testTables,
-		Range: rng, Workers: 2, MaxSourceLag: 1 << 20, MaxRate: 512 << 10, Logger: testLogger(t),
-		Progress: func(p Progress) { copied.Store(p.BytesCopied) }}, newMemJournal())
+	cfg := moveConfig(t, "lag", srcPG, dstPG, testTables, rng)
+	cfg.Workers, cfg.MaxSourceLag, cfg.MaxRate = 2, 1<<20, 512<<10
+	cfg.Progress = func(p Progress) { copied.Store(p.BytesCopied) }
+	m, err := New(cfg, newMemJournal())
 	if err != nil {
 		t.Fatal(err)
 	}

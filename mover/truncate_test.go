@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/testenv"
 )
 
 // truncSchema has a parent and a child with a foreign key, a table partitioned by date
@@ -84,8 +85,7 @@ func TestTruncateOnSourceStopsTheMove(t *testing.T) {
 					}
 				}
 			}
-			m := startMover(t, ctx, Config{ID: id, SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
-				Tables: truncTables, Range: rng, Logger: testLogger(t)}, j)
+			m := startMover(t, ctx, moveConfig(t, id, srcPG, dstPG, truncTables, rng), j)
 			defer m.Stop(ctx)
 			if !tc.duringCopy {
 				mustExec(t, ctx, src, tc.sql)
@@ -148,10 +148,8 @@ func truncateTriggers(t testing.TB, ctx context.Context, db querier) int {
 // released. So maintenance never removes partitions under a move it could not see.
 func TestMoveWaitsForPartitionMaintenance(t *testing.T) {
 	ctx := context.Background()
-	srcPG, dstPG, src, dst := pair(t, ctx, schema)
-	seed(t, ctx, src, 4, 2, 20, 2)
 	rng := catalog.NewRange(2, 4)
-	seedNeighbours(t, ctx, src, dst, testTables, rng)
+	srcPG, dstPG, src, dst := seededPair(t, ctx, rng, 4, 2, 20, 2)
 	hold := func(db string) *pgx.Conn {
 		c, err := pgx.Connect(ctx, db)
 		if err != nil {
@@ -162,8 +160,7 @@ func TestMoveWaitsForPartitionMaintenance(t *testing.T) {
 		return c
 	}
 	srcLock, dstLock := hold(srcPG.DSNApp()), hold(dstPG.DSNApp())
-	m, err := New(Config{ID: "maint", SourceDSN: srcPG.DSNApp(), TargetDSN: dstPG.DSNApp(), Key: "tenant_id",
-		Tables: testTables, Range: rng, Logger: testLogger(t)}, newMemJournal())
+	m, err := New(moveConfig(t, "maint", srcPG, dstPG, testTables, rng), newMemJournal())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,14 +186,7 @@ func TestMoveWaitsForPartitionMaintenance(t *testing.T) {
 	}
 	mustExec(t, ctx, srcLock, "SELECT pg_advisory_unlock(hashtext('reshard.partitions'))")
 
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatal("Start did not return within 2 minutes of the locks' release")
-	}
+	testenv.WaitErr(t, started, 2*time.Minute, "Start did not return within 2 minutes of the locks' release")
 	assertSame(t, ctx, src, dst, testTables, rng)
 	if err := m.Cancel(ctx); err != nil {
 		t.Fatal(err)

@@ -148,17 +148,7 @@ func Etcd(t testing.TB) (*etcdserver.Server, *clientv3.Client) {
 		os.RemoveAll(dir)
 		t.Fatalf("testenv: %v", err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		srv.Close()
-		os.RemoveAll(dir)
-		t.Fatalf("testenv: etcd client: %v", err)
-	}
-	t.Cleanup(func() {
-		cli.Close()
-		srv.Close()
-		os.RemoveAll(dir)
-	})
+	cli := connect(t, clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second}, srv.Close, dir)
 	t.Logf("testenv: etcd started on %s", srv.Endpoint())
 	return srv, cli
 }
@@ -180,19 +170,41 @@ func EtcdCluster(t testing.TB, n int) (*etcdserver.Cluster, *clientv3.Client) {
 		os.RemoveAll(dir)
 		t.Fatalf("testenv: %v", err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli := connect(t, clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}, c.Close, dir)
+	t.Logf("testenv: %d-member etcd started on %v", n, c.Endpoints())
+	return c, cli
+}
+
+// connect opens the tests' client on a started etcd and closes it, the server (closeServer)
+// and the server's directory at cleanup, or at once when the client cannot be made.
+func connect(t testing.TB, cfg clientv3.Config, closeServer func(), dir string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(cfg)
 	if err != nil {
-		c.Close()
+		closeServer()
 		os.RemoveAll(dir)
 		t.Fatalf("testenv: etcd client: %v", err)
 	}
 	t.Cleanup(func() {
 		cli.Close()
-		c.Close()
+		closeServer()
 		os.RemoveAll(dir)
 	})
-	t.Logf("testenv: %d-member etcd started on %v", n, c.Endpoints())
-	return c, cli
+	return cli
+}
+
+// WaitErr waits up to within for the error a goroutine sends on ch: a non-nil one fails t,
+// and so does none in time, with timeout as the message.
+func WaitErr(t testing.TB, ch <-chan error, within time.Duration, timeout string) {
+	t.Helper()
+	select {
+	case err := <-ch:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(within):
+		t.Fatal(timeout)
+	}
 }
 
 func itoa(i int) string { return string(rune('0' + i)) }
