@@ -33,10 +33,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The partition scheduler's last run is part of a backup too.
-	leader, err := s.Campaign(ctx, "scheduler", WithTTL(5))
-	if err != nil {
-		t.Fatal(err)
-	}
+	leader := schedulerLeader(t, ctx, s)
 	if err := s.PutPartitionRun(ctx, leader, sampleRun("host pid 1", 2, 1)); err != nil {
 		t.Fatal(err)
 	}

@@ -147,3 +147,38 @@ func allocatedPerFlip(t *testing.T, s *Store, st *State, n int, check flipChecks
 	runtime.ReadMemStats(&after)
 	return (after.TotalAlloc - before.TotalAlloc) / uint64(n)
 }
+
+// clusterStore is a store on a 3-member etcd whose members the test kills and restarts.
+func clusterStore(t *testing.T) (*etcdserver.Cluster, *Store) {
+	t.Helper()
+	c, cli := testenv.EtcdCluster(t, 3)
+	s, err := NewStore(cli, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, s
+}
+
+// schedulerLeader campaigns for the scheduler's leadership with a 5-second lease and
+// fails t unless it wins; the caller resigns.
+func schedulerLeader(t *testing.T, ctx context.Context, s *Store) *Leader {
+	t.Helper()
+	l, err := s.Campaign(ctx, "scheduler", WithTTL(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// loadValid loads the catalog and fails t unless it is valid.
+func loadValid(t *testing.T, ctx context.Context, s *Store) *State {
+	t.Helper()
+	st, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ValidateState(st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}

@@ -57,14 +57,7 @@ func TestLockMigration(t *testing.T) {
 	if err := la.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Lock did not get the released lock")
-	}
+	testenv.WaitErr(t, got, 5*time.Second, "Lock did not get the released lock")
 	resp, _ = a.cli.Txn(ctx).If(la.IsOwner()).Then(clientv3.OpPut("/x", "2")).Commit()
 	if resp.Succeeded {
 		t.Error("a guarded write succeeded after unlock")

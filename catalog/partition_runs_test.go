@@ -52,10 +52,7 @@ func TestPartitionRunOnlyLeaderWrites(t *testing.T) {
 		t.Errorf("put without a leader = %v, want ErrNotLeader", err)
 	}
 
-	la, err := a.Campaign(ctx, "scheduler", WithTTL(5))
-	if err != nil {
-		t.Fatal(err)
-	}
+	la := schedulerLeader(t, ctx, a)
 	want := sampleRun("", 4, 3)
 	if err := a.PutPartitionRun(ctx, la, want); err != nil {
 		t.Fatalf("leader's put: %v", err)
@@ -114,10 +111,7 @@ func TestPartitionRunOnlyLeaderWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lo, err := other.Campaign(ctx, "scheduler", WithTTL(5))
-	if err != nil {
-		t.Fatal(err)
-	}
+	lo := schedulerLeader(t, ctx, other)
 	defer lo.Resign(ctx)
 	if err := a.PutPartitionRun(ctx, lo, sampleRun("x", 0, 3)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("put with another cluster's leader = %v, want ErrInvalid", err)
@@ -130,10 +124,7 @@ func TestPartitionRunHistory(t *testing.T) {
 	s, _ := testStore(t)
 	ctx := context.Background()
 	initDemo(t, s)
-	l, err := s.Campaign(ctx, "scheduler", WithTTL(5))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := schedulerLeader(t, ctx, s)
 	defer l.Resign(ctx)
 	failing := sampleRun("a", 0, 2)
 	failing.Outcome, failing.Errors = PartitionRunErrors, []string{"s2: events: lock not granted"}
@@ -173,10 +164,7 @@ func TestPartitionRunHistory(t *testing.T) {
 func TestPartitionRunRejectsBadInput(t *testing.T) {
 	s, cli := testStore(t)
 	ctx := context.Background()
-	l, err := s.Campaign(ctx, "scheduler", WithTTL(5))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := schedulerLeader(t, ctx, s)
 	defer l.Resign(ctx)
 	if err := s.PutPartitionRun(ctx, l, sampleRun("a", 0, 3)); !errors.Is(err, ErrNotFound) {
 		t.Errorf("put without a catalog = %v, want ErrNotFound", err)

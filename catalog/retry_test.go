@@ -13,8 +13,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // fault is what faultKV does to one write transaction.
@@ -300,11 +298,7 @@ func killer(t *testing.T, c interface {
 // (each returns nil; the history is dense, without duplicates, and says exactly what was
 // done) and every lock stays held until it is unlocked.
 func TestCatalogWritesThroughLeaderKills(t *testing.T) {
-	c, cli := testenv.EtcdCluster(t, 3)
-	s, err := NewStore(cli, "demo")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := clusterStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	ranges := []Range{{Range: Below(0), Shard: "s1"}, {Range: NewRange(0, 1_000_000), Shard: "s2"}, {Range: From(1_000_000), Shard: "s3"}}
@@ -367,13 +361,7 @@ func TestCatalogWritesThroughLeaderKills(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("history:\n got %q\nwant %q", got, want)
 	}
-	st, err := s.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ValidateState(st); err != nil {
-		t.Fatal(err)
-	}
+	st := loadValid(t, ctx, s)
 	if r := st.Ranges[1]; r.Epoch != int64(i+1) || r.State != RangeServing {
 		t.Errorf("moved range %+v: want epoch %d (one per flip), serving", r, i+1)
 	}
@@ -387,11 +375,7 @@ func TestCatalogWritesThroughLeaderKills(t *testing.T) {
 // leader stays held (no ErrLockLost): the new leader keeps the lease alive, and the lock
 // renews it as soon as there is one. Guarded writes succeed after each change.
 func TestLockHeldAcrossLeaderChanges(t *testing.T) {
-	c, cli := testenv.EtcdCluster(t, 3)
-	s, err := NewStore(cli, "demo")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := clusterStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	st := initDemo(t, s)

@@ -38,15 +38,7 @@ func BenchmarkCatalogScale(b *testing.B) {
 	}
 	sc := scaleFromEnv(b)
 	ep := startHelper(b, "etcd", nil)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
-	s, err := catalog.NewStore(cli, "scale")
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, cli := scaleStore(b, ep)
 	ctx := context.Background()
 	b.Logf("catalog: %d shards, %d ranges; etcd at %s in a child process", sc.shards, sc.ranges, ep)
 	b.Run("init", func(b *testing.B) {
@@ -59,6 +51,7 @@ func BenchmarkCatalogScale(b *testing.B) {
 		dbSize(b, cli, ep)
 	})
 	var st *catalog.State
+	var err error
 	b.Run("load", func(b *testing.B) {
 		m := startMeasure()
 		st, err = s.Load(ctx)
@@ -438,20 +431,28 @@ func serveEtcd(t *testing.T) {
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
 
+// scaleStore is the measured catalog "scale" on the etcd at endpoint, through a client closed
+// at cleanup.
+func scaleStore(tb testing.TB, endpoint string) (*catalog.Store, *clientv3.Client) {
+	tb.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cli.Close() })
+	s, err := catalog.NewStore(cli, "scale")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s, cli
+}
+
 // makeFlips moves RESHARD_SCALE_FLIPS ranges, spread over the key line, each to the next
 // shard: a journal, a freeze and a flip, as a cutover writes them. It prints the last
 // revision and its mean milliseconds per Freeze and per Flip.
 func makeFlips(t *testing.T) {
 	ctx := context.Background()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{os.Getenv("RESHARD_SCALE_ENDPOINT")}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	s, err := catalog.NewStore(cli, "scale")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := scaleStore(t, os.Getenv("RESHARD_SCALE_ENDPOINT"))
 	st, err := s.Load(ctx)
 	if err != nil {
 		t.Fatal(err)

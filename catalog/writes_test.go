@@ -97,13 +97,7 @@ func TestConcurrentWritersOneRange(t *testing.T) {
 			if wins != 1 {
 				t.Fatalf("%d writers won, want exactly 1 (%v)", wins, errs)
 			}
-			after, err := s.Load(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := ValidateState(after); err != nil {
-				t.Fatal(err)
-			}
+			loadValid(t, ctx, s)
 		})
 	}
 	_ = st

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // TestOnlineVerifyNamesEachDifferingKey: the chunked comparison finds, whatever chunk a
@@ -18,15 +17,11 @@ import (
 // a json column (no hash function) is hashed through text.
 func TestOnlineVerifyNamesEachDifferingKey(t *testing.T) {
 	ctx := context.Background()
-	pgs := testenv.Postgres(t, 2)
-	for _, p := range pgs {
-		p.Exec(ctx, `
-			CREATE TABLE orders (tenant_id bigint, id bigint, total numeric, PRIMARY KEY (tenant_id, id));
-			CREATE TABLE docs (tenant_id bigint, id bigint, body json, PRIMARY KEY (tenant_id, id));
-			INSERT INTO orders SELECT g % 30, g, g * 1.5 FROM generate_series(1, 900) g;
-			INSERT INTO docs SELECT g % 30, g, json_build_object('g', g) FROM generate_series(1, 300) g;`)
-	}
-	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
+	pgs, src, dst := twoShards(t, `
+		CREATE TABLE orders (tenant_id bigint, id bigint, total numeric, PRIMARY KEY (tenant_id, id));
+		CREATE TABLE docs (tenant_id bigint, id bigint, body json, PRIMARY KEY (tenant_id, id));
+		INSERT INTO orders SELECT g % 30, g, g * 1.5 FROM generate_series(1, 900) g;
+		INSERT INTO docs SELECT g % 30, g, json_build_object('g', g) FROM generate_series(1, 300) g;`)
 	r := catalog.NewRange(10, 20)
 	tables := []string{"orders", "docs"}
 	opts := OnlineOptions{ChunkRows: 7}
@@ -72,13 +67,9 @@ func TestOnlineVerifyNamesEachDifferingKey(t *testing.T) {
 // changed it since).
 func TestCompareChangedComparesOnlyTheGivenKeys(t *testing.T) {
 	ctx := context.Background()
-	pgs := testenv.Postgres(t, 2)
-	for _, p := range pgs {
-		p.Exec(ctx, `
-			CREATE TABLE orders (tenant_id bigint, id bigint, total numeric, PRIMARY KEY (tenant_id, id));
-			INSERT INTO orders SELECT g % 30, g, g * 1.5 FROM generate_series(1, 900) g;`)
-	}
-	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
+	pgs, src, dst := twoShards(t, `
+		CREATE TABLE orders (tenant_id bigint, id bigint, total numeric, PRIMARY KEY (tenant_id, id));
+		INSERT INTO orders SELECT g % 30, g, g * 1.5 FROM generate_series(1, 900) g;`)
 	r := catalog.NewRange(10, 20)
 	p, err := newOnlinePlan(ctx, src, catalog.RangeOn("tenant_id"), []string{"orders"}, r)
 	if err != nil {

@@ -13,6 +13,12 @@ import (
 
 func TestCompute(t *testing.T) {
 	three := map[string]string{"s1": "", "s2": "", "s3": ""}
+	// Four shards with every byte on s1 in eight equal ranges: where the caps bite.
+	four := map[string]string{"s1": "", "s2": "", "s3": "", "s4": ""}
+	allOnS1 := []rng{
+		{":100", "s1", 100, 0}, {"100:200", "s1", 100, 0}, {"200:300", "s1", 100, 0}, {"300:400", "s1", 100, 0},
+		{"400:500", "s1", 100, 0}, {"500:600", "s1", 100, 0}, {"600:700", "s1", 100, 0}, {"700:", "s1", 100, 0},
+	}
 	tests := []struct {
 		name   string
 		shards map[string]string
@@ -160,12 +166,9 @@ func TestCompute(t *testing.T) {
 		},
 		{
 			name:   "max moves caps the plan",
-			shards: map[string]string{"s1": "", "s2": "", "s3": "", "s4": ""},
-			ranges: []rng{
-				{":100", "s1", 100, 0}, {"100:200", "s1", 100, 0}, {"200:300", "s1", 100, 0}, {"300:400", "s1", 100, 0},
-				{"400:500", "s1", 100, 0}, {"500:600", "s1", 100, 0}, {"600:700", "s1", 100, 0}, {"700:", "s1", 100, 0},
-			},
-			opts: func(o *Options) { o.Strategy = StrategySize; o.MaxMoves = 2 },
+			shards: four,
+			ranges: allOnS1,
+			opts:   func(o *Options) { o.Strategy = StrategySize; o.MaxMoves = 2 },
 			check: func(t *testing.T, p *Plan) {
 				if p.Moves != 2 {
 					t.Fatalf("%d moves, want exactly the cap 2:\n%s", p.Moves, describe(p))
@@ -177,12 +180,9 @@ func TestCompute(t *testing.T) {
 		},
 		{
 			name:   "max bytes caps the plan",
-			shards: map[string]string{"s1": "", "s2": "", "s3": "", "s4": ""},
-			ranges: []rng{
-				{":100", "s1", 100, 0}, {"100:200", "s1", 100, 0}, {"200:300", "s1", 100, 0}, {"300:400", "s1", 100, 0},
-				{"400:500", "s1", 100, 0}, {"500:600", "s1", 100, 0}, {"600:700", "s1", 100, 0}, {"700:", "s1", 100, 0},
-			},
-			opts: func(o *Options) { o.Strategy = StrategySize; o.MaxBytes = 250 },
+			shards: four,
+			ranges: allOnS1,
+			opts:   func(o *Options) { o.Strategy = StrategySize; o.MaxBytes = 250 },
 			check: func(t *testing.T, p *Plan) {
 				if p.BytesToMove > 250 || p.Moves == 0 {
 					t.Fatalf("moved %d bytes in %d moves, want some and at most 250:\n%s", p.BytesToMove, p.Moves, describe(p))

@@ -10,9 +10,9 @@ import (
 	"github.com/reshard/reshard/catalog"
 )
 
-// foreignKeysIntoSQL lists the foreign keys whose referencing table is not one of the
-// sharded tables $1 (quoted names) nor a partition of one, and whose referenced table is.
-const foreignKeysIntoSQL = `
+// shardedCTE is the sharded tables $1 (quoted names; $2 the names as configured) and
+// their partitions, each relation with its table's configured name.
+const shardedCTE = `
 WITH sharded AS (
 	SELECT p.relid, t.name
 	FROM unnest($1::text[], $2::text[]) AS t(quoted, name)
@@ -20,6 +20,11 @@ WITH sharded AS (
 		UNION SELECT relid FROM pg_partition_tree(to_regclass(t.quoted))) p
 	WHERE p.relid IS NOT NULL
 )
+`
+
+// foreignKeysIntoSQL lists the foreign keys whose referencing table is not one of the
+// sharded tables $1 (quoted names) nor a partition of one, and whose referenced table is.
+const foreignKeysIntoSQL = shardedCTE + `
 SELECT DISTINCT c.conrelid::regclass::text, c.conname::text, s.name
 FROM pg_constraint c JOIN sharded s ON s.relid = c.confrelid
 WHERE c.contype = 'f' AND c.conrelid NOT IN (SELECT relid FROM sharded)
@@ -47,14 +52,7 @@ func ForeignKeysInto(ctx context.Context, q Querier, tables []string) ([]string,
 
 // foreignKeysAmongSQL lists the foreign keys between the sharded tables $1 (quoted names;
 // $2 the names as configured), partitions counted as their table, as (child, parent).
-const foreignKeysAmongSQL = `
-WITH sharded AS (
-	SELECT p.relid, t.name
-	FROM unnest($1::text[], $2::text[]) AS t(quoted, name)
-	CROSS JOIN LATERAL (SELECT to_regclass(t.quoted) AS relid
-		UNION SELECT relid FROM pg_partition_tree(to_regclass(t.quoted))) p
-	WHERE p.relid IS NOT NULL
-)
+const foreignKeysAmongSQL = shardedCTE + `
 SELECT DISTINCT child.name, parent.name
 FROM pg_constraint c
 JOIN sharded child ON child.relid = c.conrelid
