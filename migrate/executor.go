@@ -242,13 +242,10 @@ func (e *Executor) copyAndCutover(ss *session) error {
 			ss.m = j.Seal()
 			return ss.interrupted(stopped(m.ID, err))
 		}
-		if err := e.waitLag(ctx, mv); err != nil {
+		if err := e.catchUp(ss, mv); err != nil {
 			_ = mv.Stop(context.WithoutCancel(ctx))
 			ss.m = j.Seal()
 			return ss.interrupted(stopped(m.ID, err))
-		}
-		if e.Options.BeforeCutover != nil {
-			e.Options.BeforeCutover()
 		}
 		m = j.Seal()
 		ss.m = m
@@ -313,6 +310,20 @@ func stopped(id string, err error) error {
 func retryable(err error) bool {
 	return errors.Is(err, cutover.ErrStragglers) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, cutover.ErrGuardMissing) ||
 		errors.Is(err, cutover.ErrWindowTooLong)
+}
+
+// catchUp waits until the target is caught up, serving `reshard verify ID`'s hold
+// requests meanwhile; no hold outlasts it.
+func (e *Executor) catchUp(ss *session, mv Mover) error {
+	stopHolds := e.serveHolds(ss, mv)
+	defer stopHolds()
+	if err := e.waitLag(ss.ctx, mv); err != nil {
+		return err
+	}
+	if e.Options.BeforeCutover != nil {
+		e.Options.BeforeCutover()
+	}
+	return nil
 }
 
 func (e *Executor) waitLag(ctx context.Context, mv Mover) error {
