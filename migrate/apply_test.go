@@ -161,6 +161,20 @@ func (f *fleet) plan(id string, steps ...planner.Step) *planner.Plan {
 	return p
 }
 
+// sharedShardsPlan is plan id over a 4-shard fleet whose moves share shards: the first
+// range split in two, its lower part moved s1 -> s2, the third range s3 -> s4 (sharing no
+// shard with the first move: it may run beside it), the upper part s1 -> s3 and the second
+// range s2 -> s4.
+func (f *fleet) sharedShardsPlan(id string) *planner.Plan {
+	r1, r2, r3 := f.ranges[0], f.ranges[1], f.ranges[2]
+	sp := split(r1, f.cuts(r1.Range, 2)...)
+	return f.plan(id, sp,
+		move(sp.Parts[0], "s1", "s2"),
+		move(r3.Range, "s3", "s4"),
+		move(sp.Parts[1], "s1", "s3"),
+		move(r2.Range, "s2", "s4"))
+}
+
 // split is a plan step that splits catalog range r of shard from at the keys at.
 func split(r catalog.Range, at ...int64) planner.Step {
 	s := planner.Step{Kind: planner.StepSplit, Range: r.Range, At: at, From: r.Shard}
@@ -323,13 +337,7 @@ func TestApplyResumesAnInterruptedApply(t *testing.T) {
 func TestApplyNeverRunsTwoMovesOnOneShard(t *testing.T) {
 	ctx := context.Background()
 	f := newFleet(t, 4)
-	r1, r2, r3 := f.ranges[0], f.ranges[1], f.ranges[2]
-	sp := split(r1, f.cuts(r1.Range, 2)...)
-	p := f.plan("pparallel", sp,
-		move(sp.Parts[0], "s1", "s2"),
-		move(r3.Range, "s3", "s4"), // shares no shard with the first: may run beside it
-		move(sp.Parts[1], "s1", "s3"),
-		move(r2.Range, "s2", "s4"))
+	p := f.sharedShardsPlan("pparallel")
 	if _, err := f.executor(ExecOptions{}).ApplyPlan(ctx, p, ApplyOptions{Parallel: 3}); err != nil {
 		t.Error(err) // and see below whether moves overlapped
 	}

@@ -61,13 +61,7 @@ func overlapping(ms []catalog.Migration) []string {
 func TestDriversShareAPlanOneMovePerShard(t *testing.T) {
 	ctx := context.Background()
 	f := newFleet(t, 4)
-	r1, r2, r3 := f.ranges[0], f.ranges[1], f.ranges[2]
-	sp := split(r1, f.cuts(r1.Range, 2)...)
-	p := f.plan("pshared", sp,
-		move(sp.Parts[0], "s1", "s2"),
-		move(r3.Range, "s3", "s4"),
-		move(sp.Parts[1], "s1", "s3"),
-		move(r2.Range, "s2", "s4"))
+	p := f.sharedShardsPlan("pshared")
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
