@@ -45,11 +45,7 @@ func BenchmarkCutoverWindow(b *testing.B) {
 	}
 	rate, _ := strconv.ParseFloat(os.Getenv("RESHARD_BENCH_RATE"), 64)
 	s := newStack(b, 3, demo.DataOptions{Tenants: 100, Scale: 0.5, Seed: 7})
-	cat := &timedCatalog{Store: s.store}
-	steps := &stepLog{}
-	ex := s.executor(migrate.ExecOptions{CutoverRetries: 3})
-	ex.Catalog = cat
-	ex.Log = slog.New(steps)
+	ex, sample := s.timedExecutor()
 
 	// The moving tenants: ranks 4, 8, 16 and 32 of 100 (the three heaviest are the hot ones).
 	type moving struct {
@@ -108,23 +104,14 @@ func BenchmarkCutoverWindow(b *testing.B) {
 			if m.Phase != catalog.PhaseDone {
 				b.Fatalf("move %s ended %s", id, m.Phase)
 			}
-			sm := cutoverSample{id: id, rows: m.RowsVerified, steps: steps.take(id)}
-			// The window ends once the target takes writes: the flip, then the open.
-			sm.window = cat.window(id) + stepTook(sm.steps, "open")
+			sm := sample(id, m)
 			if sm.window <= 0 {
 				b.Fatalf("move %s: no window measured", id)
 			}
 			samples = append(samples, sm)
 		}
 	}
-	b.StopTimer()
-
-	time.Sleep(300 * time.Millisecond)
-	result := stopLoad()
-	if result.Failed > 0 {
-		b.Fatalf("%d transactions of the load failed: %v", result.Failed, result.Errors)
-	}
-	benchCheck(b, s, result)
+	result := stopBenchLoad(b, s, stopLoad)
 
 	windows := make([]float64, len(samples))
 	for i, sm := range samples {
@@ -176,6 +163,19 @@ func benchCheck(b *testing.B, s *stack, res *demo.Result) {
 	s.checkTenants(ctx, st, res)
 }
 
+// stopBenchLoad ends a benchmark's timed part, then its load, after a moment for the last
+// acknowledgements; a failed transaction fails b, and the end state is checked (benchCheck).
+func stopBenchLoad(b *testing.B, s *stack, stopLoad func() *demo.Result) *demo.Result {
+	b.StopTimer()
+	time.Sleep(300 * time.Millisecond)
+	result := stopLoad()
+	if result.Failed > 0 {
+		b.Fatalf("%d transactions of the load failed: %v", result.Failed, result.Errors)
+	}
+	benchCheck(b, s, result)
+	return result
+}
+
 func tenantRows(b *testing.B, c *pgx.Conn, tenant int64) int64 {
 	var total int64
 	for _, t := range demo.Tables {
@@ -222,6 +222,22 @@ func (c *timedCatalog) window(id string) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.windows[id]
+}
+
+// timedExecutor is the stack's executor with its catalog writes timed and its steps logged,
+// and sample, which reads a finished migration's cutover from them.
+func (s *stack) timedExecutor() (*migrate.Executor, func(id string, m *catalog.Migration) cutoverSample) {
+	cat := &timedCatalog{Store: s.store}
+	steps := &stepLog{}
+	ex := s.executor(migrate.ExecOptions{CutoverRetries: 3})
+	ex.Catalog = cat
+	ex.Log = slog.New(steps)
+	return ex, func(id string, m *catalog.Migration) cutoverSample {
+		sm := cutoverSample{id: id, rows: m.RowsVerified, steps: steps.take(id)}
+		// The window ends once the target takes writes: the flip, then the open.
+		sm.window = cat.window(id) + stepTook(sm.steps, "open")
+		return sm
+	}
 }
 
 // stepLog is a slog handler that keeps the step timings of each migration's "flipped"

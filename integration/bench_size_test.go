@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -39,11 +38,7 @@ func BenchmarkCutoverWindowBySize(b *testing.B) {
 		rate = v
 	}
 	s := newStack(b, 2, demo.DataOptions{Tenants: 20, Scale: 0.1, Seed: 13})
-	cat := &timedCatalog{Store: s.store}
-	steps := &stepLog{}
-	ex := s.executor(migrate.ExecOptions{CutoverRetries: 3})
-	ex.Catalog = cat
-	ex.Log = slog.New(steps)
+	ex, sample := s.timedExecutor()
 
 	st, err := s.store.Load(ctx)
 	if err != nil {
@@ -92,8 +87,7 @@ func BenchmarkCutoverWindowBySize(b *testing.B) {
 				if err != nil {
 					b.Fatalf("move %s: %v", id, err)
 				}
-				sm := cutoverSample{id: id, rows: m.RowsVerified, steps: steps.take(id)}
-				sm.window = cat.window(id) + stepTook(sm.steps, "open")
+				sm := sample(id, m)
 				sz.samples = append(sz.samples, sm)
 				if v := m.Verify; v != nil {
 					sz.predicted = append(sz.predicted, v.PredictedWindow*1000)
@@ -103,13 +97,7 @@ func BenchmarkCutoverWindowBySize(b *testing.B) {
 			}
 		}
 	}
-	b.StopTimer()
-	time.Sleep(300 * time.Millisecond)
-	result := stopLoad()
-	if result.Failed > 0 {
-		b.Fatalf("%d transactions of the load failed: %v", result.Failed, result.Errors)
-	}
-	benchCheck(b, s, result)
+	result := stopBenchLoad(b, s, stopLoad)
 
 	var report strings.Builder
 	fmt.Fprintf(&report, "load: %d transactions acknowledged (%.0f/s), %d fenced or frozen and retried\n",

@@ -138,12 +138,7 @@ func TestTwoApplyDriversOneKilled(t *testing.T) {
 	if !strings.Contains(out, "summary: 4 of 4 moves done") {
 		t.Errorf("driver B's summary does not say the plan is done")
 	}
-	res := stop()
-	s.check(ctx, res)
-	st, err = s.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = s.check(ctx, stop())
 	flips := s.flips(ctx)
 	for i := 1; i <= 4; i++ {
 		id := fmt.Sprintf("pdrivers_%d", i)

@@ -267,19 +267,7 @@ func (s *fkStack) write(ctx context.Context, res *catalog.Resolver, k string) er
 }
 
 func (s *fkStack) executor() *migrate.Executor {
-	return &migrate.Executor{
-		Catalog: s.store,
-		DSN:     catalog.Shard.ConnString,
-		Lock: func(ctx context.Context, id string) (*catalog.Lock, error) {
-			return s.store.TryLockMigration(ctx, id, catalog.WithTTL(5))
-		},
-		NewMover: func(m *catalog.Migration, src, dst string, j *migrate.Journal, token int64) (migrate.Mover, error) {
-			return mover.New(mover.Config{ID: m.ID, SourceDSN: src, TargetDSN: dst, Keys: s.ks, Tables: fkTables,
-				Range: m.Range, Workers: 2, MaxConnections: 6, Token: token}, j)
-		},
-		Options: migrate.ExecOptions{CutoverRetries: 3},
-		Log:     slog.New(slog.NewTextHandler(testWriter{s.t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
+	return moveExecutor(s.t, s.store, mover.Config{Keys: s.ks, Tables: fkTables}, migrate.ExecOptions{CutoverRetries: 3}, slog.LevelWarn)
 }
 
 func (s *fkStack) move(ctx context.Context, id string, r catalog.KeyRange, to string) {

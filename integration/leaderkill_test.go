@@ -137,12 +137,7 @@ func TestMovesThroughEtcdLeaderKills(t *testing.T) {
 	if len(kills) < 2*len(moves) {
 		t.Errorf("%d leader kills; want at least two per move (catch-up and cutover) besides the copy's", len(kills))
 	}
-	res := stop()
-	s.check(ctx, res)
-	st, err = s.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = s.check(ctx, stop())
 	flips := s.flips(ctx)
 	for i, mv := range moves {
 		id := fmt.Sprintf("lk%d", i+1)

@@ -218,18 +218,27 @@ func (s *stack) stopEtcd() {
 
 // executor builds the executor behind `reshard move` with the real mover.
 func (s *stack) executor(opts migrate.ExecOptions) *migrate.Executor {
+	return moveExecutor(s.t, s.store, mover.Config{Key: demo.Key, Tables: demo.Tables}, opts, slog.LevelInfo)
+}
+
+// moveExecutor is the executor behind `reshard move` with the real mover (2 workers, 6
+// connections) moving the tables keyed as keyed says, under a 5-second lease lock, logging
+// at level and above to t.
+func moveExecutor(t testing.TB, store *catalog.Store, keyed mover.Config, opts migrate.ExecOptions, level slog.Level) *migrate.Executor {
 	return &migrate.Executor{
-		Catalog: s.store,
+		Catalog: store,
 		DSN:     catalog.Shard.ConnString,
 		Lock: func(ctx context.Context, id string) (*catalog.Lock, error) {
-			return s.store.TryLockMigration(ctx, id, catalog.WithTTL(5))
+			return store.TryLockMigration(ctx, id, catalog.WithTTL(5))
 		},
 		NewMover: func(m *catalog.Migration, src, dst string, j *migrate.Journal, token int64) (migrate.Mover, error) {
-			return mover.New(mover.Config{ID: m.ID, SourceDSN: src, TargetDSN: dst, Key: demo.Key, Tables: demo.Tables,
-				Range: m.Range, Workers: 2, MaxConnections: 6, Token: token}, j)
+			cfg := keyed
+			cfg.ID, cfg.SourceDSN, cfg.TargetDSN, cfg.Range, cfg.Token = m.ID, src, dst, m.Range, token
+			cfg.Workers, cfg.MaxConnections = 2, 6
+			return mover.New(cfg, j)
 		},
 		Options: opts,
-		Log:     slog.New(slog.NewTextHandler(testWriter{s.t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Log:     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level})),
 	}
 }
 
@@ -343,8 +352,8 @@ func retryIf(err error) bool { return cutover.IsFenceError(err) || errors.Is(err
 // their ledgers on every shard, every acknowledged ledger write present exactly once on
 // its owner and nowhere else, every tenant's rows on its owner only and as they should be
 // (checkTenants), and no reshard slot or publication left anywhere. res is the load's
-// result (nil: no load ran).
-func (s *stack) check(ctx context.Context, res *demo.Result) {
+// result (nil: no load ran). It returns the catalog it checked.
+func (s *stack) check(ctx context.Context, res *demo.Result) *catalog.State {
 	t := s.t
 	t.Helper()
 	st := migratetest.Catalog(t, ctx, s.store)
@@ -355,6 +364,7 @@ func (s *stack) check(ctx context.Context, res *demo.Result) {
 	}
 	migratetest.NoReplicationLeft(t, ctx, s.conns)
 	s.checkTenants(ctx, st, res)
+	return st
 }
 
 // checkTenants fingerprints every tenant's rows on every shard and compares them with the
