@@ -24,17 +24,13 @@ func newUICmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return mf.run(cmd, func(ctx context.Context) error {
 				return withStore(ctx, func(store *catalog.Store) error {
-					feed, err := ui.StartFeed(ctx, store)
+					feed, srv, err := startPage(ctx, store)
 					if err != nil {
 						return err
 					}
 					defer feed.Close()
 					if mf.m != nil {
 						go feedMetrics(ctx, feed, mf.m)
-					}
-					srv, err := ui.NewServer(feed)
-					if err != nil {
-						return err
 					}
 					ln, err := net.Listen("tcp", listen)
 					if err != nil {
@@ -49,6 +45,21 @@ func newUICmd() *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve the page on (host:port; port 0 picks a free one)")
 	mf.register(cmd)
 	return cmd
+}
+
+// startPage starts the page of store: the catalog's watch that feeds it and its server.
+// Closing the feed ends the watch; a server that cannot start leaves no watch running.
+func startPage(ctx context.Context, store *catalog.Store) (*ui.Feed, *ui.Server, error) {
+	feed, err := ui.StartFeed(ctx, store)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := ui.NewServer(feed)
+	if err != nil {
+		feed.Close()
+		return nil, nil, err
+	}
+	return feed, srv, nil
 }
 
 // feedMetrics shows in m what the page shows: each migration it lists, as the catalog's

@@ -85,11 +85,7 @@ func newUIStack(t *testing.T, cluster string) *uiStack {
 func serveUI(t *testing.T, store *catalog.Store) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	feed, err := ui.StartFeed(ctx, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ui.NewServer(feed)
+	feed, srv, err := startPage(ctx, store)
 	if err != nil {
 		t.Fatal(err)
 	}
