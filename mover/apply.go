@@ -25,7 +25,11 @@ const (
 	commitTxs      = 1000
 	commitRows     = 2000
 	commitInterval = 200 * time.Millisecond
-	lingerTime     = 2 * time.Millisecond // wait for more input before a commit
+	// Between source transactions, a target transaction is committed when the source has
+	// sent everything it had (a keepalive), or when nothing comes for lingerTime while
+	// someone waits for a position, or for quietTime otherwise (see applier.next).
+	lingerTime = 2 * time.Millisecond
+	quietTime  = 20 * time.Millisecond
 	// groupMax is the most rows one statement carries (fewer for wide tables: at most
 	// 65535 parameters).
 	groupMax = 64
@@ -58,6 +62,15 @@ type applier struct {
 	// (table, identity columns, their values): see HoldApply.
 	hold   func() *applyHold
 	record func() func(table string, cols []string, vals [][]byte)
+	// eager says someone waits for a position; linger and quiet are how long a pause
+	// between source transactions must be to commit then, and else (see next).
+	eager func() bool
+	// linger, quiet: see next; interval: a target transaction ends at the first source
+	// commit after it has been open this long (commitInterval).
+	linger, quiet, interval time.Duration
+	// sentAll: the last segment was a keepalive, so the source had sent everything it
+	// had decoded; the open target transaction is committed after the segments at hand.
+	sentAll bool
 
 	stmts map[stmtKey]string
 	n     int
@@ -125,42 +138,18 @@ type group struct {
 
 func newApplier(conn *pgx.Conn, id string, replica bool, phantoms map[string]bool, fetch rowFetcher, advance func(pglogrepl.LSN, time.Time, int), log func(string, ...any)) *applier {
 	return &applier{conn: conn, id: id, replica: replica, fetch: fetch, advance: advance, log: log,
-		stmts: map[stmtKey]string{}, phantoms: phantoms, open: map[*table]*group{}, pending: map[string]rowRef{}}
+		stmts: map[stmtKey]string{}, phantoms: phantoms, open: map[*table]*group{}, pending: map[string]rowRef{},
+		linger: lingerTime, quiet: quietTime, interval: commitInterval}
 }
 
 // run applies segments from in until it is closed or ctx ends.
 func (a *applier) run(ctx context.Context, in <-chan []segment) error {
-	linger := time.NewTimer(time.Hour)
-	linger.Stop()
+	pause := time.NewTimer(time.Hour)
+	pause.Stop()
 	for {
-		var segs []segment
-		var ok bool
-		if a.txOpen && !a.inSrcTx {
-			// Between source transactions: commit once nothing more comes for a moment.
-			// The moment lets a busy stream fill large transactions (fewer statements
-			// and commits on the target) and costs an idle one a millisecond or two.
-			select {
-			case segs, ok = <-in:
-			default:
-				linger.Reset(lingerTime)
-				select {
-				case segs, ok = <-in:
-					linger.Stop()
-				case <-linger.C:
-					if err := a.commit(ctx); err != nil {
-						return err
-					}
-					continue
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-		} else {
-			select {
-			case segs, ok = <-in:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		segs, ok, err := a.next(ctx, in, pause)
+		if err != nil {
+			return err
 		}
 		if !ok {
 			// The stream stopped: keep what is complete.
@@ -174,6 +163,52 @@ func (a *applier) run(ctx context.Context, in <-chan []segment) error {
 				return err
 			}
 		}
+		if a.sentAll && a.txOpen && !a.inSrcTx {
+			// The source has sent all it had: what is applied may as well be visible.
+			if err := a.commit(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// next waits for the next segments. Between source transactions with a target transaction
+// open, it commits that transaction if nothing comes for a while: a.linger while someone
+// waits for a position (a cutover), else a.quiet. In a backlog the source sends without a
+// pause, and when it has sent everything it says so (a keepalive: see sentAll), so a pause
+// in the input is mostly this process not being scheduled: committing there made target
+// transactions of a few dozen source transactions on a loaded machine (a round trip and a
+// commit each) instead of a thousand.
+func (a *applier) next(ctx context.Context, in <-chan []segment, pause *time.Timer) ([]segment, bool, error) {
+	if a.txOpen && !a.inSrcTx {
+		select {
+		case segs, ok := <-in:
+			return segs, ok, nil
+		default:
+		}
+		wait := a.quiet
+		if a.eager != nil && a.eager() {
+			wait = a.linger
+		}
+		pause.Reset(wait)
+		select {
+		case segs, ok := <-in:
+			pause.Stop()
+			return segs, ok, nil
+		case <-pause.C:
+			if err := a.commit(ctx); err != nil {
+				return nil, false, err
+			}
+		case <-ctx.Done():
+			pause.Stop()
+			return nil, false, ctx.Err()
+		}
+	}
+	select {
+	case segs, ok := <-in:
+		return segs, ok, nil
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
 	}
 }
 
@@ -181,6 +216,7 @@ func (a *applier) handle(ctx context.Context, seg segment) error {
 	if err := a.checkHold(ctx, seg); err != nil {
 		return err
 	}
+	a.sentAll = seg.keepalive
 	if seg.keepalive {
 		switch {
 		case a.inSrcTx:
@@ -216,7 +252,7 @@ func (a *applier) handle(ctx context.Context, seg segment) error {
 		a.inSrcTx = false
 		a.lastEnd, a.lastTime = seg.endLSN, seg.commitTime
 		a.srcTxs++
-		if a.srcTxs >= commitTxs || a.stmtsTx >= commitRows || time.Since(a.txStarted) >= commitInterval {
+		if a.srcTxs >= commitTxs || a.stmtsTx >= commitRows || time.Since(a.txStarted) >= a.interval {
 			return a.commit(ctx)
 		}
 	}

@@ -1,9 +1,17 @@
 package mover
 
 import (
+	"context"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/reshard/reshard/internal/testenv"
 )
 
 func testRelation() *relation {
@@ -190,4 +198,91 @@ func TestUpdateColumnsIdentity(t *testing.T) {
 	if got, want := insertSQL(rel), `INSERT INTO "public"."orders" ("tenant_id", "id", "no", "note") OVERRIDING SYSTEM VALUE VALUES ($1::bigint, $2::bigint, $3::bigint, $4::text)`; got != want {
 		t.Errorf("insert:\n%s\nwant\n%s", got, want)
 	}
+}
+
+// TestBacklogCommitsWhenTheSourceHasSentAll: between source transactions the apply ends its
+// target transaction when the source says it has sent everything (a keepalive), or on a
+// pause in the input while someone waits for a position; a pause alone, which in a backlog
+// is mostly this process waiting for the CPU, commits nothing. The target holds each
+// tenant's rows as applied, and a row of a tenant the stream never names as it was.
+func TestBacklogCommitsWhenTheSourceHasSentAll(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, `CREATE TABLE orders (tenant_id bigint, id bigint, note text, total numeric(12,2), PRIMARY KEY (tenant_id, id));
+		INSERT INTO orders VALUES (9, 1, 'untouched', 9.00)`)
+	pool := pg.Pool(ctx)
+	if err := ensureProgressTable(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := connect(ctx, target, pg.DSNApp(), "apply-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeQuietly(conn)
+	replica, err := setupTargetSession(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type commit struct {
+		lsn pglogrepl.LSN
+		txs int
+	}
+	commits := make(chan commit, 100)
+	app := newApplier(conn, "t", replica, map[string]bool{}, nil, func(lsn pglogrepl.LSN, _ time.Time, txs int) {
+		commits <- commit{lsn, txs}
+	}, func(string, ...any) {})
+	var eager atomic.Bool
+	app.eager, app.quiet, app.interval = eager.Load, time.Hour, time.Hour
+	in := make(chan []segment)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- app.run(ctx, in) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	rel := testRelation()
+	lsn := pglogrepl.LSN(1000)
+	tx := func(tenant, id int) []segment {
+		lsn += 100
+		row := tuple{txt(strconv.Itoa(tenant)), txt(strconv.Itoa(id)), txt("n"), txt("1.00")}
+		return []segment{{begin: true, finalLSN: lsn - 10, changes: []change{{rel: rel, op: 'I', newTup: row, size: 40}}, commit: true, endLSN: lsn}}
+	}
+	for i := 1; i <= 40; i++ {
+		in <- tx(1+i%2, i)
+		time.Sleep(5 * time.Millisecond) // a pause longer than the linger
+	}
+	last := lsn
+	select {
+	case c := <-commits:
+		t.Fatalf("committed at a pause in a backlog, with %d source transactions (at %s)", c.txs, c.lsn)
+	case <-time.After(100 * time.Millisecond):
+	}
+	in <- []segment{{keepalive: true, walEnd: last + 50}}
+	if c := waitCommit(t, commits); c.txs != 40 || c.lsn != last+50 {
+		t.Fatalf("after the keepalive: a commit of %d transactions at %s, want 40 at %s", c.txs, c.lsn, last+50)
+	}
+	eager.Store(true) // someone waits for a position: a pause commits
+	in <- tx(1, 100)
+	if c := waitCommit(t, commits); c.txs != 1 || c.lsn != lsn {
+		t.Fatalf("while someone waits: a commit of %d transactions at %s, want 1 at %s", c.txs, c.lsn, lsn)
+	}
+	got := texts(t, ctx, pool, `SELECT tenant_id || ':' || count(*) || ':' || max(note) FROM orders GROUP BY tenant_id ORDER BY tenant_id`)
+	if want := []string{"1:21:n", "2:20:n", "9:1:untouched"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("target rows per tenant: %v, want %v", got, want)
+	}
+	if p, _, err := readProgress(ctx, pool, "t"); err != nil || p != lsn {
+		t.Fatalf("reshard.progress: %s (%v), want %s", p, err, lsn)
+	}
+}
+
+func waitCommit[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(time.Minute):
+		t.Fatal("no commit within a minute")
+	}
+	panic("unreachable")
 }

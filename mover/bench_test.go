@@ -207,8 +207,12 @@ func BenchmarkMoverVsNative(b *testing.B) {
 	var j *memJournal
 	var cfg Config
 	var copyHeap float64
-	for round := 0; round < benchRounds; round++ {
-		last := round == benchRounds-1
+	copyRounds := benchRounds
+	if n, err := strconv.Atoi(os.Getenv("MOVER_BENCH_COPY_ROUNDS")); err == nil && n > 0 {
+		copyRounds = n
+	}
+	for round := 0; round < copyRounds; round++ {
+		last := round == copyRounds-1
 		mustExec(b, ctx, native, "TRUNCATE orders, order_items")
 		mustExec(b, ctx, moved, "TRUNCATE orders, order_items")
 		mustExec(b, ctx, native, "CHECKPOINT")

@@ -152,14 +152,15 @@ func (m *Mover) session(ctx context.Context) error {
 
 	segs := make(chan []segment, 16)
 	g, gctx := errgroup.WithContext(ctx)
+	eager := func() bool { return m.waiters.Load() > 0 }
 	rcv := &receiver{id: cfg.ID, conn: repl, tables: tables, key: cfg.keyspace(), start: start, applied: m.AppliedLSN, th: m.th, out: segs,
-		eager: func() bool { return m.waiters.Load() > 0 }}
+		eager: eager}
 	app := newApplier(conn, cfg.ID, replica, phantoms, m.fetchRow, func(lsn pglogrepl.LSN, at time.Time, txs int) {
 		m.appliedTxs.Add(int64(txs))
 		m.setApplied(lsn, at)
 	}, func(msg string, args ...any) { m.log.Debug(msg, args...) })
 	app.token, app.overlap = cfg.Token, m.overlap
-	app.hold, app.record = m.currentHold, m.recorder
+	app.hold, app.record, app.eager = m.currentHold, m.recorder, eager
 	g.Go(func() error { return rcv.run(gctx) })
 	g.Go(func() error {
 		err := app.run(gctx, segs)

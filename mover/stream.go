@@ -13,10 +13,14 @@ import (
 )
 
 const (
-	segmentChanges  = 500              // changes per segment of a large transaction
-	segmentBytes    = 1 << 20          // or this many bytes
-	handOffChanges  = 1000             // hand pending segments to the applier at this many changes
-	handOffDelay    = time.Millisecond // or when the first has waited this long
+	segmentChanges = 500              // changes per segment of a large transaction
+	segmentBytes   = 1 << 20          // or this many bytes
+	handOffChanges = 1000             // hand pending segments to the applier at this many changes
+	handOffDelay   = time.Millisecond // or when the first has waited this long
+	// While the applier is busy (a round trip to the target), the receiver reads on and
+	// keeps what it decodes, up to this many bytes of changes: so the WAL sender does not
+	// wait for the target's commits, and the applier then takes it all at once.
+	queueBytes      = 4 << 20
 	statusInterval  = time.Second
 	statusMinGap    = 100 * time.Millisecond
 	receiveDeadline = 100 * time.Millisecond
@@ -55,7 +59,9 @@ type receiver struct {
 	// applier waits on the target.
 	pending        []segment
 	pendingChanges int
+	pendingBytes   int
 	pendingSince   time.Time
+	retryAt        time.Time // a hand-off found the applier busy: try again then
 
 	rels       map[uint32]*relation
 	lastStatus time.Time
@@ -128,7 +134,8 @@ func (r *receiver) receive(ctx context.Context) ([]byte, error) {
 		return nil, ctx.Err()
 	}
 	now := time.Now()
-	if len(r.pending) > 0 && (r.pendingChanges >= handOffChanges || now.Sub(r.pendingSince) >= handOffDelay) {
+	due := r.pendingChanges >= handOffChanges || now.Sub(r.pendingSince) >= handOffDelay
+	if len(r.pending) > 0 && due && !now.Before(r.retryAt) {
 		if err := r.handOff(ctx); err != nil {
 			return nil, err
 		}
@@ -167,6 +174,9 @@ func (r *receiver) renewDeadline(ctx context.Context, now time.Time) error {
 	want := now.Add(receiveDeadline)
 	if len(r.pending) > 0 {
 		want = r.pendingSince.Add(handOffDelay)
+		if want.Before(r.retryAt) {
+			want = r.retryAt
+		}
 	}
 	if want.Before(r.deadline) || r.deadline.Sub(now) < receiveDeadline/4 {
 		r.deadline = want
@@ -316,11 +326,31 @@ func (r *receiver) queue(s segment) {
 	}
 	r.pending = append(r.pending, s)
 	r.pendingChanges += len(s.changes) + 1
+	r.pendingBytes += s.size
 }
 
-// handOff gives the pending segments to the applier; while it waits (the applier is busy)
-// it keeps reporting to the source so that the WAL sender does not time out.
+// handOff gives the pending segments to the applier if it takes them now; if it is busy
+// (a round trip to the target), they stay pending, and grow, until the next try,
+// handOffDelay later. Only past queueBytes does the receiver wait for the applier.
 func (r *receiver) handOff(ctx context.Context) error {
+	if len(r.pending) == 0 {
+		return nil
+	}
+	if r.pendingBytes >= queueBytes {
+		return r.waitHandOff(ctx)
+	}
+	select {
+	case r.out <- r.pending:
+		r.pending, r.pendingChanges, r.pendingBytes = nil, 0, 0
+	default:
+		r.retryAt = time.Now().Add(handOffDelay)
+	}
+	return nil
+}
+
+// waitHandOff gives the pending segments to the applier; while it waits (the applier is
+// busy) it keeps reporting to the source so that the WAL sender does not time out.
+func (r *receiver) waitHandOff(ctx context.Context) error {
 	if len(r.pending) == 0 {
 		return nil
 	}
@@ -329,7 +359,7 @@ func (r *receiver) handOff(ctx context.Context) error {
 	for {
 		select {
 		case r.out <- r.pending:
-			r.pending, r.pendingChanges = nil, 0
+			r.pending, r.pendingChanges, r.pendingBytes = nil, 0, 0
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
