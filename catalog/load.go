@@ -36,6 +36,60 @@ func (s *Store) Load(ctx context.Context) (*State, error) {
 	return st, nil
 }
 
+// LoadRange reads, in one read-only transaction, what a write of the range starting at lo
+// (Freeze, Unfreeze, Flip) needs: the config, that range and the named shards, each with
+// its mod revision. The State holds only those: Ranges is that one range (empty if no
+// range starts at lo), Shards the named ones that exist, Migrations nil. It reads a few
+// keys however big the catalog is, where Load reads every range (seconds at a million);
+// the writes compare the same revisions on it as on a full State (the range's; the
+// migration's comes from the migration itself).
+func (s *Store) LoadRange(ctx context.Context, lo int64, shards ...string) (*State, error) {
+	ops := []clientv3.Op{clientv3.OpGet(s.key(keyConfig)), clientv3.OpGet(s.key(RangeKey(lo)))}
+	for _, name := range shards {
+		ops = append(ops, clientv3.OpGet(s.key(ShardKey(name))))
+	}
+	resp, err := s.read(ctx, ops...)
+	if err != nil {
+		return nil, fmt.Errorf("read range %d of the catalog: %w", lo, s.wrapEtcd(err))
+	}
+	st, err := s.configState(resp.Header.Revision, resp.Responses[0].GetResponseRange().Kvs)
+	if err != nil {
+		return nil, err
+	}
+	var into stateRanges
+	d := &loadDecoder{s: s, st: st, sink: &into, names: map[string]string{}}
+	for _, r := range resp.Responses[1:] {
+		for _, kv := range r.GetResponseRange().Kvs {
+			if err := d.decode(kv); err != nil {
+				return nil, err
+			}
+		}
+	}
+	st.Ranges, st.Migrations = into.rs, nil
+	for i, r := range st.Ranges {
+		st.ModRev[RangeKey(r.Range.Lo)] = into.revs[i]
+	}
+	return st, nil
+}
+
+// configState is an empty State at revision rev with the config read as cfg.
+func (s *Store) configState(rev int64, cfg []*mvccKV) (*State, error) {
+	if len(cfg) == 0 {
+		return nil, s.notFoundCatalog()
+	}
+	st := &State{
+		Revision:   rev,
+		Shards:     map[string]Shard{},
+		Migrations: map[string]Migration{},
+		ModRev:     map[string]int64{},
+	}
+	if err := json.Unmarshal(cfg[0].Value, &st.Config); err != nil {
+		return nil, badValue(string(cfg[0].Key), err)
+	}
+	st.ModRev[keyConfig] = cfg[0].ModRevision
+	return st, nil
+}
+
 // rangeSink receives the ranges of a load in key order; reset starts it again when the
 // load restarts.
 type rangeSink interface {
@@ -81,20 +135,10 @@ func (s *Store) loadOnce(ctx context.Context, sink rangeSink) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read catalog: %w", s.wrapEtcd(err))
 	}
-	cfg := resp.Responses[0].GetResponseRange().Kvs
-	if len(cfg) == 0 {
-		return nil, s.notFoundCatalog()
+	st, err := s.configState(resp.Header.Revision, resp.Responses[0].GetResponseRange().Kvs)
+	if err != nil {
+		return nil, err
 	}
-	st := &State{
-		Revision:   resp.Header.Revision,
-		Shards:     map[string]Shard{},
-		Migrations: map[string]Migration{},
-		ModRev:     map[string]int64{},
-	}
-	if err := json.Unmarshal(cfg[0].Value, &st.Config); err != nil {
-		return nil, badValue(string(cfg[0].Key), err)
-	}
-	st.ModRev[keyConfig] = cfg[0].ModRevision
 	d := &loadDecoder{s: s, st: st, sink: sink, names: map[string]string{}}
 	for i, p := range loadPrefixes {
 		first := resp.Responses[i+1].GetResponseRange()

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -157,5 +158,48 @@ func checkLoaded(t *testing.T, s *Store, st *State, want []Range) {
 	}
 	if len(st.ModRev) != len(want)+3+1 {
 		t.Fatalf("%d mod revisions, want %d (ranges, shards, config)", len(st.ModRev), len(want)+4)
+	}
+}
+
+// TestLoadRangeIsEnoughForAFreezeAndAFlip: LoadRange reads the config, the one range and
+// the named shards, at the revisions Load sees, and nothing else; a freeze and a flip on
+// it work as on a full State and compare the same revisions: the range written by anyone
+// else after the freeze fails the flip. A range that does not start at lo, or a shard not
+// named, is not in it.
+func TestLoadRangeIsEnoughForAFreezeAndAFlip(t *testing.T) {
+	for _, touched := range []bool{false, true} {
+		ctx := context.Background()
+		s, cli, full, m := demoMove(t)
+		st, err := s.LoadRange(ctx, 0, "s2", "s3", "nope")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rk := RangeKey(0)
+		if len(st.Ranges) != 1 || st.Ranges[0] != full.Ranges[1] || st.ModRev[rk] != full.ModRev[rk] ||
+			len(st.Shards) != 2 || st.Shards["s3"] != full.Shards["s3"] || st.Config.Key != "tenant_id" || st.Migrations != nil {
+			t.Fatalf("LoadRange(0, s2, s3, nope) = %+v; want range %+v at revision %d, shards s2 and s3, the config", st, full.Ranges[1], full.ModRev[rk])
+		}
+		if none, err := s.LoadRange(ctx, 5); err != nil || len(none.Ranges) != 0 {
+			t.Errorf("LoadRange(5) = %+v, %v; want no range (none starts at 5)", none, err)
+		}
+		if err := s.Freeze(ctx, st, 0, m); err != nil {
+			t.Fatal(err)
+		}
+		if touched { // the same value written again: only its revision moves
+			resp, err := cli.Get(ctx, s.key(rk))
+			if err == nil {
+				_, err = cli.Put(ctx, s.key(rk), string(resp.Kvs[0].Value))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		err = s.Flip(ctx, st, 0, m, "s3")
+		switch {
+		case touched && !errors.Is(err, ErrConflict):
+			t.Errorf("flip after the range was written since the freeze = %v; want ErrConflict", err)
+		case !touched && err != nil:
+			t.Errorf("flip on the state LoadRange read and the freeze moved: %v", err)
+		}
 	}
 }

@@ -14,6 +14,9 @@ import (
 // Catalog is what a cutover needs of the catalog store (*catalog.Store implements it).
 type Catalog interface {
 	Load(ctx context.Context) (*catalog.State, error)
+	// LoadRange reads only the range starting at lo and the named shards: what the
+	// freeze, the flip and an undo compare, in a few keys however big the catalog is.
+	LoadRange(ctx context.Context, lo int64, shards ...string) (*catalog.State, error)
 	GetMigration(ctx context.Context, id string) (*catalog.Migration, error)
 	PutMigration(ctx context.Context, m *catalog.Migration, opts ...catalog.WriteOption) error
 	Freeze(ctx context.Context, st *catalog.State, lo int64, m *catalog.Migration, opts ...catalog.WriteOption) error

@@ -63,7 +63,7 @@ func Undo(ctx context.Context, env Env, m *catalog.Migration) error {
 	case m.Phase == catalog.PhaseRollingBack || m.Terminal():
 		return fmt.Errorf("migration %s is %s: its cutover cannot be undone, only its rollback finished", m.ID, m.Phase)
 	}
-	st, err := env.Catalog.Load(ctx)
+	st, err := env.Catalog.LoadRange(ctx, m.Range.Lo, m.Source)
 	if err != nil {
 		return err
 	}

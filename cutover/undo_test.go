@@ -73,6 +73,11 @@ func (c *lateFlip) Load(ctx context.Context) (*catalog.State, error) {
 	return c.Store.Load(ctx)
 }
 
+func (c *lateFlip) LoadRange(ctx context.Context, lo int64, shards ...string) (*catalog.State, error) {
+	c.read()
+	return c.Store.LoadRange(ctx, lo, shards...)
+}
+
 // TestUnknownFlipKeepsTheFence: the flip's answer is lost and the flip commits while the
 // driver decides what that means. Whenever it lands, the end state is one of two: flipped,
 // with the source still fenced, or not flipped, with the range serving on the source

@@ -39,8 +39,10 @@ type window struct {
 	// tasks are every task spawned; the ones of step 4 by name.
 	tasks                  []*task
 	journal, seqs, srcHalf *task
-	// What the tasks of step 4 leave: the state the flip compares against (read after
-	// the journal write), the source's digests.
+	// flipState is the state the flip compares against: the range as the freeze wrote it
+	// (a change of the range since fails the flip; the migration's revision is m's own,
+	// which the journal write moves). srcDigests are what the source half of the verify
+	// leaves.
 	flipState  *catalog.State
 	srcDigests []TableDigest
 }
@@ -70,8 +72,8 @@ func (w *window) prepare() (*catalog.State, error) {
 		return nil, fmt.Errorf("cutover %s: %w", m.ID, err)
 	}
 	// Read last (the online verify takes a while, settle may write the journal): the
-	// freeze compares it.
-	st, err := env.Catalog.Load(ctx)
+	// freeze compares it, and the flip what the freeze leaves of it.
+	st, err := env.Catalog.LoadRange(ctx, m.Range.Lo, m.Source, m.Target)
 	if err != nil {
 		return nil, fmt.Errorf("cutover %s: %w", m.ID, err)
 	}
@@ -127,6 +129,7 @@ func (w *window) freeze(st *catalog.State) error {
 	if err := w.env.Catalog.Freeze(w.ctx, st, w.m.Range.Lo, w.m); err != nil {
 		return fmt.Errorf("cutover %s: freeze: %w", w.m.ID, err)
 	}
+	w.flipState = st
 	w.mark("freeze")
 	return nil
 }
@@ -158,8 +161,8 @@ func (w *window) drain() error {
 
 // catchUp is step 4: everything the source accepted is before the fence LSN; wait until
 // the mover has applied it. Meanwhile, as tasks: the journal (phase verifying, with the
-// fence LSN, and the state the flip compares against: the journal write moves the
-// migration's revision), the sequences on the control connections, and the source's
+// fence LSN: the write moves m's revision, which the flip compares; nothing else of the
+// catalog is read again), the sequences on the control connections, and the source's
 // digests, final since the drain. m belongs to the journal task until it is joined. On
 // failure it returns the step's name for the error.
 func (w *window) catchUp() (string, error) {
@@ -170,14 +173,7 @@ func (w *window) catchUp() (string, error) {
 	}
 	m.FenceLSN = w.res.FenceLSN.String()
 	m.Phase = catalog.PhaseVerifying
-	w.journal = w.spawn(func() error {
-		if err := env.Catalog.PutMigration(ctx, m); err != nil {
-			return err
-		}
-		var err error
-		w.flipState, err = env.Catalog.Load(ctx)
-		return err
-	})
+	w.journal = w.spawn(func() error { return env.Catalog.PutMigration(ctx, m) })
 	w.seqs = w.spawn(func() (err error) {
 		w.res.Sequences, err = SyncSequences(ctx, env.Source, env.Target, env.Tables)
 		return err
