@@ -548,6 +548,17 @@ func (a *applier) emit(ctx context.Context, g *group, rows [][][]byte) error {
 	return nil
 }
 
+// locate is the row an update or delete changes on the target: the values that identify
+// it, its phantom key, and whether it is a phantom (not on the target, see phantoms).
+func (a *applier) locate(c *change) (where [][]byte, key string, phantom bool, err error) {
+	where, err = c.whereValues()
+	if err != nil {
+		return nil, "", false, err
+	}
+	key = phantomKeyOf(c.rel.dst.Name, where)
+	return where, key, a.phantoms[key], nil
+}
+
 // add queues one change.
 func (a *applier) add(ctx context.Context, c *change) error {
 	a.noteChange(c)
@@ -559,12 +570,11 @@ func (a *applier) add(ctx context.Context, c *change) error {
 	case 'I':
 		return a.upsert(ctx, c, 'I')
 	case 'U':
-		where, err := c.whereValues()
+		where, key, phantom, err := a.locate(c)
 		if err != nil {
 			return err
 		}
-		key := phantomKeyOf(rel.dst.Name, where)
-		if a.phantoms[key] {
+		if phantom {
 			// The row is not on the target (see phantoms): write it whole.
 			if err := a.setPhantom(ctx, rel, where, false); err != nil {
 				return err
@@ -598,12 +608,11 @@ func (a *applier) add(ctx context.Context, c *change) error {
 		}
 		a.addRow(rel, op, shape, set, append(vals, where...), key, c.size)
 	case 'D':
-		where, err := c.whereValues()
+		where, key, phantom, err := a.locate(c)
 		if err != nil {
 			return err
 		}
-		key := phantomKeyOf(rel.dst.Name, where)
-		if a.phantoms[key] {
+		if phantom {
 			return a.setPhantom(ctx, rel, where, false) // it never reached the target
 		}
 		a.addRow(rel, 'D', "", nil, where, key, c.size)
