@@ -32,7 +32,7 @@ func newCatalogShowCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: onCatalog(func(ctx context.Context, cmd *cobra.Command, _ []string, _ *catalog.Store, st *catalog.State) error {
 			w := cmd.OutOrStdout()
-			return result.print(w, st, func() error {
+			return result.print(w, withKeyspace(st), func() error {
 				fmt.Fprintf(w, "cluster %s at etcd revision %d\n", st.Config.Cluster, st.Revision)
 				return printCatalog(w, st)
 			})
@@ -40,9 +40,38 @@ func newCatalogShowCmd() *cobra.Command {
 	}
 }
 
+// withKeyspace is st with its config's key type and distribution filled in: a catalog
+// written before they were stored leaves them empty (bigint, range), and -o json should
+// name them all the same.
+func withKeyspace(st *catalog.State) *catalog.State {
+	out := *st
+	ks := st.Config.Keyspace()
+	out.Config.KeyType, out.Config.Distribution = ks.KeyType(), ks.Dist()
+	return &out
+}
+
+// keyspaceLine says which column holds the tenant key, its type, the distribution and what
+// a range's bounds are compared with, then the sharded tables with their own key columns.
+func keyspaceLine(cfg catalog.Config) string {
+	ks := cfg.Keyspace()
+	over := "the key"
+	if ks.Hashed() {
+		over = ks.KeyType().HashFunction() + "(key, 0)"
+	}
+	tables := make([]string, len(cfg.Tables))
+	for i, t := range cfg.Tables {
+		tables[i] = t
+		if c := ks.Column(t); c != ks.Key {
+			tables[i] += " (key " + c + ")"
+		}
+	}
+	return fmt.Sprintf("key %s of type %s, distribution %s (ranges over %s); sharded tables: %s",
+		cfg.Key, ks.KeyType(), ks.Dist(), over, strings.Join(tables, ", "))
+}
+
 // printCatalog writes the catalog as text tables.
 func printCatalog(w io.Writer, st *catalog.State) error {
-	fmt.Fprintf(w, "key %s; sharded tables: %s\n", st.Config.Key, strings.Join(st.Config.Tables, ", "))
+	fmt.Fprintln(w, keyspaceLine(st.Config))
 	for _, p := range st.Config.Partitions {
 		fmt.Fprintf(w, "partitions of %s by %s: every %s, %d ahead", p.Table, p.Column, p.Interval, p.Premake)
 		if p.Retention != "" {

@@ -151,3 +151,46 @@ func hasCustom(hks []catalog.HotKey, key int64, metric string, v float64) bool {
 	}
 	return false
 }
+
+// TestCatalogShowPrintsKeyTypeAndDistribution: `catalog show` names the key's type and the
+// distribution, as text and in -o json's config, also for a catalog written before they
+// were stored (bigint by range), and each table keyed by a column of its own.
+func TestCatalogShowPrintsKeyTypeAndDistribution(t *testing.T) {
+	srv, cli := testenv.Etcd(t)
+	ctx := context.Background()
+	for _, c := range []struct {
+		cfg        catalog.Config
+		typ, dist  string
+		textWanted []string
+	}{
+		{catalog.Config{Cluster: "old", Key: "tenant_id", Tables: []string{"orders"}}, "bigint", "range",
+			[]string{"key tenant_id of type bigint, distribution range (ranges over the key); sharded tables: orders"}},
+		{catalog.Config{Cluster: "hashed", Key: "company_id", Tables: []string{"companies", "campaigns"},
+			TableKeys: map[string]string{"companies": "id"}, KeyType: catalog.KeyUUID, Distribution: catalog.DistHash}, "uuid", "hash",
+			[]string{"key company_id of type uuid, distribution hash (ranges over uuid_hash_extended(key, 0)); sharded tables: companies (key id), campaigns"}},
+	} {
+		t.Run(c.cfg.Cluster, func(t *testing.T) {
+			store, err := catalog.NewStore(cli, c.cfg.Cluster)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := store.Init(ctx, c.cfg, []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}}, nil, false); err != nil {
+				t.Fatal(err)
+			}
+			run := cliRunner(t, ctx, "--etcd", srv.Endpoint(), "--cluster", c.cfg.Cluster)
+			res := run("catalog", "show", "-o", "json")
+			var got struct {
+				Config map[string]any `json:"config"`
+			}
+			if err := json.Unmarshal([]byte(res.stdout), &got); err != nil || got.Config["key_type"] != c.typ || got.Config["distribution"] != c.dist {
+				t.Errorf("catalog show -o json: %v, config %v; want key_type %s, distribution %s", err, got.Config, c.typ, c.dist)
+			}
+			res = run("catalog", "show")
+			for _, w := range c.textWanted {
+				if res.code != 0 || !strings.Contains(res.stdout, w) {
+					t.Errorf("catalog show lacks %q:\n%s", w, res.stdout)
+				}
+			}
+		})
+	}
+}
