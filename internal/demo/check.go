@@ -49,7 +49,7 @@ func (p *problems) err(what string) error {
 // ledger rows, and that no ledger row belongs to a tenant the shard does not hold.
 func CheckBalances(ctx context.Context, db Querier) error {
 	rows, err := db.Query(ctx, `
-		SELECT coalesce(t.tenant_id, l.tenant_id), t.balance::text, coalesce(l.sum, 0)::text, t.tenant_id IS NULL
+		SELECT coalesce(t.tenant_id, l.tenant_id)::text, t.balance::text, coalesce(l.sum, 0)::text, t.tenant_id IS NULL
 		FROM tenants t
 		FULL JOIN (SELECT tenant_id, sum(amount) AS sum FROM ledger GROUP BY tenant_id) l USING (tenant_id)
 		WHERE t.tenant_id IS NULL OR t.balance <> coalesce(l.sum, 0)`)
@@ -59,7 +59,7 @@ func CheckBalances(ctx context.Context, db Querier) error {
 	defer rows.Close()
 	var probs problems
 	for rows.Next() {
-		var tenant int64
+		var tenant string
 		var bal *string
 		var sum string
 		var orphan bool
@@ -67,9 +67,9 @@ func CheckBalances(ctx context.Context, db Querier) error {
 			return fmt.Errorf("demo: check balances: %w", err)
 		}
 		if orphan {
-			probs.add("tenant %d: ledger rows (sum %s) but no tenants row", tenant, sum)
+			probs.add("tenant %s: ledger rows (sum %s) but no tenants row", tenant, sum)
 		} else {
-			probs.add("tenant %d: balance %s but ledger sums to %s", tenant, *bal, sum)
+			probs.add("tenant %s: balance %s but ledger sums to %s", tenant, *bal, sum)
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -81,13 +81,16 @@ func CheckBalances(ctx context.Context, db Querier) error {
 // CheckAcked verifies that every acknowledged ledger row is present exactly once, with its
 // amount, on the shard owner names for its tenant. Unless elsewhereOK (a source whose
 // moved rows are not cleaned up yet), it must be on no other shard either.
-func CheckAcked(ctx context.Context, shards map[string]Querier, owner func(tenant int64) string, acked []LedgerWrite, elsewhereOK bool) error {
-	tenants := make([]int64, len(acked))
+func CheckAcked[K TenantID](ctx context.Context, shards map[string]Querier, owner func(tenant K) string, acked []LedgerWriteOf[K], elsewhereOK bool) error {
+	tenants := make([]K, len(acked))
 	ids := make([]int64, len(acked))
 	for i, a := range acked {
 		tenants[i], ids[i] = a.Tenant, a.ID
 	}
-	type key struct{ tenant, id int64 }
+	type key struct {
+		tenant K
+		id     int64
+	}
 	type seen struct {
 		count  int64
 		amount int64
@@ -96,7 +99,7 @@ func CheckAcked(ctx context.Context, shards map[string]Querier, owner func(tenan
 	for name, db := range shards {
 		rows, err := db.Query(ctx, `
 			SELECT a.tenant_id, a.id, count(l.id), coalesce(min(l.amount * 100), 0)::bigint
-			FROM unnest($1::bigint[], $2::bigint[]) AS a(tenant_id, id)
+			FROM unnest($1::`+sqlType[K]()+`[], $2::bigint[]) AS a(tenant_id, id)
 			LEFT JOIN ledger l ON l.tenant_id = a.tenant_id AND l.id = a.id
 			GROUP BY a.tenant_id, a.id`, tenants, ids)
 		if err != nil {
@@ -125,23 +128,23 @@ func CheckAcked(ctx context.Context, shards map[string]Querier, owner func(tenan
 		own := owner(a.Tenant)
 		m, ok := found[own]
 		if !ok {
-			add("ledger %d/%d: owner shard %q is not among the shards checked", a.Tenant, a.ID, own)
+			add("ledger %v/%d: owner shard %q is not among the shards checked", a.Tenant, a.ID, own)
 			continue
 		}
 		switch s := m[k]; {
 		case s.count == 0:
-			add("ledger %d/%d: acknowledged but missing on its owner %s", a.Tenant, a.ID, own)
+			add("ledger %v/%d: acknowledged but missing on its owner %s", a.Tenant, a.ID, own)
 		case s.count > 1:
-			add("ledger %d/%d: present %d times on %s", a.Tenant, a.ID, s.count, own)
+			add("ledger %v/%d: present %d times on %s", a.Tenant, a.ID, s.count, own)
 		case s.amount != a.Amount:
-			add("ledger %d/%d: amount %d cents on %s, %d acknowledged", a.Tenant, a.ID, s.amount, own, a.Amount)
+			add("ledger %v/%d: amount %d cents on %s, %d acknowledged", a.Tenant, a.ID, s.amount, own, a.Amount)
 		}
 		if elsewhereOK {
 			continue
 		}
 		for name, m := range found {
 			if name != own && m[k].count > 0 {
-				add("ledger %d/%d: also present on %s (owner is %s)", a.Tenant, a.ID, name, own)
+				add("ledger %v/%d: also present on %s (owner is %s)", a.Tenant, a.ID, name, own)
 			}
 		}
 	}

@@ -75,9 +75,12 @@ func (o DataOptions) withDefaults() (DataOptions, error) {
 	return o, nil
 }
 
-// Tenant is one tenant of the data set.
-type Tenant struct {
-	ID     int64
+// Tenant is one tenant of the int64 data set.
+type Tenant = TenantOf[int64]
+
+// TenantOf is one tenant of the data set with keys of type K.
+type TenantOf[K TenantID] struct {
+	ID     K
 	Rank   int // 1 is the heaviest
 	Name   string
 	Plan   string
@@ -86,7 +89,16 @@ type Tenant struct {
 }
 
 // GenerateTenants returns the tenants of the data set, heaviest first.
-func GenerateTenants(opts DataOptions) ([]Tenant, error) {
+func GenerateTenants(opts DataOptions) ([]Tenant, error) { return GenerateTenantsOf[int64](opts) }
+
+// maxDraws bounds the keys drawn for one tenant: a uuid tenant that must hash into a
+// HotRange of a thousandth of the key line takes about a thousand.
+const maxDraws = 1 << 20
+
+// GenerateTenantsOf returns the tenants of the data set with keys of type K, heaviest first.
+// The int64 keys are those GenerateTenants always made; uuid keys are drawn from the same
+// random bits, a hot tenant's until its hash is inside HotRange.
+func GenerateTenantsOf[K TenantID](opts DataOptions) ([]TenantOf[K], error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -100,18 +112,18 @@ func GenerateTenants(opts DataOptions) ([]Tenant, error) {
 	}
 	total := int(math.Round(OrdersPerScale * opts.Scale))
 	spare := max(total-n*minOrders, 0)
-	seen := make(map[int64]bool, n)
-	out := make([]Tenant, n)
+	seen := make(map[K]bool, n)
+	out := make([]TenantOf[K], n)
 	for r := range n {
 		w := weights[r] / sum
-		var id int64
+		var id K
 		for salt := uint64(0); ; salt++ {
-			h := splitmix64(opts.Seed ^ splitmix64(uint64(r)+salt<<32))
-			id = int64(h)
-			if r < opts.Hot {
-				id = inRange(h, opts.HotRange)
+			if salt == maxDraws {
+				return nil, fmt.Errorf("demo: no key for tenant %d inside the hot range %s: give a wider range", r+1, opts.HotRange)
 			}
-			if !seen[id] {
+			h := splitmix64(opts.Seed ^ splitmix64(uint64(r)+salt<<32))
+			var ok bool
+			if id, ok = newTenantID[K](h, r < opts.Hot, opts.HotRange); ok && !seen[id] {
 				break
 			}
 		}
@@ -123,7 +135,7 @@ func GenerateTenants(opts DataOptions) ([]Tenant, error) {
 		case r < max(opts.Hot, n/10):
 			plan = "business"
 		}
-		out[r] = Tenant{
+		out[r] = TenantOf[K]{
 			ID:     id,
 			Rank:   r + 1,
 			Name:   "tenant-" + strconv.Itoa(r+1),
@@ -158,16 +170,16 @@ func splitmix64(x uint64) uint64 {
 	return x ^ (x >> 31)
 }
 
-// Place groups tenants by the shard owning their id under ranges (which must tile the key
-// line, as a valid catalog's do).
-func Place(tenants []Tenant, ranges []catalog.Range) (map[string][]Tenant, error) {
+// Place groups tenants by the shard owning their key's Position under ranges (which must
+// tile the key line, as a valid catalog's do).
+func Place[K TenantID](tenants []TenantOf[K], ranges []catalog.Range) (map[string][]TenantOf[K], error) {
 	st := catalog.State{Ranges: append([]catalog.Range(nil), ranges...)}
 	sort.Slice(st.Ranges, func(i, j int) bool { return st.Ranges[i].Range.Lo < st.Ranges[j].Range.Lo })
-	out := map[string][]Tenant{}
+	out := map[string][]TenantOf[K]{}
 	for _, t := range tenants {
-		r, ok := st.Owner(t.ID)
+		r, ok := st.Owner(Position(t.ID))
 		if !ok {
-			return nil, fmt.Errorf("demo: tenant %d has no range: the ranges must cover the whole key line", t.ID)
+			return nil, fmt.Errorf("demo: tenant %v has no range: the ranges must cover the whole key line", t.ID)
 		}
 		out[r.Shard] = append(out[r.Shard], t)
 	}
@@ -175,7 +187,7 @@ func Place(tenants []Tenant, ranges []catalog.Range) (map[string][]Tenant, error
 }
 
 // Share returns the fraction of all weight held by the k heaviest tenants.
-func Share(tenants []Tenant, k int) float64 {
+func Share[K TenantID](tenants []TenantOf[K], k int) float64 {
 	ws := make([]float64, len(tenants))
 	var sum float64
 	for i, t := range tenants {
@@ -221,8 +233,11 @@ type gen struct {
 	buf    []item
 }
 
-func (g *gen) order(t Tenant, j int) order {
-	rng := rand.New(rand.NewPCG(g.seed^uint64(t.ID), uint64(j)))
+func (g *gen) order(t Tenant, j int) order { return orderOf(g, t, j) }
+
+// orderOf is tenant t's order j; a uuid tenant's rows are seeded from its key's bytes.
+func orderOf[K TenantID](g *gen, t TenantOf[K], j int) order {
+	rng := rand.New(rand.NewPCG(g.seed^seedOf(t.ID), uint64(j)))
 	o := order{
 		status:  statuses[rng.IntN(len(statuses))],
 		created: g.now.Add(-time.Duration(rng.Int64N(int64(30 * 24 * time.Hour)))).Truncate(time.Microsecond),
@@ -255,7 +270,7 @@ func cents(c int64) pgtype.Numeric { return pgtype.Numeric{Int: big.NewInt(c), E
 // LoadShard writes the given tenants' rows with COPY in one transaction, sets the tables'
 // sequences past the ids it used, and analyzes the tables. The schema must exist and hold no
 // rows of these tenants. It returns the rows written per table.
-func LoadShard(ctx context.Context, conn *pgx.Conn, tenants []Tenant, opts DataOptions) (Counts, error) {
+func LoadShard[K TenantID](ctx context.Context, conn *pgx.Conn, tenants []TenantOf[K], opts DataOptions) (Counts, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -279,7 +294,7 @@ func LoadShard(ctx context.Context, conn *pgx.Conn, tenants []Tenant, opts DataO
 			t := tenants[i]
 			var bal int64
 			for j := range t.Orders {
-				for _, a := range g.order(t, j).ledger() {
+				for _, a := range orderOf(g, t, j).ledger() {
 					bal += a
 				}
 			}
@@ -294,22 +309,22 @@ func LoadShard(ctx context.Context, conn *pgx.Conn, tenants []Tenant, opts DataO
 	passes := []struct {
 		table string
 		cols  []string
-		rows  func(t Tenant, orderID int64, j int, o order, id *int64, emit func(...any))
+		rows  func(t TenantOf[K], orderID int64, j int, o order, id *int64, emit func(...any))
 	}{
 		{"orders", []string{"tenant_id", "id", "status", "total", "created_at"},
-			func(t Tenant, orderID int64, _ int, o order, id *int64, emit func(...any)) {
+			func(t TenantOf[K], orderID int64, _ int, o order, id *int64, emit func(...any)) {
 				*id = orderID
 				emit(t.ID, orderID, o.status, cents(o.total), o.created)
 			}},
 		{"order_items", []string{"tenant_id", "order_id", "id", "sku", "qty", "price"},
-			func(t Tenant, orderID int64, _ int, o order, id *int64, emit func(...any)) {
+			func(t TenantOf[K], orderID int64, _ int, o order, id *int64, emit func(...any)) {
 				for _, it := range o.items {
 					*id++
 					emit(t.ID, orderID, *id, it.sku, it.qty, cents(it.price))
 				}
 			}},
 		{"ledger", []string{"tenant_id", "id", "amount", "memo", "created_at"},
-			func(t Tenant, _ int64, j int, o order, id *int64, emit func(...any)) {
+			func(t TenantOf[K], _ int64, j int, o order, id *int64, emit func(...any)) {
 				for k, a := range o.ledger() {
 					*id++
 					memo := "order " + strconv.Itoa(j+1)
@@ -320,7 +335,7 @@ func LoadShard(ctx context.Context, conn *pgx.Conn, tenants []Tenant, opts DataO
 				}
 			}},
 		{"events", []string{"tenant_id", "id", "created_at", "kind", "payload"},
-			func(t Tenant, _ int64, j int, o order, id *int64, emit func(...any)) {
+			func(t TenantOf[K], _ int64, j int, o order, id *int64, emit func(...any)) {
 				*id++
 				emit(t.ID, *id, o.eventAt, "order."+o.status,
 					fmt.Sprintf(`{"order": %d, "status": %q, "total_cents": %d, "items": %d, "source": "web"}`, j+1, o.status, o.total, len(o.items)))
@@ -343,7 +358,7 @@ func LoadShard(ctx context.Context, conn *pgx.Conn, tenants []Tenant, opts DataO
 					continue
 				}
 				orderID++
-				p.rows(t, orderID, j, g.order(t, j), &id, emit)
+				p.rows(t, orderID, j, orderOf(g, t, j), &id, emit)
 				j++
 			}
 			r := pending[0]

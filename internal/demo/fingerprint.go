@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/pgerr"
 )
 
@@ -24,16 +25,22 @@ type TableFingerprint struct {
 
 // Fingerprints are one shard's rows per tenant and table. A table where a tenant has no
 // rows is absent.
-type Fingerprints map[int64]map[string]TableFingerprint
+type Fingerprints = FingerprintsOf[int64]
+
+// FingerprintsOf are Fingerprints of tenants with keys of type K.
+type FingerprintsOf[K TenantID] map[K]map[string]TableFingerprint
 
 // Snapshot is the fingerprints of every shard, by shard name.
-type Snapshot map[string]Fingerprints
+type Snapshot = SnapshotOf[int64]
+
+// SnapshotOf is a Snapshot of tenants with keys of type K.
+type SnapshotOf[K TenantID] map[string]FingerprintsOf[K]
 
 // fingerprintSQL hashes whole rows per tenant like the cutover's verify does:
 // hash_record_extended with each column type's own hash function over the row's columns
 // in name order (so shards whose tables have another physical column order agree), summed
 // as numeric (no overflow, duplicates count). The text form is the fallback for a type
-// without a hash function.
+// without a hash function. Table names are quoted as the rest of reshard quotes them.
 func fingerprintSQL(table string, cols []string, text bool) string {
 	q := make([]string, len(cols))
 	for i, c := range cols {
@@ -45,7 +52,7 @@ func fingerprintSQL(table string, cols []string, text bool) string {
 		h = "hashtextextended(" + row + "::text, 0)"
 	}
 	k := pgx.Identifier{Key}.Sanitize()
-	return fmt.Sprintf(`SELECT x.%s, count(*), coalesce(sum(%s), 0)::text FROM %s x GROUP BY 1`, k, h, pgx.Identifier{table}.Sanitize())
+	return fmt.Sprintf(`SELECT x.%s, count(*), coalesce(sum(%s), 0)::text FROM %s x GROUP BY 1`, k, h, catalog.QuoteTable(table))
 }
 
 // Columns names, per table, the columns a fingerprint hashes; a table it does not name (or
@@ -68,10 +75,11 @@ func TableColumns(ctx context.Context, db Querier, tables []string) (Columns, er
 	return out, nil
 }
 
-// columns returns a table's live column names, sorted bytewise.
+// columns returns a table's live column names, sorted bytewise. table is a configured
+// name (table or schema.table, exact), quoted by catalog.QuoteTable.
 func columns(ctx context.Context, db Querier, table string) ([]string, error) {
 	rows, err := db.Query(ctx, `SELECT attname::text FROM pg_attribute
-		WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped`, table)
+		WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, catalog.QuoteTable(table))
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +88,7 @@ func columns(ctx context.Context, db Querier, table string) ([]string, error) {
 		return nil, err
 	}
 	if len(cols) == 0 {
-		return nil, fmt.Errorf("table %s not found", pgx.Identifier{table}.Sanitize())
+		return nil, fmt.Errorf("table %s not found", catalog.QuoteTable(table))
 	}
 	sort.Strings(cols)
 	return cols, nil
@@ -97,7 +105,17 @@ func Fingerprint(ctx context.Context, db Querier, tables []string) (Fingerprints
 // FingerprintColumns is Fingerprint over the columns cols names for each table (all live
 // columns of a table it does not name).
 func FingerprintColumns(ctx context.Context, db Querier, tables []string, cols Columns) (Fingerprints, error) {
-	out := Fingerprints{}
+	return FingerprintColumnsOf[int64](ctx, db, tables, cols)
+}
+
+// FingerprintOf is Fingerprint of tenants with keys of type K.
+func FingerprintOf[K TenantID](ctx context.Context, db Querier, tables []string) (FingerprintsOf[K], error) {
+	return FingerprintColumnsOf[K](ctx, db, tables, nil)
+}
+
+// FingerprintColumnsOf is FingerprintColumns of tenants with keys of type K.
+func FingerprintColumnsOf[K TenantID](ctx context.Context, db Querier, tables []string, cols Columns) (FingerprintsOf[K], error) {
+	out := FingerprintsOf[K]{}
 	for _, table := range tables {
 		cols, err := cols.of(ctx, db, table)
 		if err == nil {
@@ -121,14 +139,14 @@ func (c Columns) of(ctx context.Context, db Querier, table string) ([]string, er
 	return columns(ctx, db, table)
 }
 
-func fingerprintTable(ctx context.Context, db Querier, table string, cols []string, text bool, out Fingerprints) error {
+func fingerprintTable[K TenantID](ctx context.Context, db Querier, table string, cols []string, text bool, out FingerprintsOf[K]) error {
 	rows, err := db.Query(ctx, fingerprintSQL(table, cols, text))
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var tenant int64
+		var tenant K
 		var f TableFingerprint
 		if err := rows.Scan(&tenant, &f.Rows, &f.Hash); err != nil {
 			return err
@@ -148,15 +166,25 @@ func TakeSnapshot(ctx context.Context, shards map[string]Querier, tables []strin
 
 // TakeSnapshotColumns is TakeSnapshot over the columns cols names (FingerprintColumns).
 func TakeSnapshotColumns(ctx context.Context, shards map[string]Querier, tables []string, cols Columns) (Snapshot, error) {
+	return TakeSnapshotColumnsOf[int64](ctx, shards, tables, cols)
+}
+
+// TakeSnapshotOf is TakeSnapshot of tenants with keys of type K.
+func TakeSnapshotOf[K TenantID](ctx context.Context, shards map[string]Querier, tables []string) (SnapshotOf[K], error) {
+	return TakeSnapshotColumnsOf[K](ctx, shards, tables, nil)
+}
+
+// TakeSnapshotColumnsOf is TakeSnapshotColumns of tenants with keys of type K.
+func TakeSnapshotColumnsOf[K TenantID](ctx context.Context, shards map[string]Querier, tables []string, cols Columns) (SnapshotOf[K], error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	snap := Snapshot{}
+	snap := SnapshotOf[K]{}
 	var errs []error
 	for name, db := range shards {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f, err := FingerprintColumns(ctx, db, tables, cols)
+			f, err := FingerprintColumnsOf[K](ctx, db, tables, cols)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -175,8 +203,8 @@ func TakeSnapshotColumns(ctx context.Context, shards map[string]Querier, tables 
 
 // Only returns the fingerprints of the tenants keep accepts (e.g. those outside a moved
 // range, which must not change).
-func (f Fingerprints) Only(keep func(tenant int64) bool) Fingerprints {
-	out := Fingerprints{}
+func (f FingerprintsOf[K]) Only(keep func(tenant K) bool) FingerprintsOf[K] {
+	out := FingerprintsOf[K]{}
 	for t, tables := range f {
 		if keep(t) {
 			out[t] = tables
@@ -186,8 +214,8 @@ func (f Fingerprints) Only(keep func(tenant int64) bool) Fingerprints {
 }
 
 // Tables returns the fingerprints of the named tables only.
-func (f Fingerprints) Tables(names ...string) Fingerprints {
-	out := Fingerprints{}
+func (f FingerprintsOf[K]) Tables(names ...string) FingerprintsOf[K] {
+	out := FingerprintsOf[K]{}
 	for t, tables := range f {
 		for _, n := range names {
 			if v, ok := tables[n]; ok {
@@ -204,8 +232,8 @@ func (f Fingerprints) Tables(names ...string) Fingerprints {
 // Merge returns, per tenant, the fingerprint of the named tables' rows taken together
 // (counts and hashes added), under the name into: what a partitioned table holds when
 // those are its partitions.
-func (f Fingerprints) Merge(into string, names ...string) Fingerprints {
-	out := Fingerprints{}
+func (f FingerprintsOf[K]) Merge(into string, names ...string) FingerprintsOf[K] {
+	out := FingerprintsOf[K]{}
 	for t, tables := range f {
 		var rows int64
 		sum := new(big.Int)
@@ -230,7 +258,7 @@ func (f Fingerprints) Merge(into string, names ...string) Fingerprints {
 
 // Diff lists, bounded, where got differs from want (tenant, table, rows and whether the
 // hash differs); nil when they are equal. what names the place in each line (a shard).
-func (want Fingerprints) Diff(what string, got Fingerprints) error {
+func (want FingerprintsOf[K]) Diff(what string, got FingerprintsOf[K]) error {
 	var probs problems
 	for _, t := range unionTenants(want, got) {
 		for _, table := range unionTables(want[t], got[t]) {
@@ -239,18 +267,18 @@ func (want Fingerprints) Diff(what string, got Fingerprints) error {
 				continue
 			}
 			if w.Rows != g.Rows {
-				probs.add("tenant %d: %s on %s: %d rows, want %d", t, table, what, g.Rows, w.Rows)
+				probs.add("tenant %v: %s on %s: %d rows, want %d", t, table, what, g.Rows, w.Rows)
 			} else {
-				probs.add("tenant %d: %s on %s: %d rows as expected but their contents differ (hash)", t, table, what, g.Rows)
+				probs.add("tenant %v: %s on %s: %d rows as expected but their contents differ (hash)", t, table, what, g.Rows)
 			}
 		}
 	}
 	return probs.err("rows differ from their fingerprint")
 }
 
-func unionTenants(fs ...Fingerprints) []int64 {
-	seen := map[int64]bool{}
-	var out []int64
+func unionTenants[K TenantID](fs ...FingerprintsOf[K]) []K {
+	seen := map[K]bool{}
+	var out []K
 	for _, f := range fs {
 		for t := range f {
 			if !seen[t] {
@@ -259,7 +287,7 @@ func unionTenants(fs ...Fingerprints) []int64 {
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	sort.Slice(out, func(i, j int) bool { return keyLess(out[i], out[j]) })
 	return out
 }
 

@@ -98,3 +98,20 @@ func TestFingerprintOverBaselineColumns(t *testing.T) {
 		})
 	}
 }
+
+// TestFingerprintQuotesSchemaQualifiedMixedCaseNames: a table named as the rest of reshard
+// names it (schema.table, taken exactly: Billing.Invoices is the mixed-case table in the
+// mixed-case schema) is found and fingerprinted, not looked up as one quoted identifier.
+func TestFingerprintQuotesSchemaQualifiedMixedCaseNames(t *testing.T) {
+	ctx := context.Background()
+	pg := testenv.Postgres(t, 1)[0]
+	pg.Exec(ctx, `CREATE SCHEMA "Billing"; CREATE TABLE "Billing"."Invoices" (tenant_id bigint NOT NULL, "Amount" int, PRIMARY KEY (tenant_id, "Amount"));
+		INSERT INTO "Billing"."Invoices" SELECT t, i FROM generate_series(1, 2) t, generate_series(1, 3) i`)
+	f, err := Fingerprint(ctx, pg.Pool(ctx), []string{"Billing.Invoices"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f) != 2 || f[1]["Billing.Invoices"].Rows != 3 || f[2]["Billing.Invoices"].Rows != 3 {
+		t.Fatalf("fingerprint %+v", f)
+	}
+}

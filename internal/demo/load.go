@@ -21,27 +21,41 @@ import (
 
 // Router says where a tenant's rows live now. It is asked before every attempt, so a
 // router that follows the catalog sends the retry after a cutover to the new owner.
-type Router interface {
-	ShardFor(ctx context.Context, tenant int64) (dsn string, err error)
+type Router = RouterOf[int64]
+
+// RouterOf is a Router of tenants with keys of type K.
+type RouterOf[K TenantID] interface {
+	ShardFor(ctx context.Context, tenant K) (dsn string, err error)
 }
 
 // RouterFunc adapts a function to Router.
-type RouterFunc func(ctx context.Context, tenant int64) (string, error)
+type RouterFunc = RouterFuncOf[int64]
+
+// RouterFuncOf adapts a function to RouterOf[K].
+type RouterFuncOf[K TenantID] func(ctx context.Context, tenant K) (string, error)
 
 // ShardFor calls f.
-func (f RouterFunc) ShardFor(ctx context.Context, tenant int64) (string, error) {
+func (f RouterFuncOf[K]) ShardFor(ctx context.Context, tenant K) (string, error) {
 	return f(ctx, tenant)
 }
 
 // StaticRouter routes by a fixed set of ranges, for `reshard dev load` and tests that do not
 // move anything.
-type StaticRouter struct {
+type StaticRouter = StaticRouterOf[int64]
+
+// StaticRouterOf is a StaticRouter of tenants with keys of type K, placed by Position.
+type StaticRouterOf[K TenantID] struct {
 	st  catalog.State
 	dsn map[string]string
 }
 
 // NewStaticRouter routes keys by ranges to the DSN of their shard.
 func NewStaticRouter(ranges []catalog.Range, dsns map[string]string) (*StaticRouter, error) {
+	return NewStaticRouterOf[int64](ranges, dsns)
+}
+
+// NewStaticRouterOf is NewStaticRouter for keys of type K.
+func NewStaticRouterOf[K TenantID](ranges []catalog.Range, dsns map[string]string) (*StaticRouterOf[K], error) {
 	rs := append([]catalog.Range(nil), ranges...)
 	sort.Slice(rs, func(i, j int) bool { return rs[i].Range.Lo < rs[j].Range.Lo })
 	if err := catalog.ValidateRanges(rs, nil); err != nil {
@@ -52,14 +66,14 @@ func NewStaticRouter(ranges []catalog.Range, dsns map[string]string) (*StaticRou
 			return nil, fmt.Errorf("demo: static router: no DSN for shard %q of range %s", r.Shard, r.Range)
 		}
 	}
-	return &StaticRouter{st: catalog.State{Ranges: rs}, dsn: dsns}, nil
+	return &StaticRouterOf[K]{st: catalog.State{Ranges: rs}, dsn: dsns}, nil
 }
 
 // ShardFor returns the DSN of the shard whose range holds tenant.
-func (s *StaticRouter) ShardFor(_ context.Context, tenant int64) (string, error) {
-	r, ok := s.st.Owner(tenant)
+func (s *StaticRouterOf[K]) ShardFor(_ context.Context, tenant K) (string, error) {
+	r, ok := s.st.Owner(Position(tenant))
 	if !ok {
-		return "", fmt.Errorf("demo: no range holds tenant %d", tenant)
+		return "", fmt.Errorf("demo: no range holds tenant %v", tenant)
 	}
 	return s.dsn[r.Shard], nil
 }
@@ -82,10 +96,13 @@ const (
 var DefaultMix = map[string]int{TxNewOrder: 35, TxLedger: 25, TxEvent: 20, TxStatus: 15, TxDelete: 5}
 
 // LoadOptions configure a Loader.
-type LoadOptions struct {
-	Tenants []Tenant // picked by Weight; required
-	Router  Router   // required
-	Workers int      // default 4
+type LoadOptions = LoadOptionsOf[int64]
+
+// LoadOptionsOf configure a LoaderOf[K].
+type LoadOptionsOf[K TenantID] struct {
+	Tenants []TenantOf[K] // picked by Weight; required
+	Router  RouterOf[K]   // required
+	Workers int           // default 4
 	// Duration bounds the run; 0 runs until the context is cancelled.
 	Duration time.Duration
 	// Rate caps transactions per second over all workers; 0 is as fast as possible.
@@ -105,12 +122,15 @@ type LoadOptions struct {
 	MaxConns int32
 	// Quiet tenants are never written to, so a check afterwards can expect their rows
 	// exactly as they were (QuietTenants picks a spread of them).
-	Quiet map[int64]bool
+	Quiet map[K]bool
 }
 
 // LedgerWrite is one acknowledged ledger row.
-type LedgerWrite struct {
-	Tenant int64
+type LedgerWrite = LedgerWriteOf[int64]
+
+// LedgerWriteOf is one acknowledged ledger row of a tenant with a key of type K.
+type LedgerWriteOf[K TenantID] struct {
+	Tenant K
 	ID     int64
 	Amount int64 // cents
 }
@@ -130,22 +150,28 @@ type Counters struct {
 }
 
 // Result is what a finished run did.
-type Result struct {
+type Result = ResultOf[int64]
+
+// ResultOf is what a finished run on tenants with keys of type K did.
+type ResultOf[K TenantID] struct {
 	Counters
 	Elapsed time.Duration `json:"-"`
 	Seconds float64       `json:"seconds"`
 	// Ledger holds every acknowledged ledger row, for "present exactly once" checks.
-	Ledger []LedgerWrite `json:"-"`
+	Ledger []LedgerWriteOf[K] `json:"-"`
 	// Changes is what the run did to each tenant's rows, for CompareTenants.
-	Changes *Changes `json:"changes"`
+	Changes *ChangesOf[K] `json:"changes"`
 	// Errors are a few distinct error messages of failed transactions.
 	Errors []string `json:"errors,omitempty"`
 }
 
 // Loader runs the write load.
-type Loader struct {
-	opts  LoadOptions
-	pick  []int64   // the tenants the load writes to (not quiet)
+type Loader = LoaderOf[int64]
+
+// LoaderOf runs the write load on tenants with keys of type K.
+type LoaderOf[K TenantID] struct {
+	opts  LoadOptionsOf[K]
+	pick  []K       // the tenants the load writes to (not quiet)
 	cum   []float64 // their cumulative weights
 	kinds []string
 	kcum  []int
@@ -156,12 +182,12 @@ type Loader struct {
 	mu      sync.Mutex
 	pools   map[string]*pgxpool.Pool
 	errs    map[string]bool
-	ledger  [][]LedgerWrite // per worker
-	changes []*Changes      // per worker
+	ledger  [][]LedgerWriteOf[K] // per worker
+	changes []*ChangesOf[K]      // per worker
 }
 
 // NewLoader checks the options.
-func NewLoader(opts LoadOptions) (*Loader, error) {
+func NewLoader[K TenantID](opts LoadOptionsOf[K]) (*LoaderOf[K], error) {
 	if len(opts.Tenants) == 0 {
 		return nil, errors.New("demo: load: no tenants to write to (generate them with GenerateTenants)")
 	}
@@ -189,11 +215,11 @@ func NewLoader(opts LoadOptions) (*Loader, error) {
 	if opts.MaxConns == 0 {
 		opts.MaxConns = int32(opts.Workers + 1)
 	}
-	l := &Loader{opts: opts, pools: map[string]*pgxpool.Pool{}, errs: map[string]bool{}}
+	l := &LoaderOf[K]{opts: opts, pools: map[string]*pgxpool.Pool{}, errs: map[string]bool{}}
 	var sum float64
 	for _, t := range opts.Tenants {
 		if t.Weight < 0 {
-			return nil, fmt.Errorf("demo: load: tenant %d has a negative weight", t.ID)
+			return nil, fmt.Errorf("demo: load: tenant %v has a negative weight", t.ID)
 		}
 		if opts.Quiet[t.ID] || t.Weight == 0 {
 			continue
@@ -235,7 +261,7 @@ func lastOr0(s []int) int {
 }
 
 // Load runs a load with opts until the duration ends or ctx is cancelled.
-func Load(ctx context.Context, opts LoadOptions) (*Result, error) {
+func Load[K TenantID](ctx context.Context, opts LoadOptionsOf[K]) (*ResultOf[K], error) {
 	l, err := NewLoader(opts)
 	if err != nil {
 		return nil, err
@@ -244,7 +270,7 @@ func Load(ctx context.Context, opts LoadOptions) (*Result, error) {
 }
 
 // Counters returns the running totals; safe to call while Run runs.
-func (l *Loader) Counters() Counters {
+func (l *LoaderOf[K]) Counters() Counters {
 	c := Counters{
 		Attempts: l.attempts.Load(), Acked: l.acked.Load(), Fenced: l.fenced.Load(),
 		Transient: l.trans.Load(), Failed: l.failed.Load(), Unknown: l.unknown.Load(),
@@ -259,17 +285,17 @@ func (l *Loader) Counters() Counters {
 
 // Run writes until the duration ends or ctx is cancelled, and returns what it did. A
 // transaction in flight when the run ends is finished or rolled back, never left open.
-func (l *Loader) Run(ctx context.Context) (*Result, error) {
+func (l *LoaderOf[K]) Run(ctx context.Context) (*ResultOf[K], error) {
 	if l.opts.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, l.opts.Duration)
 		defer cancel()
 	}
 	start := time.Now()
-	l.ledger = make([][]LedgerWrite, l.opts.Workers)
-	l.changes = make([]*Changes, l.opts.Workers)
+	l.ledger = make([][]LedgerWriteOf[K], l.opts.Workers)
+	l.changes = make([]*ChangesOf[K], l.opts.Workers)
 	for w := range l.changes {
-		l.changes[w] = NewChanges()
+		l.changes[w] = NewChangesOf[K]()
 	}
 	var wg sync.WaitGroup
 	for w := range l.opts.Workers {
@@ -285,7 +311,7 @@ func (l *Loader) Run(ctx context.Context) (*Result, error) {
 		p.Close()
 	}
 	l.pools = map[string]*pgxpool.Pool{}
-	res := &Result{Counters: l.Counters(), Elapsed: time.Since(start)}
+	res := &ResultOf[K]{Counters: l.Counters(), Elapsed: time.Since(start)}
 	res.Seconds = res.Elapsed.Seconds()
 	for e := range l.errs {
 		res.Errors = append(res.Errors, e)
@@ -295,7 +321,7 @@ func (l *Loader) Run(ctx context.Context) (*Result, error) {
 	for _, lw := range l.ledger {
 		res.Ledger = append(res.Ledger, lw...)
 	}
-	res.Changes = NewChanges()
+	res.Changes = NewChangesOf[K]()
 	for t := range l.opts.Quiet {
 		res.Changes.Quiet[t] = true
 	}
@@ -305,7 +331,7 @@ func (l *Loader) Run(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
-func (l *Loader) pool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+func (l *LoaderOf[K]) pool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if p, ok := l.pools[dsn]; ok {
@@ -324,7 +350,7 @@ func (l *Loader) pool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	return p, nil
 }
 
-func (l *Loader) noteError(err error) {
+func (l *LoaderOf[K]) noteError(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.errs) < 10 {
@@ -332,7 +358,7 @@ func (l *Loader) noteError(err error) {
 	}
 }
 
-func (l *Loader) pickTenant(rng *rand.Rand) int64 {
+func (l *LoaderOf[K]) pickTenant(rng *rand.Rand) K {
 	x := rng.Float64() * l.cum[len(l.cum)-1]
 	i := sort.SearchFloat64s(l.cum, x)
 	if i == len(l.cum) {
@@ -341,12 +367,12 @@ func (l *Loader) pickTenant(rng *rand.Rand) int64 {
 	return l.pick[i]
 }
 
-func (l *Loader) pickKind(rng *rand.Rand) string {
+func (l *LoaderOf[K]) pickKind(rng *rand.Rand) string {
 	x := rng.IntN(l.kcum[len(l.kcum)-1])
 	return l.kinds[sort.SearchInts(l.kcum, x+1)]
 }
 
-func (l *Loader) worker(ctx context.Context, w int) {
+func (l *LoaderOf[K]) worker(ctx context.Context, w int) {
 	rng := rand.New(rand.NewPCG(l.opts.Seed, uint64(w)+1))
 	var every time.Duration
 	if l.opts.Rate > 0 {
@@ -373,7 +399,7 @@ func (l *Loader) worker(ctx context.Context, w int) {
 
 // runTx runs one logical transaction to acknowledgement or failure, retrying what may be
 // retried.
-func (l *Loader) runTx(ctx context.Context, w int, rng *rand.Rand, tenant int64, kind string) {
+func (l *LoaderOf[K]) runTx(ctx context.Context, w int, rng *rand.Rand, tenant K, kind string) {
 	amount := rng.Int64N(20000) - 5000 // cents; a few debits
 	if amount == 0 {
 		amount = 1
@@ -428,7 +454,7 @@ func (l *Loader) runTx(ctx context.Context, w int, rng *rand.Rand, tenant int64,
 	}
 }
 
-func (l *Loader) kindCounter(kind string) *atomic.Int64 {
+func (l *LoaderOf[K]) kindCounter(kind string) *atomic.Int64 {
 	v, _ := l.byKind.LoadOrStore(kind, new(atomic.Int64))
 	return v.(*atomic.Int64)
 }
@@ -442,7 +468,7 @@ func (u unknownOutcome) Unwrap() error { return u.err }
 
 // note records a transaction's effect on a tenant: acknowledged with its row changes, or
 // of unknown outcome.
-func (c *Changes) note(tenant int64, rows Counts, uncertain bool) {
+func (c *ChangesOf[K]) note(tenant K, rows Counts, uncertain bool) {
 	c.Touched[tenant] = true
 	if uncertain {
 		c.Uncertain[tenant] = true
@@ -461,18 +487,18 @@ func (c *Changes) note(tenant int64, rows Counts, uncertain bool) {
 
 // effect is what one committed transaction did: its ledger row, and the rows it inserted
 // (positive) or deleted (negative) per table, as its statements reported them.
-type effect struct {
-	ledger *LedgerWrite
+type effect[K TenantID] struct {
+	ledger *LedgerWriteOf[K]
 	rows   Counts
 }
 
 // try is one attempt: route, then one database transaction.
-func (l *Loader) try(ctx context.Context, tenant int64, kind string, amount int64, seed uint64) (effect, error) {
+func (l *LoaderOf[K]) try(ctx context.Context, tenant K, kind string, amount int64, seed uint64) (effect[K], error) {
 	l.attempts.Add(1)
-	var eff effect
+	var eff effect[K]
 	dsn, err := l.opts.Router.ShardFor(ctx, tenant)
 	if err != nil {
-		return eff, fmt.Errorf("route tenant %d: %w", tenant, err)
+		return eff, fmt.Errorf("route tenant %v: %w", tenant, err)
 	}
 	pool, err := l.pool(ctx, dsn)
 	if err != nil {
@@ -487,7 +513,7 @@ func (l *Loader) try(ctx context.Context, tenant int64, kind string, amount int6
 		return eff, err
 	}
 	defer tx.Rollback(tctx) //nolint:errcheck // a no-op after Commit
-	rng := rand.New(rand.NewPCG(seed, uint64(tenant)))
+	rng := rand.New(rand.NewPCG(seed, seedOf(tenant)))
 	eff.rows = Counts{}
 	switch kind {
 	case TxNewOrder:
@@ -520,7 +546,7 @@ func (l *Loader) try(ctx context.Context, tenant int64, kind string, amount int6
 }
 
 // newOrder inserts an order with its items and counts them in rows.
-func newOrder(ctx context.Context, tx pgx.Tx, rng *rand.Rand, tenant int64, rows Counts) error {
+func newOrder[K TenantID](ctx context.Context, tx pgx.Tx, rng *rand.Rand, tenant K, rows Counts) error {
 	var id int64
 	if err := tx.QueryRow(ctx, `INSERT INTO orders (tenant_id, status, total) VALUES ($1, 'new', 0) RETURNING id`, tenant).Scan(&id); err != nil {
 		return err
@@ -543,7 +569,7 @@ func newOrder(ctx context.Context, tx pgx.Tx, rng *rand.Rand, tenant int64, rows
 
 // ledgerEntry adds a ledger row and moves the balance by the same amount, keeping the
 // invariant balance = sum(ledger.amount).
-func ledgerEntry(ctx context.Context, tx pgx.Tx, tenant, amount int64) (*LedgerWrite, error) {
+func ledgerEntry[K TenantID](ctx context.Context, tx pgx.Tx, tenant K, amount int64) (*LedgerWriteOf[K], error) {
 	var id int64
 	if err := tx.QueryRow(ctx, `INSERT INTO ledger (tenant_id, amount, memo) VALUES ($1, $2, 'load') RETURNING id`, tenant, cents(amount)).Scan(&id); err != nil {
 		return nil, err
@@ -554,9 +580,9 @@ func ledgerEntry(ctx context.Context, tx pgx.Tx, tenant, amount int64) (*LedgerW
 	}
 	if tag.RowsAffected() != 1 {
 		// The router sent us to a shard that does not hold the tenant.
-		return nil, fmt.Errorf("%w: tenant %d is not on this shard", ErrWrongShard, tenant)
+		return nil, fmt.Errorf("%w: tenant %v is not on this shard", ErrWrongShard, tenant)
 	}
-	return &LedgerWrite{Tenant: tenant, ID: id, Amount: amount}, nil
+	return &LedgerWriteOf[K]{Tenant: tenant, ID: id, Amount: amount}, nil
 }
 
 // ErrWrongShard is returned when a transaction finds that its shard does not hold the
@@ -564,7 +590,7 @@ func ledgerEntry(ctx context.Context, tx pgx.Tx, tenant, amount int64) (*LedgerW
 var ErrWrongShard = errors.New("wrong shard")
 
 // deleteOldest deletes the tenant's oldest order and its items, and counts them in rows.
-func deleteOldest(ctx context.Context, tx pgx.Tx, tenant int64, rows Counts) error {
+func deleteOldest[K TenantID](ctx context.Context, tx pgx.Tx, tenant K, rows Counts) error {
 	var id int64
 	err := tx.QueryRow(ctx, `DELETE FROM orders WHERE (tenant_id, id) IN
 		(SELECT tenant_id, id FROM orders WHERE tenant_id = $1 ORDER BY id LIMIT 1) RETURNING id`, tenant).Scan(&id)

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Key is the sharding column of every demo table.
+// Key is the sharding column of every demo table (bigint, or uuid: TenantID).
 const Key = "tenant_id"
 
 // Tables are the sharded tables of the demo schema, in the order cluster.yaml lists them.
@@ -28,16 +28,17 @@ const (
 	AheadDays = 2
 )
 
+// schemaSQL is the schema with KEYTYPE for the tenant_id columns' type.
 const schemaSQL = `
 CREATE TABLE tenants (
-    tenant_id  bigint PRIMARY KEY,
+    tenant_id  KEYTYPE PRIMARY KEY,
     name       text NOT NULL,
     plan       text NOT NULL,
     balance    numeric(14,2) NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE orders (
-    tenant_id  bigint NOT NULL,
+    tenant_id  KEYTYPE NOT NULL,
     id         bigserial,
     status     text NOT NULL DEFAULT 'new',
     total      numeric(12,2) NOT NULL,
@@ -45,7 +46,7 @@ CREATE TABLE orders (
     PRIMARY KEY (tenant_id, id)
 );
 CREATE TABLE order_items (
-    tenant_id bigint NOT NULL,
+    tenant_id KEYTYPE NOT NULL,
     order_id  bigint NOT NULL,
     id        bigserial,
     sku       text NOT NULL,
@@ -55,7 +56,7 @@ CREATE TABLE order_items (
 );
 CREATE INDEX order_items_by_order ON order_items (tenant_id, order_id);
 CREATE TABLE ledger (
-    tenant_id  bigint NOT NULL,
+    tenant_id  KEYTYPE NOT NULL,
     id         bigserial,
     amount     numeric(12,2) NOT NULL,
     memo       text NOT NULL,
@@ -63,7 +64,7 @@ CREATE TABLE ledger (
     PRIMARY KEY (tenant_id, id)
 );
 CREATE TABLE events (
-    tenant_id  bigint NOT NULL,
+    tenant_id  KEYTYPE NOT NULL,
     id         bigserial,
     created_at timestamptz NOT NULL,
     kind       text NOT NULL,
@@ -81,9 +82,12 @@ func PartitionName(day time.Time) string {
 
 // SchemaSQL returns the statements that create the demo schema, with daily events
 // partitions from DataDays-1 days before now's day to AheadDays after it (UTC).
-func SchemaSQL(now time.Time) string {
+func SchemaSQL(now time.Time) string { return SchemaSQLOf[int64](now) }
+
+// SchemaSQLOf is SchemaSQL with tenant_id columns of K's type.
+func SchemaSQLOf[K TenantID](now time.Time) string {
 	var b strings.Builder
-	b.WriteString(schemaSQL)
+	b.WriteString(strings.ReplaceAll(schemaSQL, "KEYTYPE", sqlType[K]()))
 	today := now.UTC().Truncate(24 * time.Hour)
 	for d := -(DataDays - 1); d <= AheadDays; d++ {
 		from := today.AddDate(0, 0, d)
@@ -102,8 +106,13 @@ type Execer interface {
 // CreateSchema creates the demo tables in one transaction; it fails, changing nothing, if
 // any of them exists already.
 func CreateSchema(ctx context.Context, db Execer, now time.Time) error {
+	return CreateSchemaOf[int64](ctx, db, now)
+}
+
+// CreateSchemaOf is CreateSchema with tenant_id columns of K's type.
+func CreateSchemaOf[K TenantID](ctx context.Context, db Execer, now time.Time) error {
 	// A multi-statement simple-protocol Exec runs as one implicit transaction.
-	if _, err := db.Exec(ctx, SchemaSQL(now)); err != nil {
+	if _, err := db.Exec(ctx, SchemaSQLOf[K](now)); err != nil {
 		return fmt.Errorf("demo: create schema (drop the demo tables or use an empty database): %w", err)
 	}
 	return nil

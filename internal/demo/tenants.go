@@ -10,28 +10,34 @@ import (
 
 // Changes are what a load's transactions did to each tenant's rows since it started, as the
 // loader knows them from the transactions it ran.
-type Changes struct {
+type Changes = ChangesOf[int64]
+
+// ChangesOf are Changes of tenants with keys of type K.
+type ChangesOf[K TenantID] struct {
 	// Rows is the net change of the row count per tenant and table made by acknowledged
 	// transactions (rows inserted minus rows deleted, as the statements reported them).
-	Rows map[int64]Counts `json:"rows,omitempty"`
+	Rows map[K]Counts `json:"rows,omitempty"`
 	// Touched tenants had an acknowledged transaction, or one whose outcome is unknown: the
 	// contents of their rows may have changed, so only counts can be checked.
-	Touched map[int64]bool `json:"touched,omitempty"`
+	Touched map[K]bool `json:"touched,omitempty"`
 	// Uncertain tenants had a transaction whose COMMIT outcome is unknown: even their
 	// counts cannot be predicted.
-	Uncertain map[int64]bool `json:"uncertain,omitempty"`
+	Uncertain map[K]bool `json:"uncertain,omitempty"`
 	// Quiet tenants were never written to by the load (LoadOptions.Quiet).
-	Quiet map[int64]bool `json:"quiet,omitempty"`
+	Quiet map[K]bool `json:"quiet,omitempty"`
 }
 
 // NewChanges returns empty Changes.
-func NewChanges() *Changes {
-	return &Changes{Rows: map[int64]Counts{}, Touched: map[int64]bool{}, Uncertain: map[int64]bool{}, Quiet: map[int64]bool{}}
+func NewChanges() *Changes { return NewChangesOf[int64]() }
+
+// NewChangesOf returns empty Changes of tenants with keys of type K.
+func NewChangesOf[K TenantID]() *ChangesOf[K] {
+	return &ChangesOf[K]{Rows: map[K]Counts{}, Touched: map[K]bool{}, Uncertain: map[K]bool{}, Quiet: map[K]bool{}}
 }
 
 // Add merges o into c (several loads, or a load's workers). A tenant quiet in one load but
 // written by another is not quiet.
-func (c *Changes) Add(o *Changes) {
+func (c *ChangesOf[K]) Add(o *ChangesOf[K]) {
 	if o == nil {
 		return
 	}
@@ -102,9 +108,9 @@ func (r *TenantReport) String() string {
 // its starting count plus their net change; a tenant with a write of unknown outcome is
 // only counted. owner says which shard owns a tenant now. Every shard in after must have
 // been in before. The error lists (bounded) each tenant and table that differs.
-func CompareTenants(before, after Snapshot, owner func(tenant int64) string, ch *Changes) (*TenantReport, error) {
+func CompareTenants[K TenantID](before, after SnapshotOf[K], owner func(tenant K) string, ch *ChangesOf[K]) (*TenantReport, error) {
 	if ch == nil {
-		ch = NewChanges()
+		ch = NewChangesOf[K]()
 	}
 	shards := make([]string, 0, len(after))
 	for s := range after {
@@ -117,7 +123,7 @@ func CompareTenants(before, after Snapshot, owner func(tenant int64) string, ch 
 	}
 	var probs problems
 	add := probs.add
-	var all []Fingerprints
+	var all []FingerprintsOf[K]
 	for _, s := range shards {
 		all = append(all, after[s])
 		if _, ok := before[s]; !ok {
@@ -127,7 +133,7 @@ func CompareTenants(before, after Snapshot, owner func(tenant int64) string, ch 
 	for _, f := range before {
 		all = append(all, f)
 	}
-	deltas := Fingerprints{}
+	deltas := FingerprintsOf[K]{}
 	for t := range ch.Rows {
 		deltas[t] = nil
 	}
@@ -142,7 +148,7 @@ func CompareTenants(before, after Snapshot, owner func(tenant int64) string, ch 
 			got := after[s][t]
 			if s != own {
 				for _, table := range unionTables(got) {
-					add("tenant %d (%s): %s on %s: %d rows, but %s does not own it (owner %s)", t, class, table, s, got[table].Rows, s, own)
+					add("tenant %v (%s): %s on %s: %d rows, but %s does not own it (owner %s)", t, class, table, s, got[table].Rows, s, own)
 				}
 				continue
 			}
@@ -150,7 +156,7 @@ func CompareTenants(before, after Snapshot, owner func(tenant int64) string, ch 
 			compareOwner(t, class, s, start, got, ch.Rows[t], add)
 		}
 		if per[own] == nil {
-			add("tenant %d (%s): its owner %q is not among the shards checked", t, class, own)
+			add("tenant %v (%s): its owner %q is not among the shards checked", t, class, own)
 		}
 	}
 	rep := &TenantReport{Problems: probs.n}
@@ -161,7 +167,7 @@ func CompareTenants(before, after Snapshot, owner func(tenant int64) string, ch 
 }
 
 // startOf is a tenant's starting rows: from the one shard that held them.
-func startOf(before Snapshot, t int64, add func(string, ...any)) (map[string]TableFingerprint, bool) {
+func startOf[K TenantID](before SnapshotOf[K], t K, add func(string, ...any)) (map[string]TableFingerprint, bool) {
 	var on []string
 	for s, f := range before {
 		if len(f[t]) > 0 {
@@ -170,7 +176,7 @@ func startOf(before Snapshot, t int64, add func(string, ...any)) (map[string]Tab
 	}
 	if len(on) > 1 {
 		sort.Strings(on)
-		add("tenant %d: rows on %s at the start: take the start snapshot while each tenant lives on one shard", t, strings.Join(on, " and "))
+		add("tenant %v: rows on %s at the start: take the start snapshot while each tenant lives on one shard", t, strings.Join(on, " and "))
 		return nil, false
 	}
 	if len(on) == 0 {
@@ -179,7 +185,7 @@ func startOf(before Snapshot, t int64, add func(string, ...any)) (map[string]Tab
 	return before[on[0]][t], true
 }
 
-func tenantClass(ch *Changes, t int64) string {
+func tenantClass[K TenantID](ch *ChangesOf[K], t K) string {
 	switch {
 	case ch.Uncertain[t]:
 		return "uncertain"
@@ -209,7 +215,7 @@ func countTenant(st *ShardTenants, class string, got map[string]TableFingerprint
 }
 
 // compareOwner checks a tenant's rows on its owner against its start and its changes.
-func compareOwner(t int64, class, shard string, start, got map[string]TableFingerprint, delta Counts, add func(string, ...any)) {
+func compareOwner[K TenantID](t K, class, shard string, start, got map[string]TableFingerprint, delta Counts, add func(string, ...any)) {
 	if class == "uncertain" {
 		return
 	}
@@ -218,43 +224,43 @@ func compareOwner(t int64, class, shard string, start, got map[string]TableFinge
 		want := s.Rows + d
 		switch {
 		case g.Rows != want && d != 0:
-			add("tenant %d (%s): %s on %s: %d rows, want %d (%d at the start, %+d by acknowledged writes)", t, class, table, shard, g.Rows, want, s.Rows, d)
+			add("tenant %v (%s): %s on %s: %d rows, want %d (%d at the start, %+d by acknowledged writes)", t, class, table, shard, g.Rows, want, s.Rows, d)
 		case g.Rows != want:
-			add("tenant %d (%s): %s on %s: %d rows, want %d as at the start", t, class, table, shard, g.Rows, want)
+			add("tenant %v (%s): %s on %s: %d rows, want %d as at the start", t, class, table, shard, g.Rows, want)
 		case class != "written" && g.Rows > 0 && g.Hash != s.Hash:
-			add("tenant %d (%s): %s on %s: %d rows as at the start, but their contents differ (hash)", t, class, table, shard, g.Rows)
+			add("tenant %v (%s): %s on %s: %d rows as at the start, but their contents differ (hash)", t, class, table, shard, g.Rows)
 		}
 	}
 }
 
 // CheckTenants fingerprints the tables on every shard and compares them with before (see
 // CompareTenants).
-func CheckTenants(ctx context.Context, shards map[string]Querier, tables []string, before Snapshot, owner func(tenant int64) string, ch *Changes) (*TenantReport, error) {
+func CheckTenants[K TenantID](ctx context.Context, shards map[string]Querier, tables []string, before SnapshotOf[K], owner func(tenant K) string, ch *ChangesOf[K]) (*TenantReport, error) {
 	return CheckTenantsColumns(ctx, shards, tables, nil, before, owner, ch)
 }
 
 // CheckTenantsColumns is CheckTenants with the fingerprints taken over the columns cols
 // names, those before was taken over (a column added since is left out; see TableColumns).
-func CheckTenantsColumns(ctx context.Context, shards map[string]Querier, tables []string, cols Columns, before Snapshot, owner func(tenant int64) string, ch *Changes) (*TenantReport, error) {
-	after, err := TakeSnapshotColumns(ctx, shards, tables, cols)
+func CheckTenantsColumns[K TenantID](ctx context.Context, shards map[string]Querier, tables []string, cols Columns, before SnapshotOf[K], owner func(tenant K) string, ch *ChangesOf[K]) (*TenantReport, error) {
+	after, err := TakeSnapshotColumnsOf[K](ctx, shards, tables, cols)
 	if err != nil {
 		return nil, err
 	}
 	return CompareTenants(before, after, owner, ch)
 }
 
-// QuietTenants picks tenants for LoadOptions.Quiet: every n-th tenant in id order, never
-// one of the busiest (rank <= busiest, which tests move on their own under the load). Ids
-// are the key line's order, so any key range holding n tenants that are not among the
-// busiest holds a quiet one: every shard, and every moved range of more than a few
+// QuietTenants picks tenants for LoadOptions.Quiet: every n-th tenant in key line order
+// (Position: the id, or its hash), never one of the busiest (rank <= busiest, which tests
+// move on their own under the load). So any key range holding n tenants that are not among
+// the busiest holds a quiet one: every shard, and every moved range of more than a few
 // tenants, has tenants whose rows must come out exactly as they went in.
-func QuietTenants(tenants []Tenant, n, busiest int) map[int64]bool {
-	quiet := map[int64]bool{}
+func QuietTenants[K TenantID](tenants []TenantOf[K], n, busiest int) map[K]bool {
+	quiet := map[K]bool{}
 	if n < 1 {
 		return quiet
 	}
-	ts := append([]Tenant(nil), tenants...)
-	sort.Slice(ts, func(i, j int) bool { return ts[i].ID < ts[j].ID })
+	ts := append([]TenantOf[K](nil), tenants...)
+	sort.Slice(ts, func(i, j int) bool { return keyLess(ts[i].ID, ts[j].ID) })
 	seen := n / 2 // the first quiet tenant comes half a step in
 	for _, t := range ts {
 		if t.Rank <= busiest {
