@@ -108,3 +108,55 @@ func readPlan(t *testing.T, s *Store, id string, want *CopyPlan) *Migration {
 	}
 	return m
 }
+
+// TestCopyPlanPagesFollowEveryChange: a page is encoded again (a new hash) when any field
+// of one of its chunks changes, and reused, not encoded again, when none did; the cache
+// behind that compares every field of CopyChunk.
+func TestCopyPlanPagesFollowEveryChange(t *testing.T) {
+	if n := reflect.TypeOf(CopyChunk{}).NumField(); n != 9 {
+		t.Fatalf("CopyChunk has %d fields: make equalChunks compare the new ones, then fix this count", n)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(c *CopyChunk)
+	}{
+		{"lo", func(c *CopyChunk) { c.Lo = []string{"42", "7"} }},
+		{"hi", func(c *CopyChunk) { c.Hi = nil }},
+		{"blocks", func(c *CopyChunk) { c.Blocks = true }},
+		{"block_lo", func(c *CopyChunk) { c.BlockLo = 3 }},
+		{"block_hi", func(c *CopyChunk) { c.BlockHi = -1 }},
+		{"done", func(c *CopyChunk) { c.Done = true }},
+		{"rows", func(c *CopyChunk) { c.Rows = 9 }},
+		{"bytes", func(c *CopyChunk) { c.Bytes = 1 << 40 }},
+		{"run", func(c *CopyChunk) { c.Run = 2 }},
+		{"nothing", func(c *CopyChunk) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Store{}
+			m := &Migration{ID: "m", Copy: syntheticPlan(400)}
+			before, _, err := s.storedForm(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Copy = m.Copy.Clone()
+			tc.change(&m.Copy.Tables[1].Chunks[150])
+			after, _, err := s.storedForm(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var changed []int
+			for i := range before.Copy.Pages {
+				if before.Copy.Pages[i] != after.Copy.Pages[i] {
+					changed = append(changed, i)
+				}
+			}
+			want := []int{3} // table 1's second page
+			if tc.name == "nothing" {
+				want = nil
+			}
+			if !reflect.DeepEqual(changed, want) {
+				t.Fatalf("pages changed: %v, want %v", changed, want)
+			}
+		})
+	}
+}

@@ -71,6 +71,8 @@ type Store struct {
 	now         func() time.Time
 	holder      string
 	closeFn     func() error
+	// plans caches the pages of the copy plans this store wrote (copyplan.go).
+	plans pageCache
 }
 
 // Option tunes a Store.
