@@ -6,7 +6,6 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -56,6 +55,7 @@ func newDevUpCmd() *cobra.Command {
 	fl.Float64Var(&o.Scale, "scale", 1, "multiplies the demo rows (1 is about 60,000 orders, some 40 MB)")
 	fl.Uint64Var(&o.Seed, "seed", 1, "seed of the demo data (same seed, same data)")
 	fl.IntVar(&o.BasePort, "base-port", 0, "first port: shards use base..base+N-1, etcd base+N and base+N+1 (0: free ports)")
+	fl.StringVar(&o.Distribution, "distribution", devstack.DistRange, "range: bigint tenant ids, ranges over the ids; hash: uuid tenant ids, ranges over uuid_hash_extended(id, 0)")
 	return cmd
 }
 
@@ -69,7 +69,7 @@ func printDevSummary(w io.Writer, dirFlag string, res *devstack.UpResult) {
 		for _, t := range res.Placed[s.Name] {
 			weight += t.Weight
 			if t.Plan == "enterprise" {
-				hot = append(hot, strconv.FormatInt(t.ID, 10))
+				hot = append(hot, t.ID)
 			}
 		}
 		fmt.Fprintf(w, "  %s  %d tenants, %d orders, %d order items, %d ledger rows, %d events; %.0f%% of the write load\n",
@@ -199,7 +199,7 @@ it left alone with --quiet) is recorded in <dir>/` + devstack.LoadsDir + `/ for 
 				return err
 			}
 			w := cmd.OutOrStdout()
-			return result.print(w, res, func() error { printLoadResult(w, res); return nil })
+			return result.print(w, res.Result, func() error { printLoadResult(w, res); return nil })
 		},
 	}
 	fl := cmd.Flags()
@@ -212,7 +212,7 @@ it left alone with --quiet) is recorded in <dir>/` + devstack.LoadsDir + `/ for 
 	return cmd
 }
 
-func printLoadResult(w io.Writer, res *demo.Result) {
+func printLoadResult(w io.Writer, res *devstack.LoadReport) {
 	fmt.Fprintf(w, "load: %d transactions acknowledged in %.1fs (%.0f/s); %d attempts, %d fenced and retried, %d other retries, %d failed, %d with unknown outcome\n",
 		res.Acked, res.Seconds, float64(res.Acked)/max(res.Seconds, 0.001), res.Attempts, res.Fenced, res.Transient, res.Failed, res.Unknown)
 	for _, k := range slices.Sorted(maps.Keys(res.ByKind)) {

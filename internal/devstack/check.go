@@ -40,13 +40,20 @@ func Save(ctx context.Context, dirFlag string) (*Fingerprint, error) {
 	if running := runningLoads(st.Dir); len(running) > 0 {
 		return nil, fmt.Errorf("a load is running (pid %s): stop it first, a fingerprint must be taken while nothing writes", strings.Join(running, ", "))
 	}
+	if st.Data.Hashed() {
+		return save[demo.UUID](ctx, st)
+	}
+	return save[int64](ctx, st)
+}
+
+func save[K demo.TenantID](ctx context.Context, st *State) (*Fingerprint, error) {
 	qs, closeAll, err := connect(ctx, st)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAll()
-	base := demo.Baseline{Taken: time.Now().UTC(), Tables: demo.Tables}
-	if base.Snapshot, err = demo.TakeSnapshot(ctx, qs, demo.Tables); err != nil {
+	base := demo.BaselineOf[K]{Taken: time.Now().UTC(), Tables: demo.Tables}
+	if base.Snapshot, err = demo.TakeSnapshotOf[K](ctx, qs, demo.Tables); err != nil {
 		return nil, err
 	}
 	if err := os.RemoveAll(filepath.Join(st.Dir, LoadsDir)); err != nil {
@@ -84,7 +91,14 @@ func Check(ctx context.Context, dirFlag string) (*CheckResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	var base demo.Baseline
+	if st.Data.Hashed() {
+		return check[demo.UUID](ctx, st, dirFlag)
+	}
+	return check[int64](ctx, st, dirFlag)
+}
+
+func check[K demo.TenantID](ctx context.Context, st *State, dirFlag string) (*CheckResult, error) {
+	var base demo.BaselineOf[K]
 	if err := readJSONFile(filepath.Join(st.Dir, BaselineFile), &base); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no fingerprint in %s: run `reshard dev check --save` before the load and the moves", dirFlag)
 	} else if err != nil {
@@ -93,11 +107,11 @@ func Check(ctx context.Context, dirFlag string) (*CheckResult, error) {
 	if running := runningLoads(st.Dir); len(running) > 0 {
 		return nil, fmt.Errorf("a load is still running (pid %s): stop it first (its writes are not all known yet)", strings.Join(running, ", "))
 	}
-	loads, err := readLoads(st.Dir)
+	loads, err := readLoads[K](st.Dir)
 	if err != nil {
 		return nil, err
 	}
-	owner, how, err := owners(ctx, st)
+	owner, how, err := owners[K](ctx, st)
 	if err != nil {
 		return nil, err
 	}
@@ -113,9 +127,9 @@ func Check(ctx context.Context, dirFlag string) (*CheckResult, error) {
 	return &CheckResult{Taken: base.Taken, Owners: how, Report: rep}, cerr
 }
 
-// owners says which shard owns a tenant: the catalog's, or the ranges the stack was made
-// with before `reshard init`.
-func owners(ctx context.Context, st *State) (func(int64) string, string, error) {
+// owners says which shard owns a tenant (by its Position): the catalog's, or the ranges the
+// stack was made with before `reshard init`.
+func owners[K demo.TenantID](ctx context.Context, st *State) (func(K) string, string, error) {
 	store, err := catalog.Open(ctx, catalog.ConnConfig{Endpoints: []string{st.Etcd.Endpoint}}, st.Cluster)
 	if err != nil {
 		return nil, "", fmt.Errorf("open the catalog: %w", err)
@@ -128,7 +142,7 @@ func owners(ctx context.Context, st *State) (func(int64) string, string, error) 
 	} else if err != nil {
 		return nil, "", fmt.Errorf("read the catalog: %w", err)
 	}
-	return func(t int64) string { r, _ := cs.Owner(t); return r.Shard }, how, nil
+	return func(t K) string { r, _ := cs.Owner(demo.Position(t)); return r.Shard }, how, nil
 }
 
 // connect connects to every shard of the stack; closeAll closes them all.

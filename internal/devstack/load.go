@@ -38,9 +38,18 @@ type LoadOptions struct {
 	Progress io.Writer
 }
 
+// LoadReport is what a load did: Result is its *demo.ResultOf[K] of the stack's key type
+// (what -o json prints), the rest its totals.
+type LoadReport struct {
+	Result any
+	demo.Counters
+	Seconds float64
+	Errors  []string
+}
+
 // Load runs the demo's write load on the stack at o.Dir and records what its acknowledged
 // transactions did in <dir>/loads/<pid>.json, for Check.
-func Load(ctx context.Context, o LoadOptions) (*demo.Result, error) {
+func Load(ctx context.Context, o LoadOptions) (*LoadReport, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
@@ -51,21 +60,28 @@ func Load(ctx context.Context, o LoadOptions) (*demo.Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if st.Data.Hashed() {
+		return load[demo.UUID](ctx, st, o)
+	}
+	return load[int64](ctx, st, o)
+}
+
+func load[K demo.TenantID](ctx context.Context, st *State, o LoadOptions) (*LoadReport, error) {
 	opts, err := st.Data.Options()
 	if err != nil {
 		return nil, err
 	}
-	tenants, err := demo.GenerateTenants(opts)
+	tenants, err := demo.GenerateTenantsOf[K](opts)
 	if err != nil {
 		return nil, err
 	}
-	router, how, closeRouter, err := routerFor(ctx, st, o.Route)
+	router, how, closeRouter, err := routerFor[K](ctx, st, o.Route)
 	if err != nil {
 		return nil, err
 	}
 	defer closeRouter()
 	quiet := demo.QuietTenants(tenants, o.Quiet, demo.DefaultHot)
-	l, err := demo.NewLoader(demo.LoadOptions{
+	l, err := demo.NewLoader(demo.LoadOptionsOf[K]{
 		Tenants: tenants, Router: router, Workers: o.Workers, Duration: o.Duration, Rate: o.Rate,
 		Seed:    uint64(time.Now().UnixNano()),
 		RetryIf: func(err error) bool { return cutover.IsFenceError(err) || errors.Is(err, errRangeFrozen) },
@@ -83,21 +99,21 @@ func Load(ctx context.Context, o LoadOptions) (*demo.Result, error) {
 		left = fmt.Sprintf(" (%d left quiet)", len(quiet))
 	}
 	fmt.Fprintf(o.Log, "load: %d workers on %d tenants%s, routed by %s, %s\n", o.Workers, len(tenants), left, how, durationText(o.Duration))
-	stop := reportProgress(l, o.Progress)
+	stop := reportProgress(l.Counters, o.Progress)
 	res, err := l.Run(ctx)
 	stop()
 	if err != nil {
 		return nil, err
 	}
 	finish(res)
-	return res, nil
+	return &LoadReport{Result: res, Counters: res.Counters, Seconds: res.Seconds, Errors: res.Errors}, nil
 }
 
 // routerFor returns the router of route, what it routes by, and its close function.
-func routerFor(ctx context.Context, st *State, route string) (demo.Router, string, func(), error) {
+func routerFor[K demo.TenantID](ctx context.Context, st *State, route string) (demo.RouterOf[K], string, func(), error) {
 	switch route {
 	case RouteAuto, RouteCatalog:
-		cr, err := newCatalogRouter(ctx, st.Etcd.Endpoint, st.Cluster)
+		cr, err := newCatalogRouterOf[K](ctx, st.Etcd.Endpoint, st.Cluster)
 		switch {
 		case err == nil:
 			return cr, "the catalog", cr.Close, nil
@@ -110,7 +126,7 @@ func routerFor(ctx context.Context, st *State, route string) (demo.Router, strin
 		for _, s := range st.Shards {
 			dsns[s.Name] = s.DSN
 		}
-		r, err := demo.NewStaticRouter(catalog.EvenRanges(st.shardNames()), dsns)
+		r, err := demo.NewStaticRouterOf[K](catalog.EvenRanges(st.shardNames()), dsns)
 		if err != nil {
 			return nil, "", nil, err
 		}
@@ -121,7 +137,7 @@ func routerFor(ctx context.Context, st *State, route string) (demo.Router, strin
 
 // reportProgress writes the load's counters to w every 5 s until the returned stop is
 // called; with w nil it does nothing.
-func reportProgress(l *demo.Loader, w io.Writer) (stop func()) {
+func reportProgress(counters func() demo.Counters, w io.Writer) (stop func()) {
 	if w == nil {
 		return func() {}
 	}
@@ -137,7 +153,7 @@ func reportProgress(l *demo.Loader, w io.Writer) (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				c := l.Counters()
+				c := counters()
 				fmt.Fprintf(w, "  %d acknowledged, %d fenced and retried, %d failed\n", c.Acked, c.Fenced, c.Failed)
 			}
 		}
@@ -157,7 +173,7 @@ func durationText(d time.Duration) string {
 
 // startLoadRecord writes the record of a starting load into the stack's folder; the
 // returned function writes its result (nil: it failed) when it ends.
-func startLoadRecord(dir string, quiet map[int64]bool) (func(*demo.Result), error) {
+func startLoadRecord[K demo.TenantID](dir string, quiet map[K]bool) (func(*demo.ResultOf[K]), error) {
 	if err := os.MkdirAll(filepath.Join(dir, LoadsDir), 0o755); err != nil {
 		return nil, err
 	}
@@ -166,7 +182,7 @@ func startLoadRecord(dir string, quiet map[int64]bool) (func(*demo.Result), erro
 	if err := writeJSONFile(path, rec); err != nil {
 		return nil, fmt.Errorf("record the load in %s: %w", path, err)
 	}
-	return func(res *demo.Result) {
+	return func(res *demo.ResultOf[K]) {
 		if res == nil {
 			return // no end: a check treats what it could write as uncertain
 		}
@@ -177,25 +193,31 @@ func startLoadRecord(dir string, quiet map[int64]bool) (func(*demo.Result), erro
 
 // runningLoads lists the pids of loads whose record has no end and whose process runs.
 func runningLoads(dir string) []string {
-	loads, _ := readLoads(dir)
+	files, _ := filepath.Glob(filepath.Join(dir, LoadsDir, "*.json"))
+	sort.Strings(files)
 	var out []string
-	for _, l := range loads {
-		if l.Ended == nil && l.PID != os.Getpid() && ProcessAlive(l.PID) {
+	for _, f := range files {
+		// Only the pid and the end, which records of either key type have.
+		var l struct {
+			PID   int        `json:"pid"`
+			Ended *time.Time `json:"ended"`
+		}
+		if readJSONFile(f, &l) == nil && l.Ended == nil && l.PID != os.Getpid() && ProcessAlive(l.PID) {
 			out = append(out, strconv.Itoa(l.PID))
 		}
 	}
 	return out
 }
 
-func readLoads(dir string) ([]demo.LoadRecord, error) {
+func readLoads[K demo.TenantID](dir string) ([]demo.LoadRecordOf[K], error) {
 	files, err := filepath.Glob(filepath.Join(dir, LoadsDir, "*.json"))
 	if err != nil {
 		return nil, err
 	}
 	sort.Strings(files)
-	var out []demo.LoadRecord
+	var out []demo.LoadRecordOf[K]
 	for _, f := range files {
-		var rec demo.LoadRecord
+		var rec demo.LoadRecordOf[K]
 		if err := readJSONFile(f, &rec); err != nil {
 			return nil, err
 		}

@@ -60,6 +60,9 @@ type DataState struct {
 	Seed     uint64  `json:"seed"`
 	HotRange string  `json:"hot_range"`
 	Now      int64   `json:"now_unix"`
+	// Distribution is DistHash for uuid tenant ids; empty (as before it existed) or DistRange
+	// for bigint ones.
+	Distribution string `json:"distribution,omitempty"`
 }
 
 // Options are the demo data options the stack was loaded with.

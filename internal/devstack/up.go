@@ -26,15 +26,18 @@ type UpOptions struct {
 	Tenants  int
 	Scale    float64
 	Seed     uint64
-	BasePort int       // 0: free ports
-	Log      io.Writer // each step as it starts and ends; nil: nowhere
+	BasePort int // 0: free ports
+	// Distribution is DistRange (bigint tenant ids; "" too) or DistHash (uuid tenant ids,
+	// ranges over their hash).
+	Distribution string
+	Log          io.Writer // each step as it starts and ends; nil: nowhere
 }
 
 // UpResult is what Up started and loaded.
 type UpResult struct {
 	State  *State
-	Placed map[string][]demo.Tenant // the demo tenants on each shard
-	Counts map[string]demo.Counts   // rows loaded per shard and table
+	Placed map[string][]PlacedTenant // the demo tenants on each shard
+	Counts map[string]demo.Counts    // rows loaded per shard and table
 	Took   time.Duration
 }
 
@@ -45,7 +48,7 @@ type up struct {
 	names    []string
 	ranges   []catalog.Range
 	data     demo.DataOptions
-	tenants  []demo.Tenant
+	tenants  dataSet
 	ports    []int
 	created  bool // Up made the folder (so undo removes it, not just its contents)
 	st       *State
@@ -105,13 +108,16 @@ func prepareUp(o UpOptions) (*up, error) {
 	if o.Scale <= 0 {
 		return nil, fmt.Errorf("--scale %g: use a number above 0 (1 is about 60,000 orders)", o.Scale)
 	}
+	if err := checkDistribution(o.Distribution); err != nil {
+		return nil, err
+	}
 	u := &up{UpOptions: o, dir: dir, names: make([]string, o.Shards)}
 	for i := range u.names {
 		u.names[i] = "s" + strconv.Itoa(i+1)
 	}
 	u.ranges = catalog.EvenRanges(u.names)
 	u.data = demo.DataOptions{Tenants: o.Tenants, Scale: o.Scale, Seed: o.Seed, HotRange: u.ranges[0].Range, Now: time.Now().Truncate(time.Second)}
-	if u.tenants, err = demo.GenerateTenants(u.data); err != nil {
+	if u.tenants, err = newDataSet(o.Distribution, u.data); err != nil {
 		return nil, fmt.Errorf("%w (check --tenants and --scale)", err)
 	}
 	if _, err := pgcluster.BinDir(); err != nil {
@@ -199,7 +205,10 @@ func (u *up) makeFolder() error {
 		Dir: filepath.Join(u.dir, "etcd"), ClientPort: u.ports[u.Shards], PeerPort: u.ports[u.Shards+1],
 		Endpoint: fmt.Sprintf("127.0.0.1:%d", u.ports[u.Shards]), Log: filepath.Join(u.dir, "etcd", "etcd.log"),
 	}
-	st.Data = DataState{Tenants: len(u.tenants), Scale: u.Scale, Seed: u.Seed, HotRange: u.ranges[0].Range.String(), Now: u.data.Now.Unix()}
+	st.Data = DataState{Tenants: u.tenants.count(), Scale: u.Scale, Seed: u.Seed, HotRange: u.ranges[0].Range.String(), Now: u.data.Now.Unix()}
+	if u.Distribution == DistHash {
+		st.Data.Distribution = DistHash
+	}
 	if err := writeState(st); err != nil {
 		_ = os.RemoveAll(u.dir)
 		return fmt.Errorf("write the stack's state: %w", err)
@@ -271,9 +280,9 @@ func createAppDB(ctx context.Context, dsn string) error {
 
 // loadData creates the demo schema on every shard and loads the tenants the even split of
 // the key line gives it.
-func (u *up) loadData(ctx context.Context) (map[string][]demo.Tenant, map[string]demo.Counts, error) {
-	done := u.step(fmt.Sprintf("creating the demo schema and loading %d tenants (scale %g)", len(u.tenants), u.Scale))
-	placed, err := demo.Place(u.tenants, u.ranges)
+func (u *up) loadData(ctx context.Context) (map[string][]PlacedTenant, map[string]demo.Counts, error) {
+	done := u.step(fmt.Sprintf("creating the demo schema and loading %d tenants (scale %g)", u.tenants.count(), u.Scale))
+	placed, err := u.tenants.place(u.ranges)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -285,10 +294,7 @@ func (u *up) loadData(ctx context.Context) (map[string][]demo.Tenant, map[string
 			return fmt.Errorf("connect to %s: %w", s.Name, err)
 		}
 		defer conn.Close(context.WithoutCancel(ctx))
-		if err := demo.CreateSchema(ctx, conn, u.data.Now); err != nil {
-			return fmt.Errorf("%s: %w", s.Name, err)
-		}
-		c, err := demo.LoadShard(ctx, conn, placed[s.Name], u.data)
+		c, err := u.tenants.load(ctx, conn, s.Name, u.data)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.Name, err)
 		}
@@ -339,13 +345,22 @@ func writeClusterYAML(st *State, ranges []catalog.Range) error {
 	fmt.Fprintf(&b, "# Written by `reshard dev up` on %s. Load it into the catalog with:\n", st.Created.Format(time.RFC3339))
 	fmt.Fprintf(&b, "#   reshard init -f %s\n", filepath.Join(st.Dir, "cluster.yaml"))
 	fmt.Fprintf(&b, "cluster: %s\n", st.Cluster)
-	fmt.Fprintf(&b, "key: %s                      # the sharding column, bigint, in every sharded table\n", demo.Key)
+	if st.Data.Hashed() {
+		fmt.Fprintf(&b, "key: %s                      # the sharding column, uuid, in every sharded table\n", demo.Key)
+		b.WriteString("distribution: hash                  # ranges are over uuid_hash_extended(tenant_id, 0)\n")
+	} else {
+		fmt.Fprintf(&b, "key: %s                      # the sharding column, bigint, in every sharded table\n", demo.Key)
+	}
 	fmt.Fprintf(&b, "tables: [%s]\n", strings.Join(demo.Tables, ", "))
 	b.WriteString("shards:\n")
 	for _, s := range st.Shards {
 		fmt.Fprintf(&b, "  - name: %s\n    dsn: %q\n", s.Name, s.DSN)
 	}
-	b.WriteString("ranges:                             # the even split of the key line: where the demo data was put\n")
+	if st.Data.Hashed() {
+		b.WriteString("ranges:                             # the even split of the hash line: where the demo data was put\n")
+	} else {
+		b.WriteString("ranges:                             # the even split of the key line: where the demo data was put\n")
+	}
 	for _, r := range ranges {
 		fmt.Fprintf(&b, "  - {range: %q, shard: %s}\n", r.Range.String(), r.Shard)
 	}

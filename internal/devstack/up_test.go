@@ -36,6 +36,7 @@ func TestUpRefusesBadInputChangingNothing(t *testing.T) {
 		{"too many shards", UpOptions{Dir: fresh, Shards: 17, Scale: 1}, "--shards 17"},
 		{"no data", UpOptions{Dir: fresh, Shards: 2, Scale: 0}, "--scale 0"},
 		{"empty dir", UpOptions{Dir: "", Shards: 2, Scale: 1}, "--dir is empty"},
+		{"unknown distribution", UpOptions{Dir: fresh, Shards: 2, Scale: 1, Distribution: "md5"}, `--distribution "md5": use range (bigint tenant ids) or hash (uuid tenant ids)`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := Up(context.Background(), tt.o); err == nil || !strings.Contains(err.Error(), tt.want) {
