@@ -16,6 +16,7 @@ import (
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/internal/pgmeta"
+	"github.com/reshard/reshard/migrate"
 )
 
 func newVerifyCmd() *cobra.Command {
@@ -26,8 +27,9 @@ func newVerifyCmd() *cobra.Command {
 		Long: `Compare a range's rows on two shards while writes go on: each table is hashed in chunks of
 its primary key from a REPEATABLE READ snapshot on each shard, and a differing chunk is narrowed
 to the primary keys that differ (up to 100 shown; all of them to --diff-out). With a migration
-ID, the migration's range between its source and target (a migration catching up: rows written
-during the verify may show as different; its cutover verifies at one exact position).
+ID, the migration's range between its source and target: for a migration catching up, both
+sides at one exact source position (its driver holds its apply there while the target's
+snapshot is taken); otherwise, with one line saying so, each side from its own snapshot.
 Exit codes: 0 equal, 1 different (or an error).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: onCatalog(func(ctx context.Context, cmd *cobra.Command, args []string, store *catalog.Store, st *catalog.State) error {
@@ -35,7 +37,7 @@ Exit codes: 0 equal, 1 different (or an error).`,
 			if err != nil {
 				return err
 			}
-			return runVerify(ctx, cmd, st, req, diffOut)
+			return runVerify(ctx, cmd, store, st, req, diffOut)
 		}),
 	}
 	cmd.Flags().StringVar(&rangeStr, "range", "", "key range LO:HI")
@@ -52,7 +54,8 @@ Exit codes: 0 equal, 1 different (or an error).`,
 type verifyReq struct {
 	r              catalog.KeyRange
 	source, target string
-	expect         int64 // rows, for the ETA (0: unknown)
+	expect         int64              // rows, for the ETA (0: unknown)
+	m              *catalog.Migration // the migration verified, if any
 }
 
 // verifyRequest is what to compare: a migration's range and shards, or the flags'.
@@ -65,7 +68,7 @@ func verifyRequest(ctx context.Context, store *catalog.Store, st *catalog.State,
 		if err != nil {
 			return verifyReq{}, fmt.Errorf("migration %s: %w (see reshard status)", args[0], err)
 		}
-		return verifyReq{r: m.Range, source: m.Source, target: m.Target, expect: m.RowsCopied}, nil
+		return verifyReq{r: m.Range, source: m.Source, target: m.Target, expect: m.RowsCopied, m: m}, nil
 	}
 	if rangeStr == "" {
 		return verifyReq{}, errors.New("--range LO:HI is required (or a migration ID)")
@@ -87,7 +90,7 @@ func verifyRequest(ctx context.Context, store *catalog.Store, st *catalog.State,
 	return verifyReq{r: r, source: source, target: target}, nil
 }
 
-func runVerify(ctx context.Context, cmd *cobra.Command, st *catalog.State, req verifyReq, diffOut string) error {
+func runVerify(ctx context.Context, cmd *cobra.Command, store *catalog.Store, st *catalog.State, req verifyReq, diffOut string) error {
 	conns := make([]*pgx.Conn, 2)
 	for i, name := range []string{req.source, req.target} {
 		sh, ok := st.Shards[name]
@@ -110,10 +113,19 @@ func runVerify(ctx context.Context, cmd *cobra.Command, st *catalog.State, req v
 		defer f.Close()
 		opts.DiffOut = f
 	}
-	v, verr := cutover.VerifyShards(ctx, conns[0], conns[1], st.Config.Keyspace(), st.Config.Tables, req.r, opts)
+	v, apart, verr := verifyMigration(ctx, store, st, req, conns[0], conns[1], opts)
 	out := map[string]any{"range": req.r.String(), "shards": []string{req.source, req.target}, "ok": verr == nil, "verification": v}
 	if verr != nil {
 		out["error"] = verr.Error()
+	}
+	if v.LSN != 0 {
+		out["lsn"] = v.LSN.String() // both sides were read at this source position
+	}
+	if apart != "" {
+		out["not_at_one_position"] = apart
+		if !result.isJSON() {
+			fmt.Fprintf(cmd.ErrOrStderr(), "verify: not at one source position (%s): each shard read from its own snapshot; rows written meanwhile may show as different\n", apart)
+		}
 	}
 	w := cmd.OutOrStdout()
 	if err := result.print(w, out, func() error { return printVerification(w, req, v) }); err != nil {
@@ -125,6 +137,44 @@ func runVerify(ctx context.Context, cmd *cobra.Command, st *catalog.State, req v
 	return verr
 }
 
+// verifyMigration compares req's range: for a migration catching up, at one source
+// position its driver holds its apply at (cutover.VerifyAt through migrate.DriverHold);
+// otherwise each shard from its own snapshot, apart saying why (nothing for --range, whose
+// shards no migration links: the help says so).
+func verifyMigration(ctx context.Context, store *catalog.Store, st *catalog.State, req verifyReq, src, dst *pgx.Conn, opts cutover.OnlineOptions) (v cutover.OnlineVerification, apart string, err error) {
+	keys, tables := st.Config.Keyspace(), st.Config.Tables
+	if req.m != nil {
+		if apart, err = holdable(ctx, store, req.m); err != nil {
+			return v, "", err
+		}
+		if apart == "" {
+			v, err = cutover.VerifyAt(ctx, src, dst, migrate.DriverHold{Store: store, ID: req.m.ID}, keys, tables, req.r, opts)
+			if !errors.Is(err, migrate.ErrNoHold) {
+				return v, "", err
+			}
+			apart = err.Error()
+		}
+	}
+	v, err = cutover.VerifyShards(ctx, src, dst, keys, tables, req.r, opts)
+	return v, apart, err
+}
+
+// holdable says why migration m's driver cannot hold its apply for a verify ("": it can
+// be asked): only a migration catching up under a live driver has an apply to hold.
+func holdable(ctx context.Context, store *catalog.Store, m *catalog.Migration) (string, error) {
+	if m.Phase != catalog.PhaseCatchingUp {
+		return fmt.Sprintf("migration %s is %s, not catching up", m.ID, m.Phase), nil
+	}
+	_, held, err := store.MigrationLockHolder(ctx, m.ID)
+	if err != nil {
+		return "", err
+	}
+	if !held {
+		return fmt.Sprintf("no driver runs migration %s (reshard move --id %s resumes it)", m.ID, m.ID), nil
+	}
+	return "", nil
+}
+
 func printVerification(w io.Writer, req verifyReq, v cutover.OnlineVerification) error {
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintf(tw, "TABLE\tROWS ON %s\tROWS ON %s\tCHUNKS\tDIFFERING CHUNKS\tMATCH\n", req.source, req.target)
@@ -134,7 +184,11 @@ func printVerification(w io.Writer, req verifyReq, v cutover.OnlineVerification)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%d rows in %d chunks compared in %.2fs\n", v.Rows, v.Chunks, v.Took.Seconds())
+	at := ""
+	if v.LSN != 0 {
+		at = " at source position " + v.LSN.String()
+	}
+	fmt.Fprintf(w, "%d rows in %d chunks compared%s in %.2fs\n", v.Rows, v.Chunks, at, v.Took.Seconds())
 	for _, d := range v.Diffs {
 		fmt.Fprintln(w, "  "+d.String())
 	}
