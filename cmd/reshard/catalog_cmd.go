@@ -16,15 +16,6 @@ import (
 	"github.com/reshard/reshard/catalog"
 )
 
-func newCatalogCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "catalog",
-		Short: "Show, back up and restore the shard catalog",
-	}
-	cmd.AddCommand(newCatalogShowCmd(), newCatalogExportCmd(), newCatalogImportCmd(), newCatalogHistoryCmd())
-	return cmd
-}
-
 func newCatalogShowCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "show [-o json]",

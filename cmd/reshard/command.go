@@ -13,6 +13,13 @@ import (
 // runFunc is a cobra command's RunE.
 type runFunc = func(cmd *cobra.Command, args []string) error
 
+// group is c, a command that only holds subs: run without one of them it prints its help.
+// root.go lists the tree with it, so every command's place is read in one spot.
+func group(c *cobra.Command, subs ...*cobra.Command) *cobra.Command {
+	c.AddCommand(subs...)
+	return c
+}
+
 // onStore is the RunE of a command whose work is on the catalog store of --cluster: fn runs
 // with the command's context and the store, which is closed however fn returns.
 func onStore(fn func(ctx context.Context, cmd *cobra.Command, args []string, store *catalog.Store) error) runFunc {

@@ -18,16 +18,14 @@ import (
 )
 
 func newDevCmd() *cobra.Command {
-	cmd := &cobra.Command{
+	return group(&cobra.Command{
 		Use:   "dev",
 		Short: "A local stack: PostgreSQL shards and etcd, with a multi-tenant demo data set",
 		Long: `reshard dev runs a local stack for trying reshard: N PostgreSQL 15 clusters (the shards)
 and an etcd, as background processes that outlive the command, all in one folder. The shards
 hold a multi-tenant demo schema with skewed data (a few tenants much bigger and busier than the
 rest), and <dir>/cluster.yaml describes them for ` + "`reshard init -f`" + `.`,
-	}
-	cmd.AddCommand(newDevUpCmd(), newDevDownCmd(), newDevStatusCmd(), newDevLoadCmd(), newDevCheckCmd(), newDevEtcdCmd())
-	return cmd
+	}, newDevUpCmd(), newDevDownCmd(), newDevStatusCmd(), newDevLoadCmd(), newDevCheckCmd(), newDevEtcdCmd())
 }
 
 func newDevUpCmd() *cobra.Command {
@@ -111,48 +109,49 @@ func newDevEtcdCmd() *cobra.Command {
 }
 
 func newDevDownCmd() *cobra.Command {
-	var dirFlag string
-	cmd := &cobra.Command{
+	return onDevStack(&cobra.Command{
 		Use:   "down",
 		Short: "Stop the dev stack's PostgreSQL clusters and etcd and remove its folder",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, existed, err := devstack.Down(cmd.Context(), dirFlag)
-			switch {
-			case err != nil:
-				return err
-			case !existed:
-				fmt.Fprintf(cmd.OutOrStdout(), "no dev stack in %s: nothing to do\n", dir)
-			default:
-				fmt.Fprintf(cmd.OutOrStdout(), "dev stack stopped; %s removed\n", dir)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&dirFlag, "dir", devstack.DefaultDir, "folder of the stack")
-	return cmd
+	}, func(cmd *cobra.Command, dirFlag string) error {
+		dir, existed, err := devstack.Down(cmd.Context(), dirFlag)
+		switch {
+		case err != nil:
+			return err
+		case !existed:
+			fmt.Fprintf(cmd.OutOrStdout(), "no dev stack in %s: nothing to do\n", dir)
+		default:
+			fmt.Fprintf(cmd.OutOrStdout(), "dev stack stopped; %s removed\n", dir)
+		}
+		return nil
+	})
 }
 
 func newDevStatusCmd() *cobra.Command {
-	var dirFlag string
-	cmd := &cobra.Command{
+	return onDevStack(&cobra.Command{
 		Use:   "status",
 		Short: "Show what the dev stack runs",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep, err := devstack.Status(cmd.Context(), dirFlag)
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if err := result.print(w, rep, func() error { printDevStatus(w, rep); return nil }); err != nil {
-				return err
-			}
-			return rep.Err(dirFlag)
-		},
-	}
-	cmd.Flags().StringVar(&dirFlag, "dir", devstack.DefaultDir, "folder of the stack")
-	return cmd
+	}, func(cmd *cobra.Command, dirFlag string) error {
+		rep, err := devstack.Status(cmd.Context(), dirFlag)
+		if err != nil {
+			return err
+		}
+		w := cmd.OutOrStdout()
+		if err := result.print(w, rep, func() error { printDevStatus(w, rep); return nil }); err != nil {
+			return err
+		}
+		return rep.Err(dirFlag)
+	})
+}
+
+// onDevStack is c, a command on the dev stack that another one started, with the --dir
+// flag naming the stack's folder; run gets the folder.
+func onDevStack(c *cobra.Command, run func(cmd *cobra.Command, dirFlag string) error) *cobra.Command {
+	var dirFlag string
+	c.RunE = func(cmd *cobra.Command, _ []string) error { return run(cmd, dirFlag) }
+	c.Flags().StringVar(&dirFlag, "dir", devstack.DefaultDir, "folder of the stack")
+	return c
 }
 
 func printDevStatus(w io.Writer, rep *devstack.StatusReport) {
@@ -224,9 +223,8 @@ func printLoadResult(w io.Writer, res *devstack.LoadReport) {
 }
 
 func newDevCheckCmd() *cobra.Command {
-	var dirFlag string
 	var save bool
-	cmd := &cobra.Command{
+	cmd := onDevStack(&cobra.Command{
 		Use:   "check",
 		Short: "Check every tenant's rows on every shard against a fingerprint taken before the load and the moves",
 		Long: `reshard dev check --save fingerprints every tenant's rows on every shard (count and hash per
@@ -241,14 +239,12 @@ acknowledged transactions inserted and deleted (only its invariants if a transac
 is unknown); that balance = sum(ledger) for every tenant and every acknowledged ledger row is
 present once. It prints the tenants checked per shard and exits 1 if anything differs.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if save {
-				return devCheckSave(cmd, dirFlag)
-			}
-			return devCheck(cmd, dirFlag)
-		},
-	}
-	cmd.Flags().StringVar(&dirFlag, "dir", devstack.DefaultDir, "folder of the stack")
+	}, func(cmd *cobra.Command, dirFlag string) error {
+		if save {
+			return devCheckSave(cmd, dirFlag)
+		}
+		return devCheck(cmd, dirFlag)
+	})
 	cmd.Flags().BoolVar(&save, "save", false, "take the fingerprint (before the load and the moves), forgetting earlier loads")
 	return cmd
 }

@@ -70,14 +70,12 @@ func (f *partitionsFlags) pick(st *catalog.State) (map[string]catalog.Shard, err
 }
 
 func newPartitionsCmd() *cobra.Command {
-	cmd := &cobra.Command{
+	return group(&cobra.Command{
 		Use:   "partitions",
 		Short: "Date partitions on every shard: plan, apply",
 		Long: "Keeps the date-partitioned tables of the catalog config ready on every shard: partitions\n" +
 			"from the current period through premake periods ahead, and retention (detach or drop).",
-	}
-	cmd.AddCommand(newPartitionsRunCmd(true), newPartitionsRunCmd(false))
-	return cmd
+	}, newPartitionsRunCmd(true), newPartitionsRunCmd(false))
 }
 
 func newPartitionsRunCmd(dryRun bool) *cobra.Command {

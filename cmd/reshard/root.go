@@ -52,8 +52,14 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&globals.etcdKey, "etcd-key", os.Getenv("RESHARD_ETCD_KEY"), "client key for etcd TLS")
 	pf.StringVar(&globals.etcdUser, "etcd-user", os.Getenv("RESHARD_ETCD_USER"), "etcd user[:password]; the password may instead come from RESHARD_ETCD_PASSWORD")
 	root.AddCommand(
-		newInitCmd(), newCatalogCmd(), newShardCmd(), newStatsCmd(), newPlanCmd(),
-		newApplyCmd(), newMoveCmd(), newSplitCmd(), newStatusCmd(), newCancelCmd(), newCleanupCmd(),
+		newInitCmd(),
+		group(&cobra.Command{Use: "catalog", Short: "Show, back up and restore the shard catalog"},
+			newCatalogShowCmd(), newCatalogExportCmd(), newCatalogImportCmd(), newCatalogHistoryCmd()),
+		group(&cobra.Command{Use: "shard", Short: "Add a shard, list shards, mark one to be emptied"},
+			newShardAddCmd(), newShardListCmd(), newShardDrainCmd()),
+		group(&cobra.Command{Use: "stats", Short: "Measure, show and annotate shard, range and hot-key statistics"},
+			newStatsCollectCmd(), newStatsShowCmd(), newStatsPutCmd()),
+		newPlanCmd(), newApplyCmd(), newMoveCmd(), newSplitCmd(), newStatusCmd(), newCancelCmd(), newCleanupCmd(),
 		newVerifyCmd(), newPartitionsCmd(), newScheduleCmd(), newDevCmd(), newUICmd(), newResolveCmd(),
 	)
 	return root

@@ -15,15 +15,6 @@ import (
 	"github.com/reshard/reshard/internal/pgmeta"
 )
 
-func newShardCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "shard",
-		Short: "Add a shard, list shards, mark one to be emptied",
-	}
-	cmd.AddCommand(newShardAddCmd(), newShardListCmd(), newShardDrainCmd())
-	return cmd
-}
-
 func newShardAddCmd() *cobra.Command {
 	var dsn, dsnEnv string
 	cmd := &cobra.Command{

@@ -18,15 +18,6 @@ import (
 	"github.com/reshard/reshard/internal/pgmeta"
 )
 
-func newStatsCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "stats",
-		Short: "Measure, show and annotate shard, range and hot-key statistics",
-	}
-	cmd.AddCommand(newStatsCollectCmd(), newStatsShowCmd(), newStatsPutCmd())
-	return cmd
-}
-
 func newStatsCollectCmd() *cobra.Command {
 	var (
 		o   pgmeta.FleetMeasureOptions
