@@ -8,7 +8,6 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
-	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/migrate"
 )
 
@@ -29,10 +28,9 @@ const (
 // every tenant's rows on every shard are as expected over the columns they had before.
 func TestAddColumnDuringCatchUpFinishesWithItsValues(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 13})
+	s := smallStack(t, 13)
 	stopLoad := s.runLoad(2, 0, 13)
-	tenant, r, from := s.tenantRange(0) // the busiest tenant: the load writes to it
-	to := other(from)
+	tenant, r, from, to := s.tenantMove(0) // the busiest tenant: the load writes to it
 
 	var filled []int64 // orders of the tenant whose new column the writes set
 	// No cutover retry: the first attempt finds the catch-up going again by itself.

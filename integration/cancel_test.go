@@ -7,7 +7,6 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
-	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/migrate"
 )
 
@@ -16,9 +15,8 @@ import (
 // a move with cleanup "later" leaves its source rows fenced until `cleanup --drop-fence`.
 func TestCancelAndCleanupLater(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 3})
-	tenant, r, from := s.tenantRange(0)
-	to := other(from)
+	s := smallStack(t, 3)
+	tenant, r, from, to := s.tenantMove(0)
 	countOn := func(shard string) int64 {
 		t.Helper()
 		var n int64

@@ -344,8 +344,7 @@ func TestKillDuringCopyAndCatchup(t *testing.T) {
 	s.finishMove(t, "kill_copy", r, "s2")
 
 	// During the catch-up: held once the target is caught up, before the cutover.
-	_, r2, from := s.tenantRange(1)
-	to := other(from)
+	_, r2, _, to := s.tenantMove(1)
 	d = s.startMove(t, "kill_catchup", r2, to, "catch-up", holdFile(t))
 	d.waitHeld(t)
 	time.Sleep(500 * time.Millisecond) // let the load write more for the catch-up to carry

@@ -20,9 +20,8 @@ import (
 // the source, and nowhere else.
 func TestMoveWithGuardAlwaysOnBothShards(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 9})
-	tenant, r, from := s.tenantRange(0)
-	to := other(from)
+	s := smallStack(t, 9)
+	tenant, r, from, to := s.tenantMove(0)
 	target := s.conns[to]
 	if err := cutover.InstallGuard(ctx, target, catalog.RangeOn(demo.Key), demo.Tables); err != nil {
 		t.Fatal(err)
@@ -79,7 +78,7 @@ func TestMoveWithGuardAlwaysOnBothShards(t *testing.T) {
 // RS001.
 func TestDropFenceKeepsGuardOfAnotherMigration(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 4})
+	s := smallStack(t, 4)
 	st, _ := s.store.Load(ctx)
 	var on1 []int64 // tenants on s1, to move to s2
 	for _, tn := range s.tenants {

@@ -21,9 +21,8 @@ import (
 // the target takes them. Before the fix the target accepted them.
 func TestTargetRefusesMisroutedWrites(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 12})
-	tenant, r, from := s.tenantRange(0)
-	to := other(from)
+	s := smallStack(t, 12)
+	tenant, r, _, to := s.tenantMove(0)
 	misrouted := func() error {
 		_, err := s.conns[to].Exec(ctx, `INSERT INTO ledger (tenant_id, amount, memo) VALUES ($1, 0, 'misrouted')`, tenant)
 		return err
@@ -92,9 +91,8 @@ func (s *stack) rowsOf(t *testing.T, shard string, tenant int64) map[string]int6
 // Before the fix it went on deleting, and the moved-back tenant lost its rows.
 func TestPausedDriverDeletesNothing(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 13})
-	tenant, r, from := s.tenantRange(0)
-	to := other(from)
+	s := smallStack(t, 13)
+	tenant, r, from, to := s.tenantMove(0)
 	before := s.rowsOf(t, from, tenant)
 
 	a := s.startMove(t, "paused_delete", r, to, "", "", "--delete-batch", "20", "--delete-pause", "200ms")
@@ -141,8 +139,7 @@ func TestPausedDriverRacesSecondDriver(t *testing.T) {
 		{name: "catch_up", hold: "catch-up"},
 		{name: "cutover", hold: "drain"},
 	} {
-		tenant, r, from := s.tenantRange(i)
-		to := other(from)
+		tenant, r, _, to := s.tenantMove(i)
 		id := "paused_" + tt.name
 		hold := ""
 		if tt.hold != "" {

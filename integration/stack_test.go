@@ -331,6 +331,21 @@ func (s *stack) tenantRange(i int) (int64, catalog.KeyRange, string) {
 	return tenant, r, from.Shard
 }
 
+// smallStack is the stack most scenarios start from: two shards of 20 tenants at scale
+// 0.05 (a few thousand rows), generated from seed.
+func smallStack(t *testing.T, seed uint64) *stack {
+	t.Helper()
+	return newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: seed})
+}
+
+// tenantMove is the move most scenarios make on a two-shard stack: tenant i carved into a
+// range of its own (tenantRange), the shard that owns it and the other one, its target.
+func (s *stack) tenantMove(i int) (tenant int64, r catalog.KeyRange, from, to string) {
+	s.t.Helper()
+	tenant, r, from = s.tenantRange(i)
+	return tenant, r, from, other(from)
+}
+
 // wantServing fails t unless tenant's range serves from shard.
 func (s *stack) wantServing(t *testing.T, tenant int64, shard string) {
 	t.Helper()

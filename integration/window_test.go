@@ -10,7 +10,6 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
-	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/migrate"
 )
 
@@ -22,10 +21,9 @@ import (
 // nanosecond makes every prediction too long, whatever the machine's speed.
 func TestWindowTooLongKeepsCatchingUpThenStops(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.05, Seed: 11})
+	s := smallStack(t, 11)
 	stopLoad := s.runLoad(2, 0, 11)
-	tenant, r, from := s.tenantRange(0) // the busiest tenant: the load writes to it
-	to := other(from)
+	tenant, r, from, to := s.tenantMove(0) // the busiest tenant: the load writes to it
 
 	waiting := watchWaiting(t, s, "too_long")
 	ex := s.executor(migrate.ExecOptions{Cutover: cutover.Options{MaxWindow: time.Nanosecond, CatchupTimeout: 10 * time.Second}})
