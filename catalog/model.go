@@ -293,6 +293,23 @@ func (m *Migration) Terminal() bool {
 	return false
 }
 
+// MigrationHead is what every printed view of a migration starts with (`reshard status -o
+// json`, the status page's state): which migration, moving what from where to where, and
+// its phase, the range as text.
+type MigrationHead struct {
+	ID     string `json:"id"`
+	Kind   string `json:"kind"`
+	Range  string `json:"range"`
+	Source string `json:"source"`
+	Target string `json:"target"`
+	Phase  string `json:"phase"`
+}
+
+// Head is m's MigrationHead.
+func (m *Migration) Head() MigrationHead {
+	return MigrationHead{ID: m.ID, Kind: m.Kind, Range: m.Range.String(), Source: m.Source, Target: m.Target, Phase: m.Phase}
+}
+
 // Event kinds of the history.
 const (
 	EventInit       = "init"

@@ -13,12 +13,7 @@ const finishedShown = 20
 
 // MigrationView is one migration as the page shows it.
 type MigrationView struct {
-	ID         string   `json:"id"`
-	Kind       string   `json:"kind"`
-	Range      string   `json:"range"`
-	Source     string   `json:"source"`
-	Target     string   `json:"target"`
-	Phase      string   `json:"phase"`
+	catalog.MigrationHead
 	Finished   bool     `json:"finished"`
 	RollbackTo string   `json:"rollback_to,omitempty"`
 	Progress   Progress `json:"progress"`
@@ -92,8 +87,7 @@ func migrationViews(src Sources) []MigrationView {
 }
 
 func migrationView(m catalog.Migration, src Sources, phases map[string]time.Time) MigrationView {
-	v := MigrationView{ID: m.ID, Kind: m.Kind, Range: m.Range.String(), Source: m.Source, Target: m.Target,
-		Phase: m.Phase, Finished: m.Terminal(), RollbackTo: m.RollbackTo, Timings: m.Timings,
+	v := MigrationView{MigrationHead: m.Head(), Finished: m.Terminal(), RollbackTo: m.RollbackTo, Timings: m.Timings,
 		LastError: m.LastError, Created: m.Created, Updated: m.Updated}
 	v.Progress = progress(m, src.Stats)
 	if m.Phase == catalog.PhaseCopying || m.Phase == catalog.PhaseCatchingUp {

@@ -15,23 +15,16 @@ import (
 
 // catalogOnly is an etcd holding the catalog of cluster "demo", whose shards these tests
 // never connect to: s1 (a DSN) owns :1000, s2 (a dsn_env) 1000:, with a partition spec and
-// measured sizes. It returns the store, etcd's client and the global flags naming it.
-func catalogOnly(t *testing.T) (*catalog.Store, *clientv3.Client, []string) {
+// measured sizes.
+func catalogOnly(t *testing.T) *cliCatalog {
 	t.Helper()
-	srv, cli := testenv.Etcd(t)
 	ctx := context.Background()
-	store, err := catalog.NewStore(cli, "demo")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := catalog.Config{Cluster: "demo", Key: "tenant_id", Tables: []string{"tenants", "orders", "events"},
 		Partitions: []catalog.PartitionSpec{{Table: "events", Column: "created", Interval: "day", Premake: 7, Retention: "30d"}}}
 	shards := []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}, {Name: "s2", DSNEnv: "RESHARD_TEST_S2_DSN"}}
 	ranges := []catalog.Range{{Range: catalog.Below(1000), Shard: "s1"}, {Range: catalog.From(1000), Shard: "s2"}}
-	if err := store.Init(ctx, cfg, shards, ranges, false); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Load(ctx)
+	env := newCatalog(t, ctx, cfg, shards, ranges)
+	st, err := env.store.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,17 +35,16 @@ func catalogOnly(t *testing.T) (*catalog.Store, *clientv3.Client, []string) {
 		{Shard: "s2", At: at, Tables: map[string]catalog.TableStats{"orders": {Bytes: 1 << 20, Rows: 1000}},
 			Tenants: map[int64]catalog.TenantLoad{1001: {Bytes: 1 << 20, Rows: 1000}}},
 	}
-	if err := store.PutStats(ctx, catalog.ComputeStats(st, ms, 3, nil)); err != nil {
+	if err := env.store.PutStats(ctx, catalog.ComputeStats(st, ms, 3, nil)); err != nil {
 		t.Fatal(err)
 	}
-	return store, cli, []string{"--etcd", srv.Endpoint(), "--cluster", "demo"}
+	return env
 }
 
 // TestCatalogShowAndHistory: `catalog show` prints the catalog as JSON or text tables, and
 // `catalog history` lists every change in order.
 func TestCatalogShowAndHistory(t *testing.T) {
-	_, _, global := catalogOnly(t)
-	run := cliRunner(t, context.Background(), global...)
+	run := catalogOnly(t).runner(t, context.Background())
 	t.Run("show -o json is the catalog", func(t *testing.T) {
 		res := run("catalog", "show", "-o", "json")
 		var st catalog.State
@@ -87,10 +79,10 @@ func TestCatalogShowAndHistory(t *testing.T) {
 // emptied cluster; import refuses to overwrite a catalog without --force and refuses a
 // file that is not a backup, changing nothing.
 func TestCatalogExportImport(t *testing.T) {
-	store, ecli, global := catalogOnly(t)
+	env := catalogOnly(t)
 	ctx := context.Background()
-	run := cliRunner(t, ctx, global...)
-	if err := store.PutHotKeyCustom(ctx, 13, map[string]float64{"read_qps": 50}); err != nil {
+	run := env.runner(t, ctx)
+	if err := env.store.PutHotKeyCustom(ctx, 13, map[string]float64{"read_qps": 50}); err != nil {
 		t.Fatal(err)
 	}
 	if res := run("shard", "drain", "s2"); res.code != 0 {
@@ -103,25 +95,25 @@ func TestCatalogExportImport(t *testing.T) {
 	}
 	backup := writeFile(t, dir, "backup.json", res.stdout)
 	t.Run("import over a catalog needs --force", func(t *testing.T) {
-		before := keyCount(t, ecli, "/reshard/")
+		before := keyCount(t, env.cli, "/reshard/")
 		if res := run("catalog", "import", backup); res.code != 1 || !strings.Contains(res.stderr, "--force") {
 			t.Errorf("import over a catalog: %d %s", res.code, res.stderr)
 		}
-		if keyCount(t, ecli, "/reshard/") != before {
+		if keyCount(t, env.cli, "/reshard/") != before {
 			t.Error("a refused import changed the catalog")
 		}
 	})
 	t.Run("import refuses a file that is not a backup", func(t *testing.T) {
-		before := keyCount(t, ecli, "/reshard/")
+		before := keyCount(t, env.cli, "/reshard/")
 		if res := run("catalog", "import", writeFile(t, dir, "junk.json", `{"format":"nope"}`), "--force"); res.code != 1 || !strings.Contains(res.stderr, "format") {
 			t.Errorf("import of junk: %d %s", res.code, res.stderr)
 		}
-		if keyCount(t, ecli, "/reshard/") != before {
+		if keyCount(t, env.cli, "/reshard/") != before {
 			t.Error("a refused import changed the catalog")
 		}
 	})
 	t.Run("import restores an emptied cluster", func(t *testing.T) {
-		if _, err := ecli.Delete(ctx, "/reshard/demo/", clientv3.WithPrefix()); err != nil {
+		if _, err := env.cli.Delete(ctx, "/reshard/demo/", clientv3.WithPrefix()); err != nil {
 			t.Fatal(err)
 		}
 		if res := run("catalog", "show"); res.code != 1 || !strings.Contains(res.stderr, "reshard init") {
@@ -170,14 +162,7 @@ func TestCatalogShowPrintsKeyTypeAndDistribution(t *testing.T) {
 			[]string{"key company_id of type uuid, distribution hash (ranges over uuid_hash_extended(key, 0)); sharded tables: companies (key id), campaigns"}},
 	} {
 		t.Run(c.cfg.Cluster, func(t *testing.T) {
-			store, err := catalog.NewStore(cli, c.cfg.Cluster)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := store.Init(ctx, c.cfg, []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}}, nil, false); err != nil {
-				t.Fatal(err)
-			}
-			run := cliRunner(t, ctx, "--etcd", srv.Endpoint(), "--cluster", c.cfg.Cluster)
+			run := addCatalog(t, ctx, srv.Endpoint(), cli, c.cfg, []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}}, nil).runner(t, ctx)
 			res := run("catalog", "show", "-o", "json")
 			var got struct {
 				Config map[string]any `json:"config"`

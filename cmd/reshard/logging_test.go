@@ -18,14 +18,14 @@ import (
 // a refused move to a shard that cannot be reached, whose error is the one line.
 func TestJSONLogsOfAMove(t *testing.T) {
 	const password = "Sekr3t-pw-15"
-	etcd, _, store, pgs := moveFleetWith(t, "logs", func(name string, pg *testenv.PG) catalog.Shard {
+	env, pgs := moveFleetWith(t, "logs", func(name string, pg *testenv.PG) catalog.Shard {
 		env := "RESHARD_TEST_" + strings.ToUpper(name) + "_DSN"
 		t.Setenv(env, pg.DSNApp()+" password="+password)
 		return catalog.Shard{Name: name, DSNEnv: env}
 	})
 	ctx := testContext(t, 4*time.Minute)
 	t.Setenv("RESHARD_TEST_S3_DSN", fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=app password=%s connect_timeout=2", closedPort(t), password))
-	if err := store.AddShard(ctx, catalog.Shard{Name: "s4", DSNEnv: "RESHARD_TEST_S3_DSN", State: catalog.ShardActive}); err != nil {
+	if err := env.store.AddShard(ctx, catalog.Shard{Name: "s4", DSNEnv: "RESHARD_TEST_S3_DSN", State: catalog.ShardActive}); err != nil {
 		t.Fatal(err)
 	}
 	before := map[string]string{}
@@ -41,7 +41,7 @@ func TestJSONLogsOfAMove(t *testing.T) {
 		{"mbad", "60:70", "s4", 1, nil},
 	}
 	for _, tc := range cases {
-		res := runCLI(t, ctx, "--etcd", etcd, "--cluster", "logs", "--log-format", "json", "--log-level", "debug",
+		res := runCLI(t, ctx, "--etcd", env.etcd, "--cluster", "logs", "--log-format", "json", "--log-level", "debug",
 			"move", "--id", tc.id, "--range", tc.rng, "--to", tc.to)
 		if res.code != tc.code {
 			t.Fatalf("move %s: exit %d, want %d\n%s%s", tc.id, res.code, tc.code, res.stdout, res.stderr)

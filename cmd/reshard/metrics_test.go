@@ -41,7 +41,7 @@ func scrapeMetrics(t *testing.T, url string) map[string]*dto.MetricFamily {
 // cutover the window histogram has one observation and each step's one; the exposition
 // parses with Prometheus's text parser. The move then ends, every tenant where it belongs.
 func TestMetricsFollowARealMove(t *testing.T) {
-	etcd, _, store, pgs := moveFleet(t, "metrics")
+	env, pgs := moveFleet(t, "metrics")
 	ctx := testContext(t, 4*time.Minute)
 	// About 2 MB more for the range, so that a copy at 200 kB/s takes seconds.
 	pgs["s1"].Exec(ctx, `INSERT INTO orders SELECT 1 + g % 49, 1000 + g, repeat('x', 200) FROM generate_series(1, 10000) g`)
@@ -59,7 +59,7 @@ func TestMetricsFollowARealMove(t *testing.T) {
 	url := "http://" + addr + "/metrics"
 	done := make(chan cliResult, 1)
 	go func() {
-		done <- runCLI(t, ctx, "--etcd", etcd, "--cluster", "metrics", "move", "--id", "mmet", "--range", "1:50", "--to", "s2",
+		done <- runCLI(t, ctx, "--etcd", env.etcd, "--cluster", "metrics", "move", "--id", "mmet", "--range", "1:50", "--to", "s2",
 			"--max-rate", "200kB", "--metrics", addr)
 	}()
 	mig := map[string]string{"id": "mmet", "range": "1:50", "source": "s1", "target": "s2"}
@@ -130,7 +130,7 @@ func TestMetricsFollowARealMove(t *testing.T) {
 	if !strings.Contains(res.stdout, "window steps: freeze") {
 		t.Errorf("the report lacks the window's steps:\n%s", res.stdout)
 	}
-	m, err := store.GetMigration(ctx, "mmet")
+	m, err := env.store.GetMigration(ctx, "mmet")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,27 +183,27 @@ func checkMoved(t *testing.T, ctx context.Context, before map[string]string, pgs
 // the catalog alone: a migration's phase and copied rows from its journal, each shard's
 // partition runway and the scheduler's last run; a journal change reaches the metrics.
 func TestUIServesTheCatalogsMetrics(t *testing.T) {
-	store, _, flags := catalogOnly(t)
+	env := catalogOnly(t)
 	ctx := testContext(t, 2*time.Minute)
 	m := &catalog.Migration{ID: "mui", Kind: catalog.KindMove, Range: catalog.NewRange(5, 10), Source: "s1", Target: "s2",
 		Phase: catalog.PhaseCopying, RowsCopied: 1234}
-	if err := store.PutMigration(ctx, m); err != nil {
+	if err := env.store.PutMigration(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	leader, err := store.Campaign(ctx, "scheduler")
+	leader, err := env.store.Campaign(ctx, "scheduler")
 	if err != nil {
 		t.Fatal(err)
 	}
 	run := catalog.PartitionRun{Time: time.Now().UTC(), Seconds: 0.5, Outcome: catalog.PartitionRunOK,
 		Shards: []catalog.PartitionShardRun{{Shard: "s1", Tables: []catalog.PartitionTableRun{{Table: "events", Runway: 7}}}}}
-	if err := store.PutPartitionRun(ctx, leader, run); err != nil {
+	if err := env.store.PutPartitionRun(ctx, leader, run); err != nil {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", closedPort(t))
 	uictx, stop := context.WithCancel(ctx)
 	done := make(chan cliResult, 1)
 	go func() {
-		done <- runCLI(t, uictx, append(flags, "ui", "--listen", "127.0.0.1:0", "--metrics", addr)...)
+		done <- runCLI(t, uictx, append(env.global, "ui", "--listen", "127.0.0.1:0", "--metrics", addr)...)
 	}()
 	scrapeUntil := func(what string, ok func(map[string]*dto.MetricFamily) bool) {
 		t.Helper()
@@ -224,7 +224,7 @@ func TestUIServesTheCatalogsMetrics(t *testing.T) {
 		return rows == 1234 && copying && runway == 7 && ok == 1
 	})
 	m.Phase, m.RowsCopied = catalog.PhaseCatchingUp, 2000
-	if err := store.PutMigration(ctx, m); err != nil {
+	if err := env.store.PutMigration(ctx, m); err != nil {
 		t.Fatal(err)
 	}
 	scrapeUntil("the journal's change", func(fams map[string]*dto.MetricFamily) bool {

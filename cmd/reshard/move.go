@@ -19,12 +19,7 @@ import (
 
 // moveReport is what `move -o json` and `status -o json` print for a migration.
 type moveReport struct {
-	ID           string          `json:"id"`
-	Kind         string          `json:"kind"`
-	Range        string          `json:"range"`
-	Source       string          `json:"source"`
-	Target       string          `json:"target"`
-	Phase        string          `json:"phase"`
+	catalog.MigrationHead
 	RowsCopied   int64           `json:"rows_copied"`
 	BytesCopied  int64           `json:"bytes_copied"`
 	RowsVerified int64           `json:"rows_verified"`
@@ -43,8 +38,7 @@ type moveReport struct {
 
 func reportOf(m *catalog.Migration) moveReport {
 	return moveReport{
-		ID: m.ID, Kind: m.Kind, Range: m.Range.String(), Source: m.Source, Target: m.Target, Phase: m.Phase,
-		RowsCopied: m.RowsCopied, BytesCopied: m.BytesCopied, RowsVerified: m.RowsVerified,
+		MigrationHead: m.Head(), RowsCopied: m.RowsCopied, BytesCopied: m.BytesCopied, RowsVerified: m.RowsVerified,
 		AppliedLSN: m.AppliedLSN, FenceLSN: m.FenceLSN, LagBytes: m.LagBytes, LagSeconds: m.LagSeconds,
 		Timings: m.Timings, Plan: m.Plan, Created: m.Created, Updated: m.Updated, LastError: m.LastError,
 		Verify: m.Verify,

@@ -27,9 +27,8 @@ var moveTables = []string{"tenants", "orders", "events"}
 
 // moveFleet is two real shards, s1 with tenants 1..50 (range :1000) and s2 with tenants
 // 1000..1049 (range 1000:), a third shard s3 that cannot be reached, and a catalog of them
-// in an embedded etcd. It returns the etcd endpoint and client, the catalog and the shards'
-// databases.
-func moveFleet(t *testing.T, cluster string) (string, *clientv3.Client, *catalog.Store, map[string]*testenv.PG) {
+// in an embedded etcd. It returns the catalog and the shards' databases.
+func moveFleet(t *testing.T, cluster string) (*cliCatalog, map[string]*testenv.PG) {
 	t.Helper()
 	return moveFleetWith(t, cluster, func(name string, pg *testenv.PG) catalog.Shard {
 		return catalog.Shard{Name: name, DSN: pg.DSNApp()}
@@ -38,10 +37,9 @@ func moveFleet(t *testing.T, cluster string) (string, *clientv3.Client, *catalog
 
 // moveFleetWith is moveFleet with s1 and s2 as shard makes them (from their names and
 // databases), e.g. with a DSN read from a variable.
-func moveFleetWith(t *testing.T, cluster string, shard func(name string, pg *testenv.PG) catalog.Shard) (string, *clientv3.Client, *catalog.Store, map[string]*testenv.PG) {
+func moveFleetWith(t *testing.T, cluster string, shard func(name string, pg *testenv.PG) catalog.Shard) (*cliCatalog, map[string]*testenv.PG) {
 	t.Helper()
 	pgs := testenv.Postgres(t, 2)
-	srv, cli := testenv.Etcd(t)
 	ctx := testContext(t, 2*time.Minute)
 	for i, pg := range pgs {
 		lo := []int{1, 1000}[i]
@@ -50,20 +48,14 @@ INSERT INTO tenants SELECT g, 'tenant ' || g FROM generate_series(%[1]d, %[1]d +
 INSERT INTO orders SELECT %[1]d + g %% 50, g, 'o' FROM generate_series(1, 500) g;
 INSERT INTO events SELECT %[1]d + g %% 50, g, date '2025-03-01' + (g %% 200) FROM generate_series(1, 300) g;`, lo))
 	}
-	store, err := catalog.NewStore(cli, cluster)
-	if err != nil {
-		t.Fatal(err)
-	}
 	shards := []catalog.Shard{shard("s1", pgs[0]), shard("s2", pgs[1]),
 		{Name: "s3", DSN: fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=app connect_timeout=2", closedPort(t))}}
 	ranges := []catalog.Range{
 		{Range: catalog.KeyRange{Lo: catalog.Full.Lo, Hi: 1000}, Shard: "s1", State: catalog.RangeServing, Epoch: 1},
 		{Range: catalog.From(1000), Shard: "s2", State: catalog.RangeServing, Epoch: 1},
 	}
-	if err := store.Init(ctx, catalog.Config{Cluster: cluster, Key: "tenant_id", Tables: moveTables}, shards, ranges, false); err != nil {
-		t.Fatal(err)
-	}
-	return srv.Endpoint(), cli, store, map[string]*testenv.PG{"s1": pgs[0], "s2": pgs[1]}
+	env := newCatalog(t, ctx, catalog.Config{Cluster: cluster, Key: "tenant_id", Tables: moveTables}, shards, ranges)
+	return env, map[string]*testenv.PG{"s1": pgs[0], "s2": pgs[1]}
 }
 
 // shardState is everything a refused command must leave as it was on a shard: the rows

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 	"github.com/reshard/reshard/planner"
 )
 
@@ -38,51 +35,35 @@ func TestPlanRefusesBadFlags(t *testing.T) {
 // file records the revisions the store read, --detailed-exitcode exits 2, and a balanced
 // catalog says there is nothing to do.
 func TestPlanCommand(t *testing.T) {
-	srv, cli := testenv.Etcd(t)
 	ctx := context.Background()
-	store, err := catalog.NewStore(cli, "demo")
-	if err != nil {
-		t.Fatal(err)
-	}
 	shards := []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}, {Name: "s2", DSN: "host=two dbname=app"}, {Name: "s3", DSN: "host=three dbname=app"}}
 	ranges := []catalog.Range{
 		{Range: catalog.Below(1000), Shard: "s1"},
 		{Range: catalog.NewRange(1000, 2000), Shard: "s2"},
 		{Range: catalog.From(2000), Shard: "s3"},
 	}
-	if err := store.Init(ctx, catalog.Config{Cluster: "demo", Key: "tenant_id", Tables: []string{"orders"}}, shards, ranges, false); err != nil {
-		t.Fatal(err)
-	}
+	env := newCatalog(t, ctx, catalog.Config{Cluster: "demo", Key: "tenant_id", Tables: []string{"orders"}}, shards, ranges)
 	putStats := func(b1, b2, b3 int64, hot []catalog.HotKey) {
 		t.Helper()
 		st := &catalog.Stats{Shards: map[string]catalog.ShardStats{}, HotKeys: hot}
 		for i, b := range []int64{b1, b2, b3} {
 			st.Ranges = append(st.Ranges, catalog.RangeStats{Range: ranges[i].Range, Shard: ranges[i].Shard, Bytes: b, WritesPerSec: float64(b) / 100})
 		}
-		if err := store.PutStats(ctx, st); err != nil {
+		if err := env.store.PutStats(ctx, st); err != nil {
 			t.Fatal(err)
 		}
 	}
-	plan := func(args ...string) (string, error) {
-		t.Helper()
-		var out bytes.Buffer
-		root := newRootCmd()
-		root.SetOut(&out)
-		root.SetArgs(append([]string{"--etcd", srv.Endpoint(), "--cluster", "demo", "plan"}, args...))
-		err := root.ExecuteContext(ctx)
-		return out.String(), err
-	}
+	plan := cliRunner(t, ctx, append(env.global, "plan")...)
 
 	putStats(6000, 1000, 1000, []catalog.HotKey{{Key: 42, Shard: "s1", Bytes: 2500, WritesPerSec: 25}, {Key: 7, Shard: "s1", Bytes: 100, WritesPerSec: 1}})
 	file := filepath.Join(t.TempDir(), "plan.json")
-	out, err := plan("--out", file, "--detailed-exitcode")
-	var ec exitCodeError
-	if !errors.As(err, &ec) || ec.code != 2 {
-		t.Fatalf("want exit code 2 for a plan with steps, got %v\n%s", err, out)
+	res := plan("--out", file, "--detailed-exitcode")
+	if res.code != 2 {
+		t.Fatalf("want exit code 2 for a plan with steps, got %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	for _, want := range []string{"tenant 42", "move", "lower bound", "reshard apply " + file} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output has no %q:\n%s", want, out)
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("output has no %q:\n%s", want, res.stdout)
 		}
 	}
 	b, err := os.ReadFile(file)
@@ -93,7 +74,7 @@ func TestPlanCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Load(ctx)
+	st, err := env.store.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,24 +87,24 @@ func TestPlanCommand(t *testing.T) {
 		}
 	}
 
-	jsonOut, err := plan("-o", "json")
-	if err != nil {
-		t.Fatal(err)
+	res = plan("-o", "json")
+	if res.code != 0 {
+		t.Fatal(res.stderr)
 	}
-	if _, err := planner.Parse([]byte(jsonOut)); err != nil {
-		t.Fatalf("-o json is not a plan: %v\n%s", err, jsonOut)
+	if _, err := planner.Parse([]byte(res.stdout)); err != nil {
+		t.Fatalf("-o json is not a plan: %v\n%s", err, res.stdout)
 	}
 
 	putStats(1000, 1050, 980, nil)
-	out, err = plan("--detailed-exitcode")
-	if err != nil {
-		t.Fatalf("balanced catalog: %v\n%s", err, out)
+	res = plan("--detailed-exitcode")
+	if res.code != 0 {
+		t.Fatalf("balanced catalog: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
-	if !strings.Contains(out, "nothing to do: every shard is within 10% of the mean") {
-		t.Fatalf("balanced catalog:\n%s", out)
+	if !strings.Contains(res.stdout, "nothing to do: every shard is within 10% of the mean") {
+		t.Fatalf("balanced catalog:\n%s", res.stdout)
 	}
 
-	if _, err := plan("--threshold", "2", "--strategy", "fast"); err == nil || !strings.Contains(err.Error(), "threshold 2") || !strings.Contains(err.Error(), `"fast"`) {
-		t.Fatalf("bad flags: %v", err)
+	if res := plan("--threshold", "2", "--strategy", "fast"); res.code == 0 || !strings.Contains(res.stderr, "threshold 2") || !strings.Contains(res.stderr, `"fast"`) {
+		t.Fatalf("bad flags: exit %d %s", res.code, res.stderr)
 	}
 }

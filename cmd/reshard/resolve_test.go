@@ -19,17 +19,10 @@ func TestResolvePrintsWhereEachKeyLives(t *testing.T) {
 	srv, cli := testenv.Etcd(t)
 	ctx := context.Background()
 	init := func(cluster string, cfg catalog.Config) []string {
-		store, err := catalog.NewStore(cli, cluster)
-		if err != nil {
-			t.Fatal(err)
-		}
 		cfg.Cluster = cluster
 		shards := []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}, {Name: "s2", DSN: "host=two dbname=app"}}
 		ranges := []catalog.Range{{Range: catalog.Below(0), Shard: "s1"}, {Range: catalog.From(0), Shard: "s2"}}
-		if err := store.Init(ctx, cfg, shards, ranges, false); err != nil {
-			t.Fatal(err)
-		}
-		return []string{"--etcd", srv.Endpoint(), "--cluster", cluster}
+		return addCatalog(t, ctx, srv.Endpoint(), cli, cfg, shards, ranges).global
 	}
 	hashed := init("hashed", catalog.Config{Key: "company_id", Tables: []string{"companies", "campaigns"},
 		TableKeys: map[string]string{"companies": "id"}, KeyType: catalog.KeyUUID, Distribution: catalog.DistHash})

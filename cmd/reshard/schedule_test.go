@@ -17,10 +17,9 @@ import (
 // shards: its run lands in the catalog with the runway of every shard's table, and
 // `reshard status` (text and -o json) shows it.
 func TestScheduleRecordsRuns(t *testing.T) {
-	etcd, store := partitionsCluster(t, "schedtest")
+	env := partitionsCluster(t, "schedtest")
 	ctx := testContext(t, 2*time.Minute)
-	global := []string{"--etcd", etcd, "--cluster", "schedtest"}
-	if res := runCLI(t, ctx, append(global, "status")...); res.code != 0 || !strings.Contains(res.stdout, "last partition run: none recorded") {
+	if res := runCLI(t, ctx, append(env.global, "status")...); res.code != 0 || !strings.Contains(res.stdout, "last partition run: none recorded") {
 		t.Errorf("status before any run: %+v", res)
 	}
 
@@ -34,7 +33,7 @@ func TestScheduleRecordsRuns(t *testing.T) {
 	root.SetOut(&logs)
 	root.SetErr(&logs)
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", closedPort(t))
-	root.SetArgs(append(global, "schedule", "--every", "1h", "--ttl", "5", "--metrics", metricsAddr))
+	root.SetArgs(append(env.global, "schedule", "--every", "1h", "--ttl", "5", "--metrics", metricsAddr))
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(sctx) }()
 	var (
@@ -47,7 +46,7 @@ func TestScheduleRecordsRuns(t *testing.T) {
 			<-done
 			t.Fatalf("no run recorded within a minute; scheduler log:\n%s", logs.String())
 		}
-		if run, err = store.LastPartitionRun(ctx); err != nil {
+		if run, err = env.store.LastPartitionRun(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,11 +81,11 @@ func TestScheduleRecordsRuns(t *testing.T) {
 	if host := run.Holder; !strings.Contains(host, " pid ") {
 		t.Errorf("holder %q: want the name the election uses (host pid N)", host)
 	}
-	if evs, err := store.History(ctx, 1); err != nil || len(evs) != 1 || evs[0].Kind != catalog.EventPartitions {
+	if evs, err := env.store.History(ctx, 1); err != nil || len(evs) != 1 || evs[0].Kind != catalog.EventPartitions {
 		t.Errorf("last history event %+v, %v: want the run's partitions event", evs, err)
 	}
 
-	res := runCLI(t, ctx, append(global, "status")...)
+	res := runCLI(t, ctx, append(env.global, "status")...)
 	for _, want := range []string{"partition scheduler: none running", "last partition run: ", ": ok in ", "created 6, detached 0, dropped 0",
 		"runway: 2 premade partitions left at the fewest, on s1/events, s2/events, until "} {
 		if !strings.Contains(res.stdout, want) {
@@ -94,7 +93,7 @@ func TestScheduleRecordsRuns(t *testing.T) {
 		}
 	}
 	t.Logf("status:\n%s", res.stdout)
-	res = runCLI(t, ctx, append(global, "status", "-o", "json")...)
+	res = runCLI(t, ctx, append(env.global, "status", "-o", "json")...)
 	var st struct {
 		PartitionScheduler struct {
 			Leader       string                    `json:"leader"`

@@ -14,8 +14,7 @@ import (
 // again) and names an unknown one; `shard list` shows each shard's state, ranges and, once
 // measured, size.
 func TestShardDrainAndList(t *testing.T) {
-	_, _, global := catalogOnly(t)
-	run := cliRunner(t, context.Background(), global...)
+	run := catalogOnly(t).runner(t, context.Background())
 	list := func(t *testing.T) []shardRow {
 		t.Helper()
 		res := run("shard", "list", "-o", "json")
@@ -61,17 +60,17 @@ func TestShardDrainAndList(t *testing.T) {
 // is not added and nothing is written; a good one is added; a second shard of the same
 // name is refused.
 func TestShardAdd(t *testing.T) {
-	_, ecli, global := catalogOnly(t)
+	env := catalogOnly(t)
 	ctx := context.Background()
 	pg := testenv.Postgres(t, 1)[0]
 	replicaLevelShard(t, ctx, pg)
-	run := cliRunner(t, ctx, global...)
+	run := env.runner(t, ctx)
 	t.Run("a shard that fails the checks is not added", func(t *testing.T) {
-		before := keyCount(t, ecli, "/reshard/")
+		before := keyCount(t, env.cli, "/reshard/")
 		if res := run("shard", "add", "s3", "--dsn", pg.DSNApp()); res.code != 1 || !strings.Contains(res.stderr, "wal_level is replica") {
 			t.Errorf("shard add of a replica-level shard: %d %s", res.code, res.stderr)
 		}
-		if keyCount(t, ecli, "/reshard/") != before {
+		if keyCount(t, env.cli, "/reshard/") != before {
 			t.Error("a refused shard add wrote to etcd")
 		}
 	})

@@ -8,7 +8,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // TestSplitAtKeyPlacesTheKeyAsPostgresDoes: --at-key reads a tenant key of the keyspace's
@@ -70,21 +69,14 @@ func TestSplitAtKeyPlacesTheKeyAsPostgresDoes(t *testing.T) {
 // says so); a key that does not parse, one whose hash is in another range, and --at with
 // --at-key are each one line, exit 1, and nothing is written to etcd.
 func TestSplitAtKeyCutsTheCatalogAtTheKeysHash(t *testing.T) {
-	srv, cli := testenv.Etcd(t)
 	ctx := context.Background()
-	store, err := catalog.NewStore(cli, "hsplit")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := catalog.Config{Cluster: "hsplit", Key: "tenant_id", Tables: []string{"tenants"}, KeyType: catalog.KeyUUID, Distribution: catalog.DistHash}
 	shards := []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}, {Name: "s2", DSN: "host=two dbname=app"}}
-	if err := store.Init(ctx, cfg, shards, []catalog.Range{{Range: catalog.Below(0), Shard: "s1"}, {Range: catalog.From(0), Shard: "s2"}}, false); err != nil {
-		t.Fatal(err)
-	}
-	run := cliRunner(t, ctx, "--etcd", srv.Endpoint(), "--cluster", "hsplit")
+	env := newCatalog(t, ctx, cfg, shards, []catalog.Range{{Range: catalog.Below(0), Shard: "s1"}, {Range: catalog.From(0), Shard: "s2"}})
+	run := env.runner(t, ctx)
 	const key, hash = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "7543054272012930821" // PostgreSQL's uuid_hash_extended(key, 0)
 	revision := func() int64 {
-		resp, err := cli.Get(ctx, "/reshard/hsplit/", clientv3.WithPrefix())
+		resp, err := env.cli.Get(ctx, "/reshard/hsplit/", clientv3.WithPrefix())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +107,7 @@ func TestSplitAtKeyCutsTheCatalogAtTheKeysHash(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, "split 0: into 0:"+hash+" and "+hash+": on s2") {
 		t.Fatalf("split --at-key: %d %q %q", res.code, res.stdout, res.stderr)
 	}
-	st, err := store.Load(ctx)
+	st, err := env.store.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

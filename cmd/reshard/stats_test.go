@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/testenv"
@@ -29,26 +28,18 @@ ANALYZE;`, lo, big))
 
 // skewedFleet is two shards with cliSchema, s1 holding tenants 1..50 (7 big) on range :1000
 // and s2 tenants 1000..1049 (1001 big) on 1000:, and their catalog, cluster "demo".
-func skewedFleet(t *testing.T) (map[string]*testenv.PG, []string, *clientv3.Client) {
+func skewedFleet(t *testing.T) (map[string]*testenv.PG, *cliCatalog) {
 	pgs := testenv.Postgres(t, 2)
-	srv, cli := testenv.Etcd(t)
 	ctx := context.Background()
 	for _, pg := range pgs {
 		pg.Exec(ctx, cliSchema)
 	}
 	loadSkew(ctx, pgs[0], 1, 7)
 	loadSkew(ctx, pgs[1], 1000, 1001)
-	store, err := catalog.NewStore(cli, "demo")
-	if err != nil {
-		t.Fatal(err)
-	}
 	shards := []catalog.Shard{{Name: "s1", DSN: pgs[0].DSNApp()}, {Name: "s2", DSN: pgs[1].DSNApp()}}
 	ranges := []catalog.Range{{Range: catalog.Below(1000), Shard: "s1"}, {Range: catalog.From(1000), Shard: "s2"}}
 	cfg := catalog.Config{Cluster: "demo", Key: "tenant_id", Tables: []string{"tenants", "orders", "events"}}
-	if err := store.Init(ctx, cfg, shards, ranges, false); err != nil {
-		t.Fatal(err)
-	}
-	return map[string]*testenv.PG{"s1": pgs[0], "s2": pgs[1]}, []string{"--etcd", srv.Endpoint(), "--cluster", "demo"}, cli
+	return map[string]*testenv.PG{"s1": pgs[0], "s2": pgs[1]}, newCatalog(t, ctx, cfg, shards, ranges)
 }
 
 // hammer writes to tenant 13 (small in bytes) until the returned stop is called, which
@@ -84,11 +75,11 @@ func hammer(ctx context.Context, pg *testenv.PG) (stop func() int64) {
 // bytes, per range keys, rows and writes, and leaves no replication slot behind; the
 // stats are at their documented keys.
 func TestStatsCollectMeasuresEveryShard(t *testing.T) {
-	pgs, global, ecli := skewedFleet(t)
+	pgs, env := skewedFleet(t)
 	ctx := context.Background()
 	stop := hammer(ctx, pgs["s1"])
 	time.Sleep(200 * time.Millisecond)
-	res := runCLI(t, ctx, append(global, "stats", "collect", "--sample-writes", "3s", "--top", "3", "-o", "json")...)
+	res := runCLI(t, ctx, append(env.global, "stats", "collect", "--sample-writes", "3s", "--top", "3", "-o", "json")...)
 	written := stop()
 	if res.code != 0 {
 		t.Fatalf("stats collect: %d %s", res.code, res.stderr)
@@ -142,7 +133,7 @@ func TestStatsCollectMeasuresEveryShard(t *testing.T) {
 	})
 	t.Run("stats are stored at their keys", func(t *testing.T) {
 		for _, k := range []string{"stats/shards/s1", "stats/ranges/" + catalog.KeyHex(1000), "stats/hotkeys/13"} {
-			if keyCount(t, ecli, "/reshard/demo/"+k) != 1 {
+			if keyCount(t, env.cli, "/reshard/demo/"+k) != 1 {
 				t.Errorf("no key /reshard/demo/%s", k)
 			}
 		}
@@ -152,9 +143,9 @@ func TestStatsCollectMeasuresEveryShard(t *testing.T) {
 // TestStatsPutAndShow: `stats put` records an application's own numbers for a key, which
 // `stats show` prints with the hot keys; a bad metric name is refused.
 func TestStatsPutAndShow(t *testing.T) {
-	_, global, _ := skewedFleet(t)
+	_, env := skewedFleet(t)
 	ctx := context.Background()
-	run := cliRunner(t, ctx, global...)
+	run := env.runner(t, ctx)
 	if res := run("stats", "collect", "--sample-writes", "0"); res.code != 0 {
 		t.Fatalf("stats collect: %s", res.stderr)
 	}

@@ -17,9 +17,9 @@ import (
 // flags a migration no driver is running (its lock is free), saying what to do; -o json
 // carries the same. A finished migration's slot is not looked for.
 func TestStatusShowsSlotWAL(t *testing.T) {
-	etcd, store := partitionsCluster(t, "statustest")
+	env := partitionsCluster(t, "statustest")
 	ctx := testContext(t, 2*time.Minute)
-	st, err := store.Load(ctx)
+	st, err := env.store.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,13 +41,13 @@ func TestStatusShowsSlotWAL(t *testing.T) {
 		{ID: "ended", Kind: catalog.KindMove, Range: catalog.NewRange(10, 20), Source: "s1", Target: "s2",
 			Phase: catalog.PhaseDone, Slot: "reshard_ended"},
 	} {
-		if err := store.PutMigration(ctx, m); err != nil {
+		if err := env.store.PutMigration(ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	}
 	status := func(args ...string) string {
 		t.Helper()
-		res := runCLI(t, ctx, append([]string{"--etcd", etcd, "--cluster", "statustest"}, args...)...)
+		res := env.runner(t, ctx)(args...)
 		if res.code != 0 {
 			t.Fatalf("status %v: exit %d: %s", args, res.code, res.stderr)
 		}
@@ -101,7 +101,7 @@ func TestStatusShowsSlotWAL(t *testing.T) {
 	}
 
 	// With a driver holding its lock, it is not abandoned.
-	lock, err := store.TryLockMigration(ctx, "stuck")
+	lock, err := env.store.TryLockMigration(ctx, "stuck")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 // those finished within a day, oldest first; --all and an ID show an older finished one
 // too; -o json carries the same migrations and the partition scheduler.
 func TestStatusShowsRecentAndUnfinishedMigrations(t *testing.T) {
-	_, ecli, global := catalogOnly(t)
+	env := catalogOnly(t)
 	ctx := context.Background()
 	now := time.Now()
 	for _, m := range []catalog.Migration{
@@ -22,11 +22,11 @@ func TestStatusShowsRecentAndUnfinishedMigrations(t *testing.T) {
 		{ID: "m_recent", Kind: catalog.KindMove, Range: catalog.NewRange(10, 20), Source: "s1", Target: "s2", Phase: catalog.PhaseCancelled, Created: now.Add(-2 * time.Hour), Updated: now.Add(-time.Hour), LastError: "cancelled by the operator"},
 	} {
 		b, _ := json.Marshal(m)
-		if _, err := ecli.Put(ctx, "/reshard/demo/"+catalog.MigrationKey(m.ID), string(b)); err != nil {
+		if _, err := env.cli.Put(ctx, "/reshard/demo/"+catalog.MigrationKey(m.ID), string(b)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	run := cliRunner(t, ctx, global...)
+	run := env.runner(t, ctx)
 	t.Run("recent only by default", func(t *testing.T) {
 		res := run("status")
 		if res.code != 0 || !strings.Contains(res.stdout, "m_recent") || strings.Contains(res.stdout, "m_old") || !strings.Contains(res.stdout, "partition scheduler: none running") {
@@ -61,19 +61,19 @@ func TestStatusShowsRecentAndUnfinishedMigrations(t *testing.T) {
 // migration, the driver holding its lock (host, pid and start, as the lock records them),
 // "none" for one nobody holds, and "-" for a finished one; -o json carries the driver.
 func TestStatusShowsWhichDriverHoldsEachMigration(t *testing.T) {
-	store, ecli, global := catalogOnly(t)
+	env := catalogOnly(t)
 	ctx := context.Background()
 	for _, m := range []*catalog.Migration{
 		{ID: "m_held", Kind: catalog.KindMove, Range: catalog.NewRange(0, 10), Source: "s1", Target: "s2", Phase: catalog.PhaseCopying},
 		{ID: "m_free", Kind: catalog.KindMove, Range: catalog.NewRange(10, 20), Source: "s1", Target: "s2", Phase: catalog.PhaseCopying},
 		{ID: "m_done", Kind: catalog.KindMove, Range: catalog.NewRange(20, 30), Source: "s1", Target: "s2", Phase: catalog.PhaseDone},
 	} {
-		if err := store.PutMigration(ctx, m); err != nil {
+		if err := env.store.PutMigration(ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	}
 	const holder = "host-a pid 42 started 2026-12-02T00:00:00Z"
-	driver, err := catalog.NewStore(ecli, "demo", catalog.WithHolder(holder))
+	driver, err := catalog.NewStore(env.cli, "demo", catalog.WithHolder(holder))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestStatusShowsWhichDriverHoldsEachMigration(t *testing.T) {
 	}
 	defer lock.Unlock(ctx)
 
-	res := runCLI(t, ctx, append(global, "status")...)
+	res := runCLI(t, ctx, append(env.global, "status")...)
 	rows := map[string]string{}
 	for _, line := range strings.Split(res.stdout, "\n") {
 		if id, _, ok := strings.Cut(line, " "); ok {
@@ -95,7 +95,7 @@ func TestStatusShowsWhichDriverHoldsEachMigration(t *testing.T) {
 		t.Errorf("status: want a DRIVER column naming %q for m_held, none for m_free, - for m_done:\n%s%s", holder, res.stdout, res.stderr)
 	}
 
-	res = runCLI(t, ctx, append(global, "status", "-o", "json")...)
+	res = runCLI(t, ctx, append(env.global, "status", "-o", "json")...)
 	var out struct {
 		Migrations []struct {
 			ID     string `json:"id"`

@@ -20,7 +20,7 @@ import (
 // should be (the target's copy gone, nothing else touched but the truncated partition).
 func TestTruncateDuringMoveShowsInStatus(t *testing.T) {
 	bin := buildReshard(t)
-	etcd, _, store, pgs := moveFleet(t, "trunc")
+	env, pgs := moveFleet(t, "trunc")
 	ctx := testContext(t, 4*time.Minute)
 	before := map[string]map[string]string{}
 	for name, pg := range pgs {
@@ -31,7 +31,7 @@ func TestTruncateDuringMoveShowsInStatus(t *testing.T) {
 	if err := os.WriteFile(hold, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, bin, "--etcd", etcd, "--cluster", "trunc", "move", "--id", "mt", "--range", "5:10", "--to", "s2")
+	cmd := exec.CommandContext(ctx, bin, "--etcd", env.etcd, "--cluster", "trunc", "move", "--id", "mt", "--range", "5:10", "--to", "s2")
 	cmd.Env = append(binEnv(bin), "RESHARD_TEST_HOLD=catch-up", "RESHARD_TEST_HOLD_FILE="+hold)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -67,11 +67,11 @@ func TestTruncateDuringMoveShowsInStatus(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the journal never said why the catch-up stopped: %+v", m)
 		}
-		if m, err = store.GetMigration(ctx, "mt"); err != nil {
+		if m, err = env.store.GetMigration(ctx, "mt"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	res := runCLI(t, ctx, "--etcd", etcd, "--cluster", "trunc", "status")
+	res := runCLI(t, ctx, "--etcd", env.etcd, "--cluster", "trunc", "status")
 	for _, w := range []string{"mt: last error: ", "TRUNCATE of public.events_p2025 (partition of public.events)", "reshard cancel mt", "start the move again"} {
 		if !strings.Contains(res.stdout, w) {
 			t.Errorf("status lacks %q:\n%s", w, res.stdout)
@@ -85,7 +85,7 @@ func TestTruncateDuringMoveShowsInStatus(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(log.String(), "TRUNCATE of public.events_p2025") {
 		t.Fatalf("move: %v, want exit 1 naming the partition:\n%s", err, log.String())
 	}
-	res = runCLI(t, ctx, "--etcd", etcd, "--cluster", "trunc", "status", "mt", "-o", "json")
+	res = runCLI(t, ctx, "--etcd", env.etcd, "--cluster", "trunc", "status", "mt", "-o", "json")
 	var st struct{ Migrations []moveReport }
 	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil || len(st.Migrations) != 1 ||
 		st.Migrations[0].Phase != catalog.PhaseRolledBack || !strings.Contains(st.Migrations[0].LastError, "TRUNCATE of public.events_p2025") {

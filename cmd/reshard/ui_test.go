@@ -30,18 +30,16 @@ const uiWait = 4 * time.Minute
 // uiStack is two shards with the demo schema and data (s1 owns :0, s2 owns 0:), their
 // catalog in an embedded etcd, and every tenant's fingerprint taken before anything moved.
 type uiStack struct {
-	endpoint string
-	store    *catalog.Store
-	conns    map[string]demo.Querier
-	before   demo.Snapshot
+	*cliCatalog
+	conns  map[string]demo.Querier
+	before demo.Snapshot
 }
 
 func newUIStack(t *testing.T, cluster string) *uiStack {
 	t.Helper()
 	pgs := testenv.Postgres(t, 2)
-	srv, cli := testenv.Etcd(t)
 	ctx := testContext(t, 3*time.Minute)
-	s := &uiStack{endpoint: srv.Endpoint(), conns: map[string]demo.Querier{}}
+	s := &uiStack{conns: map[string]demo.Querier{}}
 	names := []string{"s1", "s2"}
 	ranges := catalog.EvenRanges(names)
 	opts := demo.DataOptions{Tenants: 40, Scale: 0.3, Seed: 15, HotRange: ranges[0].Range, Now: time.Now()}
@@ -69,12 +67,7 @@ func newUIStack(t *testing.T, cluster string) *uiStack {
 		s.conns[names[i]] = c
 		shards = append(shards, catalog.Shard{Name: names[i], DSN: pg.DSNApp()})
 	}
-	if s.store, err = catalog.NewStore(cli, cluster); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.store.Init(ctx, catalog.Config{Cluster: cluster, Key: demo.Key, Tables: demo.Tables}, shards, ranges, false); err != nil {
-		t.Fatal(err)
-	}
+	s.cliCatalog = newCatalog(t, ctx, catalog.Config{Cluster: cluster, Key: demo.Key, Tables: demo.Tables}, shards, ranges)
 	if s.before, err = demo.TakeSnapshot(ctx, s.conns, demo.Tables); err != nil {
 		t.Fatal(err)
 	}
@@ -165,8 +158,7 @@ func TestUIPageFollowsAMoveInABrowser(t *testing.T) {
 	const cluster = "uibrowser"
 	s := newUIStack(t, cluster)
 	ctx := testContext(t, 10*time.Minute)
-	global := []string{"--etcd", s.endpoint, "--cluster", cluster}
-	if res := runCLI(t, ctx, append(global, "stats", "collect", "--sample-writes", "0")...); res.code != 0 {
+	if res := runCLI(t, ctx, append(s.global, "stats", "collect", "--sample-writes", "0")...); res.code != 0 {
 		t.Fatalf("stats collect: exit %d: %s", res.code, res.stderr)
 	}
 	url := serveUI(t, s.store)
@@ -189,7 +181,7 @@ func TestUIPageFollowsAMoveInABrowser(t *testing.T) {
 	moved := catalog.NewRange(-1<<62, 0)
 	done := make(chan cliResult, 1)
 	go func() {
-		done <- runCLI(t, ctx, append(global, "move", "--range="+moved.String(), "--to", "s2")...)
+		done <- runCLI(t, ctx, append(s.global, "move", "--range="+moved.String(), "--to", "s2")...)
 	}()
 	pagePoll(t, page, "the new move", `Object.keys(window.__phases).length > 0`)
 	if shot := os.Getenv("RESHARD_UI_SCREENSHOT"); shot != "" {
@@ -269,16 +261,9 @@ func jsString(s string) string { b, _ := json.Marshal(s); return string(b) }
 // reshard ui serves the page until interrupted, printing where.
 func TestUICommandServesUntilInterrupted(t *testing.T) {
 	testenv.Integration(t)
-	srv, cli := testenv.Etcd(t)
-	store, err := catalog.NewStore(cli, "uicmd")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := testContext(t, 2*time.Minute)
-	if err := store.Init(ctx, catalog.Config{Cluster: "uicmd", Key: "tenant_id", Tables: []string{"orders"}},
-		[]catalog.Shard{{Name: "s1", DSN: "host=127.0.0.1 dbname=a"}}, nil, false); err != nil {
-		t.Fatal(err)
-	}
+	env := newCatalog(t, ctx, catalog.Config{Cluster: "uicmd", Key: "tenant_id", Tables: []string{"orders"}},
+		[]catalog.Shard{{Name: "s1", DSN: "host=127.0.0.1 dbname=a"}}, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +272,7 @@ func TestUICommandServesUntilInterrupted(t *testing.T) {
 	ln.Close()
 	run, stop := context.WithCancel(ctx)
 	done := make(chan cliResult, 1)
-	go func() { done <- runCLI(t, run, "--etcd", srv.Endpoint(), "--cluster", "uicmd", "ui", "--listen", addr) }()
+	go func() { done <- runCLI(t, run, append(env.global, "ui", "--listen", addr)...) }()
 	var m ui.Model
 	for deadline := time.Now().Add(time.Minute); ; {
 		resp, err := http.Get("http://" + addr + "/api/state")
