@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // TestResolvePrintsWhereEachKeyLives: under hash distribution resolve prints each uuid
@@ -16,17 +15,13 @@ import (
 // shard, state and epoch, as text or as a JSON list; under range the key itself picks the
 // range and the hash is null; a key of the wrong type is one line, exit 1, nothing printed.
 func TestResolvePrintsWhereEachKeyLives(t *testing.T) {
-	srv, cli := testenv.Etcd(t)
 	ctx := context.Background()
-	init := func(cluster string, cfg catalog.Config) []string {
-		cfg.Cluster = cluster
-		shards := []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}, {Name: "s2", DSN: "host=two dbname=app"}}
-		ranges := []catalog.Range{{Range: catalog.Below(0), Shard: "s1"}, {Range: catalog.From(0), Shard: "s2"}}
-		return addCatalog(t, ctx, srv.Endpoint(), cli, cfg, shards, ranges).global
-	}
-	hashed := init("hashed", catalog.Config{Key: "company_id", Tables: []string{"companies", "campaigns"},
-		TableKeys: map[string]string{"companies": "id"}, KeyType: catalog.KeyUUID, Distribution: catalog.DistHash})
-	ranged := init("ranged", catalog.Config{Key: "tenant_id", Tables: []string{"orders"}})
+	shards := []catalog.Shard{{Name: "s1", DSN: "host=one dbname=app"}, {Name: "s2", DSN: "host=two dbname=app"}}
+	ranges := []catalog.Range{{Range: catalog.Below(0), Shard: "s1"}, {Range: catalog.From(0), Shard: "s2"}}
+	env := newCatalog(t, ctx, catalog.Config{Cluster: "hashed", Key: "company_id", Tables: []string{"companies", "campaigns"},
+		TableKeys: map[string]string{"companies": "id"}, KeyType: catalog.KeyUUID, Distribution: catalog.DistHash}, shards, ranges)
+	hashed := env.global
+	ranged := addCatalog(t, ctx, env.etcd, env.cli, catalog.Config{Cluster: "ranged", Key: "tenant_id", Tables: []string{"orders"}}, shards, ranges).global
 
 	keys := []string{"0e1b4c3a-5f2d-4e8a-9c7b-3d2f1a0b9c8d", "{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}", "00000000-0000-0000-0000-000000000000"}
 	want := make([]resolved, len(keys))
