@@ -12,6 +12,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/pgerr"
+	"github.com/reshard/reshard/internal/pgmeta"
 )
 
 // FenceSQLState is the SQLSTATE a fenced write fails with (pgerr.Fenced). Class "RS" is
@@ -190,11 +191,7 @@ func installGuard(ctx context.Context, db Conn, keys catalog.Keyspace, tables []
 // guardMissing returns the tables (quoted names) whose guard trigger is missing or not as
 // guardTrigger makes it.
 func guardMissing(ctx context.Context, db Querier, tables []string) ([]string, error) {
-	rows, err := db.Query(ctx, guardMissingSQL, catalog.QuoteTables(tables))
-	if err != nil {
-		return nil, fmt.Errorf("cutover: look for the fence triggers: %w", err)
-	}
-	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	missing, err := pgmeta.Strings(ctx, db, guardMissingSQL, catalog.QuoteTables(tables))
 	if err != nil {
 		return nil, fmt.Errorf("cutover: look for the fence triggers: %w", err)
 	}
@@ -253,12 +250,8 @@ func removeGuard(ctx context.Context, db Conn, tables []string, inUse func(conte
 // dropGuardFunctions drops reshard.fence_guard() and the guard functions of other key
 // columns (guardFunction).
 func dropGuardFunctions(ctx context.Context, tx pgx.Tx) error {
-	rows, err := tx.Query(ctx, `SELECT p.oid::regprocedure::text FROM pg_proc p
+	fns, err := pgmeta.Strings(ctx, tx, `SELECT p.oid::regprocedure::text FROM pg_proc p
 		WHERE p.pronamespace = to_regnamespace('reshard') AND p.proname ~ '^fence_guard(_[0-9a-f]{8})?$'`)
-	if err != nil {
-		return fmt.Errorf("list the guard functions: %w", err)
-	}
-	fns, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return fmt.Errorf("list the guard functions: %w", err)
 	}

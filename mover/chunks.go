@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reshard/reshard/internal/pgmeta"
 )
 
 // A chunk is one slice of one table's rows in the range: primary-key tuples in [lo, hi)
@@ -95,7 +97,7 @@ func (c chunk) predicate() string {
 // quantiles of a TABLESAMPLE of the primary keys in the range. workers is how many copy
 // workers there are; share, how many of them this table gets (runChunks loads at most that
 // many of its chunks at once).
-func planChunks(ctx context.Context, q querier, src, dst *table, rangePred func(*table) string, workers, share int) ([]chunk, int64, error) {
+func planChunks(ctx context.Context, q pgmeta.Querier, src, dst *table, rangePred func(*table) string, workers, share int) ([]chunk, int64, error) {
 	if src.SizeBytes < 2*chunkMinBytes {
 		// Too small to be worth splitting (or sampling).
 		return []chunk{{src: src, dst: dst, estBytes: src.SizeBytes}}, src.SizeBytes, nil

@@ -21,6 +21,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/demo"
+	"github.com/reshard/reshard/internal/pgmeta"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
@@ -589,7 +590,7 @@ func mustExec(t testing.TB, ctx context.Context, db execer, sql string) {
 	}
 }
 
-func count(t *testing.T, ctx context.Context, db querier, sql string) int {
+func count(t *testing.T, ctx context.Context, db pgmeta.Querier, sql string) int {
 	t.Helper()
 	var n int
 	if err := db.QueryRow(ctx, sql).Scan(&n); err != nil {

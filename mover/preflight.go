@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgmeta"
 )
 
 // Preflight checks, without changing anything, that the move described by cfg can start:
@@ -76,7 +77,7 @@ type serverInfo struct {
 	canCreateSchema           bool
 }
 
-func readServer(ctx context.Context, q querier, slot, pub string) (serverInfo, error) {
+func readServer(ctx context.Context, q pgmeta.Querier, slot, pub string) (serverInfo, error) {
 	var s serverInfo
 	err := q.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('wal_level'),
 		current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)::int,

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/internal/pgerr"
+	"github.com/reshard/reshard/internal/pgmeta"
 )
 
 // reshard.progress on the target records, per migration, the end LSN of the last source
@@ -56,7 +57,7 @@ func ensureProgressTable(ctx context.Context, db execer) error {
 }
 
 // readProgress returns the migration's applied LSN on the target, if any.
-func readProgress(ctx context.Context, q querier, id string) (pglogrepl.LSN, bool, error) {
+func readProgress(ctx context.Context, q pgmeta.Querier, id string) (pglogrepl.LSN, bool, error) {
 	var s string
 	err := q.QueryRow(ctx, `SELECT lsn::text FROM reshard.progress WHERE migration = $1`, id).Scan(&s)
 	if errors.Is(err, pgx.ErrNoRows) || pgerr.Is(err, pgerr.UndefinedTable) {
@@ -91,7 +92,7 @@ func deleteProgress(ctx context.Context, db execer, id string) error {
 }
 
 // loadPhantoms reads the migration's phantom rows, keyed as the applier keys them.
-func loadPhantoms(ctx context.Context, q querier, id string) (map[string]bool, error) {
+func loadPhantoms(ctx context.Context, q pgmeta.Querier, id string) (map[string]bool, error) {
 	rows, err := q.Query(ctx, `SELECT tbl, key FROM reshard.phantoms WHERE migration = $1`, id)
 	if err != nil {
 		return nil, fmt.Errorf("target: read reshard.phantoms: %w", err)

@@ -10,13 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgmeta"
 )
-
-// querier is the part of pgx.Conn / pgxpool.Pool the metadata readers need.
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
 
 // column is one live (not dropped) column of a table.
 type column struct {
@@ -86,7 +81,7 @@ func (t *table) binarySafe() bool {
 var errNoTable = errors.New("table does not exist")
 
 // loadTable reads the metadata of the configured table name on one database.
-func loadTable(ctx context.Context, q querier, name string) (*table, error) {
+func loadTable(ctx context.Context, q pgmeta.Querier, name string) (*table, error) {
 	parts, err := catalog.SplitTableName(name)
 	if err != nil {
 		return nil, err
@@ -156,20 +151,16 @@ func loadTable(ctx context.Context, q querier, name string) (*table, error) {
 
 // indexColumns returns the columns of the table's index flagged by flag (indisprimary or
 // indisreplident), in index order; nil if there is none.
-func indexColumns(ctx context.Context, q querier, oid uint32, flag string) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT a.attname FROM pg_index i
+func indexColumns(ctx context.Context, q pgmeta.Querier, oid uint32, flag string) ([]string, error) {
+	return pgmeta.Strings(ctx, q, `SELECT a.attname FROM pg_index i
 		CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
 		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 		WHERE i.indrelid = $1 AND i.`+flag+` ORDER BY k.ord`, oid)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // identityIncludesKey checks, for the table and each of its leaf partitions, that the
 // replica identity carries the key column; it returns one line per offender with the fix.
-func identityIncludesKey(ctx context.Context, q querier, t *table, key string) ([]string, error) {
+func identityIncludesKey(ctx context.Context, q pgmeta.Querier, t *table, key string) ([]string, error) {
 	rows, err := q.Query(ctx, `SELECT p.relid::regclass::text, c.relreplident::text,
 		       coalesce((SELECT array_agg(a.attname::text) FROM pg_index i
 		                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
@@ -258,7 +249,7 @@ func (e *missingColumnError) Error() string {
 
 // columnDDL is the ALTER TABLE that gives the target the source's column (type, default, NOT
 // NULL: a default also fills the rows the copy brought, as it did the source's).
-func columnDDL(ctx context.Context, q querier, t *table, column string) (string, error) {
+func columnDDL(ctx context.Context, q pgmeta.Querier, t *table, column string) (string, error) {
 	var typ string
 	var def *string
 	var notNull bool

@@ -12,6 +12,7 @@ import (
 
 	"github.com/reshard/reshard/internal/clock"
 	"github.com/reshard/reshard/internal/pgerr"
+	"github.com/reshard/reshard/internal/pgmeta"
 )
 
 // createSlot creates the permanent pgoutput slot on a replication connection and exports
@@ -42,7 +43,7 @@ type slotInfo struct {
 	walStatus string // reserved, extended, unreserved, lost
 }
 
-func readSlot(ctx context.Context, q querier, name string) (slotInfo, error) {
+func readSlot(ctx context.Context, q pgmeta.Querier, name string) (slotInfo, error) {
 	var s slotInfo
 	var status *string
 	err := q.QueryRow(ctx, `SELECT active, active_pid, wal_status FROM pg_replication_slots WHERE slot_name = $1`, name).
@@ -63,10 +64,7 @@ func readSlot(ctx context.Context, q querier, name string) (slotInfo, error) {
 // dropSlot drops the slot if it exists. A slot still in use by a WAL sender (a mover that
 // just stopped, or one of a dead process the server has not noticed yet) is waited for a
 // little, then its WAL sender is terminated.
-func dropSlot(ctx context.Context, db interface {
-	querier
-	execer
-}, name string) error {
+func dropSlot(ctx context.Context, db pgmeta.Querier, name string) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s, err := readSlot(ctx, db, name)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/pgerr"
+	"github.com/reshard/reshard/internal/pgmeta"
 )
 
 // A TRUNCATE writes no row changes, so a move cannot follow one: it must stop. pgoutput
@@ -164,16 +165,12 @@ func createPublication(ctx context.Context, db *pgxpool.Pool, name string, keys 
 
 // untriggeredPartitions lists the partitions (at every level, as quoted names) of a table
 // that have no TRUNCATE trigger of reshard yet.
-func untriggeredPartitions(ctx context.Context, q querier, root uint32) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT pt.relid::regclass::text FROM pg_partition_tree($1::oid) pt
+func untriggeredPartitions(ctx context.Context, q pgmeta.Querier, root uint32) ([]string, error) {
+	parts, err := pgmeta.Strings(ctx, q, `SELECT pt.relid::regclass::text FROM pg_partition_tree($1::oid) pt
 		JOIN pg_class c ON c.oid = pt.relid
 		WHERE pt.relid <> $1::oid AND c.relkind IN ('r', 'p')
 		  AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = pt.relid AND g.tgname = $2)
 		ORDER BY 1`, root, truncateTrigger)
-	if err != nil {
-		return nil, fmt.Errorf("source: list partitions: %w", err)
-	}
-	parts, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return nil, fmt.Errorf("source: list partitions: %w", err)
 	}
@@ -192,12 +189,8 @@ func lockHint(err error) string {
 // EXCLUSIVE lock, so each waits only briefly; a trigger that cannot be dropped now is
 // left (it only emits a message nobody reads) for the next move's end to remove.
 func removeTruncateTriggers(ctx context.Context, db *pgxpool.Pool) error {
-	rows, err := db.Query(ctx, `SELECT tgrelid::regclass::text FROM pg_trigger
+	parts, err := pgmeta.Strings(ctx, db, `SELECT tgrelid::regclass::text FROM pg_trigger
 		WHERE tgname = $1 AND tgfoid = to_regprocedure('reshard.truncate_notice()') ORDER BY 1`, truncateTrigger)
-	if err != nil {
-		return fmt.Errorf("source: list TRUNCATE triggers: %w", err)
-	}
-	parts, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return fmt.Errorf("source: list TRUNCATE triggers: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgmeta"
 	"github.com/reshard/reshard/internal/testenv"
 )
 
@@ -133,7 +134,7 @@ func TestTruncateOnSourceStopsTheMove(t *testing.T) {
 }
 
 // truncateTriggers counts reshard's TRUNCATE triggers on a database.
-func truncateTriggers(t testing.TB, ctx context.Context, db querier) int {
+func truncateTriggers(t testing.TB, ctx context.Context, db pgmeta.Querier) int {
 	t.Helper()
 	var n int
 	if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'reshard_truncate'`).Scan(&n); err != nil {

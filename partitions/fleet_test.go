@@ -1,21 +1,17 @@
 package partitions_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 	"github.com/reshard/reshard/partitions"
 )
 
 // TestFleetReportsAnUnreachableShard: an unreachable shard is reported, the others are
 // maintained, and the run's summary counts both.
 func TestFleetReportsAnUnreachableShard(t *testing.T) {
-	pg := testenv.Postgres(t, 1)[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	pg, ctx := onePG(t, 2*time.Minute)
 	pg.Exec(ctx, eventsDDL("ev11", "timestamptz"))
 	shards := map[string]catalog.Shard{
 		"good": {Name: "good", DSN: pg.DSNApp()},

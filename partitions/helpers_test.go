@@ -159,13 +159,21 @@ type pgCase struct {
 // (a cluster per case would cost more than most cases), with the roles reader and
 // appowner created.
 func runCases(t *testing.T, cases []pgCase) {
-	pg := testenv.Postgres(t, 1)[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	pg, ctx := onePG(t, 5*time.Minute)
 	pg.Exec(ctx, `CREATE ROLE reader; CREATE ROLE appowner`)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(&env{t: t, pg: pg, ctx: ctx}) })
 	}
+}
+
+// onePG starts one PostgreSQL 15 cluster for the test; the context bounds the test's work
+// on it to d, so a stuck statement fails the test instead of hanging it.
+func onePG(t *testing.T, d time.Duration) (*testenv.PG, context.Context) {
+	t.Helper()
+	pg := testenv.Postgres(t, 1)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return pg, ctx
 }
 
 func connectShard(ctx context.Context, sh catalog.Shard) (*pgx.Conn, error) {

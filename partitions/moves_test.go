@@ -1,7 +1,6 @@
 package partitions_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 	"github.com/reshard/reshard/partitions"
 )
 
@@ -18,9 +16,7 @@ import (
 // publication the catalog read did not show; the report says why for each partition kept,
 // partitions are still created there, and the other shards are maintained normally.
 func TestRetentionWaitsForMoves(t *testing.T) {
-	pg := testenv.Postgres(t, 1)[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	pg, ctx := onePG(t, 3*time.Minute)
 	shards := map[string]catalog.Shard{}
 	for _, name := range []string{"s1", "s2", "s3"} {
 		pg.Exec(ctx, "CREATE DATABASE "+name)

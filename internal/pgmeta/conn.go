@@ -79,3 +79,13 @@ func WalLevel(ctx context.Context, q Querier) (string, error) {
 	}
 	return lvl, nil
 }
+
+// Strings runs a query whose rows are one text column and returns the column's values in
+// row order. Errors are returned as they come: the caller says what it was looking for.
+func Strings(ctx context.Context, q Querier, sql string, args ...any) ([]string, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}

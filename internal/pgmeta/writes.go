@@ -149,12 +149,8 @@ func drain(ctx context.Context, conn *pgx.Conn, slot, upto string, p *changePars
 func partitionRoots(ctx context.Context, q Querier, tables []string) (map[string]string, error) {
 	roots := map[string]string{}
 	for _, t := range tables {
-		rows, err := q.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM (`+treeSQL("$1::regclass")+`) p
+		names, err := Strings(ctx, q, `SELECT format('%I.%I', n.nspname, c.relname) FROM (`+treeSQL("$1::regclass")+`) p
 			JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace`, catalog.QuoteTable(t))
-		if err != nil {
-			return nil, fmt.Errorf("partitions of %s: %w", t, err)
-		}
-		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			return nil, fmt.Errorf("partitions of %s: %w", t, err)
 		}
