@@ -1,8 +1,6 @@
 package ui
 
 import (
-	"time"
-
 	"github.com/reshard/reshard/catalog"
 )
 
@@ -13,18 +11,12 @@ const (
 	historyRead  = 500
 )
 
-// EventView is one history event; the range is text, exact for any int64.
+// EventView is one history event as the page shows it: the catalog's event with its range
+// as text, exact for any int64 (the page's JSON numbers are not, past 2^53). The range's
+// field hides the event's own in JSON.
 type EventView struct {
-	Seq       int64     `json:"seq"`
-	Time      time.Time `json:"time"`
-	Kind      string    `json:"kind"`
-	Range     string    `json:"range,omitempty"`
-	Shard     string    `json:"shard,omitempty"`
-	From      string    `json:"from,omitempty"`
-	To        string    `json:"to,omitempty"`
-	Epoch     int64     `json:"epoch,omitempty"`
-	Migration string    `json:"migration,omitempty"`
-	Detail    string    `json:"detail,omitempty"`
+	catalog.Event
+	Range string `json:"range,omitempty"`
 }
 
 // historyViews are the last n events, newest first.
@@ -32,8 +24,7 @@ func historyViews(events []catalog.Event, n int) []EventView {
 	out := []EventView{}
 	for i := len(events) - 1; i >= 0 && len(out) < n; i-- {
 		ev := events[i]
-		v := EventView{Seq: ev.Seq, Time: ev.Time, Kind: ev.Kind, Shard: ev.Shard, From: ev.From, To: ev.To,
-			Epoch: ev.Epoch, Migration: ev.Migration, Detail: ev.Detail}
+		v := EventView{Event: ev}
 		if ev.Range != nil {
 			v.Range = ev.Range.String()
 		}
