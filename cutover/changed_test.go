@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // TestWindowCompareProbesOnlyTheChangedKeys: the window's compare of the rows changed since
@@ -22,8 +21,7 @@ import (
 // keys by range; uuid and text keys by hash.
 func TestWindowCompareProbesOnlyTheChangedKeys(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, `ALTER SYSTEM SET autovacuum = off`) // the statistics stay stale
+	pg := shards(t, `ALTER SYSTEM SET autovacuum = off`)[0] // the statistics stay stale
 	pg.Exec(ctx, `SELECT pg_reload_conf()`)
 	day := time.Now().UTC().Truncate(24 * time.Hour)
 	pg.Exec(ctx, fmt.Sprintf(`

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 func TestFenceGuard(t *testing.T) {
@@ -234,8 +233,7 @@ func TestSetFenceFailsWithoutGuard(t *testing.T) {
 // leaves the trigger and says why. Once the transaction ends, both succeed.
 func TestGuardDDLDoesNotQueueWriters(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema)
+	pg := shards(t, schema)[0]
 	tables := []string{"tenants", "orders"}
 	tests := []struct {
 		name, mode string

@@ -17,13 +17,22 @@ const schema = cutovertest.Schema
 
 var connect = cutovertest.Connect
 
+// shards starts one shard per statement and runs each its own (its schema, its settings).
+func shards(t *testing.T, sqls ...string) []*testenv.PG {
+	t.Helper()
+	pgs := testenv.Postgres(t, len(sqls))
+	for i, p := range pgs {
+		p.Exec(context.Background(), sqls[i])
+	}
+	return pgs
+}
+
 // guardedShard starts one shard, runs sql on it (its schema), connects to it and, unless
 // tables is empty, installs the guard on tables.
 func guardedShard(t *testing.T, sql string, tables ...string) (*testenv.PG, *pgx.Conn) {
 	t.Helper()
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, sql)
+	pg := shards(t, sql)[0]
 	db := connect(t, pg.DSNApp())
 	if len(tables) > 0 {
 		if err := InstallGuard(ctx, db, catalog.RangeOn("tenant_id"), tables); err != nil {
@@ -42,10 +51,7 @@ const eventsSchema = schema + `
 // twoShards starts a source and a target shard, runs sql on both and connects to each.
 func twoShards(t *testing.T, sql string) (pgs []*testenv.PG, src, dst *pgx.Conn) {
 	t.Helper()
-	pgs = testenv.Postgres(t, 2)
-	for _, p := range pgs {
-		p.Exec(context.Background(), sql)
-	}
+	pgs = shards(t, sql, sql)
 	return pgs, connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
 }
 

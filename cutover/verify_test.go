@@ -10,7 +10,6 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/demo"
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // TestVerifyHashesColumnsByName: preflight matches columns by name, so verify must too. The
@@ -20,11 +19,9 @@ import (
 // same type swapped between columns, still mismatch.
 func TestVerifyHashesColumnsByName(t *testing.T) {
 	ctx := context.Background()
-	pgs := testenv.Postgres(t, 2)
-	pgs[0].Exec(ctx, `
+	pgs := shards(t, `
 		CREATE TABLE orders (tenant_id bigint, id bigint, total numeric, note text, memo text, PRIMARY KEY (tenant_id, id));
-		CREATE TABLE docs (tenant_id bigint, id bigint, body json, title text, PRIMARY KEY (tenant_id, id));`)
-	pgs[1].Exec(ctx, `
+		CREATE TABLE docs (tenant_id bigint, id bigint, body json, title text, PRIMARY KEY (tenant_id, id));`, `
 		CREATE TABLE orders (id bigint, gone int, memo text, note text, tenant_id bigint, total numeric, PRIMARY KEY (tenant_id, id));
 		ALTER TABLE orders DROP COLUMN gone;
 		CREATE TABLE docs (title text, body json, id bigint, tenant_id bigint, PRIMARY KEY (tenant_id, id));`)
@@ -64,10 +61,8 @@ func TestVerifyHashesColumnsByName(t *testing.T) {
 // floats and bytea differently.
 func TestVerifyTextFallbackWhateverTheServersSettings(t *testing.T) {
 	ctx := context.Background()
-	pgs := testenv.Postgres(t, 2)
-	pgs[0].Exec(ctx, `ALTER DATABASE app SET DateStyle = 'SQL, DMY'`)
+	pgs := shards(t, `ALTER DATABASE app SET DateStyle = 'SQL, DMY'`, `ALTER DATABASE app SET TimeZone = 'Asia/Kolkata'`)
 	pgs[0].Exec(ctx, `ALTER DATABASE app SET extra_float_digits = 0`)
-	pgs[1].Exec(ctx, `ALTER DATABASE app SET TimeZone = 'Asia/Kolkata'`)
 	pgs[1].Exec(ctx, `ALTER DATABASE app SET IntervalStyle = 'sql_standard'`)
 	pgs[1].Exec(ctx, `ALTER DATABASE app SET bytea_output = 'escape'`)
 	for _, p := range pgs {
@@ -92,12 +87,11 @@ func TestVerifyTextFallbackWhateverTheServersSettings(t *testing.T) {
 // column type without a hash function (json) falls back to hashing through text.
 func TestDigestsLanes(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema+`
+	pg := shards(t, schema+`
 		CREATE TABLE docs (tenant_id bigint, body json);
 		INSERT INTO tenants SELECT g, 't' || g FROM generate_series(0, 29) g;
 		INSERT INTO orders (tenant_id, total, note) SELECT g % 30, g, jsonb_build_object('g', g) FROM generate_series(1, 900) g;
-		INSERT INTO docs SELECT g % 30, json_build_object('g', g) FROM generate_series(1, 90) g;`)
+		INSERT INTO docs SELECT g % 30, json_build_object('g', g) FROM generate_series(1, 90) g;`)[0]
 	conns := []Querier{connect(t, pg.DSNApp()), connect(t, pg.DSNApp()), connect(t, pg.DSNApp())}
 	r := catalog.NewRange(10, 20)
 	cols, err := ReadColumns(ctx, conns[0], []string{"tenants", "orders", "docs"})
