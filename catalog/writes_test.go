@@ -11,6 +11,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/reshard/reshard/internal/testenv"
 )
 
 func TestInitRejectsBadInput(t *testing.T) {
@@ -265,27 +267,15 @@ func TestHistoryRecordsEveryChange(t *testing.T) {
 func TestFreezeFlipUnderHistoryAppends(t *testing.T) {
 	s, _, st, m := demoMove(t)
 	ctx := context.Background()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
 	var added atomic.Int64
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := s.AddShard(ctx, Shard{Name: fmt.Sprintf("w%d_%d", w, i), DSN: "host=h"}); err != nil {
-					t.Errorf("writer %d: %v", w, err)
-					return
-				}
-				added.Add(1)
-			}
-		}()
-	}
+	stop := testenv.Repeat(4, func(w, i int) bool {
+		if err := s.AddShard(ctx, Shard{Name: fmt.Sprintf("w%d_%d", w, i), DSN: "host=h"}); err != nil {
+			t.Errorf("writer %d: %v", w, err)
+			return false
+		}
+		added.Add(1)
+		return true
+	})
 	for added.Load() < 8 {
 		time.Sleep(time.Millisecond)
 	}
@@ -295,8 +285,7 @@ func TestFreezeFlipUnderHistoryAppends(t *testing.T) {
 	if err := s.Flip(ctx, st, 0, m, "s3"); err != nil {
 		t.Fatalf("flip: %v", err)
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	h, err := s.History(ctx, 0)
 	if err != nil {
 		t.Fatal(err)

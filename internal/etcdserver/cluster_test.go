@@ -57,28 +57,18 @@ func TestClusterServesThroughLeaderKills(t *testing.T) {
 
 	var mu sync.Mutex
 	acked := map[string]string{}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // a writer that never pauses for the kills
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			k, v := fmt.Sprintf("/bg/%06d", i), fmt.Sprint(i)
-			wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := cli.Put(wctx, k, v)
-			wcancel()
-			if err == nil {
-				mu.Lock()
-				acked[k] = v
-				mu.Unlock()
-			}
+	stop := testenv.Repeat(1, func(_, i int) bool { // a writer that never pauses for the kills
+		k, v := fmt.Sprintf("/bg/%06d", i), fmt.Sprint(i)
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := cli.Put(wctx, k, v)
+		wcancel()
+		if err == nil {
+			mu.Lock()
+			acked[k] = v
+			mu.Unlock()
 		}
-	}()
+		return true
+	})
 
 	const rounds = 4
 	for round := range rounds {
@@ -128,8 +118,7 @@ func TestClusterServesThroughLeaderKills(t *testing.T) {
 	for deadline := time.Now().Add(time.Minute); bgAcked() < 10 && time.Now().Before(deadline); {
 		time.Sleep(100 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	bg := bgAcked()
 	if bg == 0 {
 		t.Fatal("the background writer got no write acknowledged within a minute of the last kill")

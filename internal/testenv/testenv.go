@@ -207,4 +207,32 @@ func WaitErr(t testing.TB, ch <-chan error, within time.Duration, timeout string
 	}
 }
 
+// Repeat runs body(g, i) in n goroutines g = 0..n-1, each with i = 0, 1, 2, ... until
+// stop is called or its body returns false: a load that runs beside what a test checks.
+// stop returns once every goroutine has ended.
+func Repeat(n int, body func(g, i int) bool) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if !body(g, i) {
+					return
+				}
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
 func itoa(i int) string { return string(rune('0' + i)) }
