@@ -22,10 +22,8 @@ import (
 // range fail (the trigger is ALWAYS-enabled, the worker runs in replica mode).
 func TestDrainWaitsForBackgroundWorkers(t *testing.T) {
 	ctx := context.Background()
-	pgs := testenv.Postgres(t, 2)
+	pgs := shards(t, schema, schema+`CREATE PUBLICATION app FOR TABLE tenants;`)
 	src, pub := pgs[0], pgs[1]
-	src.Exec(ctx, schema)
-	pub.Exec(ctx, schema+`CREATE PUBLICATION app FOR TABLE tenants;`)
 	db := connect(t, src.DSNApp())
 	if err := InstallGuard(ctx, db, catalog.RangeOn("tenant_id"), []string{"tenants", "orders"}); err != nil {
 		t.Fatal(err)
@@ -182,8 +180,7 @@ func TestDrainSuspects(t *testing.T) {
 // predates it.
 func TestDrainReadsFenceTime(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, schema)
+	pg := shards(t, schema)[0]
 	db, old := connect(t, pg.DSNApp()), connect(t, pg.DSNApp())
 	tx := snapshotTx(t, old)
 	before := time.Now()
@@ -230,8 +227,7 @@ func TestDrainReadsFenceTime(t *testing.T) {
 // the fence; its writes land at COMMIT PREPARED, so the drain must wait for that.
 func TestDrainPreparedAfterFence(t *testing.T) {
 	ctx := context.Background()
-	pg := testenv.Postgres(t, 1)[0]
-	pg.Exec(ctx, `ALTER SYSTEM SET max_prepared_transactions = 4`)
+	pg := shards(t, `ALTER SYSTEM SET max_prepared_transactions = 4`)[0]
 	if err := pg.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
