@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/pgmeta"
 )
 
 func TestFenceGuard(t *testing.T) {
@@ -333,19 +334,8 @@ func TestDropFenceMatchesIDExactly(t *testing.T) {
 		if err := DropFence(ctx, db, tt.drop, 1); err != nil {
 			t.Fatalf("DropFence(%s): %v", tt.drop, err)
 		}
-		rows, err := db.Query(ctx, `SELECT migration FROM reshard.fence ORDER BY migration COLLATE "C"`)
+		left, err := pgmeta.Strings(ctx, db, `SELECT migration FROM reshard.fence ORDER BY migration COLLATE "C"`)
 		if err != nil {
-			t.Fatal(err)
-		}
-		var left []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			left = append(left, id)
-		}
-		if err := rows.Err(); err != nil {
 			t.Fatal(err)
 		}
 		if !slices.Equal(left, tt.left) {
