@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/reshard/reshard/catalog"
-	"github.com/reshard/reshard/internal/testenv"
 )
 
 // TestUUIDTenantsArePlacedByTheirHash: uuid tenants are version-4 uuids, the same for the
@@ -70,37 +67,13 @@ func TestUUIDTenantsArePlacedByTheirHash(t *testing.T) {
 // own it.
 func TestUUIDDemoLoadsAndChecksEveryTenant(t *testing.T) {
 	ctx := context.Background()
-	pgs := testenv.Postgres(t, 2)
-	names := []string{"s1", "s2"}
-	ranges := catalog.EvenRanges(names)
-	opts := DataOptions{Tenants: 30, Scale: 0.02, Seed: 5, HotRange: ranges[0].Range}
-	tenants, err := GenerateTenantsOf[UUID](opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	placed, err := Place(tenants, ranges)
-	if err != nil {
-		t.Fatal(err)
-	}
-	qs, dsns := map[string]Querier{}, map[string]string{}
-	for i, name := range names {
-		conn, err := pgx.Connect(ctx, pgs[i].DSNApp())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := CreateSchemaOf[UUID](ctx, conn, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := LoadShard(ctx, conn, placed[name], opts); err != nil {
-			t.Fatal(err)
-		}
-		conn.Close(ctx)
-		qs[name], dsns[name] = pgs[i].Pool(ctx), pgs[i].DSNApp()
-	}
+	s := newStackOf[UUID](t, DataOptions{Tenants: 30, Scale: 0.02, Seed: 5})
+	ranges, tenants, placed, qs, dsns := s.ranges, s.tenants, s.placed, s.db, s.dsn
 	var onS1 int64
-	if err := pgs[0].Pool(ctx).QueryRow(ctx, `SELECT count(*) FROM tenants WHERE uuid_hash_extended(tenant_id, 0) < 0`).Scan(&onS1); err != nil || onS1 != int64(len(placed["s1"])) {
+	if err := s.pool["s1"].QueryRow(ctx, `SELECT count(*) FROM tenants WHERE uuid_hash_extended(tenant_id, 0) < 0`).Scan(&onS1); err != nil || onS1 != int64(len(placed["s1"])) {
 		t.Fatalf("s1 holds %d tenants hashing below 0 (%v), want all its %d", onS1, err, len(placed["s1"]))
 	}
+	var err error
 	base := BaselineOf[UUID]{Taken: time.Now(), Tables: Tables}
 	if base.Snapshot, err = TakeSnapshotOf[UUID](ctx, qs, Tables); err != nil {
 		t.Fatal(err)
@@ -123,7 +96,9 @@ func TestUUIDDemoLoadsAndChecksEveryTenant(t *testing.T) {
 		t.Fatalf("check: %+v, %v", rep, err)
 	}
 	stray := placed["s2"][0].ID
-	pgs[0].Exec(ctx, `INSERT INTO tenants (tenant_id, name, plan) VALUES ('`+stray.String()+`', 'stray', 'starter')`)
+	if _, err := s.pool["s1"].Exec(ctx, `INSERT INTO tenants (tenant_id, name, plan) VALUES ('`+stray.String()+`', 'stray', 'starter')`); err != nil {
+		t.Fatal(err)
+	}
 	_, err = CheckStack(ctx, qs, owner, &base, []LoadRecordOf[UUID]{*rec})
 	if err == nil || !strings.Contains(err.Error(), "tenant "+stray.String()) || !strings.Contains(err.Error(), "s1 does not own it (owner s2)") {
 		t.Fatalf("a stray row on s1: %v", err)
