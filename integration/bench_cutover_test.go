@@ -39,37 +39,17 @@ import (
 //	go test -run '^$' -bench CutoverWindow -benchtime 1x ./integration/
 func BenchmarkCutoverWindow(b *testing.B) {
 	ctx := context.Background()
-	want := 24
-	if v, err := strconv.Atoi(os.Getenv("RESHARD_BENCH_CUTOVERS")); err == nil && v > want {
-		want = v
-	}
-	rate, _ := strconv.ParseFloat(os.Getenv("RESHARD_BENCH_RATE"), 64)
-	s := newStack(b, 3, demo.DataOptions{Tenants: 100, Scale: 0.5, Seed: 7})
-	ex, sample := s.timedExecutor()
+	want := benchSetting("RESHARD_BENCH_CUTOVERS", 24, 24)
+	rate := benchSetting("RESHARD_BENCH_RATE", 0.0, 0)
+	s, ex, sample := timedStack(b, 3, demo.DataOptions{Tenants: 100, Scale: 0.5, Seed: 7})
 
 	// The moving tenants: ranks 4, 8, 16 and 32 of 100 (the three heaviest are the hot ones).
-	type moving struct {
-		tenant demo.Tenant
-		rng    catalog.KeyRange
-		home   string
-		away   string
-	}
-	st, err := s.store.Load(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var movers []*moving
+	st := s.catalogNow(ctx)
+	var movers []*benchTenant
 	for _, rank := range []int{4, 8, 16, 32} {
-		t := s.tenants[rank-1]
-		r := catalog.NewRange(t.ID, t.ID+1)
-		owner, _ := st.Owner(t.ID)
-		s.carve(r)
-		away := "s1"
-		if owner.Shard == "s1" {
-			away = "s2"
-		}
-		movers = append(movers, &moving{tenant: t, rng: r, home: owner.Shard, away: away})
-		delete(s.quiet, t.ID) // the moving tenants are written to while they move
+		mv := s.benchTenant(st, s.tenants[rank-1])
+		movers = append(movers, &mv)
+		delete(s.quiet, mv.tenant.ID) // the moving tenants are written to while they move
 	}
 	var report strings.Builder
 	for _, mv := range movers {
@@ -138,6 +118,37 @@ func BenchmarkCutoverWindow(b *testing.B) {
 	report.WriteString(stepTable(samples))
 	// The table is longer than the 10 lines a benchmark's log keeps.
 	fmt.Print(report.String())
+}
+
+// benchSetting is the number in the environment variable name when it is one of T above
+// floor, else def: the benchmarks' settings only raise what they measure, and a value they
+// cannot use (a typo, a negative rate) runs them as by default instead of failing an hour in.
+func benchSetting[T int | float64](name string, def, floor T) T {
+	v, err := strconv.ParseFloat(os.Getenv(name), 64)
+	if err != nil || float64(T(v)) != v || T(v) <= floor {
+		return def
+	}
+	return T(v)
+}
+
+// benchTenant is a tenant a benchmark moves back and forth, in a range of its own, between
+// its home shard and away: s1, or s2 for a tenant on s1.
+type benchTenant struct {
+	tenant     demo.Tenant
+	rng        catalog.KeyRange
+	home, away string
+}
+
+// benchTenant carves t's range (st is the catalog before) and says where t moves.
+func (s *stack) benchTenant(st *catalog.State, t demo.Tenant) benchTenant {
+	owner, _ := st.Owner(t.ID)
+	away := "s1"
+	if owner.Shard == "s1" {
+		away = "s2"
+	}
+	r := catalog.NewRange(t.ID, t.ID+1)
+	s.carve(r)
+	return benchTenant{tenant: t, rng: r, home: owner.Shard, away: away}
 }
 
 // cutoverSample is one cutover's window and the steps the executor logged for it.
@@ -224,15 +235,17 @@ func (c *timedCatalog) window(id string) time.Duration {
 	return c.windows[id]
 }
 
-// timedExecutor is the stack's executor with its catalog writes timed and its steps logged,
-// and sample, which reads a finished migration's cutover from them.
-func (s *stack) timedExecutor() (*migrate.Executor, func(id string, m *catalog.Migration) cutoverSample) {
+// timedStack is the window benchmarks' stack (newStack), its executor with its catalog
+// writes timed and its steps logged, and sample, which reads a finished migration's
+// cutover from them.
+func timedStack(b *testing.B, shards int, opts demo.DataOptions) (*stack, *migrate.Executor, func(id string, m *catalog.Migration) cutoverSample) {
+	s := newStack(b, shards, opts)
 	cat := &timedCatalog{Store: s.store}
 	steps := &stepLog{}
 	ex := s.executor(migrate.ExecOptions{CutoverRetries: 3})
 	ex.Catalog = cat
 	ex.Log = slog.New(steps)
-	return ex, func(id string, m *catalog.Migration) cutoverSample {
+	return s, ex, func(id string, m *catalog.Migration) cutoverSample {
 		sm := cutoverSample{id: id, rows: m.RowsVerified, steps: steps.take(id)}
 		// The window ends once the target takes writes: the flip, then the open.
 		sm.window = cat.window(id) + stepTook(sm.steps, "open")
@@ -354,4 +367,95 @@ func stepTable(samples []cutoverSample) string {
 	}
 	fmt.Fprintf(&sb, "%-12s %8.1f %8.1f %8.1f\n", "window", quantile(windows, 0.5), quantile(windows, 0.99), slices.Max(windows))
 	return sb.String()
+}
+
+// BenchmarkCutoverWindowBySize measures the write-unavailability window of ranges of 10k,
+// 100k and 1M rows under the same live write load, side by side: three busy tenants of a
+// 2-shard demo stack are grown (server-side) to those sizes and each moves back and forth
+// RESHARD_BENCH_SIZE_MOVES times (default 4), one move at a time, with the real mover,
+// catalog and executor. The whole range is verified online before each freeze; the window
+// compares only the rows changed since. Per size it reports the window's median, p99
+// (nearest rank: the max below 100 samples) and max, the predicted window's median, the
+// rows compared in the window and the online verify's duration, then each size's step
+// table; afterwards every tenant's rows on every shard are checked. The load runs at
+// RESHARD_BENCH_RATE transactions per second (default 200) over 4 workers.
+//
+//	go test -run '^$' -bench CutoverWindowBySize -benchtime 1x -timeout 60m ./integration/
+func BenchmarkCutoverWindowBySize(b *testing.B) {
+	ctx := context.Background()
+	moves := benchSetting("RESHARD_BENCH_SIZE_MOVES", 4, 0)
+	rate := benchSetting("RESHARD_BENCH_RATE", 200.0, 0)
+	s, ex, sample := timedStack(b, 2, demo.DataOptions{Tenants: 20, Scale: 0.1, Seed: 13})
+
+	st, err := s.store.Load(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	type sized struct {
+		rows int
+		benchTenant
+		samples   []cutoverSample
+		predicted []float64
+		compared  []float64
+		online    []float64
+	}
+	sizes := []*sized{{rows: 10_000}, {rows: 100_000}, {rows: 1_000_000}}
+	for i, sz := range sizes {
+		sz.benchTenant = s.benchTenant(st, s.tenants[i+1]) // ranks 2-4: busy, never quiet
+		have := tenantRows(b, s.conns[sz.home], sz.tenant.ID)
+		if _, err := s.conns[sz.home].Exec(ctx, `INSERT INTO events (tenant_id, created_at, kind, payload)
+			SELECT $1, now() - (g % 3600) * interval '1 second', 'bulk', jsonb_build_object('g', g)
+			FROM generate_series(1, $2::int) g`, sz.tenant.ID, max(0, int64(sz.rows)-have)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if s.before, err = demo.TakeSnapshot(ctx, s.queriers(), demo.Tables); err != nil {
+		b.Fatal(err)
+	}
+	stopLoad := s.runLoad(4, rate, 13)
+	time.Sleep(time.Second)
+
+	b.ResetTimer()
+	for range b.N {
+		for n := 0; n < moves; n++ {
+			for _, sz := range sizes {
+				to := sz.away
+				if n%2 == 1 {
+					to = sz.home
+				}
+				id := fmt.Sprintf("size_%d_%d", sz.rows, n)
+				m, err := ex.Move(ctx, migrate.MoveRequest{ID: id, Range: sz.rng, Target: to})
+				if err != nil {
+					b.Fatalf("move %s: %v", id, err)
+				}
+				sm := sample(id, m)
+				sz.samples = append(sz.samples, sm)
+				if v := m.Verify; v != nil {
+					sz.predicted = append(sz.predicted, v.PredictedWindow*1000)
+					sz.compared = append(sz.compared, float64(v.WindowRows))
+					sz.online = append(sz.online, v.OnlineSeconds)
+				}
+			}
+		}
+	}
+	result := stopBenchLoad(b, s, stopLoad)
+
+	var report strings.Builder
+	fmt.Fprintf(&report, "load: %d transactions acknowledged (%.0f/s), %d fenced or frozen and retried\n",
+		result.Acked, float64(result.Acked)/result.Seconds, result.Fenced)
+	fmt.Fprintf(&report, "%10s %5s %9s %9s %9s %13s %14s %10s\n", "rows", "moves", "p50 ms", "p99 ms", "max ms", "predicted p50", "compared p50", "online s")
+	for _, sz := range sizes {
+		w := make([]float64, len(sz.samples))
+		for i, sm := range sz.samples {
+			w[i] = ms(sm.window)
+		}
+		fmt.Fprintf(&report, "%10d %5d %9.1f %9.1f %9.1f %13.1f %14.0f %10.2f\n", sz.rows, len(w), quantile(w, 0.5), quantile(w, 0.99),
+			slices.Max(w), quantile(sz.predicted, 0.5), quantile(sz.compared, 0.5), quantile(sz.online, 0.5))
+		b.ReportMetric(quantile(w, 0.99), fmt.Sprintf("window-p99-ms-%dk", sz.rows/1000))
+	}
+	for _, sz := range sizes {
+		fmt.Fprintf(&report, "\n%d rows: ", sz.rows)
+		report.WriteString(stepTable(sz.samples))
+	}
+	fmt.Print(report.String())
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/migrate"
@@ -79,15 +81,8 @@ func addColumnOnSource(t *testing.T, s *stack, shard string, tenant int64) []int
 	if err != nil {
 		t.Fatalf("source: fill the new column: %v", err)
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Err(); err != nil || len(ids) == 0 {
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(ids) == 0 {
 		t.Fatalf("source: filled %d orders: %v", len(ids), err)
 	}
 	return ids

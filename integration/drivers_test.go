@@ -19,10 +19,7 @@ import (
 // catalog range, given by its low key), as `reshard plan --out` would, and returns its path.
 func (s *stack) writePlan(t *testing.T, id string, moves ...planner.Step) string {
 	t.Helper()
-	st, err := s.store.Load(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := s.catalogNow(context.Background())
 	p := &planner.Plan{Version: planner.FormatVersion, ID: id, Cluster: cluster, Revision: st.Revision}
 	for i, m := range moves {
 		r, ok := st.Owner(m.Range.Lo)
@@ -80,10 +77,7 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 func TestTwoApplyDriversOneKilled(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 4, demo.DataOptions{Tenants: 32, Scale: 0.05, Seed: 17})
-	st, err := s.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := s.catalogNow(ctx)
 	r := map[string]catalog.KeyRange{}
 	for _, rr := range st.Ranges {
 		r[rr.Shard] = rr.Range

@@ -448,10 +448,7 @@ func TestMovesThroughEtcdLeaderKills(t *testing.T) {
 			}}, j)
 	}
 
-	st, err := s.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := s.catalogNow(ctx)
 	moves := []struct {
 		from, to, step string
 	}{{"s1", "s2", "freeze"}, {"s2", "s3", "verify"}, {"s3", "s1", "sequences"}} // sequences: right before the flip

@@ -316,6 +316,16 @@ func (s *stack) carve(r catalog.KeyRange) {
 	}
 }
 
+// catalogNow loads the catalog as it is now, failing the test or benchmark if it cannot.
+func (s *stack) catalogNow(ctx context.Context) *catalog.State {
+	s.t.Helper()
+	st, err := s.store.Load(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return st
+}
+
 // tenantRange carves tenant i of the data set into a range of its own and returns the
 // tenant, its range and the shard that owns it.
 func (s *stack) tenantRange(i int) (int64, catalog.KeyRange, string) {
@@ -323,10 +333,7 @@ func (s *stack) tenantRange(i int) (int64, catalog.KeyRange, string) {
 	tenant := s.tenants[i].ID
 	r := catalog.NewRange(tenant, tenant+1)
 	s.carve(r)
-	st, err := s.store.Load(context.Background())
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	st := s.catalogNow(context.Background())
 	from, _ := st.Owner(tenant)
 	return tenant, r, from.Shard
 }
@@ -349,10 +356,7 @@ func (s *stack) tenantMove(i int) (tenant int64, r catalog.KeyRange, from, to st
 // wantServing fails t unless tenant's range serves from shard.
 func (s *stack) wantServing(t *testing.T, tenant int64, shard string) {
 	t.Helper()
-	st, err := s.store.Load(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := s.catalogNow(context.Background())
 	if cur, _ := st.Owner(tenant); cur.Shard != shard || cur.State != catalog.RangeServing {
 		t.Fatalf("tenant %d: owner %+v, want %s serving", tenant, cur, shard)
 	}

@@ -61,10 +61,7 @@ func TestWindowComparesOnlyRowsChangedSinceTheOnlineVerify(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.1, Seed: 11})
 	hot := s.tenants[0] // the heaviest and busiest: never quiet
-	st, err := s.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := s.catalogNow(ctx)
 	owner, _ := st.Owner(hot.ID)
 	to := map[string]string{"s1": "s2", "s2": "s1"}[owner.Shard]
 	s.growTenant(t, owner.Shard, hot.ID, bigTenantRows)
@@ -113,10 +110,7 @@ func TestWindowComparesOnlyRowsChangedSinceTheOnlineVerify(t *testing.T) {
 func TestOnlineVerifyFindsACorruptedRowAndRefusesToFlip(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.1, Seed: 12})
-	st, err := s.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := s.catalogNow(ctx)
 	var victim demo.Tenant
 	for _, tn := range s.tenants {
 		if owner, _ := st.Owner(tn.ID); owner.Shard == "s1" && s.quiet[tn.ID] && tn.Orders > 0 {
@@ -161,10 +155,7 @@ func TestOnlineVerifyFindsACorruptedRowAndRefusesToFlip(t *testing.T) {
 	if m == nil || m.Phase != catalog.PhaseRolledBack {
 		t.Errorf("migration = %+v; want rolled back", m)
 	}
-	st, err = s.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = s.catalogNow(ctx)
 	if owner, _ := st.Owner(victim.ID); owner.Shard != "s1" || owner.State != catalog.RangeServing {
 		t.Errorf("the range is %s on %s; want serving on s1", owner.State, owner.Shard)
 	}
@@ -232,10 +223,7 @@ func TestVerifyIDIsExactAtOnePositionWhileCatchingUp(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 2, demo.DataOptions{Tenants: 20, Scale: 0.1, Seed: 13})
 	hot := s.tenants[0] // the busiest of the load
-	st, err := s.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := s.catalogNow(ctx)
 	owner, _ := st.Owner(hot.ID)
 	to := other(owner.Shard)
 	r := catalog.NewRange(hot.ID, hot.ID+1)
