@@ -14,7 +14,8 @@ import (
 type runFunc = func(cmd *cobra.Command, args []string) error
 
 // group is c, a command that only holds subs: run without one of them it prints its help.
-// root.go lists the tree with it, so every command's place is read in one spot.
+// root.go lists the short groups (catalog, shard, stats) with their subcommands through it;
+// dev and partitions, whose help is longer, build theirs in their own files.
 func group(c *cobra.Command, subs ...*cobra.Command) *cobra.Command {
 	c.AddCommand(subs...)
 	return c
