@@ -239,6 +239,7 @@ func (c *timedCatalog) window(id string) time.Duration {
 // writes timed and its steps logged, and sample, which reads a finished migration's
 // cutover from them.
 func timedStack(b *testing.B, shards int, opts demo.DataOptions) (*stack, *migrate.Executor, func(id string, m *catalog.Migration) cutoverSample) {
+	b.Helper()
 	s := newStack(b, shards, opts)
 	cat := &timedCatalog{Store: s.store}
 	steps := &stepLog{}
