@@ -39,8 +39,8 @@ import (
 //	go test -run '^$' -bench CutoverWindow -benchtime 1x ./integration/
 func BenchmarkCutoverWindow(b *testing.B) {
 	ctx := context.Background()
-	want := benchSetting("RESHARD_BENCH_CUTOVERS", 24, 24)
-	rate := benchSetting("RESHARD_BENCH_RATE", 0.0, 0)
+	want := benchSetting(b, "RESHARD_BENCH_CUTOVERS", 24, 24)
+	rate := benchSetting(b, "RESHARD_BENCH_RATE", 0.0, 0)
 	s, ex, sample := timedStack(b, 3, demo.DataOptions{Tenants: 100, Scale: 0.5, Seed: 7})
 
 	// The moving tenants: ranks 4, 8, 16 and 32 of 100 (the three heaviest are the hot ones).
@@ -120,13 +120,23 @@ func BenchmarkCutoverWindow(b *testing.B) {
 	fmt.Print(report.String())
 }
 
-// benchSetting is the number in the environment variable name when it is one of T above
-// floor, else def: the benchmarks' settings only raise what they measure, and a value they
-// cannot use (a typo, a negative rate) runs them as by default instead of failing an hour in.
-func benchSetting[T int | float64](name string, def, floor T) T {
-	v, err := strconv.ParseFloat(os.Getenv(name), 64)
-	if err != nil || float64(T(v)) != v || T(v) <= floor {
+// benchSetting is the number in the environment variable name, or def when it is unset. A
+// value the benchmark cannot use (not a number of T, or at most floor and not def) stops it
+// at once with one line naming the variable: a typo must not run an hour-long benchmark
+// with settings other than the ones asked for.
+func benchSetting[T int | float64](b testing.TB, name string, def, floor T) T {
+	b.Helper()
+	raw, ok := os.LookupEnv(name)
+	if !ok || raw == "" {
 		return def
+	}
+	v, err := strconv.ParseFloat(raw, 64)
+	if err != nil || float64(T(v)) != v || (T(v) <= floor && T(v) != def) {
+		kind := "number"
+		if _, whole := any(def).(int); whole {
+			kind = "whole number"
+		}
+		b.Fatalf("%s=%q: want a %s above %v, or unset for %v", name, raw, kind, floor, def)
 	}
 	return T(v)
 }
@@ -384,8 +394,8 @@ func stepTable(samples []cutoverSample) string {
 //	go test -run '^$' -bench CutoverWindowBySize -benchtime 1x -timeout 60m ./integration/
 func BenchmarkCutoverWindowBySize(b *testing.B) {
 	ctx := context.Background()
-	moves := benchSetting("RESHARD_BENCH_SIZE_MOVES", 4, 0)
-	rate := benchSetting("RESHARD_BENCH_RATE", 200.0, 0)
+	moves := benchSetting(b, "RESHARD_BENCH_SIZE_MOVES", 4, 0)
+	rate := benchSetting(b, "RESHARD_BENCH_RATE", 200.0, 0)
 	s, ex, sample := timedStack(b, 2, demo.DataOptions{Tenants: 20, Scale: 0.1, Seed: 13})
 
 	st, err := s.store.Load(ctx)
