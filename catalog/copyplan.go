@@ -27,6 +27,10 @@ import (
 // transaction, or after it. GetMigration reads the record and its pages at one revision.
 // Listings (ListMigrations, Load, the watch) carry Pages and no chunks, and a record
 // written back from one keeps the stored plan.
+//
+// Once nothing can read the plan again (copySpent), the write of the record deletes the
+// migration's whole prefix in its own transaction, pages a lost write left included, and
+// the record keeps the plan's tables, runs and overlap without chunks or pages.
 
 const (
 	pfxCopyPlans  = "copyplans/"
@@ -36,6 +40,31 @@ const (
 func copyPageKey(id, hash string) string { return pfxCopyPlans + id + "/" + hash }
 
 func copyPagesPrefix(id string) string { return pfxCopyPlans + id + "/" }
+
+// copySpent reports a phase from which nothing reads the copy plan again: the copy
+// resumes only in copying and the catch-up reads the overlap until the flip; the cleanup
+// after the flip and the ends of a rollback are final. The flip itself and the start of a
+// rollback keep the plan: they can be inside a cutover window, where every etcd
+// operation counts, and the next write (cleaning_up, rolled_back or cancelled) collects it.
+func copySpent(phase string) bool {
+	switch phase {
+	case PhaseCleaningUp, PhaseDone, PhaseRolledBack, PhaseCancelled:
+		return true
+	}
+	return false
+}
+
+// spent is what a record keeps of its plan once nothing reads it: no chunks, no pages.
+func (p *CopyPlan) spent() *CopyPlan {
+	if p == nil {
+		return nil
+	}
+	c := &CopyPlan{Runs: p.Runs, OverlapLSN: p.OverlapLSN}
+	for _, t := range p.Tables {
+		c.Tables = append(c.Tables, CopyTable{Table: t.Table})
+	}
+	return c
+}
 
 // unread reports a plan read by a listing: pages, no chunks.
 func (p *CopyPlan) unread() bool {
@@ -120,6 +149,13 @@ func (c *pageCache) page(id string, table, index int, chunks []CopyChunk) (*cach
 	return pg, nil
 }
 
+// forget drops the cached pages of migration id, whose plan is spent.
+func (c *pageCache) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.plans, id)
+}
+
 func equalChunks(a, b []CopyChunk) bool {
 	if len(a) != len(b) {
 		return false
@@ -161,8 +197,15 @@ func pageRefs(m *Migration) map[string]bool {
 // putMigration adds to w the record of nm (stored holds what its stored version
 // references; nil for a new one): the record, and the pages it needs that are not stored
 // yet, in w itself when they fit, otherwise written now. It returns the pages to delete
-// once w has committed (those w does not delete itself).
+// once w has committed (those w does not delete itself). A record in a spent phase is
+// written with its plan spent, and w deletes every page of it.
 func (s *Store) putMigration(ctx context.Context, w *write, nm *Migration, stored *Migration) ([]string, error) {
+	if copySpent(nm.Phase) {
+		nm.Copy = nm.Copy.spent()
+		s.plans.forget(nm.ID)
+		w.ops = append(w.ops, clientv3.OpDelete(s.key(copyPagesPrefix(nm.ID)), clientv3.WithPrefix()))
+		return nil, w.put(s, MigrationKey(nm.ID), nm)
+	}
 	sm, pages, err := s.storedForm(nm)
 	if err != nil {
 		return nil, err

@@ -160,3 +160,174 @@ func TestCopyPlanPagesFollowEveryChange(t *testing.T) {
 		})
 	}
 }
+
+// planStep is one journal write of a migration's life on demoMove's catalog, and whether
+// its copy plan's pages are still there after it.
+type planStep struct {
+	name  string
+	write func(ctx context.Context, s *Store, st *State, m *Migration) error
+	kept  bool
+}
+
+func putPhase(phase, rollbackTo string, kept bool) planStep {
+	return planStep{phase, func(ctx context.Context, s *Store, _ *State, m *Migration) error {
+		m.Phase, m.RollbackTo = phase, rollbackTo
+		return s.PutMigration(ctx, m)
+	}, kept}
+}
+
+var (
+	freezeStep = planStep{"freeze", func(ctx context.Context, s *Store, st *State, m *Migration) error {
+		return s.Freeze(ctx, st, 0, m)
+	}, true}
+	flipStep = planStep{"flip", func(ctx context.Context, s *Store, st *State, m *Migration) error {
+		return s.Flip(ctx, st, 0, m, "s3")
+	}, true}
+	unfreezeStep = planStep{"unfreeze", func(ctx context.Context, s *Store, st *State, m *Migration) error {
+		m.Phase, m.RollbackTo = PhaseRollingBack, PhaseRolledBack
+		return s.Unfreeze(ctx, st, 0, m)
+	}, true}
+)
+
+// copiedMove is demoMove's migration with a copy of 1,000 chunks (10 pages) done, run twice,
+// and its totals; it returns what GetMigration reads back.
+func copiedMove(t *testing.T) (*Store, *clientv3.Client, *State, *Migration, *Migration) {
+	t.Helper()
+	s, cli, st, m := demoMove(t)
+	m.Phase = PhaseCopying
+	m.Copy = syntheticPlan(1_000)
+	m.Copy.Runs, m.Copy.OverlapLSN = 2, "0/16B3748"
+	m.Tables = map[string]TableProgress{"public.tenants": {Rows: 5_000, Bytes: 1 << 20, ChunksDone: 500, ChunksTotal: 500},
+		"public.orders": {Rows: 5_000, Bytes: 3 << 20, ChunksDone: 500, ChunksTotal: 500}}
+	m.RowsCopied, m.BytesCopied = 10_000, 4<<20
+	if err := s.PutMigration(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	return s, cli, st, m, readPlan(t, s, m.ID, m.Copy.Clone())
+}
+
+// pageKeys is how many keys are under copyplans/<id>/.
+func pageKeys(t *testing.T, s *Store, cli *clientv3.Client, id string) int64 {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), s.key(copyPagesPrefix(id)), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Count
+}
+
+// checkSpentPlan checks that migration id keeps no page and that every read of it (the
+// record, a listing, Load) still reports the totals of want: tables, rows, bytes, runs.
+func checkSpentPlan(t *testing.T, s *Store, cli *clientv3.Client, want *Migration) {
+	t.Helper()
+	ctx := context.Background()
+	if n := pageKeys(t, s, cli, want.ID); n != 0 {
+		t.Fatalf("%d keys under copyplans/%s/ once the migration is %s, want none", n, want.ID, want.Phase)
+	}
+	got, err := s.GetMigration(ctx, want.ID)
+	if err != nil {
+		t.Fatalf("read the ended migration: %v", err)
+	}
+	list, err := s.ListMigrations(ctx)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("list: %v, %d", err, len(list))
+	}
+	st, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spent := &CopyPlan{Runs: want.Copy.Runs, OverlapLSN: want.Copy.OverlapLSN}
+	for _, ct := range want.Copy.Tables {
+		spent.Tables = append(spent.Tables, CopyTable{Table: ct.Table})
+	}
+	loaded := st.Migrations[want.ID]
+	for how, m := range map[string]*Migration{"GetMigration": got, "ListMigrations": &list[0], "Load": &loaded} {
+		if m.Phase != want.Phase || !reflect.DeepEqual(m.Tables, want.Tables) || m.RowsCopied != want.RowsCopied ||
+			m.BytesCopied != want.BytesCopied || !reflect.DeepEqual(m.Copy, spent) {
+			t.Errorf("%s: %s, tables %v, %d rows, %d bytes, copy %+v; want %s, %v, %d, %d, %+v", how, m.Phase, m.Tables,
+				m.RowsCopied, m.BytesCopied, m.Copy, want.Phase, want.Tables, want.RowsCopied, want.BytesCopied, spent)
+		}
+	}
+}
+
+// TestEndedMigrationKeepsNoCopyPlanPages: once a migration is cleaning up after its flip,
+// done, rolled back or cancelled, nothing reads its copy plan again, and the write of its
+// record deletes every page of it; the record still reports its totals. Before that (the
+// copy, the catch-up, the window, the flip, a rollback under way) every page stays and the
+// plan reads back exactly.
+func TestEndedMigrationKeepsNoCopyPlanPages(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps []planStep
+	}{
+		{"done", []planStep{putPhase(PhaseCatchingUp, "", true), freezeStep, putPhase(PhaseVerifying, "", true), flipStep,
+			putPhase(PhaseCleaningUp, "", false), putPhase(PhaseDone, "", false)}},
+		{"rolled back in the window", []planStep{freezeStep, unfreezeStep, putPhase(PhaseRolledBack, PhaseRolledBack, false)}},
+		{"cancelled while copying", []planStep{putPhase(PhaseRollingBack, PhaseCancelled, true), putPhase(PhaseCancelled, PhaseCancelled, false)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			s, cli, st, m, stored := copiedMove(t)
+			for _, step := range tc.steps {
+				if err := step.write(ctx, s, st, m); err != nil {
+					t.Fatalf("%s: %v", step.name, err)
+				}
+				if !step.kept {
+					checkSpentPlan(t, s, cli, m)
+					continue
+				}
+				readPlan(t, s, m.ID, stored.Copy)
+				if n := pageKeys(t, s, cli, m.ID); n != int64(len(pageRefs(rawRecord(t, s, cli, m.ID)))) {
+					t.Fatalf("after %s: %d page keys, %d referenced", step.name, n, len(pageRefs(rawRecord(t, s, cli, m.ID))))
+				}
+			}
+		})
+	}
+}
+
+// rawRecord is migration id's record as stored (its plan as page references).
+func rawRecord(t *testing.T, s *Store, cli *clientv3.Client, id string) *Migration {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), s.key(MigrationKey(id)))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("read the record of %s: %v", id, err)
+	}
+	m, err := decodeMigration(resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestPagesOfALostCompareAndSwapGoWhenTheMigrationEnds: a new plan too big for one
+// transaction sends its pages ahead of the record; when the record's write then loses its
+// compare (here the driver's lock, taken from it after its checks), they stay unreferenced
+// under the migration's prefix, and the write that ends the migration deletes them with
+// the rest.
+func TestPagesOfALostCompareAndSwapGoWhenTheMigrationEnds(t *testing.T) {
+	ctx := context.Background()
+	s, cli, _, m, _ := copiedMove(t)
+	l, err := s.TryLockMigration(ctx, m.ID, WithTTL(30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Delete(ctx, l.Key()); err != nil {
+		t.Fatal(err)
+	}
+	lost := *m
+	lost.Copy = syntheticPlan(10_000) // 100 new pages: more than one transaction takes
+	if err := s.PutMigration(ctx, &lost, HeldBy(l)); !errors.Is(err, ErrLockLost) {
+		t.Fatalf("a write whose lock is gone: %v, want ErrLockLost", err)
+	}
+	refs := len(pageRefs(rawRecord(t, s, cli, m.ID)))
+	if n := pageKeys(t, s, cli, m.ID); n <= int64(refs) {
+		t.Fatalf("%d page keys, %d referenced: the lost write left none to collect", n, refs)
+	}
+	for _, phase := range []string{PhaseRollingBack, PhaseCancelled} {
+		m.Phase, m.RollbackTo = phase, PhaseCancelled
+		if err := s.PutMigration(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkSpentPlan(t, s, cli, m)
+}
