@@ -13,6 +13,7 @@ import (
 	"github.com/reshard/reshard/cutover"
 	"github.com/reshard/reshard/internal/demo"
 	"github.com/reshard/reshard/migrate"
+	"github.com/reshard/reshard/migrate/migratetest"
 )
 
 // TestCancelAndCleanupLater: a move stopped while catching up is cancelled (slot,
@@ -286,14 +287,50 @@ func TestKilledCopyResumesWithUnfinishedChunks(t *testing.T) {
 		}
 	}
 	<-d.done
-	m := s.finishMove(t, "resume_copy", r, to)
+	// The plan's chunks are read before the cleanup: its first write deletes them.
+	d, hold := s.heldMove(t, "resume_copy", r, to, "cleanup")
+	m, err := s.store.GetMigration(ctx, "resume_copy")
+	if err != nil {
+		t.Fatal(err)
+	}
 	again := copiedRows(m.Copy, runs)
 	if m.Copy.Runs <= runs || float64(again) >= 0.6*float64(rangeRows) {
 		t.Errorf("after the kill the copy ran %d more times and copied %d of the range's %d rows, want under 60%%", m.Copy.Runs-runs, again, rangeRows)
 	}
 	t.Logf("the re-run copied %d of the range's %d rows", again, rangeRows)
+	if err := os.Remove(hold); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-d.done; err != nil {
+		t.Fatalf("the re-run after its cleanup: %v\n%s", err, d.log())
+	}
+	if m, err = s.store.GetMigration(ctx, "resume_copy"); err != nil || m.Phase != catalog.PhaseDone {
+		t.Fatalf("after the re-run: %v, %v; want done", m, err)
+	}
+	if n := migratetest.PlanPages(t, ctx, s.store, "resume_copy"); n != 0 {
+		t.Errorf("%d keys under copyplans/resume_copy/ once the move is done, want none", n)
+	}
 	res := stop()
 	s.check(ctx, res)
+}
+
+// heldMove re-runs a move until it holds after step (the dead driver's lock expires within
+// its TTL), and returns it with the hold file to remove.
+func (s *stack) heldMove(t *testing.T, id string, r catalog.KeyRange, to, step string) (*driver, string) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
+		hold := holdFile(t)
+		d := s.startMove(t, id, r, to, step, hold)
+		select {
+		case <-d.held:
+			return d, hold
+		case err := <-d.done:
+			if time.Now().After(deadline) {
+				t.Fatalf("move %s never held after %s: %v\n%s", id, step, err, d.log())
+			}
+			t.Logf("re-run of %s: %v (retrying): %s", id, err, lastLine(d.log()))
+		}
+	}
 }
 
 // copiedRows sums the rows of the chunks done by runs after the given one.

@@ -2,6 +2,8 @@ package migratetest
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -52,4 +54,25 @@ func Queriers(conns map[string]*pgx.Conn) map[string]demo.Querier {
 		qs[name] = c
 	}
 	return qs
+}
+
+// PlanPages is how many keys of migration id's copy plan (copyplans/<id>/) the catalog
+// holds, read through its export.
+func PlanPages(t testing.TB, ctx context.Context, store *catalog.Store, id string) int {
+	t.Helper()
+	b, err := store.Export(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ex catalog.Export
+	if err := json.Unmarshal(b, &ex); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for k := range ex.Keys {
+		if strings.HasPrefix(k, "copyplans/"+id+"/") {
+			n++
+		}
+	}
+	return n
 }
