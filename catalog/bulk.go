@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,6 +99,7 @@ func decodeExport(ex Export) (*State, map[string]any, int64, error) {
 	desired := map[string]any{}
 	var maxSeq int64
 	var haveConfig bool
+	migs := map[string]*Migration{}
 	strict := func(raw json.RawMessage, v any) error {
 		d := json.NewDecoder(bytes.NewReader(raw))
 		d.DisallowUnknownFields()
@@ -129,6 +131,7 @@ func decodeExport(ex Export) (*State, map[string]any, int64, error) {
 			if err = strict(raw, &m); err == nil && MigrationKey(m.ID) != rel {
 				err = fmt.Errorf("key does not match migration id %q", m.ID)
 			}
+			migs[m.ID] = &m
 		case strings.HasPrefix(rel, pfxCopyPlans):
 			var chunks []CopyChunk
 			err = strict(raw, &chunks)
@@ -164,7 +167,34 @@ func decodeExport(ex Export) (*State, map[string]any, int64, error) {
 		return nil, nil, 0, fmt.Errorf("import: %w", err)
 	}
 	sort.Slice(st.Ranges, func(i, j int) bool { return st.Ranges[i].Range.Lo < st.Ranges[j].Range.Lo })
+	keepReadPages(desired, migs)
 	return st, desired, maxSeq, nil
+}
+
+// keepReadPages leaves in desired only the copy plan pages a restored record reads: those
+// the record of an unended migration references. An ended migration's record is restored
+// with its plan spent, as the store writes it now (an export of a catalog from before held
+// its pages); pages no record references (sent by a write that lost its compare-and-swap,
+// or of a migration that is gone) are left out.
+func keepReadPages(desired map[string]any, migs map[string]*Migration) {
+	read := map[string]bool{} // page keys
+	for id, m := range migs {
+		for h := range pageRefs(m) {
+			read[copyPageKey(id, h)] = !copySpent(m.Phase)
+		}
+	}
+	for rel := range desired {
+		if strings.HasPrefix(rel, pfxCopyPlans) && !read[rel] {
+			delete(desired, rel)
+		}
+	}
+	for id, m := range migs {
+		if copySpent(m.Phase) && !reflect.DeepEqual(m.Copy, m.Copy.spent()) {
+			sm := *m
+			sm.Copy = m.Copy.spent()
+			desired[MigrationKey(id)] = &sm
+		}
+	}
 }
 
 // replace makes the cluster's keys (locks excluded, and keys for which keep is true) equal

@@ -192,3 +192,53 @@ func TestInitBatched(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestImportKeepsOnlyThePagesARecordReads: an import restores the copy plan pages that
+// the record of an unended migration references, and no others: an ended migration's
+// record (from an export made before ended migrations lost their pages) is restored with
+// its plan spent and without its pages, and pages no record references (a write that lost
+// its compare-and-swap, a migration that is gone) are left out.
+func TestImportKeepsOnlyThePagesARecordReads(t *testing.T) {
+	ctx := context.Background()
+	s, _, st, m := demoMove(t)
+	m.Copy = syntheticPlan(300)
+	plan := m.Copy.Clone()
+	ended := newMigration(t, s, "mv2", st.Ranges[2], "s1")
+	ended.Copy, ended.RowsCopied = syntheticPlan(200), 200
+	for _, mm := range []*Migration{m, ended} {
+		if err := s.PutMigration(ctx, mm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := s.Export(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ex Export
+	if err := json.Unmarshal(data, &ex); err != nil {
+		t.Fatal(err)
+	}
+	var old Migration
+	if err := json.Unmarshal(ex.Keys["migrations/mv2"], &old); err != nil {
+		t.Fatal(err)
+	}
+	old.Phase = PhaseDone // as a store that kept an ended migration's pages left it
+	ex.Keys["migrations/mv2"] = json.RawMessage(mustJSON(t, old))
+	ex.Keys["copyplans/mv1/0123456789abcdef"] = json.RawMessage(`[]`)
+	ex.Keys["copyplans/gone/0123456789abcdef"] = json.RawMessage(`[]`)
+	b, err := json.Marshal(ex)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s2, cli2 := testStore(t)
+	if err := s2.Import(ctx, b, false); err != nil {
+		t.Fatal(err)
+	}
+	readPlan(t, s2, "mv1", plan)
+	if n, refs := pageKeys(t, s2, cli2, ""), len(pageRefs(rawRecord(t, s2, cli2, "mv1"))); n != int64(refs) {
+		t.Errorf("%d keys under copyplans/ after the import, want mv1's %d pages only", n, refs)
+	}
+	ended.Phase = PhaseDone
+	checkSpentPlan(t, s2, cli2, ended)
+}
