@@ -210,14 +210,7 @@ func TestImportKeepsOnlyThePagesARecordReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	data, err := s.Export(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ex Export
-	if err := json.Unmarshal(data, &ex); err != nil {
-		t.Fatal(err)
-	}
+	ex := exportOf(t, s)
 	var old Migration
 	if err := json.Unmarshal(ex.Keys["migrations/mv2"], &old); err != nil {
 		t.Fatal(err)

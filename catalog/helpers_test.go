@@ -103,6 +103,20 @@ func demoMove(t *testing.T) (*Store, *clientv3.Client, *State, *Migration) {
 	return s, cli, st, newMigration(t, s, "mv1", st.Ranges[1], "s3")
 }
 
+// exportOf is s's export, decoded.
+func exportOf(t *testing.T, s *Store) Export {
+	t.Helper()
+	data, err := s.Export(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ex Export
+	if err := json.Unmarshal(data, &ex); err != nil {
+		t.Fatal(err)
+	}
+	return ex
+}
+
 func mustJSON(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)

@@ -52,21 +52,15 @@ const bigHistory, bigDetail = 200, 16 << 10
 // imports it back over itself.
 func importLongHistory(t *testing.T, s *Store) {
 	ctx := context.Background()
-	data, err := s.Export(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ex Export
-	if err := json.Unmarshal(data, &ex); err != nil {
-		t.Fatal(err)
-	}
+	ex := exportOf(t, s)
 	first := int64(len(ex.Keys)) + 100
 	for i := range int64(bigHistory) {
 		ev := Event{Seq: first + i, Kind: EventConfig, Detail: strings.Repeat(fmt.Sprint(i%10), bigDetail)}
 		b, _ := json.Marshal(ev)
 		ex.Keys[historyKey(ev.Seq)] = b
 	}
-	if data, err = json.Marshal(ex); err != nil {
+	data, err := json.Marshal(ex)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Import(ctx, data, true); err != nil {
