@@ -10,6 +10,8 @@
 #               bin/reshard dev down, and kill the page's pid printed at the end)
 #   UI_LISTEN=127.0.0.1:8080  where the live status page (reshard ui) listens
 #   SHARDS=3    number of shards;  SCALE=1  size of the demo data (1: ~60,000 orders)
+#   DISTRIBUTION=range  range: bigint tenant ids, ranges over the ids; hash: uuid tenant ids,
+#               ranges over their hash (`reshard dev up --distribution`)
 #   DEVDIR=.reshard-dev  the stack's folder;  BIN=bin/reshard  the binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,7 @@ BIN=${BIN:-bin/reshard}
 DIR=${DEVDIR:-.reshard-dev}
 SHARDS=${SHARDS:-3}
 SCALE=${SCALE:-1}
+DISTRIBUTION=${DISTRIBUTION:-range}
 LOAD_PID=""
 LOAD_OUT=$(mktemp)
 UI_PID=""
@@ -72,8 +75,8 @@ if [ -e "$DIR" ]; then
   "$BIN" dev down --dir "$DIR"
 fi
 
-say "reshard dev up: $SHARDS PostgreSQL shards and etcd, skewed demo data"
-run dev up --dir "$DIR" --shards "$SHARDS" --scale "$SCALE"
+say "reshard dev up: $SHARDS PostgreSQL shards and etcd, skewed demo data ($DISTRIBUTION distribution)"
+run dev up --dir "$DIR" --shards "$SHARDS" --scale "$SCALE" --distribution "$DISTRIBUTION"
 
 ENDPOINT=$(sed -n 's/.*"endpoint": "\(.*\)".*/\1/p' "$DIR/state.json")
 export RESHARD_ETCD="$ENDPOINT" RESHARD_CLUSTER=demo
