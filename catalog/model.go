@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"strconv"
 	"time"
 )
 
@@ -88,9 +89,12 @@ type RangeStats struct {
 }
 
 // HotKey is one tenant among the top-K by bytes or by writes/s. Custom holds an
-// application's own numbers (`reshard stats put`), e.g. read QPS.
+// application's own numbers (`reshard stats put`), e.g. read QPS. Key is the tenant's
+// position on the key line; under hash distribution that is a hash no one recognises, so
+// Tenant holds the tenant key itself as text (empty under range, where Key is the tenant).
 type HotKey struct {
 	Key          int64              `json:"key"`
+	Tenant       string             `json:"tenant,omitempty"`
 	Shard        string             `json:"shard"`
 	Bytes        int64              `json:"bytes"`
 	Rows         int64              `json:"rows"`
@@ -98,6 +102,19 @@ type HotKey struct {
 	Custom       map[string]float64 `json:"custom,omitempty"`
 	CollectedAt  time.Time          `json:"collected_at"`
 }
+
+// TenantName is how output names the tenant at position key: under hash, with its tenant
+// key known, `3f2c...-... (hash -4660462969137640930)`; otherwise the position alone, which
+// under range is the tenant key.
+func TenantName(key int64, tenant string) string {
+	if tenant == "" {
+		return strconv.FormatInt(key, 10)
+	}
+	return tenant + " (hash " + strconv.FormatInt(key, 10) + ")"
+}
+
+// Name is TenantName of the hot key.
+func (h HotKey) Name() string { return TenantName(h.Key, h.Tenant) }
 
 // Stats is everything known about load, read at one catalog revision.
 type Stats struct {

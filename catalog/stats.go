@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -105,6 +106,7 @@ func (s *Store) putStatsOnce(ctx context.Context, st *Stats) error {
 		if kv, ok := existing[rel]; ok {
 			var old HotKey
 			if json.Unmarshal(kv.Value, &old) == nil && len(old.Custom) > 0 {
+				hk.Tenant = cmp.Or(hk.Tenant, old.Tenant)
 				if hk.Custom == nil {
 					hk.Custom = map[string]float64{}
 				}
@@ -177,6 +179,34 @@ var metricRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
 // its hot-key record, creating it if needed. Concurrent callers do not lose each other's
 // metrics: the merge is retried on a lost race.
 func (s *Store) PutHotKeyCustom(ctx context.Context, key int64, metrics map[string]float64) error {
+	return s.putCustom(ctx, HotKey{Key: key}, metrics)
+}
+
+// PutTenantCustom is PutHotKeyCustom for a tenant key written as text (`stats put --key`),
+// placed on the key line as the catalog places it: the key itself under range, its hash
+// under hash, where the record also keeps the key in PostgreSQL's text form so output can
+// name it. A key not of the keyspace's type is refused (ErrBadKey) and nothing is written.
+func (s *Store) PutTenantCustom(ctx context.Context, tenant string, metrics map[string]float64) (HotKey, error) {
+	st, err := s.Load(ctx)
+	if err != nil {
+		return HotKey{}, err
+	}
+	ks := st.Config.Keyspace()
+	key, err := ParseKey(ks.KeyType(), tenant)
+	if err != nil {
+		return HotKey{}, fmt.Errorf("%w (the keyspace's keys are %s)", err, ks.KeyType())
+	}
+	hk := HotKey{}
+	if hk.Key, err = ks.Position(key); err != nil {
+		return HotKey{}, err
+	}
+	if ks.Hashed() {
+		hk.Tenant = key.String()
+	}
+	return hk, s.putCustom(ctx, hk, metrics)
+}
+
+func checkMetrics(metrics map[string]float64) error {
 	if len(metrics) == 0 {
 		return fmt.Errorf("%w: no metric given: pass --metric NAME=VALUE", ErrInvalid)
 	}
@@ -189,10 +219,16 @@ func (s *Store) PutHotKeyCustom(ctx context.Context, key int64, metrics map[stri
 			p.add("metric %s: value must be a finite number", name)
 		}
 	}
-	if err := p.Err(); err != nil {
+	return p.Err()
+}
+
+// putCustom merges metrics into the record of id.Key, naming it id.Tenant when the record
+// has no name yet.
+func (s *Store) putCustom(ctx context.Context, id HotKey, metrics map[string]float64) error {
+	if err := checkMetrics(metrics); err != nil {
 		return err
 	}
-	rel := hotKeyKey(key)
+	key, rel := id.Key, hotKeyKey(id.Key)
 	for attempt := 0; attempt < 20; attempt++ {
 		resp, err := s.get(ctx, s.key(rel))
 		if err != nil {
@@ -210,6 +246,7 @@ func (s *Store) PutHotKeyCustom(ctx context.Context, key int64, metrics map[stri
 				hk.Shard = r.Shard
 			}
 		}
+		hk.Tenant = cmp.Or(hk.Tenant, id.Tenant)
 		if hk.Custom == nil {
 			hk.Custom = map[string]float64{}
 		}
@@ -232,6 +269,7 @@ func (s *Store) PutHotKeyCustom(ctx context.Context, key int64, metrics map[stri
 
 // TenantLoad is what one shard measured for one tenant key.
 type TenantLoad struct {
+	Tenant string // the tenant key as text under hash distribution (the map's key is its hash)
 	Bytes  int64
 	Rows   int64
 	Writes int64 // row changes seen during the write sample
@@ -322,7 +360,7 @@ func ComputeStats(st *State, ms []ShardMeasurement, topK int, include []int64) *
 			continue
 		}
 		delete(pick, c.key)
-		out.HotKeys = append(out.HotKeys, HotKey{Key: c.key, Shard: c.shard, Bytes: c.load.Bytes, Rows: c.load.Rows,
+		out.HotKeys = append(out.HotKeys, HotKey{Key: c.key, Tenant: c.load.Tenant, Shard: c.shard, Bytes: c.load.Bytes, Rows: c.load.Rows,
 			WritesPerSec: c.wps, CollectedAt: byShard[c.shard].At.UTC()})
 	}
 	sort.Slice(out.HotKeys, func(i, j int) bool { return out.HotKeys[i].Key < out.HotKeys[j].Key })

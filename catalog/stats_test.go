@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -71,5 +72,76 @@ func TestComputeStats(t *testing.T) {
 	}
 	if fmt.Sprint(keys) != "[1 2 200]" {
 		t.Errorf("hot keys %v, want top by bytes (1), top by writes (2) and the included 200", keys)
+	}
+}
+
+// TestComputeStatsNamesHashedHotTenants: a tenant's key as text, measured under hash
+// distribution, goes with it into its hot key record; a tenant measured without one (range
+// distribution) has none.
+func TestComputeStatsNamesHashedHotTenants(t *testing.T) {
+	const u = "3f2c1a0b-9c8d-4e8a-9c7b-3d2f1a0b9c8d"
+	st := &State{Ranges: []Range{{Range: Full, Shard: "a"}}}
+	ms := []ShardMeasurement{{Shard: "a", Tables: map[string]TableStats{"t": {Bytes: 1000, Rows: 10}},
+		Tenants: map[int64]TenantLoad{-4660462969137640930: {Tenant: u, Bytes: 900, Rows: 9}, 5: {Bytes: 100, Rows: 1}}}}
+	got := ComputeStats(st, ms, 2, nil)
+	if len(got.HotKeys) != 2 || got.HotKeys[0].Tenant != u || got.HotKeys[1].Tenant != "" {
+		t.Fatalf("hot keys %+v, want the first named %s and the second unnamed", got.HotKeys, u)
+	}
+	if n := got.HotKeys[0].Name(); n != u+" (hash -4660462969137640930)" {
+		t.Errorf("Name() = %q", n)
+	}
+	if n := got.HotKeys[1].Name(); n != "5" {
+		t.Errorf("Name() of an unnamed key = %q, want the position alone", n)
+	}
+}
+
+// TestPutTenantCustomHashesTheKey: `stats put` gives a tenant key, which the store places
+// as the catalog does (its hash under hash distribution, recorded with the key in its
+// canonical text; the key itself under range); a key not of the keyspace's type is refused
+// with nothing written.
+func TestPutTenantCustomHashesTheKey(t *testing.T) {
+	ctx := context.Background()
+	const u = "3f2c1a0b-9c8d-4e8a-9c7b-3d2f1a0b9c8d"
+	uuidKey, err := ParseKey(KeyUUID, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashCfg := demoConfig()
+	hashCfg.KeyType, hashCfg.Distribution = KeyUUID, DistHash
+	for _, tc := range []struct {
+		name        string
+		cfg         Config
+		in, bad     string
+		pos         int64
+		tenant, msg string
+	}{
+		{"hash uuid", hashCfg, strings.ToUpper(u), "42", HashKey(uuidKey), u, `"42" is not a uuid`},
+		{"range bigint", demoConfig(), "42", "x7", 42, "", `"x7" is not a bigint`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := testStore(t)
+			ranges := []Range{{Range: Below(0), Shard: "s1"}, {Range: From(0), Shard: "s2"}}
+			if err := s.Init(ctx, tc.cfg, demoShards("s1", "s2"), ranges, false); err != nil {
+				t.Fatal(err)
+			}
+			hk, err := s.PutTenantCustom(ctx, tc.in, map[string]float64{"read_qps": 7})
+			if err != nil || hk.Key != tc.pos || hk.Tenant != tc.tenant {
+				t.Fatalf("PutTenantCustom(%s) = %+v, %v; want position %d, tenant %q", tc.in, hk, err, tc.pos, tc.tenant)
+			}
+			if _, err := s.PutTenantCustom(ctx, tc.bad, map[string]float64{"read_qps": 1}); !errors.Is(err, ErrBadKey) || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("bad key %q: %v, want %q", tc.bad, err, tc.msg)
+			}
+			got, err := s.LoadStats(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := HotKey{Key: tc.pos, Tenant: tc.tenant, Shard: "s1", Custom: map[string]float64{"read_qps": 7}}
+			if tc.pos >= 0 {
+				want.Shard = "s2"
+			}
+			if len(got.HotKeys) != 1 || fmt.Sprintf("%+v", got.HotKeys[0]) != fmt.Sprintf("%+v", want) {
+				t.Errorf("stored hot keys %+v, want only %+v", got.HotKeys, want)
+			}
+		})
 	}
 }

@@ -99,8 +99,11 @@ func (w *world) addSplits(p *Plan, keep []bool, touched map[int]bool) {
 		}
 		u := &w.units[sr.unit]
 		st := Step{
-			Kind: StepSplit, Range: u.r, At: sr.at, Isolate: sr.isolate, From: w.names[u.home],
+			Kind: StepSplit, Range: u.r, At: sr.at, From: w.names[u.home],
 			Bytes: int64(math.Round(u.bytes)), WritesPerSec: r2(u.writes), Load: r4(u.load), Reason: sr.reason,
+		}
+		if sr.isolate != nil {
+			st.Isolate, st.IsolateTenant = &sr.isolate.key, sr.isolate.tenant
 		}
 		for _, pi := range sr.parts {
 			st.Parts = append(st.Parts, w.units[pi].r)

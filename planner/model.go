@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"sort"
@@ -11,6 +12,7 @@ import (
 // hotKey is one tenant whose own load is known.
 type hotKey struct {
 	key    int64
+	tenant string // the tenant key as text under hash distribution, when the stats know it
 	bytes  float64
 	writes float64
 	load   float64
@@ -335,9 +337,10 @@ func (w *world) addHotKeys(in []catalog.HotKey) {
 	hk := append([]catalog.HotKey(nil), in...)
 	sort.Slice(hk, func(i, j int) bool { return hk[i].Key < hk[j].Key })
 	for i := 0; i < len(hk); i++ {
-		h := hotKey{key: hk[i].Key, bytes: math.Max(0, float64(hk[i].Bytes)), writes: finitePos(hk[i].WritesPerSec)}
+		h := hotKey{key: hk[i].Key, tenant: hk[i].Tenant, bytes: math.Max(0, float64(hk[i].Bytes)), writes: finitePos(hk[i].WritesPerSec)}
 		for i+1 < len(hk) && hk[i+1].Key == h.key {
 			i++
+			h.tenant = cmp.Or(h.tenant, hk[i].Tenant)
 			h.bytes = math.Max(h.bytes, float64(hk[i].Bytes))
 			h.writes = math.Max(h.writes, finitePos(hk[i].WritesPerSec))
 		}

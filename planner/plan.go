@@ -66,6 +66,8 @@ type Step struct {
 	Parts []catalog.KeyRange `json:"parts,omitempty"`
 	// Isolate is the tenant that a split gives its own one-key range.
 	Isolate *int64 `json:"isolate,omitempty"`
+	// IsolateTenant is that tenant's key as text when the stats know it (hash distribution).
+	IsolateTenant string `json:"isolate_tenant,omitempty"`
 	// From is the shard holding the range (for a split, where it happens); To the target of
 	// a move.
 	From         string  `json:"from"`

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+
+	"github.com/reshard/reshard/catalog"
 )
 
 // splitRec is a planned split of one unit into parts.
@@ -11,7 +13,7 @@ type splitRec struct {
 	unit    int
 	at      []int64
 	parts   []int
-	isolate *int64
+	isolate *hotKey // the tenant given its own range, nil for a cut at the median
 	reason  string
 }
 
@@ -80,7 +82,7 @@ func (u *unit) partLoads(at []int64) []float64 {
 
 // cut replaces unit ui by its parts at keys at (ascending, inside the range) and records the
 // split. The parts stay on the unit's shard.
-func (w *world) cut(ui int, at []int64, isolate *int64, reason string) []int {
+func (w *world) cut(ui int, at []int64, isolate *hotKey, reason string) []int {
 	parent := w.units[ui] // a copy: appending below may move the slice
 	bounds := make([]float64, 0, len(at)+2)
 	bounds = append(bounds, float64(parent.r.Lo))
@@ -206,10 +208,9 @@ func (w *world) isolateOrHalve(ui int) []int {
 		if len(at) > 0 {
 			loads := u.partLoads(at)
 			if !nearlyAll(maxOf(loads), L) {
-				k := h.key
-				reason := fmt.Sprintf("tenant %d alone carries %.2fx the mean load (%.0f%% of range %s at %.2fx): give it its own range so it can move alone",
-					k, h.load, 100*h.load/L, u.r, L)
-				return w.cut(ui, at, &k, reason)
+				reason := fmt.Sprintf("tenant %s alone carries %.2fx the mean load (%.0f%% of range %s at %.2fx): give it its own range so it can move alone",
+					catalog.TenantName(h.key, h.tenant), h.load, 100*h.load/L, u.r, L)
+				return w.cut(ui, at, &h, reason)
 			}
 		}
 	}

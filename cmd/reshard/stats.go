@@ -159,14 +159,14 @@ func printStatsText(w io.Writer, s *catalog.Stats, by string) {
 				custom = append(custom, fmt.Sprintf("%s=%g", k, v))
 			}
 			sort.Strings(custom)
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%.1f\t%s\n", h.Key, h.Shard, bytesize.Format(h.Bytes), h.Rows, h.WritesPerSec, strings.Join(custom, " "))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f\t%s\n", h.Name(), h.Shard, bytesize.Format(h.Bytes), h.Rows, h.WritesPerSec, strings.Join(custom, " "))
 		}
 		tw.Flush()
 	}
 }
 
 func newStatsPutCmd() *cobra.Command {
-	var key int64
+	var key string
 	var metrics []string
 	cmd := &cobra.Command{
 		Use:   "put --key K --metric NAME=VALUE [--metric ...]",
@@ -189,15 +189,20 @@ func newStatsPutCmd() *cobra.Command {
 				m[name] = v
 			}
 			return withCatalog(ctx, func(store *catalog.Store, _ *catalog.State) error {
-				if err := store.PutHotKeyCustom(ctx, key, m); err != nil {
+				hk, err := store.PutTenantCustom(ctx, key, m)
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "key %d: %s recorded\n", key, strings.Join(metrics, " "))
+				if hk.Tenant != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: %s recorded\n", hk.Name(), strings.Join(metrics, " "))
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "key %d: %s recorded\n", hk.Key, strings.Join(metrics, " "))
+				}
 				return nil
 			})
 		},
 	}
-	cmd.Flags().Int64Var(&key, "key", 0, "the tenant key")
+	cmd.Flags().StringVar(&key, "key", "", "the tenant key, of the keyspace's type (under hash the key itself, e.g. a uuid, which is hashed as the catalog does)")
 	cmd.Flags().StringArrayVar(&metrics, "metric", nil, "NAME=VALUE (repeatable)")
 	return cmd
 }

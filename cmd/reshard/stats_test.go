@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/md5"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/reshard/reshard/catalog"
 	"github.com/reshard/reshard/internal/testenv"
+	"github.com/reshard/reshard/planner"
 )
 
 // loadSkew puts tenants lo..lo+49 on a shard; big is 50x the others in bytes.
@@ -163,5 +166,118 @@ func TestStatsPutAndShow(t *testing.T) {
 	var stats catalog.Stats
 	if err := json.Unmarshal([]byte(res.stdout), &stats); err != nil || len(stats.HotKeys) == 0 || (stats.HotKeys[0].Key != 7 && stats.HotKeys[0].Key != 1001) {
 		t.Errorf("stats show --by bytes: %v %s", err, res.stdout)
+	}
+}
+
+// uuidSchema is a uuid-keyed schema for a catalog by hash.
+const uuidSchema = `
+CREATE TABLE tenants (tenant_id uuid PRIMARY KEY, name text NOT NULL);
+CREATE TABLE orders (tenant_id uuid NOT NULL, id bigint NOT NULL, note text, PRIMARY KEY (tenant_id, id));
+`
+
+// hashFleet is two shards with uuidSchema and a catalog by hash of uuid keys (s1 the
+// negative hashes, s2 the rest), cluster "demo". Tenants are md5(g)::uuid for g in
+// 1..80, each on the shard its hash belongs to, with 20 orders; big, the first of them on
+// s1, has 4000 more. It returns the shards' databases, the catalog and big.
+func hashFleet(t *testing.T) (map[string]*testenv.PG, *cliCatalog, string) {
+	pgs := testenv.Postgres(t, 2)
+	ctx := context.Background()
+	big := ""
+	for g := 1; big == ""; g++ {
+		u := md5.Sum([]byte(strconv.Itoa(g)))
+		if catalog.HashUUID(u) < 0 {
+			big = catalog.UUIDKey(u).String()
+		}
+	}
+	for i, pg := range pgs {
+		side := []string{"< 0", ">= 0"}[i]
+		pg.Exec(ctx, uuidSchema+fmt.Sprintf(`
+INSERT INTO tenants SELECT u, 'tenant ' || g FROM (SELECT g, md5(g::text)::uuid u FROM generate_series(1, 80) g) x WHERE uuid_hash_extended(u, 0) %[1]s;
+INSERT INTO orders SELECT tenant_id, n, repeat('o', 100) FROM tenants, generate_series(1, 20) n;
+INSERT INTO orders SELECT tenant_id, 1000 + n, repeat('b', 100) FROM tenants, generate_series(1, 4000) n WHERE tenant_id = '%[2]s';
+ANALYZE;`, side, big))
+	}
+	shards := []catalog.Shard{{Name: "s1", DSN: pgs[0].DSNApp()}, {Name: "s2", DSN: pgs[1].DSNApp()}}
+	cfg := catalog.Config{Cluster: "demo", Key: "tenant_id", KeyType: catalog.KeyUUID, Distribution: catalog.DistHash, Tables: []string{"tenants", "orders"}}
+	return map[string]*testenv.PG{"s1": pgs[0], "s2": pgs[1]}, newCatalog(t, ctx, cfg, shards, catalog.EvenRanges([]string{"s1", "s2"})), big
+}
+
+// TestStatsAndPlanNameHashedHotTenants: on a uuid-keyed catalog by hash, `stats collect`
+// records each hot tenant's uuid, and `stats show` (text and JSON) and `plan` (its reason
+// and isolate_tenant) name the big tenant by its uuid beside its hash; `stats put --key`
+// takes a uuid (any case) and hashes it as the catalog does, and refuses a key that is not
+// a uuid in one line, writing nothing. Every tenant's rows stay on their shard (nothing
+// here moves data, and nothing may).
+func TestStatsAndPlanNameHashedHotTenants(t *testing.T) {
+	pgs, env, big := hashFleet(t)
+	ctx := context.Background()
+	run := env.runner(t, ctx)
+	u, _ := catalog.ParseKey(catalog.KeyUUID, big)
+	name := big + " (hash " + strconv.FormatInt(catalog.HashKey(u), 10) + ")"
+
+	if res := run("stats", "collect", "--sample-writes", "0", "--top", "3"); res.code != 0 || !strings.Contains(res.stdout, name) {
+		t.Fatalf("stats collect: exit %d, want %q among the hot keys\n%s%s", res.code, name, res.stdout, res.stderr)
+	}
+	res := run("stats", "show", "--by", "bytes")
+	if first := strings.SplitN(res.stdout[strings.Index(res.stdout, "HOT KEY"):], "\n", 3)[1]; res.code != 0 || !strings.HasPrefix(first, name+"  ") {
+		t.Errorf("stats show --by bytes: the heaviest hot key is not named %q:\n%s%s", name, res.stdout, res.stderr)
+	}
+	var stats catalog.Stats
+	res = run("stats", "show", "--by", "bytes", "-o", "json")
+	if err := json.Unmarshal([]byte(res.stdout), &stats); err != nil || len(stats.HotKeys) != 3 || stats.HotKeys[0].Tenant != big {
+		t.Errorf("stats show -o json: %v, want 3 hot keys each named, the first %s:\n%s", err, big, res.stdout)
+	}
+	for _, h := range stats.HotKeys {
+		if k, err := catalog.ParseKey(catalog.KeyUUID, h.Tenant); err != nil || catalog.HashKey(k) != h.Key {
+			t.Errorf("hot key %d named %q, which does not hash to it (%v)", h.Key, h.Tenant, err)
+		}
+	}
+
+	res = run("plan", "-o", "json")
+	var p planner.Plan
+	if err := json.Unmarshal([]byte(res.stdout), &p); err != nil || len(p.Steps) == 0 || p.Steps[0].IsolateTenant != big {
+		t.Fatalf("plan -o json: %v, want the first step to isolate %s:\n%s%s", err, big, res.stdout, res.stderr)
+	}
+	res = run("plan")
+	t.Logf("$ reshard plan\n%s", res.stdout)
+	if !strings.Contains(res.stdout, "tenant "+name+" alone carries") {
+		t.Errorf("plan: no reason naming %q:\n%s%s", name, res.stdout, res.stderr)
+	}
+
+	if res := run("stats", "put", "--key", strings.ToUpper(big), "--metric", "read_qps=5"); res.code != 0 || res.stdout != "tenant "+name+": read_qps=5 recorded\n" {
+		t.Errorf("stats put --key UUID: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if res := run("stats", "put", "--key", "42", "--metric", "read_qps=5"); res.code == 0 || strings.Count(res.stderr, "\n") != 1 || !strings.Contains(res.stderr, `"42" is not a uuid`) {
+		t.Errorf("stats put --key 42: exit %d, want one line refusing it\n%s", res.code, res.stderr)
+	}
+	after, err := env.store.LoadStats(ctx)
+	if err != nil || len(after.HotKeys) != 3 {
+		t.Fatalf("hot keys after stats put: %v %+v", err, after)
+	}
+	for _, h := range after.HotKeys {
+		if want := map[bool]float64{true: 5}[h.Tenant == big]; h.Custom["read_qps"] != want {
+			t.Errorf("hot key %s: custom %v, want read_qps %v", h.Name(), h.Custom, want)
+		}
+	}
+	checkHashFleetRows(t, ctx, pgs, big)
+}
+
+// checkHashFleetRows checks every tenant's rows on both shards of hashFleet: each shard
+// holds exactly its side's tenants with 20 orders each, big 4020.
+func checkHashFleetRows(t *testing.T, ctx context.Context, pgs map[string]*testenv.PG, big string) {
+	t.Helper()
+	for name, side := range map[string]string{"s1": "< 0", "s2": ">= 0"} {
+		c, err := pgx.Connect(ctx, pgs[name].DSNApp())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bad int
+		err = c.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM (SELECT md5(g::text)::uuid u FROM generate_series(1, 80) g) x
+			LEFT JOIN LATERAL (SELECT count(*) n FROM orders o WHERE o.tenant_id = u) o ON true
+			WHERE o.n <> CASE WHEN NOT (uuid_hash_extended(u, 0) %s) THEN 0 WHEN u = '%s' THEN 4020 ELSE 20 END`, side, big)).Scan(&bad)
+		c.Close(ctx)
+		if err != nil || bad != 0 {
+			t.Errorf("%s: %d tenants with the wrong number of orders (%v)", name, bad, err)
+		}
 	}
 }

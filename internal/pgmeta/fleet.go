@@ -1,6 +1,7 @@
 package pgmeta
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -251,12 +252,13 @@ func measurement(shard string, sizes *Sizes, sample *WriteSample) *catalog.Shard
 		m.Tables[t] = catalog.TableStats{Bytes: ts.Bytes, Rows: ts.Rows}
 	}
 	for k, ts := range sizes.Tenants {
-		m.Tenants[k] = catalog.TenantLoad{Bytes: ts.Bytes, Rows: ts.Rows}
+		m.Tenants[k] = catalog.TenantLoad{Tenant: ts.Tenant, Bytes: ts.Bytes, Rows: ts.Rows}
 	}
 	if sample != nil {
 		m.SampleSeconds = sample.Elapsed.Seconds()
 		for k, n := range sample.Writes {
 			tl := m.Tenants[k]
+			tl.Tenant = cmp.Or(tl.Tenant, sample.Tenants[k]) // written during the sample, not there when sized
 			tl.Writes = n
 			m.Tenants[k] = tl
 		}

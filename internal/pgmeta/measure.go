@@ -1,6 +1,7 @@
 package pgmeta
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -20,8 +21,9 @@ type TableSize struct {
 
 // TenantSize is one tenant's share of the sharded tables.
 type TenantSize struct {
-	Bytes int64
-	Rows  int64
+	Tenant string // the tenant key as text under hash distribution (the map's key is its hash)
+	Bytes  int64
+	Rows   int64
 }
 
 // Sizes is what Measure found on one shard.
@@ -74,17 +76,21 @@ func Measure(ctx context.Context, q Querier, keys catalog.Keyspace, tables []str
 			ts.Sampled = true
 		}
 		// Tenants are counted by their position on the key line (the key, or its hash).
-		rows, err := q.Query(ctx, fmt.Sprintf(`SELECT %s, count(*), sum(pg_column_size(t.*))::bigint FROM %s WHERE t.%s IS NOT NULL GROUP BY 1`,
-			keys.Expr(t, "t"), from, pgx.Identifier{keys.Column(t)}.Sanitize()))
+		rows, err := q.Query(ctx, fmt.Sprintf(`SELECT %s, count(*), sum(pg_column_size(t.*))::bigint, %s FROM %s WHERE t.%[4]s IS NOT NULL GROUP BY 1`,
+			keys.Expr(t, "t"), tenantName(keys, t), from, pgx.Identifier{keys.Column(t)}.Sanitize()))
 		if err != nil {
 			return nil, fmt.Errorf("per-tenant size of table %s: %w", t, err)
 		}
-		type agg struct{ rows, rowBytes int64 }
+		type agg struct {
+			rows, rowBytes int64
+			name           string
+		}
 		per := map[int64]agg{}
 		var totalRowBytes, totalRows int64
 		var k, n, b int64
-		_, err = pgx.ForEachRow(rows, []any{&k, &n, &b}, func() error {
-			per[k] = agg{n, b}
+		var name string
+		_, err = pgx.ForEachRow(rows, []any{&k, &n, &b, &name}, func() error {
+			per[k] = agg{n, b, name}
 			totalRowBytes += b
 			totalRows += n
 			return nil
@@ -95,6 +101,7 @@ func Measure(ctx context.Context, q Querier, keys catalog.Keyspace, tables []str
 		ts.Rows = int64(math.Round(float64(totalRows) * scale))
 		for k, a := range per {
 			cur := out.Tenants[k]
+			cur.Tenant = cmp.Or(cur.Tenant, a.name)
 			cur.Rows += int64(math.Round(float64(a.rows) * scale))
 			if totalRowBytes > 0 {
 				cur.Bytes += int64(math.Round(float64(bytes) * float64(a.rowBytes) / float64(totalRowBytes)))
@@ -104,4 +111,14 @@ func Measure(ctx context.Context, q Querier, keys catalog.Keyspace, tables []str
 		out.Tables[t] = ts
 	}
 	return out, nil
+}
+
+// tenantName is the SQL aggregate naming the tenant at a position: under hash the key as
+// text (the smallest, should two keys share a hash), under range nothing, the position
+// being the key.
+func tenantName(keys catalog.Keyspace, table string) string {
+	if !keys.Hashed() {
+		return "''::text"
+	}
+	return "min(t." + pgx.Identifier{keys.Column(table)}.Sanitize() + `::text COLLATE "C")`
 }

@@ -56,3 +56,50 @@ ANALYZE;`)
 		t.Errorf("sampled orders: %+v (true rows 22000)", so)
 	}
 }
+
+// TestMeasureNamesHashedTenants: under hash distribution a tenant is counted at its hash and
+// named by its key as text (what stats collect shows for a hot tenant); under range it is
+// counted at its key and not named.
+func TestMeasureNamesHashedTenants(t *testing.T) {
+	const big, small = "3f2c1a0b-9c8d-4e8a-9c7b-3d2f1a0b9c8d", "0e1b4c3a-5f2d-4e8a-9c7b-3d2f1a0b9c8d"
+	_, conn := shardWith(t, `
+CREATE TABLE orgs (org_id uuid NOT NULL, n bigint NOT NULL, PRIMARY KEY (org_id, n));
+CREATE TABLE plain (tenant_id bigint NOT NULL, n bigint NOT NULL, PRIMARY KEY (tenant_id, n));
+INSERT INTO orgs SELECT '`+big+`', g FROM generate_series(1, 300) g;
+INSERT INTO orgs SELECT '`+small+`', g FROM generate_series(1, 3) g;
+INSERT INTO plain SELECT 7, g FROM generate_series(1, 5) g;`)
+	ctx := context.Background()
+	pos := func(s string) int64 {
+		k, err := catalog.ParseKey(catalog.KeyUUID, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return catalog.HashKey(k)
+	}
+	for _, tc := range []struct {
+		name  string
+		keys  catalog.Keyspace
+		table string
+		want  map[int64]TenantSize // bytes not compared
+	}{
+		{"hash uuid", catalog.Keyspace{Key: "org_id", Type: catalog.KeyUUID, Distribution: catalog.DistHash}, "orgs",
+			map[int64]TenantSize{pos(big): {Tenant: big, Rows: 300}, pos(small): {Tenant: small, Rows: 3}}},
+		{"range bigint", catalog.RangeOn("tenant_id"), "plain", map[int64]TenantSize{7: {Rows: 5}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sz, err := Measure(ctx, conn, tc.keys, []string{tc.table}, MeasureOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, ts := range sz.Tenants {
+				ts.Bytes = 0
+				if ts != tc.want[k] {
+					t.Errorf("tenant at %d: %+v, want %+v", k, ts, tc.want[k])
+				}
+			}
+			if len(sz.Tenants) != len(tc.want) {
+				t.Errorf("%d tenants, want %d: %+v", len(sz.Tenants), len(tc.want), sz.Tenants)
+			}
+		})
+	}
+}

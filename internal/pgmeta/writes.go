@@ -18,7 +18,9 @@ import (
 // WriteSample is the row changes (inserts, updates, deletes) per tenant committed during a
 // sample, in the sharded tables and their partitions.
 type WriteSample struct {
-	Writes  map[int64]int64
+	Writes map[int64]int64
+	// Tenants names, under hash distribution, each tenant of Writes by its key as text.
+	Tenants map[int64]string
 	Elapsed time.Duration
 	Slot    string // the temporary slot used (already dropped)
 }
@@ -55,8 +57,8 @@ func SampleWrites(ctx context.Context, conn *pgx.Conn, keys catalog.Keyspace, ta
 	if err != nil {
 		return nil, err
 	}
-	ws = &WriteSample{Writes: map[int64]int64{}, Slot: slot}
-	p := &changeParser{keys: keys, roots: roots, writes: ws.Writes}
+	p := newChangeParser(keys, roots, map[int64]int64{})
+	ws = &WriteSample{Writes: p.writes, Tenants: p.names, Slot: slot}
 	deadline := start.Add(d)
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
@@ -170,9 +172,15 @@ type changeParser struct {
 	keys   catalog.Keyspace
 	roots  map[string]string
 	writes map[int64]int64
+	// names holds, under hash distribution, each counted tenant's key as text.
+	names map[int64]string
 	// unknown holds counts for relations not known when the sample started (a partition
 	// created meanwhile); they are attributed once their root is looked up.
 	unknown map[string]map[int64]int64
+}
+
+func newChangeParser(keys catalog.Keyspace, roots map[string]string, writes map[int64]int64) *changeParser {
+	return &changeParser{keys: keys, roots: roots, writes: writes, names: map[int64]string{}}
 }
 
 func (p *changeParser) line(s string) {
@@ -200,9 +208,12 @@ func (p *changeParser) line(s string) {
 	if !ok {
 		return
 	}
-	k, err := p.keys.PositionOfText(v)
+	k, name, err := p.position(v)
 	if err != nil {
 		return
+	}
+	if name != "" && p.names[k] == "" {
+		p.names[k] = name
 	}
 	if known {
 		p.writes[k]++
@@ -215,6 +226,19 @@ func (p *changeParser) line(s string) {
 		p.unknown[rel] = map[int64]int64{}
 	}
 	p.unknown[rel][k]++
+}
+
+// position is where the key written v falls, and under hash the key's name (its text form).
+func (p *changeParser) position(v string) (int64, string, error) {
+	key, err := catalog.ParseKey(p.keys.KeyType(), v)
+	if err != nil {
+		return 0, "", err
+	}
+	k, err := p.keys.Position(key)
+	if err != nil || !p.keys.Hashed() {
+		return k, "", err
+	}
+	return k, key.String(), nil
 }
 
 // lookupUnknown counts changes of relations that turned out to be partitions of a

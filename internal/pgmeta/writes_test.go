@@ -3,6 +3,7 @@ package pgmeta
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -144,5 +145,35 @@ func TestKeyValue(t *testing.T) {
 	}
 	if p.writes[1] != 1 || p.writes[2] != 2 || len(p.writes) != 2 || p.unknown["public.other"][3] != 1 {
 		t.Errorf("parser: writes %v unknown %v", p.writes, p.unknown)
+	}
+}
+
+// TestChangeParserNamesHashedTenants: under hash distribution a sampled write is counted at
+// its tenant's hash and the tenant named by its key in PostgreSQL's text form; under range
+// no names are kept.
+func TestChangeParserNamesHashedTenants(t *testing.T) {
+	const u = "3f2c1a0b-9c8d-4e8a-9c7b-3d2f1a0b9c8d"
+	key, err := catalog.ParseKey(catalog.KeyUUID, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		keys  catalog.Keyspace
+		line  string
+		at    int64
+		names map[int64]string
+	}{
+		{"hash uuid", catalog.Keyspace{Key: "org_id", Type: catalog.KeyUUID, Distribution: catalog.DistHash},
+			"table public.orgs: INSERT: org_id[uuid]:'" + u + "' n[bigint]:1", catalog.HashKey(key), map[int64]string{catalog.HashKey(key): u}},
+		{"range bigint", catalog.RangeOn("tenant_id"), "table public.orgs: INSERT: tenant_id[bigint]:7 n[bigint]:1", 7, map[int64]string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newChangeParser(tc.keys, map[string]string{"public.orgs": "orgs"}, map[int64]int64{})
+			p.line(tc.line)
+			if p.writes[tc.at] != 1 || fmt.Sprint(p.names) != fmt.Sprint(tc.names) {
+				t.Errorf("writes %v names %v; want one write at %d, names %v", p.writes, p.names, tc.at, tc.names)
+			}
+		})
 	}
 }
