@@ -14,6 +14,9 @@ const finishedShown = 20
 // MigrationView is one migration as the page shows it.
 type MigrationView struct {
 	catalog.MigrationHead
+	// Tenant is the key of the one tenant the range holds, when the stats name it (hash
+	// distribution, where the range's bounds are hashes).
+	Tenant     string   `json:"tenant,omitempty"`
 	Finished   bool     `json:"finished"`
 	RollbackTo string   `json:"rollback_to,omitempty"`
 	Progress   Progress `json:"progress"`
@@ -90,6 +93,7 @@ func migrationView(m catalog.Migration, src Sources, phases map[string]time.Time
 	v := MigrationView{MigrationHead: m.Head(), Finished: m.Terminal(), RollbackTo: m.RollbackTo, Timings: m.Timings,
 		LastError: m.LastError, Created: m.Created, Updated: m.Updated}
 	v.Progress = progress(m, src.Stats)
+	v.Tenant = tenantOf(m.Range, src.Stats)
 	if m.Phase == catalog.PhaseCopying || m.Phase == catalog.PhaseCatchingUp {
 		v.Lagging, v.LagBytes, v.LagSeconds = true, m.LagBytes, m.LagSeconds
 	}
@@ -145,6 +149,19 @@ func progress(m catalog.Migration, stats *catalog.Stats) Progress {
 		p.Frac = float64(p.ChunksDone) / float64(p.ChunksTotal)
 	}
 	return p
+}
+
+// tenantOf is the key of the one tenant r holds, when r is one key and the stats name it.
+func tenantOf(r catalog.KeyRange, stats *catalog.Stats) string {
+	if stats == nil || r.HiInf || r.Hi != r.Lo+1 {
+		return ""
+	}
+	for _, hk := range stats.HotKeys {
+		if hk.Key == r.Lo {
+			return hk.Tenant
+		}
+	}
+	return ""
 }
 
 // estimate is the measured size of range r: the sum of the stats ranges that tile it

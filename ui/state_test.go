@@ -275,3 +275,27 @@ func TestWindowPartsFromTheJournal(t *testing.T) {
 		t.Errorf("parts %+v, want the steps %v", parts, want)
 	}
 }
+
+// TestMigrationNamesItsHashedTenant: the page names the tenant a migration moves when its
+// range is one key whose hot key the stats name (hash distribution); otherwise no name.
+func TestMigrationNamesItsHashedTenant(t *testing.T) {
+	const u = "3f2c1a0b-9c8d-4e8a-9c7b-3d2f1a0b9c8d"
+	stats := &catalog.Stats{HotKeys: []catalog.HotKey{{Key: -7, Tenant: u}, {Key: 42}}}
+	for _, tc := range []struct {
+		name string
+		r    catalog.KeyRange
+		want string
+	}{
+		{"one named tenant", catalog.NewRange(-7, -6), u},
+		{"one tenant by range", catalog.NewRange(42, 43), ""},
+		{"a wider range", catalog.NewRange(-7, 43), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := catalog.Migration{ID: "m1", Kind: catalog.KindMove, Range: tc.r, Phase: catalog.PhaseCopying}
+			v := migrationView(m, Sources{State: &catalog.State{}, Stats: stats}, nil)
+			if v.Tenant != tc.want {
+				t.Errorf("tenant %q, want %q", v.Tenant, tc.want)
+			}
+		})
+	}
+}

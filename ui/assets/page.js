@@ -125,7 +125,7 @@
     return el("div", { class: "mig" + (m.finished ? " finished" : ""), "data-migration": m.id, "data-kind": m.kind, "data-phase": m.phase },
       el("div", { class: "head" },
         el("span", { class: "id" }, m.id),
-        el("span", {}, `${m.kind} ${m.range}: ${m.source} → ${m.target}`),
+        el("span", {}, `${m.kind} ${m.range}${m.tenant ? ` (tenant ${m.tenant})` : ""}: ${m.source} → ${m.target}`),
         el("span", { class: "phase " + m.phase }, m.phase + (m.phase === "rolling_back" && m.rollback_to ? " → " + m.rollback_to : "")),
         el("span", { class: "note" }, "updated " + ago(m.updated))),
       at >= 0 ? el("div", { class: "pipeline" }, phases.map((ph, i) => el("span", { class: i < at ? "past" : i === at ? "now" : "" }, ph.replace("_", " ")))) : null,
