@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -22,10 +23,11 @@ import (
 // TestDevHashStackMovesUnderLoad: `dev up --distribution hash` makes a demo of uuid tenant
 // ids on three real shards split evenly over the hash line (each shard holds exactly the
 // tenants whose uuid_hash_extended its range holds), cluster.yaml says `distribution: hash`,
-// init takes it, and under a live `dev load` routed by the catalog, `stats collect`, `plan`
-// and `apply` move at least one range; `dev check` then finds every tenant's rows, moved or
-// not, on its owner only, the untouched ones exactly as fingerprinted, the written ones at
-// their start plus their acknowledged changes, and every acknowledged ledger row once.
+// init takes it, and under a live `dev load` routed by the catalog, `stats collect` (naming
+// hot tenants by uuid beside their hash), `plan` and `apply` move at least one range; `dev
+// check` then finds every tenant's rows, moved or not, on its owner only, the untouched ones
+// exactly as fingerprinted, the written ones at their start plus their acknowledged changes,
+// and every acknowledged ledger row once.
 func TestDevHashStackMovesUnderLoad(t *testing.T) {
 	bin := buildReshard(t)
 	dir := stackDir(t)
@@ -86,6 +88,8 @@ func TestDevHashStackMovesUnderLoad(t *testing.T) {
 	stopLoad := startDevLoad(t, bin, dir)
 	if r := run("stats", "collect", "--sample-writes", "3s"); r.code != 0 {
 		t.Fatalf("stats collect: exit %d", r.code)
+	} else if !hotTenantNamedRE.MatchString(r.stdout) {
+		t.Errorf("stats collect names no hot tenant by its uuid beside its hash:\n%s", r.stdout)
 	}
 	planFile := filepath.Join(t.TempDir(), "plan.json")
 	if r := run("plan", "--out", planFile, "--max-moves", "2", "--detailed-exitcode"); r.code != 2 {
@@ -124,6 +128,9 @@ func TestDevHashStackMovesUnderLoad(t *testing.T) {
 		t.Errorf("no range left its first shard: %v", after.Ranges)
 	}
 }
+
+// hotTenantNamedRE is a hot key line of `stats show` under hash: the uuid, then its hash.
+var hotTenantNamedRE = regexp.MustCompile(`(?m)^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12} \(hash -?[0-9]+\) `)
 
 // startDevLoad runs `reshard dev load` (every third tenant quiet, routed by the catalog)
 // until the returned function interrupts it, as Ctrl-C does, and returns what it printed.
