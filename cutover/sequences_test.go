@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -97,5 +98,77 @@ func TestSyncSequencesRaisesOnly(t *testing.T) {
 		if err := dst.QueryRow(ctx, `SELECT nextval('orders_id_seq')`).Scan(&next); err != nil || next != tt.want+1 {
 			t.Errorf("source %d, target %d: next id on the target %d, %v; want %d", tt.src, tt.dst, next, err, tt.want+1)
 		}
+	}
+}
+
+// descendingSchema has descending sequences behind two tables' ids: one by -1 (from -1
+// down) and one by -5 with its own bounds.
+const descendingSchema = `
+CREATE SEQUENCE down_ids INCREMENT BY -1;
+CREATE SEQUENCE down_fives INCREMENT BY -5 MINVALUE -100000 MAXVALUE 0 START 0;
+CREATE TABLE downs (tenant_id bigint NOT NULL, id bigint NOT NULL DEFAULT nextval('down_ids'), PRIMARY KEY (tenant_id, id));
+CREATE TABLE fives (tenant_id bigint NOT NULL, id bigint NOT NULL DEFAULT nextval('down_fives'), PRIMARY KEY (tenant_id, id));
+`
+
+// TestSyncSequencesMovesDescendingSequencesDown: a descending sequence is brought past the
+// source's last value in its own direction (at or below it), so the target's next id is
+// one the source never handed out; a target already further down is left where it is.
+func TestSyncSequencesMovesDescendingSequencesDown(t *testing.T) {
+	ctx := context.Background()
+	pgs, src, dst := twoShards(t, descendingSchema)
+	for _, tt := range []struct {
+		table, seq    string
+		inc, src, dst int64 // dst 0: the target's sequence never used
+		want          int64
+	}{
+		{table: "downs", seq: "public.down_ids", inc: -1, src: -100, dst: 0, want: -100},
+		{table: "downs", seq: "public.down_ids", inc: -1, src: -100, dst: -7, want: -100},
+		{table: "downs", seq: "public.down_ids", inc: -1, src: -100, dst: -1000, want: -1000},
+		{table: "fives", seq: "public.down_fives", inc: -5, src: -495, dst: 0, want: -495},
+		{table: "fives", seq: "public.down_fives", inc: -5, src: -495, dst: -30, want: -495},
+		{table: "fives", seq: "public.down_fives", inc: -5, src: -495, dst: -5000, want: -5000},
+	} {
+		name := fmt.Sprintf("%s source %d target %d", tt.seq, tt.src, tt.dst)
+		pgs[0].Exec(ctx, fmt.Sprintf(`SELECT setval('%s', %d)`, tt.seq, tt.src))
+		if tt.dst != 0 {
+			pgs[1].Exec(ctx, fmt.Sprintf(`SELECT setval('%s', %d)`, tt.seq, tt.dst))
+		} else {
+			pgs[1].Exec(ctx, fmt.Sprintf(`ALTER SEQUENCE %s RESTART`, tt.seq))
+		}
+		seqs, err := SyncSequences(ctx, src, dst, []string{tt.table})
+		if err != nil || len(seqs) != 1 || seqs[0].Name != tt.seq || seqs[0].Value != tt.want {
+			t.Errorf("%s: SyncSequences = %+v, %v; want %s at %d", name, seqs, err, tt.seq, tt.want)
+		}
+		var next int64
+		if err := dst.QueryRow(ctx, `SELECT nextval($1::regclass)`, tt.seq).Scan(&next); err != nil || next != tt.want+tt.inc || next >= tt.src {
+			t.Errorf("%s: next id on the target %d, %v; want %d, below every id the source handed out (down to %d)", name, next, err, tt.want+tt.inc, tt.src)
+		}
+	}
+}
+
+// TestSyncSequencesRefusesMissingOrReversedTargetSequence: inside the window, a sequence
+// the target lacks or that runs the other way there is an error naming it and what to do
+// (the preflight refuses such a move earlier); the target's sequences are left as they were.
+func TestSyncSequencesRefusesMissingOrReversedTargetSequence(t *testing.T) {
+	ctx := context.Background()
+	pgs := shards(t, descendingSchema, `
+		CREATE SEQUENCE down_fives INCREMENT BY 5;
+		CREATE TABLE downs (tenant_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (tenant_id, id));
+		CREATE TABLE fives (tenant_id bigint NOT NULL, id bigint NOT NULL DEFAULT nextval('down_fives'), PRIMARY KEY (tenant_id, id));
+		SELECT setval('down_fives', 40);`)
+	pgs[0].Exec(ctx, `SELECT setval('down_ids', -100); SELECT setval('down_fives', -495)`)
+	src, dst := connect(t, pgs[0].DSNApp()), connect(t, pgs[1].DSNApp())
+	_, err := SyncSequences(ctx, src, dst, []string{"downs", "fives"})
+	for _, want := range []string{
+		"public.down_ids does not exist on the target: create it as on the source",
+		"public.down_fives runs by 5 on the target but by -5 on the source",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("SyncSequences = %v; want it to say %q", err, want)
+		}
+	}
+	var at int64
+	if err := dst.QueryRow(ctx, `SELECT last_value FROM down_fives`).Scan(&at); err != nil || at != 40 {
+		t.Errorf("target down_fives at %d, %v; want left at 40", at, err)
 	}
 }
