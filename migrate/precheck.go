@@ -43,7 +43,7 @@ func (e *Executor) CheckMove(ctx context.Context, st *catalog.State, r catalog.K
 		return err
 	}
 	m := &catalog.Migration{ID: id, Kind: catalog.KindMove, Range: r, Source: owner.Shard, Target: to, Phase: catalog.PhasePlanned}
-	return oneLine(e.Preflight(ctx, m, srcDSN, dstDSN))
+	return oneLine(e.Preflight(ctx, m, srcDSN, dstDSN), m)
 }
 
 // holder is the catalog range that holds all of r.
@@ -104,11 +104,15 @@ func shardNames(st *catalog.State) string {
 }
 
 // oneLine puts a preflight's single problem (or a connection error spread over lines) on
-// one line; several problems stay a list.
-func oneLine(err error) error {
+// one line; several problems stay a list. Either way it names m's shards, which the
+// problems call only source and target.
+func oneLine(err error, m *catalog.Migration) error {
 	var pe *mover.PreflightError
 	if errors.As(err, &pe) && len(pe.Problems) == 1 {
-		return fmt.Errorf("move refused (nothing was changed): %s", strings.Join(strings.Fields(pe.Problems[0]), " "))
+		return fmt.Errorf("move of %s from %s to %s refused (nothing was changed): %s", m.Range, m.Source, m.Target, strings.Join(strings.Fields(pe.Problems[0]), " "))
+	}
+	if pe != nil {
+		return fmt.Errorf("move of %s from %s to %s: %w", m.Range, m.Source, m.Target, err)
 	}
 	return err
 }

@@ -9,7 +9,8 @@
 //     databases reachable, wal_level=logical, a free slot and WAL sender, connection
 //     headroom, the same tables and columns on both sides, primary keys, a replica
 //     identity that carries the sharding key (a row filter on any other column breaks
-//     every UPDATE and DELETE of the table), and no rows of the range on the target.
+//     every UPDATE and DELETE of the table), the sequences behind the tables' ids on the
+//     target with the source's type and direction, and no rows of the range on the target.
 //  1. Publication (publication.go): reshard_<id>, one row filter per table for the range,
 //     insert/update/delete only (row filters do not apply to TRUNCATE), published via the
 //     partition root. Created before the slot, so the slot's decoding sees it.

@@ -16,7 +16,8 @@ import (
 // connection headroom on the source; every table present on both sides with the same
 // columns and types and a primary key; the source's replica identity (of each table and
 // each partition) carries the key, since a row filter on a column outside it breaks every
-// UPDATE and DELETE on the table; and the target holds no row of the range unless
+// UPDATE and DELETE on the table; the target has every sequence behind the tables' ids
+// with the source's type and direction; and the target holds no row of the range unless
 // Overwrite. It returns a *PreflightError listing every problem found.
 func Preflight(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
@@ -38,10 +39,14 @@ func preflight(ctx context.Context, cfg Config) (*metadata, error) {
 	slot, pub := Names(cfg.ID)
 	need := cfg.copyWorkers() + 1 // copy workers + the pooled control connection
 
+	var seqs []pgmeta.Sequence
 	if conn, err := connect(ctx, source, cfg.SourceDSN, appName(cfg.ID, "preflight")); err != nil {
 		probs = append(probs, err.Error())
 	} else {
 		p, tables, err := checkSource(ctx, conn, cfg, slot, pub, need)
+		if err == nil {
+			seqs, err = sourceSequences(ctx, conn, cfg.Tables)
+		}
 		closeQuietly(conn)
 		if err != nil {
 			return nil, err
@@ -53,6 +58,11 @@ func preflight(ctx context.Context, cfg Config) (*metadata, error) {
 		probs = append(probs, err.Error())
 	} else {
 		p, tables, err := checkTarget(ctx, conn, cfg, md.src, need)
+		if err == nil {
+			var sp []string
+			sp, err = checkSequences(ctx, conn, seqs)
+			p = append(p, sp...)
+		}
 		closeQuietly(conn)
 		if err != nil {
 			return nil, err
@@ -248,4 +258,34 @@ func checkTarget(ctx context.Context, conn *pgx.Conn, cfg Config, src []*table, 
 		return nil, nil, err
 	}
 	return probs, tables, nil
+}
+
+func sourceSequences(ctx context.Context, conn *pgx.Conn, tables []string) ([]pgmeta.Sequence, error) {
+	seqs, err := pgmeta.TableSequences(ctx, conn, tables)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	return seqs, nil
+}
+
+// checkSequences checks that the target has every sequence behind the tables' ids on the
+// source, of the same type and direction: the cutover brings each past the source's value
+// inside the window, where a missing one would fail every attempt the same way.
+func checkSequences(ctx context.Context, conn *pgx.Conn, src []pgmeta.Sequence) ([]string, error) {
+	if len(src) == 0 {
+		return nil, nil
+	}
+	names := make([]string, len(src))
+	for i, s := range src {
+		names[i] = s.Name
+	}
+	dst, err := pgmeta.NamedSequences(ctx, conn, names)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	var probs []string
+	for _, p := range pgmeta.SequenceMismatches(src, dst) {
+		probs = append(probs, "target: "+p)
+	}
+	return probs, nil
 }

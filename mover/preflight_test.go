@@ -6,7 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/reshard/reshard/catalog"
+	"github.com/reshard/reshard/internal/demo"
 )
 
 // TestPreflightListsEveryProblem: preflight reports all problems at once and changes
@@ -52,5 +55,71 @@ func TestPreflightListsEveryProblem(t *testing.T) {
 	if _, err := New(Config{ID: "", Tables: []string{"a.b.c"}, Range: catalog.NewRange(5, 5)}, newMemJournal()); err == nil ||
 		!strings.Contains(err.Error(), "migration id is empty") || !strings.Contains(err.Error(), "a.b.c") || !strings.Contains(err.Error(), "empty") {
 		t.Fatalf("New with a bad config: %v", err)
+	}
+}
+
+// TestStartRefusesSequencesTheTargetLacks: a sequence behind the moved tables' ids that the
+// target lacks, or has of another type or direction, is refused by the preflight before
+// anything is copied, one line each naming the sequence, the shard and what to do; every
+// tenant's rows on both shards stay as they were and nothing is created on either.
+func TestStartRefusesSequencesTheTargetLacks(t *testing.T) {
+	ctx := context.Background()
+	rng := catalog.NewRange(3, 6)
+	srcPG, dstPG, src, dst := seededPair(t, ctx, rng, 8, 3, 4, 2)
+	mustExec(t, ctx, src, `CREATE SEQUENCE ledger_ids; SELECT setval('ledger_ids', 5000);
+		ALTER TABLE ledger ALTER id SET DEFAULT nextval('ledger_ids');
+		CREATE SEQUENCE doc_ids INCREMENT BY -1; ALTER TABLE docs ALTER id SET DEFAULT nextval('doc_ids');
+		CREATE SEQUENCE account_ids AS bigint; ALTER TABLE accounts ALTER id SET DEFAULT nextval('account_ids')`)
+	mustExec(t, ctx, dst, `CREATE SEQUENCE doc_ids; ALTER TABLE docs ALTER id SET DEFAULT nextval('doc_ids');
+		CREATE SEQUENCE account_ids AS integer; ALTER TABLE accounts ALTER id SET DEFAULT nextval('account_ids')`)
+	before := map[string]demo.Fingerprints{}
+	for side, db := range map[string]*pgxpool.Pool{"source": src, "target": dst} {
+		f, err := demo.Fingerprint(ctx, db, testTables)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[side] = f
+	}
+	m, err := New(moveConfig(t, "seqs", srcPG, dstPG, testTables, rng), newMemJournal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = m.Start(ctx)
+	if err == nil {
+		defer func() { _ = m.Cancel(ctx) }()
+	}
+	var pe *PreflightError
+	if !errors.As(err, &pe) {
+		t.Fatalf("Start = %v, want a *PreflightError", err)
+	}
+	t.Logf("%v", err)
+	for _, want := range []string{
+		"target: sequence public.ledger_ids does not exist: create it as on the source (CREATE SEQUENCE public.ledger_ids AS bigint INCREMENT BY 1",
+		"target: sequence public.doc_ids is descending on the source but ascending on the target: ALTER SEQUENCE public.doc_ids INCREMENT BY -1",
+		"target: sequence public.account_ids is bigint on the source but integer on the target: ALTER SEQUENCE public.account_ids AS bigint",
+	} {
+		found := false
+		for _, p := range pe.Problems {
+			found = found || strings.HasPrefix(p, want) && !strings.Contains(p, "\n")
+		}
+		if !found {
+			t.Errorf("preflight does not report, on one line, %q", want)
+		}
+	}
+	for side, db := range map[string]*pgxpool.Pool{"source": src, "target": dst} {
+		f, err := demo.Fingerprint(ctx, db, testTables)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := before[side].Diff("the "+side, f); err != nil {
+			t.Errorf("rows on the %s changed: %v", side, err)
+		}
+	}
+	if l := leftovers(t, ctx, src); len(l) > 0 {
+		t.Errorf("preflight created %v on the source", l)
+	}
+	if n := count(t, ctx, dst, `SELECT count(*) FROM pg_namespace WHERE nspname = 'reshard'`) +
+		count(t, ctx, dst, `SELECT count(*) FROM pg_class WHERE relname = 'ledger_ids'`); n != 0 {
+		t.Errorf("preflight created the reshard schema or the sequence on the target")
 	}
 }

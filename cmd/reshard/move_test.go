@@ -59,6 +59,12 @@ func TestRefusedMoveChangesNothing(t *testing.T) {
 		{"source replica identity", []string{"move", "--range", "20:30", "--to", "s2"}, []string{"source:", "orders", "replica identity"},
 			func() { pgs["s1"].Exec(ctx, `ALTER TABLE orders REPLICA IDENTITY NOTHING`) },
 			func() { pgs["s1"].Exec(ctx, `ALTER TABLE orders REPLICA IDENTITY DEFAULT`) }},
+		{"sequence missing on the target", []string{"move", "--range", "20:30", "--to", "s2"},
+			[]string{"move of 20:30 from s1 to s2 refused (nothing was changed)", "target: sequence public.order_ids does not exist: create it as on the source (CREATE SEQUENCE public.order_ids AS bigint"},
+			func() {
+				pgs["s1"].Exec(ctx, `CREATE SEQUENCE order_ids; SELECT setval('order_ids', 5000); ALTER TABLE orders ALTER id SET DEFAULT nextval('order_ids')`)
+			},
+			func() { pgs["s1"].Exec(ctx, `ALTER TABLE orders ALTER id DROP DEFAULT; DROP SEQUENCE order_ids`) }},
 		{"split to an unknown shard", []string{"split", "--range", ":1000", "--at", "500", "--to", "s9"}, []string{`unknown target shard "s9"`}, nil, nil},
 		{"split to a target holding rows", []string{"split", "--range", ":1000", "--at", "5", "--to", "s2"},
 			[]string{"target: table orders already holds rows of range 5:1000"}, nil, nil},
